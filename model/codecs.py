@@ -1,0 +1,205 @@
+"""The three coding blocks and the predictor of ELF-VC (Figure 2, §2, §3.3).
+
+    I-frame:  x --s2d4--> E0 --codelayer--> D0 --> x_hat, state
+    P-frame t:
+      predictor(f_{t-1}, x_{t-2}, x_{t-1}, level)            -> f_bar            (zero bits)
+      flow block:    E0(x_t, x_{t-1}, f_bar, s_{t-1}) -> codelayer -> D0(., f_bar, s_{t-1})
+                     -> mask m, delta df, state s'
+                     f_t = m * f_bar + df ;  x_comp = ScaleSpaceWarp(x_{t-1}, f_t)
+      residue block: E0(x_t - x_comp, s') -> codelayer -> D0(., s') -> r_t, s_t
+                     x_t_hat = x_comp + r_t
+
+Pixels enter the networks by space-to-depth(4) (gap), so every block runs at 4x or coarser
+(§3.2); outputs leave through a convolution and depth-to-space(4). Inputs that concatenate
+tensors of different scales (flows in pixels, pixels in [-1/2, 1/2], features) pass through
+channel normalization (App. C).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import tensorflow as tf
+
+from model.codelayer import CodelayerOutput, HyperpriorCodelayer
+from model.config import ModelConfig
+from model.entropy import QuantMode
+from model.layers import ChannelNorm, DMBlock, TwoScaleDMBlock, conv
+from model.level import interpolate_rows, with_level_map
+from model.transforms import Analysis, Synthesis
+from model.warp import scale_space_warp
+
+layers = tf.keras.layers
+
+
+def to_4x(image):
+    """[B, H, W, C] pixels -> [B, H/4, W/4, 16 C], centred."""
+    return tf.nn.space_to_depth(image, 4)
+
+
+def from_4x(features):
+    """[B, H/4, W/4, 16 C] -> [B, H, W, C]."""
+    return tf.nn.depth_to_space(features, 4)
+
+
+@dataclass
+class IFrameOutput:
+    reconstruction: tf.Tensor  # [B, H, W, 3]
+    state: tf.Tensor  # [B, H/4, W/4, S]
+    code: CodelayerOutput
+
+
+@dataclass
+class PFrameOutput:
+    reconstruction: tf.Tensor  # [B, H, W, 3]
+    state: tf.Tensor  # [B, H/4, W/4, S]
+    flow: tf.Tensor  # [B, H, W, 3] final flow f_t (dx, dy, sigma) in pixels.
+    predicted_flow: tf.Tensor  # [B, H, W, 3] f_bar (zeros without the predictor).
+    mask: tf.Tensor  # [B, H, W, 3] sigmoid mask m_t (ones without the predictor).
+    flow_delta: tf.Tensor  # [B, H, W, 3]
+    compensated: tf.Tensor  # [B, H, W, 3] x_comp.
+    residue: tf.Tensor  # [B, H, W, 3] r_t.
+    flow_code: CodelayerOutput
+    residue_code: CodelayerOutput
+
+
+class IFrameCodec(layers.Layer):
+    """Keyframe image codec: backbone + hyperprior, no context model (§2, App. A)."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.analysis = Analysis(config.encoder_channels, config.latent_channels, config.dm_convs, name="analysis")
+        self.codelayer = HyperpriorCodelayer(
+            config.hyper_channels, config.latent_channels, config.hyper_latent_channels, name="codelayer"
+        )
+        self.synthesis = Synthesis(config.decoder_width("iframe"), config.dm_convs, name="synthesis")
+        self.image_head = conv(48, name="image_head")
+        self.state_head = conv(config.state_channels, name="state_head")
+
+    def build(self, input_shape):
+        # Learned per-level, per-channel quantization width Q_w (§3.1), stored as its log.
+        self.log_quant_width = self.add_weight(
+            "log_quant_width", [self.config.levels, self.config.latent_channels], initializer="zeros"
+        )
+        super().build(input_shape)
+
+    def quant_width(self, level):
+        """Q_w for continuous levels [B] -> [B, C], interpolated between trained levels."""
+        return tf.exp(interpolate_rows(self.log_quant_width, level))
+
+    def encode_latent(self, image, embedding):
+        return self.analysis(to_4x(image - 0.5), embedding)
+
+    def decode(self, latent_hat, embedding):
+        features = self.synthesis(latent_hat, embedding)
+        reconstruction = 0.5 + from_4x(self.image_head(features))
+        return reconstruction, self.state_head(features)
+
+    def call(self, image, level, embedding, mode: QuantMode) -> IFrameOutput:
+        latent = self.encode_latent(image, embedding)
+        code = self.codelayer(latent, embedding, self.quant_width(level), mode)
+        reconstruction, state = self.decode(code.latent_hat, embedding)
+        return IFrameOutput(reconstruction, state, code)
+
+
+class FlowPredictor(layers.Layer):
+    """In-loop flow predictor (§3.3): f_bar from f_{t-1}, x_{t-2}, x_{t-1} and the level."""
+
+    def __init__(self, config: ModelConfig, step, **kwargs):
+        super().__init__(**kwargs)
+        self.norm = ChannelNorm(step, config.norm_freeze_steps, name="norm")
+        self.stem = conv(config.predictor_channels, name="stem")
+        self.blocks = [
+            TwoScaleDMBlock(config.predictor_channels, config.dm_convs, name=f"block{i}")
+            for i in range(config.predictor_blocks)
+        ]
+        self.head = conv(48, name="head")
+        self.scale = config.flow_output_scale
+
+    def call(self, previous_flow, previous2, previous1, embedding, training=False):
+        inputs = tf.concat([to_4x(previous_flow), to_4x(previous2 - 0.5), to_4x(previous1 - 0.5)], axis=-1)
+        h = self.stem(with_level_map(self.norm(inputs, training=training), embedding))
+        for block in self.blocks:
+            h = block(h)
+        return self.scale * from_4x(self.head(h))
+
+
+class FlowBlock(layers.Layer):
+    """Flow autoencoder (§2, §3.3): codes a refinement of f_bar, updates the state, warps."""
+
+    def __init__(self, config: ModelConfig, step, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.encoder_norm = ChannelNorm(step, config.norm_freeze_steps, name="encoder_norm")
+        self.analysis = Analysis(config.encoder_channels, config.latent_channels, config.dm_convs, name="analysis")
+        self.codelayer = HyperpriorCodelayer(
+            config.hyper_channels, config.latent_channels, config.hyper_latent_channels, name="codelayer"
+        )
+        width = config.decoder_width("flow")
+        self.synthesis = Synthesis(width, config.dm_convs, name="synthesis")
+        self.decoder_norm = ChannelNorm(step, config.norm_freeze_steps, name="decoder_norm")
+        self.merge = conv(width, name="merge")
+        self.merge_block = DMBlock(width, config.dm_convs, name="merge_block")
+        self.flow_head = conv(16 * 6, name="flow_head")  # mask logits (3) and delta (3) per pixel.
+        self.state_head = conv(config.state_channels, name="state_head")
+
+    def encoder_inputs(self, target, previous, predicted_flow, state):
+        return tf.concat([to_4x(target - 0.5), to_4x(previous - 0.5), to_4x(predicted_flow), state], axis=-1)
+
+    def encode_latent(self, target, previous, predicted_flow, state, embedding, training=False):
+        inputs = self.encoder_norm(self.encoder_inputs(target, previous, predicted_flow, state), training=training)
+        return self.analysis(inputs, embedding)
+
+    def decode(self, latent_hat, previous, predicted_flow, state, embedding, training=False):
+        """Decoder half: -> (flow, mask, delta, compensated, new_state)."""
+        features = self.synthesis(latent_hat, embedding)
+        side = self.decoder_norm(tf.concat([to_4x(predicted_flow), state], axis=-1), training=training)
+        h = self.merge_block(tf.nn.leaky_relu(self.merge(tf.concat([features, side], axis=-1)), 0.2))
+        mask_logits, delta = tf.split(from_4x(self.flow_head(h)), 2, axis=-1)
+        delta = self.config.flow_output_scale * delta
+        if self.config.use_predictor:
+            mask = tf.sigmoid(mask_logits)
+            flow = mask * predicted_flow + delta
+        else:
+            mask = tf.ones_like(delta)
+            flow = delta
+        compensated = scale_space_warp(
+            previous, flow, self.config.scale_space_levels, self.config.scale_space_sigma0
+        )
+        new_state = self.state_head(h) if self.config.use_state else state
+        return flow, mask, delta, compensated, new_state
+
+
+class ResidueBlock(layers.Layer):
+    """Residue autoencoder (§2): codes x_t - x_comp, returns the residue and the next state."""
+
+    def __init__(self, config: ModelConfig, step, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.encoder_norm = ChannelNorm(step, config.norm_freeze_steps, name="encoder_norm")
+        self.analysis = Analysis(config.encoder_channels, config.latent_channels, config.dm_convs, name="analysis")
+        self.codelayer = HyperpriorCodelayer(
+            config.hyper_channels, config.latent_channels, config.hyper_latent_channels, name="codelayer"
+        )
+        width = config.decoder_width("residue")
+        self.synthesis = Synthesis(width, config.dm_convs, name="synthesis")
+        self.decoder_norm = ChannelNorm(step, config.norm_freeze_steps, name="decoder_norm")
+        self.merge = conv(width, name="merge")
+        self.merge_block = DMBlock(width, config.dm_convs, name="merge_block")
+        self.image_head = conv(48, name="image_head")
+        self.state_head = conv(config.state_channels, name="state_head")
+
+    def encode_latent(self, residual, compensated, state, embedding, training=False):
+        inputs = tf.concat([to_4x(residual), to_4x(compensated - 0.5), state], axis=-1)
+        return self.analysis(self.encoder_norm(inputs, training=training), embedding)
+
+    def decode(self, latent_hat, compensated, state, embedding, training=False):
+        """Decoder half: -> (reconstruction, residue, new_state)."""
+        features = self.synthesis(latent_hat, embedding)
+        side = self.decoder_norm(state, training=training)
+        h = self.merge_block(tf.nn.leaky_relu(self.merge(tf.concat([features, side], axis=-1)), 0.2))
+        residue = from_4x(self.image_head(h))
+        new_state = self.state_head(h) if self.config.use_state else state
+        return compensated + residue, residue, new_state

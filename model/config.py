@@ -1,0 +1,140 @@
+"""Typed model configurations and the registry of named presets.
+
+The paper (§3.2, Table 3) fixes the backbone widths of the flow and residue codecs: encoders are
+three DM-256 blocks at 4x-8x-16x, flow / residue decoders three DM-64 / DM-128 blocks at
+16x-8x-4x. Everything its Figure 8 would have told us (codelayer widths, hyperprior widths, state
+width, predictor width) is a gap; the values below are our choices and are recorded in
+WORKSPACE.md together with the parameter counts they give.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+#: Frames are padded to a multiple of this: 16x codelayer followed by a 4x hyper codelayer.
+FRAME_MULTIPLE = 64
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one ELF-VC model. Frozen: a config is an identity, not a scratchpad."""
+
+    name: str
+    # Level conditioning (§3.1, App. E).
+    num_levels: int = 8  # L: levels the model is trained on.
+    embedding_dim: int = 8  # L_e: width of the level embedding fed to every network.
+    # Backbone widths (§3.2).
+    encoder_channels: int = 256  # DM-C width of every encoder (I, flow, residue).
+    iframe_decoder_channels: int = 128  # gap: the paper gives no I-frame decoder width.
+    flow_decoder_channels: int = 64
+    residue_decoder_channels: int = 128
+    dm_convs: int = 3  # convolutions per DM block (gap).
+    # Codelayers (App. A).
+    latent_channels: int = 128  # C of q0 (gap).
+    hyper_channels: int = 128  # width of E1 / D1 (gap).
+    hyper_latent_channels: int = 64  # C of q1 (gap).
+    # P-frame specifics (§2, §3.3).
+    state_channels: int = 64  # state carried at 4x (gap).
+    predictor_channels: int = 64  # width of the in-loop flow predictor (gap).
+    predictor_blocks: int = 2
+    scale_space_levels: int = 5  # blur volume depth: sigma in {0, s0, 2 s0, 4 s0, ...}.
+    scale_space_sigma0: float = 1.0
+    flow_output_scale: float = 4.0  # flow deltas are decoded in units of this many pixels.
+    # Channel normalization (App. C).
+    norm_freeze_steps: int = 2000
+    # Ablations (Table 3).
+    use_predictor: bool = True
+    use_state: bool = True
+    symmetric: bool = False  # decoders as wide as encoders ("DM-Symmetric").
+    single_level: bool = False  # one R-D point per model ("Point" bitrate coverage).
+
+    def __post_init__(self):
+        levels = 1 if self.single_level else self.num_levels
+        if levels < 1 or self.embedding_dim < 1:
+            raise ValueError(f"config {self.name!r}: num_levels and embedding_dim must be >= 1")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+                if field.name != "norm_freeze_steps":
+                    raise ValueError(f"config {self.name!r}: {field.name} must be positive, got {value}")
+
+    @property
+    def levels(self) -> int:
+        """Number of discrete training levels (1 for the single-level ablation)."""
+        return 1 if self.single_level else self.num_levels
+
+    @property
+    def embedding_width(self) -> int:
+        return 1 if self.single_level else self.embedding_dim
+
+    @property
+    def max_level(self) -> float:
+        return float(self.levels - 1)
+
+    def decoder_width(self, which: str) -> int:
+        """Width of the `which` ('iframe' | 'flow' | 'residue') decoder, honouring `symmetric`."""
+        if self.symmetric:
+            return self.encoder_channels
+        return {
+            "iframe": self.iframe_decoder_channels,
+            "flow": self.flow_decoder_channels,
+            "residue": self.residue_decoder_channels,
+        }[which]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config fields: {', '.join(unknown)}")
+        return cls(**values)
+
+
+_PRESETS = {
+    # §3.2 widths; gaps filled as documented above.
+    "paper": ModelConfig(name="paper"),
+    # Sized to train on a 2-core CPU: same topology, about 1/5 of the widths.
+    "small": ModelConfig(
+        name="small",
+        encoder_channels=48,
+        iframe_decoder_channels=32,
+        flow_decoder_channels=24,
+        residue_decoder_channels=32,
+        latent_channels=32,
+        hyper_channels=32,
+        hyper_latent_channels=16,
+        state_channels=16,
+        predictor_channels=24,
+        predictor_blocks=1,
+    ),
+}
+
+#: Table 3's ablations as named overrides, applied with `get_config("small", ablation=...)`.
+ABLATIONS = {
+    "none": {},
+    "no_predictor": {"use_predictor": False},
+    "no_state": {"use_state": False},
+    "symmetric": {"symmetric": True},
+    "single_level": {"single_level": True},
+}
+
+
+def config_names() -> list[str]:
+    return sorted(_PRESETS)
+
+
+def get_config(name: str, ablation: str = "none", **overrides) -> ModelConfig:
+    """Returns the named preset, with an optional Table 3 ablation and field overrides."""
+    if name not in _PRESETS:
+        raise ValueError(f"unknown config {name!r}; valid configs: {', '.join(config_names())}")
+    if ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; valid ablations: {', '.join(sorted(ABLATIONS))}")
+    changes = dict(ABLATIONS[ablation])
+    changes.update(overrides)
+    if ablation != "none":
+        changes.setdefault("name", f"{name}-{ablation.replace('_', '-')}")
+    return dataclasses.replace(_PRESETS[name], **changes)

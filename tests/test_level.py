@@ -1,0 +1,45 @@
+"""App. E level embedding (eq. 4-8) and the per-level quantization-width interpolation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model.level import interpolate_rows, level_embedding
+
+
+@pytest.mark.parametrize("num_levels", [2, 5, 8])
+def test_embedding_is_one_hot_when_dims_match(num_levels):
+    levels = np.arange(num_levels, dtype=np.float32)
+    emb = level_embedding(levels, num_levels, num_levels).numpy()
+    np.testing.assert_array_equal(emb, np.eye(num_levels, dtype=np.float32))
+
+
+@pytest.mark.parametrize("num_levels,dim", [(8, 8), (8, 4), (32, 8), (8, 3)])
+def test_embedding_is_convex_combination(num_levels, dim):
+    levels = np.linspace(0, num_levels - 1, 97).astype(np.float32)
+    emb = level_embedding(levels, num_levels, dim).numpy()
+    assert np.all(emb >= 0)
+    np.testing.assert_allclose(emb.sum(axis=1), 1.0, atol=1e-6)
+    # At most two adjacent non-zero entries (a linear interpolation of neighbouring one-hots).
+    for row in emb:
+        nz = np.flatnonzero(row > 1e-7)
+        assert len(nz) <= 2 and (len(nz) < 2 or nz[1] - nz[0] == 1)
+
+
+@pytest.mark.parametrize("num_levels,dim", [(8, 8), (8, 4), (32, 8)])
+def test_embedding_moves_monotonically_with_level(num_levels, dim):
+    levels = np.linspace(0, num_levels - 1, 301).astype(np.float32)
+    emb = level_embedding(levels, num_levels, dim).numpy()
+    # The embedding's centre of mass is eq. (4)'s s: strictly increasing in the level.
+    centre = emb @ np.arange(dim)
+    np.testing.assert_allclose(centre, levels * (dim - 1) / (num_levels - 1), atol=1e-5)
+    assert np.all(np.diff(centre) > 0)
+    # Mass flows only forwards: the cumulative mass below any index never increases.
+    cumulative = np.cumsum(emb, axis=1)
+    assert np.all(np.diff(cumulative, axis=0) <= 1e-6)
+
+
+def test_quant_width_interpolates_rows():
+    table = tf.constant([[0.0, 1.0], [2.0, 3.0], [4.0, 7.0]])
+    out = interpolate_rows(table, tf.constant([0.0, 0.5, 1.25, 2.0])).numpy()
+    np.testing.assert_allclose(out, [[0, 1], [1, 2], [2.5, 4.0], [4, 7]], atol=1e-6)
