@@ -1,0 +1,43 @@
+"""Small types shared by the codec core (runtime/codec.py, runtime/stream.py), the rate
+controllers (runtime/ratecontrol.py) and the CLI (runtime/cli.py)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+
+class FrameType(enum.IntEnum):
+    I = 0  # noqa: E741 - the codec's name for a keyframe.
+    P = 1
+
+
+class CodecError(ValueError):
+    """Any problem with a stream or an input that the codec detects. Its message is one line
+    that names the problem; CLIs print it and exit non-zero."""
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What coding one frame at one level gives (from a trial or from the committed encode)."""
+
+    level: float
+    bits: int  # actual coded bits of the frame unit, headers included.
+    psnr: float  # RGB PSNR of the reconstruction against the source frame, dB.
+
+
+class RateController(Protocol):
+    """Chooses a continuous level per frame (Fig. 3).
+
+    The stream encoder calls `select_level` for every frame, before coding it; `trial(level)`
+    codes the frame at `level` without committing anything (references untouched) and may be
+    called several times. After the frame is committed, the encoder calls `update` with what
+    was really written.
+    """
+
+    def select_level(
+        self, index: int, frame_type: FrameType, num_pixels: int, trial: Callable[[float], TrialResult]
+    ) -> float: ...
+
+    def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None: ...
