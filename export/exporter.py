@@ -1,0 +1,244 @@
+"""Cuts a model bundle into its subgraphs and writes them as a SavedModel and as ONNX (§4, "The
+graph is converted to FP16, apart from the subnet decoder"; the FP16/FP32 split itself happens
+in export/tensorrt_build.py).
+
+    bundle --coding subgraph functions--> for each subgraph:
+        tf2onnx (opset 17) -> onnx/<name>.onnx
+        ONNX Runtime vs TensorFlow on random inputs at two sizes -> fail above the tolerance
+    -> saved_model/ (one signature per subgraph) + manifest.json
+
+The folder is written under a temporary name next to the destination and renamed into place
+only when every subgraph converted and passed its check, so a failed export never leaves a
+half-written folder that a backend could pick up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pathlib
+import shutil
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from export.manifest import ExportManifest, SubgraphExport, TensorInfo, write_manifest
+from export.onnx_export import OPSET, convert, onnx_output_name
+from export.parity import (
+    CHECK_SIZES,
+    TOLERANCE,
+    OutputError,
+    input_stride,
+    output_strides,
+    relative_error,
+    sample_inputs,
+)
+
+log = logging.getLogger(__name__)
+
+RELATIVE_ERROR = "max|onnx - tf| / max|tf| per output (absolute when the reference is all zeros)"
+
+
+class ExportError(RuntimeError):
+    """The export cannot be done or did not pass its check (one-line message)."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    opset: int = OPSET
+    check_sizes: Tuple[Tuple[int, int], ...] = CHECK_SIZES  # (height, width), multiples of 64.
+    tolerance: float = TOLERANCE  # on the relative error defined in export/parity.py.
+    seed: int = 0
+    saved_model: bool = True
+    subgraphs: Optional[Tuple[str, ...]] = None  # None: all the model has.
+
+    def __post_init__(self):
+        for height, width in self.check_sizes:
+            if height <= 0 or width <= 0 or height % 64 or width % 64:
+                raise ValueError(f"check size {height}x{width} must be positive multiples of 64")
+        if not self.check_sizes:
+            raise ValueError("need at least one check size")
+
+
+def coding_functions(bundle) -> Dict[str, Callable]:
+    """The subgraphs the codec really runs: runtime.subgraphs.coding_subgraph_functions when
+    the codec core provides it (integer hyper synthesis), else the float model's subgraphs."""
+    import runtime.subgraphs as subgraphs
+
+    if hasattr(subgraphs, "coding_subgraph_functions"):
+        return subgraphs.coding_subgraph_functions(bundle)
+    return subgraphs.subgraph_functions(bundle.model)
+
+
+def _versions() -> Dict[str, str]:
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    return {
+        "tensorflow": tf.__version__,
+        "tf2onnx": tf2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def _sha256(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _reference(function, signature, feeds) -> Dict[str, np.ndarray]:
+    result = function(*[feeds[spec.name] for spec in signature])
+    return {name: value.numpy() for name, value in result.items()}
+
+
+def export_subgraph(
+    name: str, function, bundle, folder: pathlib.Path, options: ExportOptions
+) -> SubgraphExport:
+    """Converts one subgraph to `folder`/onnx/<name>.onnx and checks it against TensorFlow."""
+    import tensorflow as tf
+
+    from export.ort import create_session
+    from runtime.subgraphs import SUBGRAPHS
+
+    if name not in SUBGRAPHS:
+        raise ExportError(f"{name!r} is not in runtime/subgraphs.SUBGRAPHS")
+    table = SUBGRAPHS[name]
+    signature = list(function.input_signature)
+    input_names = [spec.name for spec in signature]
+    rng = np.random.default_rng(options.seed)
+    config = bundle.config
+
+    def embed(levels):
+        return bundle.model.embed(tf.constant(levels)).numpy()
+
+    cases = []  # (height, width, feeds, reference); batch 1 at the first size, 2 after.
+    for i, (height, width) in enumerate(options.check_sizes):
+        feeds = sample_inputs(name, signature, embed, config.max_level, height, width, 1 if i == 0 else 2, rng)
+        cases.append((height, width, feeds, _reference(function, signature, feeds)))
+    reference0 = cases[0][3]
+    outputs = [out for out in table.outputs if out in reference0] + sorted(set(reference0) - set(table.outputs))
+    out_strides = output_strides(reference0, cases[0][0])
+    strides = {spec.name: input_stride(name, spec.name) for spec in signature}
+    strides.update({onnx_output_name(out, input_names): out_strides[out] for out in outputs})
+
+    try:
+        model = convert(function, signature, outputs, strides, options.opset)
+    except Exception as error:  # tf2onnx raises anything; report it on one line.
+        raise ExportError(f"{name}: ONNX conversion failed: {type(error).__name__}: {error}") from error
+    path = folder / "onnx" / f"{name}.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import onnx
+
+    onnx.save(model, str(path))
+
+    session = create_session(path)
+    errors = []
+    for height, width, feeds, reference in cases:
+        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+        for out in outputs:
+            actual = got[onnx_output_name(out, input_names)]
+            errors.append(
+                OutputError(
+                    out, height, width, relative_error(actual, reference[out]),
+                    float(np.max(np.abs(actual.astype(np.float64) - reference[out]))),
+                )
+            )
+    worst = {out: max(e.relative for e in errors if e.output == out) for out in outputs}
+    for error in errors:
+        log.info("%s.%s at %dx%d: relative error %.3g", name, error.output, error.height, error.width, error.relative)
+        if not error.relative <= options.tolerance:  # also catches NaN
+            raise ExportError(
+                f"{name}: output {error.output!r} differs from TensorFlow by relative error "
+                f"{error.relative:.3g} > {options.tolerance:g} at {error.height}x{error.width}"
+            )
+    return SubgraphExport(
+        name=name,
+        onnx_file=str(path.relative_to(folder)),
+        sha256=_sha256(path),
+        inputs=tuple(
+            TensorInfo(spec.name, spec.name, strides[spec.name], int(spec.shape[-1])) for spec in signature
+        ),
+        outputs=tuple(
+            TensorInfo(out, onnx_output_name(out, input_names), out_strides[out], int(reference0[out].shape[-1]))
+            for out in outputs
+        ),
+        encoder_only=table.encoder_only,
+        hyper_synthesis=table.hyper_synthesis,
+        max_relative_error=worst,
+    )
+
+
+def _save_saved_model(bundle, functions: Mapping[str, Callable], folder: pathlib.Path) -> None:
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.model = bundle.model
+    module.functions = dict(functions)
+    signatures = {name: fn.get_concrete_function() for name, fn in functions.items()}
+    tf.saved_model.save(module, str(folder), signatures=signatures)
+
+
+def export_bundle(
+    bundle,
+    out_dir,
+    options: ExportOptions = ExportOptions(),
+    functions: Optional[Mapping[str, Callable]] = None,
+    overwrite: bool = False,
+) -> ExportManifest:
+    """Exports every subgraph of `bundle` (a runtime.bundle.ModelBundle: config, model,
+    model_id) into `out_dir`; returns the manifest written there.
+
+    `functions` defaults to `coding_functions(bundle)`. Raises ExportError when `out_dir`
+    exists (unless `overwrite`), a conversion fails or a check exceeds the tolerance.
+    """
+    out_dir = pathlib.Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise ExportError(f"{out_dir} already exists (pass overwrite to replace it)")
+    functions = dict(functions if functions is not None else coding_functions(bundle))
+    names = list(options.subgraphs) if options.subgraphs else list(functions)
+    unknown = sorted(set(names) - set(functions))
+    if unknown:
+        raise ExportError(f"unknown subgraphs {unknown}; this model has {', '.join(functions)}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    partial.mkdir()
+    try:
+        exports = []
+        for name in names:
+            log.info("exporting %s", name)
+            exports.append(export_subgraph(name, functions[name], bundle, partial, options))
+        if options.saved_model:
+            _save_saved_model(bundle, {n: functions[n] for n in names}, partial / "saved_model")
+        manifest = ExportManifest(
+            model_id=bundle.model_id,
+            config_name=bundle.config.name,
+            opset=options.opset,
+            tolerance=options.tolerance,
+            relative_error=RELATIVE_ERROR,
+            check_sizes=tuple(tuple(s) for s in options.check_sizes),
+            versions=_versions(),
+            saved_model="saved_model" if options.saved_model else "",
+            subgraphs=tuple(exports),
+        )
+        write_manifest(manifest, partial)
+        _replace(partial, out_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _replace(new: pathlib.Path, target: pathlib.Path) -> None:
+    """Renames `new` to `target`, moving an existing `target` aside first (same filesystem)."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(target, old)
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
