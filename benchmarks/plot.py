@@ -1,0 +1,140 @@
+"""The one reading path for R-D results (benchmarks/schema.py): R-D plots as PNG and markdown
+tables of the points and of the BD-rates. Every codec goes through the same code.
+
+    python -m benchmarks.plot --results=out/rd/results.json --out_dir=out/rd
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+from typing import Sequence
+
+from absl import app, flags
+
+from benchmarks.schema import ELFVC, METRICS, RDReport, SchemaError
+
+LABELS = {
+    "psnr_rgb": "PSNR RGB (dB)",
+    "psnr_yuv": "PSNR YUV 6:1:1 (dB)",
+    "psnr_y": "PSNR Y (dB)",
+    "ms_ssim": "MS-SSIM (RGB)",
+    "vmaf": "VMAF",
+}
+PLOT_METRICS = ("psnr_rgb", "psnr_yuv", "ms_ssim", "vmaf")
+STYLE = {"elfvc": ("C3", "o"), "x264": ("C0", "s"), "x265": ("C1", "^"), "svtav1": ("C2", "D")}
+
+
+def plot_rd(report: RDReport, out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """One PNG per clip (rd_<clip>.png): bpp against each metric, one curve per codec."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for clip in report.clips():
+        metrics = [m for m in PLOT_METRICS if any(p.metric(m) is not None for p in report.points if p.clip == clip)]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+        for ax, metric in zip(axes[0], metrics):
+            for codec in report.codecs():
+                pts = [p for p in report.curve(codec, clip) if p.metric(metric) is not None]
+                if not pts:
+                    continue
+                color, marker = STYLE.get(codec, (None, "x"))
+                ax.plot([p.bpp for p in pts], [p.metric(metric) for p in pts], marker=marker, color=color,
+                        label=codec, linewidth=2 if codec == ELFVC else 1.2, markersize=4)  # fmt: skip
+            ax.set_xlabel("bits per pixel")
+            ax.set_ylabel(LABELS[metric])
+            ax.grid(alpha=0.3)
+        axes[0][0].legend()
+        fig.suptitle(clip)
+        fig.tight_layout()
+        path = out_dir / f"rd_{clip}.png"
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.png")
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def _fmt(value, digits=2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def points_markdown(report: RDReport) -> str:
+    """Every point, one row each: codec, clip, setting, bpp, kbps and the metrics."""
+    head = "| clip | codec | setting | bytes | bpp | kbps | " + " | ".join(LABELS[m] for m in METRICS) + " |"
+    rows = [head, "|" + "---|" * (6 + len(METRICS))]
+    for clip in report.clips():
+        for codec in report.codecs():
+            for p in report.curve(codec, clip):
+                vals = [_fmt(p.metric(m), 4 if m == "ms_ssim" else 2) for m in METRICS]
+                rows.append(f"| {clip} | {codec} | {p.setting} | {p.bytes} | {p.bpp:.4f} | {p.kbps:.1f} | " + " | ".join(vals) + " |")
+    return "\n".join(rows)
+
+
+def bd_markdown(report: RDReport) -> str:
+    """BD-rate (%) of this codec against each anchor: rows anchor x clip (and mean), columns
+    metrics. Negative: this codec needs less rate for the same quality."""
+    if not report.bd:
+        return "(no BD-rates)"
+    metrics = [m for m in METRICS if any(b.metric == m for b in report.bd)]
+    keys = []
+    for b in report.bd:
+        if (b.anchor, b.clip) not in keys:
+            keys.append((b.anchor, b.clip))
+    keys.sort(key=lambda k: (k[0], k[1] == "mean", k[1]))
+    table = {(b.anchor, b.clip, b.metric): b for b in report.bd}
+    rows = ["| anchor | clip | " + " | ".join(LABELS[m] for m in metrics) + " |", "|" + "---|" * (2 + len(metrics))]
+    notes = []
+    for anchor, clip in keys:
+        cells = []
+        for m in metrics:
+            b = table.get((anchor, clip, m))
+            if b is None:
+                cells.append("")
+            elif b.value is None:
+                cells.append("n/a*")
+                notes.append(f"{anchor}/{clip}/{m}: {b.note}")
+            else:
+                cells.append(f"{b.value:+.1f}%")
+        name = f"**{clip}**" if clip == "mean" else clip
+        rows.append(f"| {anchor} | {name} | " + " | ".join(cells) + " |")
+    if notes:
+        rows.append("")
+        rows += [f"\\* {n}" for n in notes]
+    return "\n".join(rows)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("results", None, "An R-D results JSON (benchmarks/schema.py).")
+flags.DEFINE_string("out_dir", None, "Folder for the PNGs (default: beside the results).")
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {' '.join(argv[1:])}", file=sys.stderr)
+        return 2
+    if not FLAGS.results:
+        print("error: --results is required", file=sys.stderr)
+        return 2
+    try:
+        report = RDReport.load(FLAGS.results)
+    except SchemaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    out_dir = pathlib.Path(FLAGS.out_dir or pathlib.Path(FLAGS.results).parent)
+    if not out_dir.is_dir():
+        print(f"error: {out_dir} is not a folder", file=sys.stderr)
+        return 1
+    for path in plot_rd(report, out_dir):
+        print(path)
+    print(bd_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: sys.exit(main(argv)))
