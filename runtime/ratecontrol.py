@@ -1,0 +1,338 @@
+"""Rate control over ELF-VC's continuous level (Fig. 3, Sec. 3.1 "Level embedding").
+
+One model codes every frame at any level s in [0, L-1]; bits and quality rise with s (the paper
+notes the single continuous knob makes quality increase monotonically with bitrate). A
+controller picks s per frame from trial encodes, `trial(s) -> TrialResult(level, bits, psnr)`,
+which code the frame without committing it (runtime/types.py's `RateController` protocol).
+
+Controllers (the three of Fig. 3 and an average-bitrate one):
+
+- `ConstantLevel(s)`: every frame at s.
+- `MaxBits(cap_bpp_i, cap_bpp_p, base_level)`: s = base_level if that frame fits the cap for
+  its type, else the highest level below it that fits (the lowest level if none does).
+- `MinQuality(min_psnr)`: the lowest level whose PSNR reaches the floor (the highest if none).
+- `TargetBitrate(kbps, fps, gop)`: an average bitrate over the clip (a budget model, below).
+- `Combined(primary, floor=..., caps=...)`: a primary choice (constant level or target), raised
+  to meet the quality floor, then lowered to fit the caps. Caps win over the floor: a frame
+  that cannot reach the floor within its cap is coded at the best level that fits.
+
+Searches are bisections with midpoints on a dyadic grid (`LEVEL_STEP`, 1/64 of a level) keeping
+the invariant "lo satisfies the condition, hi does not", so they end after at most
+2 + ceil(log2((hi - lo) / LEVEL_STEP)) + 1 trials whatever `trial` returns, and the level they return
+is one whose trial satisfied the condition whenever any tried level did. Strict monotonicity
+is never assumed (an untrained model is not monotone); where it fails the answer is a feasible
+level, not necessarily the highest one. Trials are memoised per frame, so a combined
+controller never codes the same (frame, level) twice.
+
+Target bitrate: the clip's budget is b = 1000 kbps / fps bits per frame. Over a GOP of G frames
+an I-frame is given w_I shares and each P-frame one (w_I = `iframe_weight`, default 4, our
+choice: learned codecs spend several times more on I-frames), so the nominal budgets are
+    n_I = G b w_I / (w_I + G - 1),     n_P = G b / (w_I + G - 1).
+A bucket D (bits written minus nominal budgets, so far) is repaid by the rest of the current GOP
+in proportion to the same shares (the GOP-level allocation of MPEG-2 Test Model 5): with R_t the
+nominal bits of the frames left in the GOP, this one included, the frame's budget is
+n_t - D n_t / R_t, floored at 0. The frame gets the highest level whose trial fits its budget
+(the lowest if none fits), and D is updated with what was really written. Debt a GOP cannot
+repay (its frames already at the lowest level) carries over, so the clip's average approaches
+the target as the clip grows whenever the target is reachable at all. The encoder's GOP is
+assumed to start at frame indices that are multiples of `gop`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+from runtime.types import FrameType, TrialResult
+
+Trial = Callable[[float], TrialResult]
+
+#: Levels are searched on this grid (exact in float32, which the bitstream stores).
+LEVEL_STEP = 1.0 / 64.0
+
+
+def snap(level: float) -> float:
+    """`level` rounded down to the search grid."""
+    return math.floor(level / LEVEL_STEP + 1e-9) * LEVEL_STEP
+
+
+def max_search_trials(lo: float, hi: float) -> int:
+    """Trials a bisection over [lo, hi] may take after its two end points: the halvings that
+    bring the bracket below LEVEL_STEP, plus one for snapping the midpoints to the grid."""
+    span = (hi - lo) / LEVEL_STEP
+    return math.ceil(math.log2(span)) + 1 if span > 1 else 0
+
+
+def _midpoint(lo: float, hi: float) -> Optional[float]:
+    """The grid level just below the middle of (lo, hi), or the middle itself when the grid has
+    no point inside; None once the bracket is narrower than one grid step."""
+    if hi - lo <= LEVEL_STEP:
+        return None
+    middle = (lo + hi) / 2
+    mid = snap(middle)
+    return mid if lo < mid < hi else middle
+
+
+class MemoTrial:
+    """`trial` with a per-frame cache (levels snapped to the grid) and a log of what was tried."""
+
+    def __init__(self, trial: Trial):
+        self._trial = trial
+        self.cache: Dict[float, TrialResult] = {}
+
+    def __call__(self, level: float) -> TrialResult:
+        if level not in self.cache:
+            self.cache[level] = self._trial(level)
+        return self.cache[level]
+
+    @property
+    def calls(self) -> int:
+        return len(self.cache)
+
+
+def highest_satisfying(trial: Trial, ok: Callable[[TrialResult], bool], lo: float, hi: float) -> Optional[float]:
+    """The highest grid level in [lo, hi] whose trial is `ok`, assuming `ok` holds below some
+    level and fails above it. None when `ok(trial(lo))` fails. Bounded: 2 + max_search_trials."""
+    if ok(trial(hi)):
+        return hi
+    if not ok(trial(lo)):
+        return None
+    # Invariant: ok at lo, not ok at hi.
+    for _ in range(max_search_trials(lo, hi)):
+        mid = _midpoint(lo, hi)
+        if mid is None:
+            break
+        if ok(trial(mid)):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def lowest_satisfying(trial: Trial, ok: Callable[[TrialResult], bool], lo: float, hi: float) -> Optional[float]:
+    """The lowest grid level in [lo, hi] whose trial is `ok`, assuming `ok` fails below some
+    level and holds above it. None when `ok(trial(hi))` fails. Bounded: 2 + max_search_trials."""
+    if ok(trial(lo)):
+        return lo
+    if not ok(trial(hi)):
+        return None
+    # Invariant: not ok at lo, ok at hi.
+    for _ in range(max_search_trials(lo, hi)):
+        mid = _midpoint(lo, hi)
+        if mid is None:
+            break
+        if ok(trial(mid)):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _check_range(min_level: float, max_level: float) -> None:
+    if not (0 <= min_level <= max_level) or not math.isfinite(max_level):
+        raise ValueError(f"level range [{min_level}, {max_level}] is not a valid range of levels")
+
+
+@dataclass
+class ConstantLevel:
+    """Every frame at one level (the paper's R-D curves, Sec. 4.2)."""
+
+    level: float
+
+    def __post_init__(self):
+        if not (self.level >= 0 and math.isfinite(self.level)):
+            raise ValueError(f"level must be a finite number >= 0, got {self.level}")
+
+    def select_level(self, index: int, frame_type: FrameType, num_pixels: int, trial: Trial) -> float:
+        return float(self.level)
+
+    def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None:
+        pass
+
+
+@dataclass
+class MaxBits:
+    """Per-frame caps in bits per pixel, one per frame type (Fig. 3: 0.081 on I, 0.037 on P):
+    the highest level up to `base_level` whose frame fits the cap; the lowest level if even
+    that does not fit (the cap is then exceeded: the codec cannot go lower)."""
+
+    cap_bpp_i: Optional[float]
+    cap_bpp_p: Optional[float]
+    base_level: float
+    min_level: float = 0.0
+
+    def __post_init__(self):
+        _check_range(self.min_level, self.base_level)
+        for name in ("cap_bpp_i", "cap_bpp_p"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number of bits per pixel, got {value}")
+
+    def cap_bits(self, frame_type: FrameType, num_pixels: int) -> Optional[float]:
+        cap = self.cap_bpp_i if frame_type == FrameType.I else self.cap_bpp_p
+        return None if cap is None else cap * num_pixels
+
+    def limit(self, level: float, frame_type: FrameType, num_pixels: int, trial: Trial) -> float:
+        """`level`, lowered until the frame fits its cap."""
+        cap = self.cap_bits(frame_type, num_pixels)
+        if cap is None:
+            return level
+        found = highest_satisfying(trial, lambda r: r.bits <= cap, self.min_level, level)
+        return self.min_level if found is None else found
+
+    def select_level(self, index: int, frame_type: FrameType, num_pixels: int, trial: Trial) -> float:
+        return self.limit(self.base_level, frame_type, num_pixels, MemoTrial(trial))
+
+    def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None:
+        pass
+
+
+@dataclass
+class MinQuality:
+    """A PSNR floor (Fig. 3: 37 dB): the lowest level whose reconstruction reaches `min_psnr`,
+    or `max_level` when none does."""
+
+    min_psnr: float
+    max_level: float
+    min_level: float = 0.0
+
+    def __post_init__(self):
+        _check_range(self.min_level, self.max_level)
+        if not math.isfinite(self.min_psnr):
+            raise ValueError(f"min_psnr must be a finite number of dB, got {self.min_psnr}")
+
+    def raise_to_floor(self, level: float, trial: Trial) -> float:
+        """`level`, raised (up to max_level) until the frame reaches the floor."""
+        found = lowest_satisfying(trial, lambda r: r.psnr >= self.min_psnr, level, self.max_level)
+        return self.max_level if found is None else found
+
+    def select_level(self, index: int, frame_type: FrameType, num_pixels: int, trial: Trial) -> float:
+        return self.raise_to_floor(self.min_level, MemoTrial(trial))
+
+    def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None:
+        pass
+
+
+@dataclass
+class TargetBitrate:
+    """An average bitrate over the clip: per-frame budgets from a GOP-weighted share of
+    `kbps`, corrected by a bucket of the bits written so far (see the module docstring)."""
+
+    kbps: float
+    fps: float
+    gop: int
+    max_level: float
+    min_level: float = 0.0
+    iframe_weight: float = 4.0
+    debt: float = field(default=0.0, init=False)  # D: bits written minus nominal budgets.
+    budgets: List[float] = field(default_factory=list, init=False)  # budget given to each frame.
+
+    def __post_init__(self):
+        _check_range(self.min_level, self.max_level)
+        if not (self.kbps > 0 and math.isfinite(self.kbps)):
+            raise ValueError(f"target bitrate must be a positive number of kbit/s, got {self.kbps}")
+        if not (self.fps > 0 and math.isfinite(self.fps)):
+            raise ValueError(f"frame rate must be positive, got {self.fps}")
+        if self.gop < 1:
+            raise ValueError(f"GOP length must be >= 1, got {self.gop}")
+        if not self.iframe_weight >= 1:
+            raise ValueError(f"iframe_weight must be >= 1, got {self.iframe_weight}")
+
+    @property
+    def bits_per_frame(self) -> float:
+        return 1000.0 * self.kbps / self.fps
+
+    def nominal(self, frame_type: FrameType) -> float:
+        """n_I or n_P: the frame's share of a GOP's worth of bits."""
+        g, w = self.gop, self.iframe_weight
+        weight = w if frame_type == FrameType.I else 1.0
+        if g == 1:
+            return self.bits_per_frame
+        return g * self.bits_per_frame * weight / (w + g - 1)
+
+    def budget(self, index: int, frame_type: FrameType) -> float:
+        """n_t - D n_t / R_t, floored at 0 (R_t: nominal bits left in the GOP, this frame's too)."""
+        n = self.nominal(frame_type)
+        left = n + (self.gop - 1 - index % self.gop) * self.nominal(FrameType.P)
+        return max(0.0, n - self.debt * n / left)
+
+    def select_level(self, index: int, frame_type: FrameType, num_pixels: int, trial: Trial) -> float:
+        return self.choose(index, frame_type, MemoTrial(trial))
+
+    def choose(self, index: int, frame_type: FrameType, trial: Trial) -> float:
+        budget = self.budget(index, frame_type)
+        self.budgets.append(budget)
+        found = highest_satisfying(trial, lambda r: r.bits <= budget, self.min_level, self.max_level)
+        return self.min_level if found is None else found
+
+    def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None:
+        self.debt += result.bits - self.nominal(frame_type)
+
+
+@dataclass
+class Combined:
+    """primary (ConstantLevel or TargetBitrate) -> raised to `floor` -> lowered to `caps`.
+
+    Caps win: the floor is met only where the cap allows it. With a target bitrate the
+    bucket is charged what was really written, so frames the floor made dearer (or the caps
+    cheaper) are repaid by later frames.
+    """
+
+    primary: object  # ConstantLevel | TargetBitrate
+    floor: Optional[MinQuality] = None
+    caps: Optional[MaxBits] = None
+
+    def select_level(self, index: int, frame_type: FrameType, num_pixels: int, trial: Trial) -> float:
+        memo = MemoTrial(trial)
+        if isinstance(self.primary, TargetBitrate):
+            level = self.primary.choose(index, frame_type, memo)
+        else:
+            level = self.primary.select_level(index, frame_type, num_pixels, memo)
+        if self.floor is not None:
+            level = self.floor.raise_to_floor(level, memo)
+        if self.caps is not None:
+            level = self.caps.limit(level, frame_type, num_pixels, memo)
+        return level
+
+    def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None:
+        self.primary.update(index, frame_type, result)
+
+
+def make_controller(
+    *,
+    max_level: float,
+    level: Optional[float] = None,
+    max_bpp_i: Optional[float] = None,
+    max_bpp_p: Optional[float] = None,
+    min_psnr: Optional[float] = None,
+    target_kbps: Optional[float] = None,
+    fps: Optional[float] = None,
+    gop: int = 16,
+):
+    """The controller a command line asks for. `level` is the primary choice unless a target
+    bitrate is given (not both); with caps alone the base level is `level` or the top level;
+    with a floor alone, the lowest level. Raises ValueError naming a bad combination."""
+    if level is not None and target_kbps is not None:
+        raise ValueError("give either a constant level or a target bitrate, not both")
+    if level is not None and not (0 <= level <= max_level):
+        raise ValueError(f"level {level} is outside the model's range [0, {max_level:g}]")
+    caps = None
+    if max_bpp_i is not None or max_bpp_p is not None:
+        caps = MaxBits(max_bpp_i, max_bpp_p, base_level=max_level)
+    floor = MinQuality(min_psnr, max_level) if min_psnr is not None else None
+    if target_kbps is not None:
+        if fps is None:
+            raise ValueError("a target bitrate needs the frame rate")
+        primary = TargetBitrate(target_kbps, float(fps), gop, max_level)
+    elif level is not None:
+        primary = ConstantLevel(level)
+    elif caps is not None:
+        primary = ConstantLevel(max_level)
+    elif floor is not None:
+        return floor
+    else:
+        raise ValueError("no rate control given: need a level, caps, a PSNR floor or a target bitrate")
+    if floor is None and caps is None:
+        return primary
+    return Combined(primary, floor=floor, caps=caps)

@@ -1,0 +1,708 @@
+"""Video in and out for the codec: readers that yield uint8 RGB frames, writers that never leave
+a half-written file, and the codebase's one RGB <-> YUV 4:2:0 conversion pair.
+
+The model codes RGB (the paper measures PSNR and MS-SSIM in RGB, Sec. 4.2); real video lives in
+YUV 4:2:0. Everything that crosses between the two goes through `rgb_to_yuv420` /
+`yuv420_to_rgb` below (the y4m reader and writer, and runtime/metrics.py's YUV PSNR).
+
+Colour conversion (ITU-R BT.601, limited "TV" range: ffmpeg's default for yuv420p):
+
+    Y  = 16  + ( 65.481 R + 128.553 G +  24.966 B) / 255        R, G, B in [0, 255]
+    Cb = 128 + (-37.797 R -  74.203 G + 112.000 B) / 255
+    Cr = 128 + (112.000 R -  93.786 G -  18.214 B) / 255
+
+Chroma siting is *centred* (JPEG / MPEG-1 style, the y4m tag `C420jpeg`, which is what ffmpeg
+writes for yuv420p): the chroma sample (i, j) sits at luma position (2i + 1/2, 2j + 1/2), in
+the middle of its 2x2 luma block. Downsampling is the 2x2 box mean (the exact average for that
+siting); upsampling is the matching separable bilinear ("triangle") filter: output luma
+positions 2i and 2i + 1 take 3/4 of chroma sample i and 1/4 of sample i - 1 or i + 1. Odd sizes
+replicate the last row / column; chroma planes are ceil(H/2) x ceil(W/2). ffmpeg's own
+conversions use the same matrix and range but other chroma filters (swscale downsamples with
+its bicubic scaler and, on its fast path, upsamples by replicating each chroma sample over its
+2x2 block), so frames ffmpeg converts agree with these to within a few levels on natural video
+(mean absolute difference about 0.02 on bikes.mp4), not bit for bit: convert with this pair,
+never with ffmpeg, wherever two sides must agree (references and decoded frames, metrics).
+y4m files tagged
+`C420mpeg2` / `C420paldv` (other sitings of the same 4:2:0 sampling) are read as if centred:
+a quarter-chroma-sample shift, stated here rather than resampled.
+
+Readers (`open_video`): YUV4MPEG2 (recognised by its magic, any extension), a folder of PNGs
+(natural sort order, all the same size) and anything else ffmpeg reads (mp4, mkv, avi, ...,
+through imageio-ffmpeg's bundled binary). Writers (`open_writer`, chosen by the output name):
+`.y4m`; a folder of PNGs (a name without a suffix); lossless video through ffmpeg (`.mkv` /
+`.avi`: FFV1 in RGB; `.mp4` / `.mov`: libx264rgb at QP 0). Writers write to a temporary name
+beside the output and rename on success; `check_output` refuses to overwrite an input, and an
+existing output unless asked to. Every problem is a `CodecError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterable, Iterator, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+
+from runtime.types import CodecError
+
+PathLike = Union[str, os.PathLike]
+
+Y4M_MAGIC = b"YUV4MPEG2 "
+#: y4m chroma tags that mean 8-bit 4:2:0 (they differ only in chroma siting, see above).
+Y4M_420_TAGS = ("420jpeg", "420paldv", "420mpeg2", "420")
+#: Frame rate of a PNG folder when the caller gives none (ffmpeg's image2 default).
+DEFAULT_PNG_FPS = Fraction(25)
+
+# --------------------------------------------------------------------------------------------
+# The RGB <-> YUV 4:2:0 pair (BT.601 limited range, centred chroma).
+
+_RGB_TO_YCBCR = np.array(
+    [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], np.float64
+) / 255.0
+_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
+_YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
+
+
+class Yuv420(NamedTuple):
+    """8-bit 4:2:0 planes: y uint8 [..., H, W]; u, v uint8 [..., ceil(H/2), ceil(W/2)]."""
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.floor(x + 0.5), 0, 255).astype(np.uint8)
+
+
+def _box_down2(plane: np.ndarray) -> np.ndarray:
+    """2x2 mean over the last two axes, replicating the last row / column of odd sizes."""
+    h, w = plane.shape[-2:]
+    pad = [(0, 0)] * (plane.ndim - 2) + [(0, h % 2), (0, w % 2)]
+    p = np.pad(plane, pad, mode="edge")
+    p = p.reshape(p.shape[:-2] + (p.shape[-2] // 2, 2, p.shape[-1] // 2, 2))
+    return p.mean(axis=(-3, -1))
+
+
+def _triangle_up2(plane: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Doubles `axis` with the centred-siting bilinear filter and crops it to `size`."""
+    c = np.moveaxis(plane, axis, -1)
+    prev = np.concatenate([c[..., :1], c[..., :-1]], axis=-1)
+    nxt = np.concatenate([c[..., 1:], c[..., -1:]], axis=-1)
+    out = np.stack([0.75 * c + 0.25 * prev, 0.75 * c + 0.25 * nxt], axis=-1)
+    out = out.reshape(out.shape[:-2] + (-1,))[..., :size]
+    return np.moveaxis(out, -1, axis)
+
+
+def rgb_to_yuv420(rgb: np.ndarray) -> Yuv420:
+    """uint8 RGB [..., H, W, 3] -> 4:2:0 planes (BT.601 limited range, centred chroma)."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim < 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"rgb_to_yuv420: expected uint8 [..., H, W, 3], got {rgb.dtype} {rgb.shape}")
+    ycc = rgb.astype(np.float64) @ _RGB_TO_YCBCR.T + _YCBCR_OFFSET
+    return Yuv420(
+        y=_to_uint8(ycc[..., 0]), u=_to_uint8(_box_down2(ycc[..., 1])), v=_to_uint8(_box_down2(ycc[..., 2]))
+    )
+
+
+def yuv420_to_rgb(planes: Sequence[np.ndarray]) -> np.ndarray:
+    """4:2:0 planes (y [..., H, W], u / v [..., ceil(H/2), ceil(W/2)], uint8) -> uint8 RGB
+    [..., H, W, 3]; the inverse of `rgb_to_yuv420` up to rounding and chroma subsampling."""
+    y, u, v = (np.asarray(p) for p in planes)
+    h, w = y.shape[-2:]
+    chroma = y.shape[:-2] + ((h + 1) // 2, (w + 1) // 2)
+    if y.ndim < 2 or u.shape != chroma or v.shape != chroma:
+        raise ValueError(f"yuv420_to_rgb: planes {y.shape}, {u.shape}, {v.shape} are not 4:2:0")
+    up = [_triangle_up2(_triangle_up2(c.astype(np.float64), -2, h), -1, w) for c in (u, v)]
+    ycc = np.stack([y.astype(np.float64), up[0], up[1]], axis=-1) - _YCBCR_OFFSET
+    return _to_uint8(ycc @ _YCBCR_TO_RGB.T)
+
+
+# --------------------------------------------------------------------------------------------
+# Readers.
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a reader knows before decoding: frame size, exact frame rate, and the frame count
+    when the container states it (`num_frames`) or an estimate from the duration
+    (`approx_frames`, for progress bars only)."""
+
+    path: str
+    kind: str  # "y4m" | "png" | "ffmpeg"
+    width: int
+    height: int
+    fps: Fraction
+    num_frames: Optional[int] = None
+    approx_frames: Optional[int] = None
+
+    @property
+    def expected_frames(self) -> Optional[int]:
+        return self.num_frames if self.num_frames is not None else self.approx_frames
+
+
+class VideoReader:
+    """A single-pass source of uint8 RGB frames [H, W, 3]; a context manager. Iterating raises
+    CodecError for unreadable or truncated data and for inputs with no frame at all."""
+
+    info: VideoInfo
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        count = 0
+        for frame in self._frames():
+            count += 1
+            yield frame
+        if count == 0:
+            raise CodecError(f"{self.info.path}: no video frames")
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _parse_fraction(text: str, what: str, path: str) -> Fraction:
+    match = re.fullmatch(r"(\d+):(\d+)", text)
+    if not match:
+        raise CodecError(f"{path}: bad {what} {text!r} in the y4m header")
+    num, den = int(match.group(1)), int(match.group(2))
+    if num == 0 or den == 0:
+        return Fraction(0)
+    return Fraction(num, den)
+
+
+class Y4mReader(VideoReader):
+    """YUV4MPEG2, 8-bit 4:2:0 progressive only (other chroma formats, bit depths, interlacing
+    and full-range files are refused by name)."""
+
+    MAX_HEADER = 4096
+
+    def __init__(self, path: PathLike, fps: Optional[Fraction] = None):
+        self.path = str(path)
+        try:
+            self._file = open(self.path, "rb")
+        except OSError as err:
+            raise CodecError(f"cannot open {self.path}: {err.strerror or err}") from None
+        try:
+            header = self._file.readline(self.MAX_HEADER)
+            self.info = self._parse_header(header, fps)
+            self._header_len = len(header)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _parse_header(self, header: bytes, fps: Optional[Fraction]) -> VideoInfo:
+        if not header.startswith(Y4M_MAGIC):
+            raise CodecError(f"{self.path}: not a YUV4MPEG2 file")
+        if not header.endswith(b"\n"):
+            raise CodecError(f"{self.path}: the y4m header is truncated or longer than {self.MAX_HEADER} bytes")
+        width = height = None
+        rate, chroma, interlace, colour_range = Fraction(0), "420jpeg", "p", "LIMITED"
+        for token in header[len(Y4M_MAGIC):].decode("ascii", "replace").split():
+            tag, value = token[0], token[1:]
+            if tag in "WH":
+                if not value.isdigit() or int(value) <= 0:
+                    raise CodecError(f"{self.path}: bad frame {'width' if tag == 'W' else 'height'} {value!r}")
+                width, height = (int(value), height) if tag == "W" else (width, int(value))
+            elif tag == "F":
+                rate = _parse_fraction(value, "frame rate", self.path)
+            elif tag == "C":
+                chroma = value
+            elif tag == "I":
+                interlace = value
+            elif tag == "X" and value.upper().startswith("COLORRANGE="):
+                colour_range = value.split("=", 1)[1].upper()
+        if width is None or height is None:
+            raise CodecError(f"{self.path}: the y4m header lacks the frame size (W and H tags)")
+        if chroma not in Y4M_420_TAGS:
+            raise CodecError(
+                f"{self.path}: y4m chroma format C{chroma} is not supported (only 8-bit 4:2:0: "
+                f"{', '.join('C' + c for c in Y4M_420_TAGS)}); convert with ffmpeg -pix_fmt yuv420p"
+            )
+        if interlace not in ("p", "?"):
+            raise CodecError(f"{self.path}: interlaced y4m (I{interlace}) is not supported; deinterlace it first")
+        if colour_range == "FULL":
+            raise CodecError(f"{self.path}: full-range y4m is not supported (BT.601 limited range only)")
+        if fps is None:
+            if rate <= 0:
+                raise CodecError(f"{self.path}: the y4m header states no frame rate (F tag); give one (--fps)")
+            fps = rate
+        self._frame_bytes = width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
+        payload = os.fstat(self._file.fileno()).st_size - len(header)
+        # Exact when every frame header is a bare "FRAME\n" (what ffmpeg and we write).
+        count, rest = divmod(payload, len(b"FRAME\n") + self._frame_bytes)
+        if payload == 0:
+            raise CodecError(f"{self.path}: no video frames")
+        return VideoInfo(self.path, "y4m", width, height, fps, num_frames=count if rest == 0 else None)
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        w, h = self.info.width, self.info.height
+        cw, ch = (w + 1) // 2, (h + 1) // 2
+        index = 0
+        while True:
+            line = self._file.readline(self.MAX_HEADER)
+            if not line:
+                return
+            if not line.startswith(b"FRAME") or not line.endswith(b"\n"):
+                raise CodecError(f"{self.path}: frame {index}: bad y4m frame header")
+            data = self._file.read(self._frame_bytes)
+            if len(data) != self._frame_bytes:
+                raise CodecError(f"{self.path}: frame {index} is truncated ({len(data)} of {self._frame_bytes} bytes)")
+            buf = np.frombuffer(data, np.uint8)
+            y = buf[: w * h].reshape(h, w)
+            u = buf[w * h : w * h + cw * ch].reshape(ch, cw)
+            v = buf[w * h + cw * ch :].reshape(ch, cw)
+            yield yuv420_to_rgb((y, u, v))
+            index += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _natural_key(name: str):
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+class PngFolderReader(VideoReader):
+    """Every *.png in a folder, in natural order (frame2 before frame10), all the same size.
+    Grey and palette images become RGB; an alpha channel is accepted only if fully opaque."""
+
+    def __init__(self, path: PathLike, fps: Optional[Fraction] = None):
+        self.path = str(path)
+        try:
+            names = [n for n in os.listdir(self.path) if n.lower().endswith(".png")]
+        except OSError as err:
+            raise CodecError(f"cannot read folder {self.path}: {err.strerror or err}") from None
+        if not names:
+            raise CodecError(f"{self.path}: no PNG files in the folder")
+        self._files = [os.path.join(self.path, n) for n in sorted(names, key=_natural_key)]
+        first = self._load(self._files[0])
+        height, width = first.shape[:2]
+        self.info = VideoInfo(self.path, "png", width, height, fps or DEFAULT_PNG_FPS, num_frames=len(self._files))
+
+    @staticmethod
+    def _load(file: str) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(file) as image:
+                image.load()
+                if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                    raise CodecError(f"{file}: {image.mode} PNGs (16-bit or float) are not supported; use 8-bit RGB")
+                if "A" in image.getbands() or "transparency" in image.info:
+                    rgba = np.asarray(image.convert("RGBA"))
+                    if (rgba[..., 3] != 255).any():
+                        raise CodecError(f"{file}: has transparent pixels; the codec takes opaque RGB")
+                    return np.ascontiguousarray(rgba[..., :3])
+                return np.asarray(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            if isinstance(err, CodecError):
+                raise
+            raise CodecError(f"cannot read {file}: {err}") from None
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        for file in self._files:
+            frame = self._load(file)
+            if frame.shape[:2] != (self.info.height, self.info.width):
+                raise CodecError(
+                    f"{file} is {frame.shape[1]}x{frame.shape[0]}, the first frame is "
+                    f"{self.info.width}x{self.info.height}: all PNGs must be the same size"
+                )
+            yield frame
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary imageio-ffmpeg ships (libx264, libx265, libsvtav1, libvmaf, FFV1)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _ffmpeg_problem(stderr: bytes, fallback: str) -> str:
+    """The last meaningful line of ffmpeg's log, without its '[demuxer @ 0x...]' prefix."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("Error opening input file", "Error opening input files"))]
+    if not lines:
+        return fallback
+    return re.sub(r"^\[[^\]]*\]\s*", "", lines[-1])
+
+
+class FfmpegReader(VideoReader):
+    """Anything ffmpeg demuxes and decodes (first video stream), as rgb24 through a pipe.
+
+    The exact frame rate (a fraction such as 30000/1001, not ffmpeg's rounded "29.97 fps") comes
+    from a one-frame probe to YUV4MPEG2, whose F tag is the rate ffmpeg itself would use.
+    """
+
+    PROBE_TIMEOUT_S = 120
+
+    def __init__(self, path: PathLike, fps: Optional[Fraction] = None):
+        self.path = str(path)
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", self.path, "-map", "0:v:0", "-frames:v", "1",
+               "-f", "yuv4mpegpipe", "-pix_fmt", "yuv420p", "-"]  # fmt: skip
+        try:
+            probe = subprocess.run(cmd, capture_output=True, timeout=self.PROBE_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired:
+            raise CodecError(f"{self.path}: ffmpeg took over {self.PROBE_TIMEOUT_S} s to open it") from None
+        header = probe.stdout.split(b"\n", 1)[0]
+        if probe.returncode != 0 or not header.startswith(Y4M_MAGIC):
+            if b"matches no streams" in probe.stderr:
+                raise CodecError(f"{self.path}: has no video stream")
+            raise CodecError(f"cannot read {self.path}: {_ffmpeg_problem(probe.stderr, 'ffmpeg could not decode it')}")
+        if b"\nFRAME" not in probe.stdout:
+            raise CodecError(f"{self.path}: no video frames")
+        tags = {t[:1]: t[1:] for t in header[len(Y4M_MAGIC):].decode("ascii", "replace").split()}
+        width, height = int(tags["W"]), int(tags["H"])
+        rate = _parse_fraction(tags.get("F", "0:0"), "frame rate", self.path)
+        if fps is None:
+            if rate <= 0:
+                raise CodecError(f"{self.path}: ffmpeg reports no frame rate; give one (--fps)")
+            fps = rate
+        approx = None
+        match = re.search(rb"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", probe.stderr)
+        if match:
+            seconds = int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
+            approx = max(1, round(seconds * float(rate or fps))) if seconds > 0 else None
+        self.info = VideoInfo(self.path, "ffmpeg", width, height, fps, approx_frames=approx)
+        self._process: Optional[subprocess.Popen] = None
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        w, h = self.info.width, self.info.height
+        size = w * h * 3
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", self.path, "-map", "0:v:0",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]  # fmt: skip
+        with tempfile.TemporaryFile() as log:
+            # The log goes to a file, not a pipe: a chatty ffmpeg can then never block on it.
+            self._process = process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+            try:
+                index = 0
+                while True:
+                    data = process.stdout.read(size)
+                    if not data:
+                        break
+                    if len(data) != size:
+                        raise CodecError(f"{self.path}: frame {index} is truncated")
+                    yield np.frombuffer(data, np.uint8).reshape(h, w, 3)
+                    index += 1
+                if process.wait() != 0:
+                    log.seek(0)
+                    problem = _ffmpeg_problem(log.read(), f"ffmpeg exited with status {process.returncode}")
+                    raise CodecError(f"{self.path}: decoding failed at frame {index}: {problem}")
+            finally:
+                self._stop()
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            process.stdout.close()
+
+    def close(self) -> None:
+        self._stop()
+
+
+def open_video(path: PathLike, fps: Optional[Fraction] = None) -> VideoReader:
+    """A reader for `path`: a folder of PNGs, a y4m file (by its magic) or anything ffmpeg
+    reads. `fps` overrides the stated frame rate (needed for PNG folders, default 25)."""
+    p = pathlib.Path(path)
+    if fps is not None:
+        fps = Fraction(fps)
+        if fps <= 0:
+            raise CodecError(f"frame rate must be positive, got {fps}")
+    if p.is_dir():
+        return PngFolderReader(p, fps)
+    if not p.exists():
+        raise CodecError(f"{path}: no such file or folder")
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(len(Y4M_MAGIC))
+    except OSError as err:
+        raise CodecError(f"cannot open {path}: {err.strerror or err}") from None
+    if not magic:
+        raise CodecError(f"{path}: the file is empty")
+    if magic == Y4M_MAGIC:
+        return Y4mReader(p, fps)
+    return FfmpegReader(p, fps)
+
+
+def read_video(path: PathLike, max_frames: Optional[int] = None, fps: Optional[Fraction] = None):
+    """All (or the first `max_frames`) frames of a video: (uint8 [T, H, W, 3], VideoInfo)."""
+    frames = []
+    with open_video(path, fps) as reader:
+        if max_frames is not None and max_frames <= 0:
+            raise CodecError(f"max_frames must be positive, got {max_frames}")
+        iterator = iter(reader)
+        for frame in iterator:
+            frames.append(frame)
+            if max_frames is not None and len(frames) >= max_frames:
+                iterator.close()
+                break
+        return np.stack(frames), reader.info
+
+
+# --------------------------------------------------------------------------------------------
+# Writers.
+
+#: Output suffix -> (writer kind, ffmpeg muxer, ffmpeg codec options). No suffix: PNG folder.
+_LOSSLESS_VIDEO = {
+    ".mkv": ("matroska", ["-c:v", "ffv1", "-level", "3", "-g", "1", "-pix_fmt", "bgr0"]),
+    ".avi": ("avi", ["-c:v", "ffv1", "-level", "3", "-g", "1", "-pix_fmt", "bgr0"]),
+    ".mp4": ("mp4", ["-c:v", "libx264rgb", "-qp", "0", "-preset", "veryfast", "-pix_fmt", "rgb24"]),
+    ".mov": ("mov", ["-c:v", "libx264rgb", "-qp", "0", "-preset", "veryfast", "-pix_fmt", "rgb24"]),
+}
+OUTPUT_SUFFIXES = (".y4m",) + tuple(_LOSSLESS_VIDEO)
+
+
+def output_kind(path: PathLike) -> str:
+    """"y4m", "png" (a folder: no suffix) or "video" (lossless through ffmpeg); CodecError for
+    anything else."""
+    suffix = pathlib.Path(path).suffix.lower()
+    if suffix == ".y4m":
+        return "y4m"
+    if suffix in _LOSSLESS_VIDEO:
+        return "video"
+    if suffix == "" or str(path).endswith(os.sep):
+        return "png"
+    raise CodecError(
+        f"{path}: unknown output type {suffix!r}: name a .y4m file, a lossless video "
+        f"({', '.join(_LOSSLESS_VIDEO)}), or a folder (no suffix) for PNGs"
+    )
+
+
+def _same_path(a: pathlib.Path, b: pathlib.Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output(path: PathLike, *, overwrite: bool = False, inputs: Iterable[PathLike] = ()) -> pathlib.Path:
+    """Refuses an output that is one of `inputs`, that exists (unless `overwrite`), or whose
+    folder does not exist. Returns the output as a Path."""
+    out = pathlib.Path(path)
+    for src in inputs:
+        if _same_path(out, pathlib.Path(src)):
+            raise CodecError(f"{path}: the output is the input; refusing to overwrite it")
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise CodecError(f"{path} exists (pass --overwrite to replace it)")
+    parent = out.parent if str(out.parent) else pathlib.Path(".")
+    if not parent.is_dir():
+        raise CodecError(f"{path}: folder {parent} does not exist")
+    return out
+
+
+def temp_name(path: pathlib.Path) -> pathlib.Path:
+    """A hidden sibling of `path` with the same suffix (so tools that look at names still
+    work), unique to this writer."""
+    return path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+
+
+def commit(tmp: pathlib.Path, path: pathlib.Path) -> None:
+    """Moves a finished temporary file or folder onto `path` (replacing what is there)."""
+    if tmp.is_dir():
+        trash = None
+        if path.exists():
+            trash = temp_name(path)
+            os.rename(path, trash)
+        os.rename(tmp, path)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True) if trash.is_dir() else trash.unlink()
+    else:
+        if path.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+
+
+def discard(tmp: pathlib.Path) -> None:
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
+class VideoWriter:
+    """Writes uint8 RGB frames [H, W, 3] to a temporary name; `close()` renames it onto the
+    output, `abort()` (or leaving the `with` block by an exception) removes it."""
+
+    def __init__(self, path: PathLike, width: int, height: int, fps: Fraction):
+        if width <= 0 or height <= 0:
+            raise CodecError(f"{path}: bad frame size {width}x{height}")
+        self.path = pathlib.Path(path)
+        self.width, self.height, self.fps = width, height, Fraction(fps)
+        self.frames = 0
+        self._tmp = temp_name(self.path)
+        self._done = False
+        self._open()
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.shape != (self.height, self.width, 3):
+            self.abort()
+            raise CodecError(
+                f"{self.path}: frame {self.frames} is {frame.dtype} {frame.shape}, expected uint8 "
+                f"({self.height}, {self.width}, 3)"
+            )
+        self._write(np.ascontiguousarray(frame))
+        self.frames += 1
+
+    def __call__(self, frame: np.ndarray) -> None:
+        self.write(frame)
+
+    def close(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            if self.frames == 0:
+                raise CodecError(f"{self.path}: no frames to write")
+            self._finish()
+        except BaseException:
+            self._cleanup()
+            discard(self._tmp)
+            raise
+        commit(self._tmp, self.path)
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._cleanup()
+            discard(self._tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    # Subclass hooks.
+    def _open(self) -> None: ...
+    def _write(self, frame: np.ndarray) -> None: ...
+    def _finish(self) -> None: ...
+    def _cleanup(self) -> None: ...
+
+
+class Y4mWriter(VideoWriter):
+    """YUV4MPEG2 4:2:0 (C420jpeg, BT.601 limited range)."""
+
+    def _open(self) -> None:
+        self._file = open(self._tmp, "wb")
+        f = self.fps.limit_denominator(1 << 30)
+        self._file.write(
+            f"YUV4MPEG2 W{self.width} H{self.height} F{f.numerator}:{f.denominator} Ip A1:1 "
+            f"C420jpeg XYSCSS=420JPEG XCOLORRANGE=LIMITED\n".encode()
+        )
+
+    def _write(self, frame: np.ndarray) -> None:
+        y, u, v = rgb_to_yuv420(frame)
+        self._file.write(b"FRAME\n")
+        for plane in (y, u, v):
+            self._file.write(plane.tobytes())
+
+    def _finish(self) -> None:
+        self._file.close()
+
+    def _cleanup(self) -> None:
+        self._file.close()
+
+
+class PngFolderWriter(VideoWriter):
+    """A folder of 000001.png, 000002.png, ... (what ffmpeg's image2 muxer names them)."""
+
+    def _open(self) -> None:
+        os.mkdir(self._tmp)
+
+    def _write(self, frame: np.ndarray) -> None:
+        from PIL import Image
+
+        Image.fromarray(frame, "RGB").save(self._tmp / f"{self.frames + 1:06d}.png", compress_level=4)
+
+
+class FfmpegWriter(VideoWriter):
+    """Lossless video through ffmpeg: FFV1 (RGB) in .mkv / .avi, libx264rgb QP 0 in .mp4 / .mov."""
+
+    def _open(self) -> None:
+        muxer, codec = _LOSSLESS_VIDEO[self.path.suffix.lower()]
+        f = self.fps.limit_denominator(1 << 30)
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{self.width}x{self.height}", "-framerate", f"{f.numerator}/{f.denominator}", "-i", "-",
+               *codec, "-f", muxer, str(self._tmp)]  # fmt: skip
+        self._log = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def _problem(self) -> str:
+        self._log.seek(0)
+        return _ffmpeg_problem(self._log.read(), f"ffmpeg exited with status {self._process.returncode}")
+
+    def _write(self, frame: np.ndarray) -> None:
+        try:
+            self._process.stdin.write(frame.tobytes())
+        except (BrokenPipeError, OSError):
+            self._process.wait()
+            problem = self._problem()
+            self.abort()
+            raise CodecError(f"{self.path}: ffmpeg failed: {problem}") from None
+
+    def _finish(self) -> None:
+        self._process.stdin.close()
+        if self._process.wait() != 0:
+            raise CodecError(f"{self.path}: ffmpeg failed: {self._problem()}")
+        self._log.close()
+
+    def _cleanup(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        if not self._process.stdin.closed:
+            try:
+                self._process.stdin.close()
+            except OSError:
+                pass
+        self._log.close()
+
+
+def open_writer(path: PathLike, width: int, height: int, fps: Fraction) -> VideoWriter:
+    """The writer `path`'s name asks for (see `output_kind`). Call `check_output` first."""
+    kind = output_kind(path)
+    cls = {"y4m": Y4mWriter, "png": PngFolderWriter, "video": FfmpegWriter}[kind]
+    return cls(pathlib.Path(path), width, height, Fraction(fps))
+
+
+def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: Fraction, *, overwrite: bool = False) -> int:
+    """Writes all `frames` (uint8 [H, W, 3]) to `path`; returns the number written."""
+    check_output(path, overwrite=overwrite)
+    writer = None
+    try:
+        for frame in frames:
+            if writer is None:
+                writer = open_writer(path, frame.shape[1], frame.shape[0], fps)
+            writer.write(frame)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is None:
+        raise CodecError(f"{path}: no frames to write")
+    writer.close()
+    return writer.frames

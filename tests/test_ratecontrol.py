@@ -1,0 +1,206 @@
+"""Rate controllers (Fig. 3) against a synthetic trial whose answers are worked out by hand.
+
+The synthetic frame: num_pixels = 1000, bits(s) = 1000 (1 + s) for a P-frame and 3000 (1 + s)
+for an I-frame, PSNR(s) = 30 + 2 s dB. Levels live in [0, 7] (L = 8) and are searched on the
+1/64 grid, so e.g. "the highest level with bits <= 3500" is exactly 2.5 = 160/64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runtime.ratecontrol import (
+    LEVEL_STEP,
+    Combined,
+    ConstantLevel,
+    MaxBits,
+    MinQuality,
+    TargetBitrate,
+    highest_satisfying,
+    lowest_satisfying,
+    make_controller,
+    max_search_trials,
+)
+from runtime.types import FrameType, TrialResult
+
+I, P = FrameType.I, FrameType.P
+PIXELS = 1000
+TOP = 7.0
+
+
+class Synthetic:
+    """The hand-computable frame; counts the trials it is asked for."""
+
+    def __init__(self, frame_type=P, bits_scale=None):
+        self.scale = bits_scale or (3000.0 if frame_type == I else 1000.0)
+        self.levels = []
+
+    def __call__(self, level):
+        self.levels.append(level)
+        return TrialResult(level=level, bits=round(self.scale * (1 + level)), psnr=30.0 + 2.0 * level)
+
+
+def bound(lo=0.0, hi=TOP):
+    return 2 + max_search_trials(lo, hi)
+
+
+def test_constant_level_needs_no_trial():
+    trial = Synthetic()
+    assert ConstantLevel(2.5).select_level(0, P, PIXELS, trial) == 2.5
+    assert trial.levels == []
+
+
+def test_max_bits_highest_level_that_fits_the_cap_of_its_type():
+    rc = MaxBits(cap_bpp_i=10.0, cap_bpp_p=3.5, base_level=TOP)
+    p = Synthetic(P)
+    # 1000 (1 + s) <= 3500  ->  s <= 2.5, on the grid.
+    assert rc.select_level(1, P, PIXELS, p) == 2.5
+    assert len(set(p.levels)) <= bound()
+    i = Synthetic(I)
+    # 3000 (1 + s) <= 10000  ->  s <= 2.333..., the grid point below is 149/64.
+    assert rc.select_level(0, I, PIXELS, i) == 149 / 64
+
+
+def test_max_bits_keeps_the_base_level_when_it_fits_and_bottoms_out_when_nothing_fits():
+    trial = Synthetic(P)
+    assert MaxBits(None, 100.0, base_level=5.0).select_level(1, P, PIXELS, trial) == 5.0
+    assert trial.levels == [5.0]
+    # Even level 0 costs 1000 bits = 1 bpp > 0.5: the lowest level is the best the codec can do.
+    assert MaxBits(None, 0.5, base_level=TOP).select_level(1, P, PIXELS, Synthetic(P)) == 0.0
+    # No cap for this frame type: the base level, untried.
+    trial = Synthetic(I)
+    assert MaxBits(None, 0.5, base_level=3.0).select_level(0, I, PIXELS, trial) == 3.0
+    assert trial.levels == []
+
+
+def test_min_quality_lowest_level_reaching_the_floor():
+    trial = Synthetic()
+    # 30 + 2 s >= 35  ->  s >= 2.5.
+    assert MinQuality(35.0, TOP).select_level(1, P, PIXELS, trial) == 2.5
+    assert len(set(trial.levels)) <= bound()
+    # 30 + 2 s >= 35.1  ->  s >= 2.55, the grid point above is 164/64.
+    assert MinQuality(35.1, TOP).select_level(1, P, PIXELS, Synthetic()) == 164 / 64
+    # 44 dB is the best the frame reaches: a 50 dB floor gives the top level.
+    assert MinQuality(50.0, TOP).select_level(1, P, PIXELS, Synthetic()) == TOP
+    trial = Synthetic()
+    assert MinQuality(20.0, TOP).select_level(1, P, PIXELS, trial) == 0.0
+    assert trial.levels == [0.0]
+
+
+def test_target_bitrate_budgets_and_bucket_by_hand():
+    # 100 kbps at 25 fps: b = 4000 bits per frame. GOP 4, I weight 2: n_I = 4*4000*2/5 = 6400,
+    # n_P = 4*4000/5 = 3200.
+    rc = TargetBitrate(kbps=100.0, fps=25.0, gop=4, max_level=TOP, iframe_weight=2.0)
+    assert rc.nominal(I) == 6400.0 and rc.nominal(P) == 3200.0
+    # I: 3000 (1 + s) <= 6400 -> s <= 1.1333, the grid point below is 72/64 = 1.125.
+    assert rc.select_level(0, I, PIXELS, Synthetic(I)) == 1.125
+    rc.update(0, I, TrialResult(1.125, 7000, 32.25))  # 600 over: D = 600.
+    # The rest of the GOP repays it: P at position 1 has R = 3 * 3200, budget
+    # 3200 - 600 * 3200 / 9600 = 3000 -> 1000 (1 + s) <= 3000 -> s = 2; D = 600 - 200 = 400.
+    # Position 2: R = 6400, 3200 - 400 / 2 = 3000; D = 200. Position 3: 3200 - 200 = 3000; D = 0.
+    for index in (1, 2, 3):
+        assert rc.select_level(index, P, PIXELS, Synthetic(P)) == 2.0
+        rc.update(index, P, TrialResult(2.0, 3000, 34.0))
+    assert rc.debt == 0.0
+    assert rc.select_level(4, I, PIXELS, Synthetic(I)) == 1.125
+    assert rc.budgets == [6400.0, 3000.0, 3000.0, 3000.0, 6400.0]
+
+
+def average_kbps(rc, i_scale, p_scale, frames, gop, fps):
+    """Codes `frames` synthetic frames with bits = scale * 2^(s/2) under `rc`; returns kbps."""
+    total = 0
+    for index in range(frames):
+        frame_type = I if index % gop == 0 else P
+        scale = i_scale if frame_type == I else p_scale
+
+        def trial(level, scale=scale):
+            return TrialResult(level, round(scale * 2 ** (level / 2)), 30.0 + 2 * level)
+
+        result = trial(rc.select_level(index, frame_type, PIXELS, trial))
+        rc.update(index, frame_type, result)
+        total += result.bits
+    return total / frames * fps / 1000
+
+
+@pytest.mark.parametrize("i_scale, p_scale", [(700, 237), (6000, 100)])
+def test_target_bitrate_meets_the_average_over_a_clip(i_scale, p_scale):
+    # 48 frames, GOP 8, 30 kbps at 30 fps (1000 bits a frame). In the second case an I-frame
+    # costs 6000 bits even at level 0, twice its nominal share (8000 * 4 / 11 = 2909): only the
+    # bucket, taking it back from the P-frames, keeps the clip on target (without it: 41.6 kbps).
+    rc = TargetBitrate(kbps=30.0, fps=30.0, gop=8, max_level=TOP)
+    assert abs(average_kbps(rc, i_scale, p_scale, 48, 8, 30.0) - 30.0) < 0.3
+
+
+def test_combined_floor_then_caps_and_caps_win():
+    caps = MaxBits(cap_bpp_i=None, cap_bpp_p=3.5, base_level=TOP)  # P cap -> s <= 2.5
+    # Level 5 meets a 35 dB floor (needs 2.5) but not the cap: lowered to 2.5.
+    assert Combined(ConstantLevel(5.0), MinQuality(35.0, TOP), caps).select_level(1, P, PIXELS, Synthetic()) == 2.5
+    # Level 1 is below the floor: raised to 2.5; a cap of 3 bpp (s <= 2) then lowers it to 2.
+    caps3 = MaxBits(None, 3.0, base_level=TOP)
+    assert Combined(ConstantLevel(1.0), MinQuality(35.0, TOP), caps3).select_level(1, P, PIXELS, Synthetic()) == 2.0
+    # A 40 dB floor needs s = 5 but the cap allows 2.5: caps win.
+    trial = Synthetic()
+    assert Combined(ConstantLevel(1.0), MinQuality(40.0, TOP), caps).select_level(1, P, PIXELS, trial) == 2.5
+    # Memoised: no level is tried twice within a frame.
+    assert len(trial.levels) == len(set(trial.levels))
+
+
+def test_combined_target_is_charged_what_was_written():
+    target = TargetBitrate(kbps=100.0, fps=25.0, gop=4, max_level=TOP, iframe_weight=2.0)
+    rc = Combined(target, floor=MinQuality(36.0, TOP))  # floor needs s >= 3
+    assert rc.select_level(0, I, PIXELS, Synthetic(I)) == 3.0  # the budget alone gives 1.125
+    rc.update(0, I, TrialResult(3.0, 12000, 36.0))
+    assert target.debt == 12000.0 - 6400.0
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    threshold=st.integers(0, 100),
+    lo=st.floats(0, TOP),
+    width=st.floats(0, TOP),
+)
+def test_searches_terminate_and_return_a_satisfying_level_on_any_trial(seed, threshold, lo, width):
+    """Arbitrary (non-monotone) bits: bounded trials, and a returned level always satisfied."""
+    table = np.random.default_rng(seed).integers(0, 101, 7 * 64 + 1)
+    hi = min(TOP, lo + width)
+    tried = []
+
+    def trial(level):
+        tried.append(level)
+        assert lo <= level <= hi
+        return TrialResult(level, table[math.floor(level / LEVEL_STEP + 1e-9)], 0.0)
+
+    def ok(result):
+        return result.bits <= threshold
+
+    for search in (highest_satisfying, lowest_satisfying):
+        tried.clear()
+        found = search(trial, ok, lo, hi)
+        assert len(tried) <= 2 + max_search_trials(lo, hi)
+        if found is None:
+            assert not ok(trial(lo if search is highest_satisfying else hi))
+        else:
+            assert ok(trial(found))
+
+
+def test_make_controller_combinations_and_errors():
+    assert isinstance(make_controller(max_level=TOP, level=3.0), ConstantLevel)
+    assert isinstance(make_controller(max_level=TOP, min_psnr=30.0), MinQuality)
+    capped = make_controller(max_level=TOP, max_bpp_p=0.1)
+    assert isinstance(capped, Combined) and capped.primary.level == TOP
+    target = make_controller(max_level=TOP, target_kbps=500.0, fps=30, gop=8, min_psnr=30.0, max_bpp_i=1.0)
+    assert isinstance(target.primary, TargetBitrate) and target.floor and target.caps
+    with pytest.raises(ValueError, match="not both"):
+        make_controller(max_level=TOP, level=3.0, target_kbps=100.0, fps=25)
+    with pytest.raises(ValueError, match="outside"):
+        make_controller(max_level=TOP, level=7.5)
+    with pytest.raises(ValueError, match="no rate control"):
+        make_controller(max_level=TOP)
+    with pytest.raises(ValueError, match="positive"):
+        make_controller(max_level=TOP, max_bpp_p=-1.0)
