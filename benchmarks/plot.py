@@ -11,9 +11,10 @@ import pathlib
 import sys
 from typing import Sequence
 
-from absl import app, flags
+from absl import flags
 
-from benchmarks.schema import ELFVC, METRICS, RDReport, SchemaError
+from benchmarks._cli import parse_argv
+from benchmarks.schema import ELFVC, METRICS, RDReport, SchemaError, merged_curve
 
 LABELS = {
     "psnr_rgb": "PSNR RGB (dB)",
@@ -39,10 +40,13 @@ def plot_rd(report: RDReport, out_dir: pathlib.Path) -> list[pathlib.Path]:
         fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
         for ax, metric in zip(axes[0], metrics):
             for codec in report.codecs():
-                pts = [p for p in report.curve(codec, clip) if p.metric(metric) is not None]
+                pts = merged_curve(report, codec, clip, metric)
                 if not pts:
                     continue
                 color, marker = STYLE.get(codec, (None, "x"))
+                every = [p for p in report.curve(codec, clip) if p.metric(metric) is not None]
+                if len(every) > len(pts):  # several models: App. I's hull, and every point faintly
+                    ax.scatter([p.bpp for p in every], [p.metric(metric) for p in every], color=color, alpha=0.3, s=10)
                 ax.plot([p.bpp for p in pts], [p.metric(metric) for p in pts], marker=marker, color=color,
                         label=codec, linewidth=2 if codec == ELFVC else 1.2, markersize=4)  # fmt: skip
             ax.set_xlabel("bits per pixel")
@@ -109,15 +113,17 @@ def bd_markdown(report: RDReport) -> str:
     return "\n".join(rows)
 
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("results", None, "An R-D results JSON (benchmarks/schema.py).")
-flags.DEFINE_string("out_dir", None, "Folder for the PNGs (default: beside the results).")
+# Own flag registry (not absl's global one): the CLIs of this repository are imported side by
+# side in one test process, and several define the same flag names.
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("results", None, "An R-D results JSON (benchmarks/schema.py).", flag_values=FLAGS)
+flags.DEFINE_string("out_dir", None, "Folder for the PNGs (default: beside the results).", flag_values=FLAGS)
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {' '.join(argv[1:])}", file=sys.stderr)
-        return 2
+    status = parse_argv(FLAGS, argv)
+    if status is not None:
+        return status
     if not FLAGS.results:
         print("error: --results is required", file=sys.stderr)
         return 2
@@ -137,4 +143,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    sys.exit(main(sys.argv))

@@ -173,3 +173,20 @@ class RDReport:
     def curve(self, codec: str, clip: str) -> list[RDPoint]:
         """The points of one codec on one clip, by increasing rate."""
         return sorted((p for p in self.points if p.codec == codec and p.clip == clip), key=lambda p: p.bpp)
+
+
+def merged_curve(report: RDReport, codec: str, clip: str, metric: str) -> list[RDPoint]:
+    """A codec's R-D curve on one clip under one metric, by increasing rate.
+
+    Points of several models of one codec (distinct `model` fields) merge by App. I's upper
+    convex hull of (bpp, metric); a single model's points are all kept, as for the anchors,
+    so that one model's curve is never flattered by dropping its weak points. Points without
+    the metric are left out.
+    """
+    from benchmarks.bdrate import upper_convex_hull
+
+    pts = [p for p in report.curve(codec, clip) if p.metric(metric) is not None]
+    if len({p.model for p in pts}) <= 1:
+        return pts
+    keep = upper_convex_hull([(p.bpp, p.metric(metric)) for p in pts])
+    return [pts[i] for i in keep]

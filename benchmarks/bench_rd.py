@@ -1,0 +1,351 @@
+"""R-D benchmark: this codec over a sweep of levels against x264, x265 and SVT-AV1 [Sec. 4.2-4.3,
+App. H, App. I].
+
+For each clip: the clip becomes one 8-bit 4:2:0 source (benchmarks/anchors.py). This codec
+encodes its RGB frames (runtime.video_io's conversion, what `elfvc encode` reads from a y4m) at
+each level through runtime.stream into a real .elfvc file, then decodes that file; each anchor
+encodes the y4m at each CRF / QP and ffmpeg decodes what it wrote. Sizes are the files' sizes;
+metrics (runtime.metrics) are measured on the decoded frames against the same source: PSNR and
+MS-SSIM in RGB, PSNR (6:1:1) and VMAF in YUV 4:2:0. Everything lands in one JSON schema
+(benchmarks/schema.py) that the one plotting path (benchmarks/plot.py) reads.
+
+BD-rate (benchmarks/bdrate.py, cubic fit of ln rate against quality by default) of this codec
+against each anchor, per clip and as the mean over clips, for every metric. With several
+models (--models), their points merge by App. I's upper convex hull under each metric.
+
+    python -m benchmarks.bench_rd --clips=../shared/data/eval/video/street_320x180_21f.y4m \
+        --out_dir=out/rd
+
+writes out/rd/results.json, out/rd/results.md and out/rd/rd_<clip>.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+from absl import flags
+
+from benchmarks import anchors as anchors_lib
+from benchmarks._cli import parse_argv
+from benchmarks.bdrate import METHODS, BDError, bd_rate
+from benchmarks.plot import bd_markdown, plot_rd, points_markdown
+from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport, merged_curve
+from runtime import metrics as metrics_lib
+from runtime.types import CodecError
+from runtime.video_io import rgb_to_yuv420, yuv420_to_rgb
+
+DEFAULT_LEVELS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0)
+
+
+class BenchError(RuntimeError):
+    """A benchmark that cannot run as asked; the message is one line."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of this codec: a label and a checkpoint folder (None: the default model)."""
+
+    label: str
+    path: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RDConfig:
+    clips: tuple[pathlib.Path, ...]
+    out_dir: pathlib.Path
+    levels: tuple[float, ...] = DEFAULT_LEVELS
+    models: tuple[ModelSpec, ...] = (ModelSpec("default"),)
+    anchors: tuple[str, ...] = ("x264", "x265", "svtav1")
+    sweeps: dict = dataclasses.field(default_factory=dict)  # anchor -> knob values
+    max_frames: Optional[int] = None
+    gop: int = 16
+    backend: str = "tf"
+    with_vmaf: bool = True
+    bd_method: str = "cubic"
+    keep_streams: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# This codec
+
+
+@dataclass(frozen=True)
+class ElfRun:
+    level: float
+    nbytes: int
+    decoded: np.ndarray  # uint8 [T, H, W, 3]
+    encode_s: float
+    decode_s: float
+
+
+class ElfCodec:
+    """This codec for one model and backend: encodes frames to a real file and decodes it."""
+
+    def __init__(self, spec: ModelSpec, backend_name: str, gop: int):
+        from runtime.backends import get_backend
+        from runtime.bundle import default_bundle, load_bundle
+
+        self.spec = spec
+        self.bundle = load_bundle(spec.path) if spec.path else default_bundle()
+        self.backend = get_backend(backend_name, self.bundle)
+        self.gop = gop
+
+    @property
+    def trained(self) -> bool:
+        return bool(getattr(self.bundle, "trained", True))
+
+    @property
+    def max_level(self) -> float:
+        return float(self.bundle.config.num_levels - 1)
+
+    def describe(self) -> str:
+        name = self.spec.path or "default model"
+        return f"{self.spec.label}: {name} ({self.bundle.config.name} config, {'trained' if self.trained else 'UNTRAINED'})"
+
+    def run(self, frames: np.ndarray, fps, level: float, stream: pathlib.Path) -> ElfRun:
+        from runtime.ratecontrol import ConstantLevel
+        from runtime.stream import decode_video, encode_video
+
+        start = time.perf_counter()
+        encode_video(iter(frames), stream, fps=fps, gop=self.gop, controller=ConstantLevel(level),
+                     backend=self.backend, bundle=self.bundle)  # fmt: skip
+        encode_s = time.perf_counter() - start
+        decoded: list[np.ndarray] = []
+        start = time.perf_counter()
+        decode_video(stream, decoded.append, backend=self.backend, bundle=self.bundle)
+        decode_s = time.perf_counter() - start
+        out = np.stack(decoded)
+        if out.shape != frames.shape:
+            raise BenchError(f"{stream.name}: decoded {out.shape}, expected {frames.shape}")
+        return ElfRun(level, stream.stat().st_size, out, encode_s, decode_s)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+
+
+def _point(codec, source, setting, param, nbytes, quality, encode_s, decode_s, model) -> RDPoint:
+    return RDPoint.make(codec, source.name, setting, param, nbytes, source.frames, source.width, source.height,
+                        float(source.fps), quality.as_dict(), encode_s, decode_s, model)  # fmt: skip
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def bd_entries(report: RDReport, anchors: Sequence[str], method: str) -> list[BDEntry]:
+    """BD-rate of this codec against each anchor, per clip and averaged, for every metric."""
+    entries = []
+    for anchor in anchors:
+        for metric in METRICS:
+            values = []
+            for clip in report.clips():
+                ours = merged_curve(report, ELFVC, clip, metric)
+                theirs = merged_curve(report, anchor, clip, metric)
+                if not ours or not theirs:
+                    continue
+                try:
+                    value = bd_rate([p.bpp for p in theirs], [p.metric(metric) for p in theirs],
+                                    [p.bpp for p in ours], [p.metric(metric) for p in ours], method)  # fmt: skip
+                    entries.append(BDEntry(ELFVC, anchor, clip, metric, value))
+                    values.append(value)
+                except BDError as err:
+                    entries.append(BDEntry(ELFVC, anchor, clip, metric, None, str(err)))
+                    values.append(None)
+            if not values:
+                continue
+            if all(v is not None for v in values):
+                entries.append(BDEntry(ELFVC, anchor, "mean", metric, float(np.mean(values))))
+            else:
+                entries.append(BDEntry(ELFVC, anchor, "mean", metric, None, "not every clip has a BD-rate"))
+    return entries
+
+
+def run_benchmark(cfg: RDConfig) -> RDReport:
+    """Runs every codec on every clip; returns the report (not yet written)."""
+    if cfg.bd_method not in METHODS:
+        raise BenchError(f"unknown BD method {cfg.bd_method!r}; choose one of {', '.join(METHODS)}")
+    anchors = [anchors_lib.get_anchor(a) for a in cfg.anchors]
+    points: list[RDPoint] = []
+    commands: dict[str, str] = {}
+    elf_codecs = [ElfCodec(spec, cfg.backend, cfg.gop) for spec in cfg.models]
+    try:
+        for codec in elf_codecs:
+            bad = [lv for lv in cfg.levels if not 0 <= lv <= codec.max_level]
+            if bad:
+                raise BenchError(f"levels {bad} are outside the model's range [0, {codec.max_level:g}]")
+            _log(f"model {codec.describe()}")
+        streams = cfg.out_dir / "streams"
+        streams.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="elfvc_rd_", dir=cfg.out_dir) as tmp:
+            work = pathlib.Path(tmp)
+            for clip in cfg.clips:
+                source = anchors_lib.prepare_source(clip, work, cfg.max_frames)
+                _log(f"{source.name}: {source.frames} frames {source.width}x{source.height} @ {float(source.fps):g} fps")
+                ref_rgb = yuv420_to_rgb(source.planes)
+
+                def measure(decoded_rgb, decoded_yuv):
+                    return metrics_lib.evaluate(ref_rgb, decoded_rgb, source.planes, decoded_yuv, cfg.with_vmaf)
+
+                for codec in elf_codecs:
+                    for level in cfg.levels:
+                        stream = (streams if cfg.keep_streams else work) / f"{source.name}.{codec.spec.label}.l{level:g}.elfvc"
+                        run = codec.run(ref_rgb, source.fps, level, stream)
+                        quality = measure(run.decoded, rgb_to_yuv420(run.decoded))
+                        points.append(_point(ELFVC, source, f"level={level:g}", level, run.nbytes, quality,
+                                             run.encode_s, run.decode_s, codec.describe()))  # fmt: skip
+                        _log(f"  elfvc {codec.spec.label} level {level:g}: {points[-1].bpp:.4f} bpp, "
+                             f"PSNR {quality.psnr_rgb:.2f} dB")  # fmt: skip
+                for anchor in anchors:
+                    for value in cfg.sweeps.get(anchor.name, anchor.sweep):
+                        run = anchors_lib.run_anchor(anchor, value, source, work)
+                        quality = measure(yuv420_to_rgb(run.decoded), run.decoded)
+                        points.append(_point(anchor.name, source, anchor.setting(value), value, run.nbytes, quality,
+                                             run.encode_s, run.decode_s, ""))  # fmt: skip
+                        commands[anchor.name] = " ".join(run.command[:1] + ("...",) + run.command[6:])
+                        if cfg.keep_streams:
+                            shutil.copy(run.stream, streams / run.stream.name)
+                        _log(f"  {anchor.name} {anchor.setting(value)}: {points[-1].bpp:.4f} bpp, "
+                             f"PSNR {quality.psnr_rgb:.2f} dB")  # fmt: skip
+        if not cfg.keep_streams:
+            shutil.rmtree(streams, ignore_errors=True)
+        report = RDReport(points=tuple(points))
+        meta = {
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "models": [c.describe() for c in elf_codecs],
+            "trained": all(c.trained for c in elf_codecs),
+            "backend": cfg.backend,
+            "gop": cfg.gop,
+            "max_frames": cfg.max_frames,
+            "bd_method": cfg.bd_method,
+            "bd_rate_axis": "bpp (file bytes); quality: mean of per-frame values",
+            "anchor_commands": commands,
+            "vmaf_model": metrics_lib.VMAF_MODEL if cfg.with_vmaf else None,
+        }
+        return RDReport(points=report.points, bd=tuple(bd_entries(report, cfg.anchors, cfg.bd_method)), meta=meta)
+    finally:
+        for codec in elf_codecs:
+            codec.close()
+
+
+def write_outputs(report: RDReport, out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """results.json, results.md (BD-rate and point tables) and one R-D PNG per clip."""
+    written = [out_dir / "results.json"]
+    report.save(written[0])
+    md = out_dir / "results.md"
+    tmp = md.with_name(f".{md.name}.{os.getpid()}.partial")
+    note = "" if report.meta.get("trained", True) else "**The model is UNTRAINED: these numbers say nothing about ELF-VC's quality.**\n\n"
+    tmp.write_text(f"{note}## BD-rate of elfvc (bpp, {report.meta.get('bd_method')})\n\n{bd_markdown(report)}\n\n"
+                   f"## R-D points\n\n{points_markdown(report)}\n")  # fmt: skip
+    os.replace(tmp, md)
+    written.append(md)
+    written += plot_rd(report, out_dir)
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+# Own flag registry (not absl's global one): the CLIs of this repository are imported side by
+# side in one test process, and several define the same flag names.
+FLAGS = flags.FlagValues()
+flags.DEFINE_list("clips", None, "Video files (y4m, mp4, ...) to benchmark on.", flag_values=FLAGS)
+flags.DEFINE_string("out_dir", "out/rd", "Output folder (results.json, results.md, PNGs).", flag_values=FLAGS)
+flags.DEFINE_list("levels", [f"{lv:g}" for lv in DEFAULT_LEVELS], "This codec's levels (continuous).", flag_values=FLAGS)
+flags.DEFINE_list("models", [], "Checkpoint folders, as PATH or LABEL=PATH; none: the default model. "
+                  "Several models merge by App. I's upper convex hull.", flag_values=FLAGS)  # fmt: skip
+flags.DEFINE_list("anchors", ["x264", "x265", "svtav1"], "Standard codecs to compare against.", flag_values=FLAGS)
+flags.DEFINE_list("x264_crf", None, "x264 CRF sweep (default 18,23,...,43).", flag_values=FLAGS)
+flags.DEFINE_list("x265_crf", None, "x265 CRF sweep (default 18,23,...,43).", flag_values=FLAGS)
+flags.DEFINE_list("svtav1_qp", None, "SVT-AV1 QP sweep (default 20,28,...,60).", flag_values=FLAGS)
+flags.DEFINE_integer("max_frames", None, "Use only the first N frames of each clip.", flag_values=FLAGS)
+flags.DEFINE_integer("gop", 16, "This codec's GOP length (an I-frame every N frames).", flag_values=FLAGS)
+flags.DEFINE_string("backend", "tf", "This codec's backend: tf, onnx or tensorrt.", flag_values=FLAGS)
+flags.DEFINE_boolean("vmaf", True, "Measure VMAF (libvmaf through ffmpeg).", flag_values=FLAGS)
+flags.DEFINE_enum("bd_method", "cubic", list(METHODS), "BD-rate interpolation.", flag_values=FLAGS)
+flags.DEFINE_boolean("keep_streams", False, "Keep every codec's stream under OUT_DIR/streams.", flag_values=FLAGS)
+
+
+def _floats(values, what) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in values)
+    except ValueError:
+        raise BenchError(f"--{what} must be numbers, got {','.join(values)}") from None
+    if not out or not all(math.isfinite(v) for v in out):
+        raise BenchError(f"--{what} must be a non-empty list of finite numbers")
+    return out
+
+
+def config_from_flags() -> RDConfig:
+    if not FLAGS.clips:
+        raise BenchError("--clips is required")
+    clips = tuple(pathlib.Path(c) for c in FLAGS.clips)
+    for clip in clips:
+        if not clip.exists():
+            raise BenchError(f"{clip}: no such file")
+    stems = [c.stem for c in clips]
+    if len(set(stems)) != len(stems):
+        raise BenchError("two clips share a name; clip names (file stems) must be unique")
+    models = []
+    for entry in FLAGS.models:
+        label, _, path = entry.rpartition("=") if "=" in entry else (pathlib.Path(entry).name, "", entry)
+        if not pathlib.Path(path).is_dir():
+            raise BenchError(f"--models: {path} is not a checkpoint folder")
+        models.append(ModelSpec(label, path))
+    if len({m.label for m in models}) != len(models):
+        raise BenchError("--models: labels must be unique")
+    for name in FLAGS.anchors:
+        anchors_lib.get_anchor(name)
+    sweeps = {}
+    for name, values in (("x264", FLAGS.x264_crf), ("x265", FLAGS.x265_crf), ("svtav1", FLAGS.svtav1_qp)):
+        if values is not None:
+            sweeps[name] = _floats(values, {"x264": "x264_crf", "x265": "x265_crf", "svtav1": "svtav1_qp"}[name])
+    if FLAGS.max_frames is not None and FLAGS.max_frames <= 0:
+        raise BenchError("--max_frames must be positive")
+    if FLAGS.gop <= 0:
+        raise BenchError("--gop must be positive")
+    out_dir = pathlib.Path(FLAGS.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return RDConfig(
+        clips=clips, out_dir=out_dir, levels=_floats(FLAGS.levels, "levels"),
+        models=tuple(models) or (ModelSpec("default"),), anchors=tuple(FLAGS.anchors), sweeps=sweeps,
+        max_frames=FLAGS.max_frames, gop=FLAGS.gop, backend=FLAGS.backend, with_vmaf=FLAGS.vmaf,
+        bd_method=FLAGS.bd_method, keep_streams=FLAGS.keep_streams,
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str]) -> int:
+    status = parse_argv(FLAGS, argv)
+    if status is not None:
+        return status
+    try:
+        cfg = config_from_flags()
+        report = run_benchmark(cfg)
+        written = write_outputs(report, cfg.out_dir)
+    except (BenchError, anchors_lib.AnchorError, metrics_lib.MetricError, CodecError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if not report.meta.get("trained", True):
+        print("NOTE: the model is UNTRAINED: its R-D points say nothing about ELF-VC's quality.")
+    print(bd_markdown(report))
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
