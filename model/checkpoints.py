@@ -1,0 +1,173 @@
+"""Checkpoint layout, config identity checks, warm starts and the shipped-model folder.
+
+Train directory (written by `python -m model.train`):
+
+    TRAIN_DIR/config.json        ModelConfig.to_dict(): the identity every resume is checked against
+    TRAIN_DIR/options.json       the training flags of the run (GOP, crop, lambdas, ...)
+    TRAIN_DIR/progress.json      step and recent losses, rewritten at each checkpoint
+    TRAIN_DIR/ckpt/ckpt-N.*      tf.train.Checkpoint(model=..., optimizer=..., modulator=...)
+
+The object graph holds the model under the key `model`, so
+`tf.train.Checkpoint(model=model).restore(path).expect_partial()` loads the weights alone.
+
+Shipped-model folder (`--export_to=DIR`, what the runtime loads):
+
+    DIR/model.index, DIR/model.data-*   tf.train.Checkpoint(model=model).write(DIR/"model")
+    DIR/config.json                     ModelConfig.to_dict()
+    DIR/training.json                   step, recent losses, data, options
+
+Every JSON file is written to a temporary name and renamed, so a kill never leaves half a file.
+tf.train.CheckpointManager writes the data files first and then replaces its `checkpoint` index
+file atomically, so the index always names a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Optional
+
+import tensorflow as tf
+
+from model.config import ModelConfig
+
+CONFIG_FILE = "config.json"
+OPTIONS_FILE = "options.json"
+PROGRESS_FILE = "progress.json"
+TRAINING_FILE = "training.json"
+CHECKPOINT_SUBDIR = "ckpt"
+WEIGHTS_PREFIX = "model"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for what was asked; the message says why."""
+
+
+def write_json(path, value) -> None:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def config_difference(a: ModelConfig, b: ModelConfig) -> str:
+    """'field: a_value != b_value' for every differing field (name included)."""
+    da, db = a.to_dict(), b.to_dict()
+    return ", ".join(f"{k}: {da[k]!r} != {db[k]!r}" for k in da if da[k] != db.get(k))
+
+
+def load_config(path) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(read_json(path))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a model config: {e}") from None
+
+
+def check_same_config(expected: ModelConfig, found: ModelConfig, where) -> None:
+    if expected != found:
+        raise CheckpointError(
+            f"{where} holds a checkpoint of another config ({config_difference(found, expected)}); "
+            f"use a fresh train dir or the matching --config"
+        )
+
+
+def resolve_checkpoint(path) -> tuple[str, pathlib.Path]:
+    """A checkpoint prefix and the folder whose config.json describes it.
+
+    Accepts a train dir, an export folder, a ckpt/ folder or a prefix like TRAIN_DIR/ckpt/ckpt-N.
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        if (path / f"{WEIGHTS_PREFIX}.index").exists():
+            return str(path / WEIGHTS_PREFIX), path
+        for folder, owner in ((path / CHECKPOINT_SUBDIR, path), (path, path.parent)):
+            if folder.is_dir():
+                latest = tf.train.latest_checkpoint(str(folder))
+                if latest:
+                    return latest, owner
+        raise CheckpointError(f"no checkpoint found in {path}")
+    if not pathlib.Path(f"{path}.index").exists():
+        raise CheckpointError(f"checkpoint {path} does not exist (no {path.name}.index)")
+    owner = path.parent.parent if path.parent.name == CHECKPOINT_SUBDIR else path.parent
+    return str(path), owner
+
+
+def checkpoint_config(owner: pathlib.Path) -> ModelConfig:
+    config_path = owner / CONFIG_FILE
+    if not config_path.exists():
+        raise CheckpointError(f"no {CONFIG_FILE} in {owner}: cannot tell which model config the checkpoint holds")
+    return load_config(config_path)
+
+
+def warm_start(model, path, scope: str, expected: ModelConfig) -> str:
+    """Loads `model` weights (scope 'all') or only its I-frame codec (scope 'iframe') from `path`.
+
+    Returns the checkpoint prefix used. Raises CheckpointError for a checkpoint of another
+    config or one that lacks any of the requested variables.
+    """
+    prefix, owner = resolve_checkpoint(path)
+    check_same_config(expected, checkpoint_config(owner), prefix)
+    if scope == "all":
+        target = tf.train.Checkpoint(model=model)
+    elif scope == "iframe":
+        target = tf.train.Checkpoint(model=tf.train.Checkpoint(iframe=model.iframe))
+    else:
+        raise CheckpointError(f"unknown init scope {scope!r}; valid: all, iframe")
+    try:
+        target.restore(prefix).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise CheckpointError(f"cannot warm start from {prefix}: {str(e).splitlines()[0]}") from None
+    return prefix
+
+
+def export_model(model, config: ModelConfig, metadata: dict, out_dir) -> pathlib.Path:
+    """Writes the shipped-model folder (weights only, config.json, training.json) to out_dir.
+
+    Built in a temporary sibling folder and renamed into place; refuses an existing out_dir.
+    """
+    out_dir = pathlib.Path(out_dir)
+    if out_dir.exists():
+        raise CheckpointError(f"export folder {out_dir} already exists; remove it or choose another")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        tf.train.Checkpoint(model=model).write(str(tmp / WEIGHTS_PREFIX))
+        write_json(tmp / CONFIG_FILE, config.to_dict())
+        write_json(tmp / TRAINING_FILE, metadata)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def load_exported(model_dir, model=None):
+    """Loads a shipped-model folder -> (model, config). Builds the model if none is given."""
+    from model.elfvc import ELFVC
+
+    model_dir = pathlib.Path(model_dir)
+    config = load_config(model_dir / CONFIG_FILE)
+    if model is None:
+        model = ELFVC(config).build_weights()
+    prefix = str(model_dir / WEIGHTS_PREFIX)
+    tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+    return model, config
+
+
+def latest_in(train_dir) -> Optional[str]:
+    folder = pathlib.Path(train_dir) / CHECKPOINT_SUBDIR
+    return tf.train.latest_checkpoint(str(folder)) if folder.is_dir() else None
