@@ -1,0 +1,111 @@
+"""benchmarks/schema.py, plot.py and bench_rd.py: the shared R-D schema, BD tables, App. I
+merging, the CLIs' error handling, and one tiny end-to-end comparison against x264."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import bench_rd, plot
+from benchmarks.schema import METRICS, RDPoint, RDReport, SchemaError, merged_curve
+from tests.conftest import bikes_path
+
+
+def _pt(codec, bpp, psnr, clip="c", model="", setting=None):
+    # 80 frames of 100x100 at 25 fps: bytes = bpp * 1e5, whole for the rates used here.
+    nbytes = int(round(bpp * 100 * 100 * 80 / 8))
+    return RDPoint.make(codec, clip, setting or f"s{bpp}", bpp, nbytes, 80, 100, 100, 25.0,
+                        {"psnr_rgb": psnr, "ms_ssim": 1 - 1 / psnr}, model=model)  # fmt: skip
+
+
+def test_point_derives_bpp_and_kbps_from_bytes():
+    p = RDPoint.make("x264", "clip", "crf=23", 23, 1000, 10, 64, 32, 25.0, {"psnr_rgb": 30.0})
+    assert p.bpp == pytest.approx(8000 / (10 * 64 * 32))
+    assert p.kbps == pytest.approx(8.0 / (10 / 25.0))  # 8000 bits over 0.4 s
+    assert set(p.metrics) == set(METRICS) and p.metrics["vmaf"] is None
+    with pytest.raises(SchemaError, match="unknown metrics"):
+        RDPoint.make("x264", "clip", "crf=23", 23, 1000, 10, 64, 32, 25.0, {"psnr": 30.0})
+    with pytest.raises(SchemaError, match="must be positive"):
+        RDPoint.make("x264", "clip", "crf=23", 23, 0, 10, 64, 32, 25.0, {})
+
+
+def test_report_round_trips_through_strict_json(tmp_path):
+    points = (_pt("x264", 0.1, 30.0), _pt("elfvc", 0.1, math.inf))
+    report = RDReport(points=points, meta={"note": "x"})
+    path = tmp_path / "r.json"
+    report.save(path)
+    data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert data["schema"] == "elfvc-rd/1"
+    back = RDReport.load(path)
+    assert back.points[0] == points[0]
+    assert back.points[1].metrics["psnr_rgb"] is None  # +inf is stored as null
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary left behind
+    (tmp_path / "bad.json").write_text('{"schema": "other"}')
+    with pytest.raises(SchemaError, match="not an R-D results file"):
+        RDReport.load(tmp_path / "bad.json")
+
+
+def test_bd_entries_on_a_hand_case():
+    """elfvc = x264 at half the rate on clip a, at the same rate on clip b: -50 %, 0 %, mean -25 %."""
+    rates, psnr = [0.05, 0.1, 0.2, 0.4], [30.0, 33.1, 35.9, 38.3]
+    points = []
+    for r, q in zip(rates, psnr):
+        points += [_pt("x264", r, q, "a"), _pt("elfvc", r / 2, q, "a"), _pt("x264", r, q, "b"), _pt("elfvc", r, q, "b")]
+    entries = {(b.clip, b.metric): b for b in bench_rd.bd_entries(RDReport(points=tuple(points)), ["x264"], "cubic")}
+    assert entries[("a", "psnr_rgb")].value == pytest.approx(-50.0, abs=1e-9)
+    assert entries[("b", "psnr_rgb")].value == pytest.approx(0.0, abs=1e-9)
+    assert entries[("mean", "psnr_rgb")].value == pytest.approx(-25.0, abs=1e-9)
+    assert ("a", "vmaf") not in entries  # not measured: no entry
+    table = plot.bd_markdown(RDReport(points=tuple(points), bd=tuple(entries.values())))
+    assert "-50.0%" in table and "**mean**" in table
+
+
+def test_bd_entries_explain_curves_that_do_not_overlap():
+    points = [_pt("x264", r, q) for r, q in [(0.1, 30), (0.2, 33)]]
+    points += [_pt("elfvc", r, q) for r, q in [(0.1, 8), (0.2, 9)]]
+    entries = bench_rd.bd_entries(RDReport(points=tuple(points)), ["x264"], "cubic")
+    clip = [b for b in entries if b.clip == "c" and b.metric == "psnr_rgb"][0]
+    assert clip.value is None and "do not overlap" in clip.note
+    mean = [b for b in entries if b.clip == "mean" and b.metric == "psnr_rgb"][0]
+    assert mean.value is None
+
+
+def test_several_models_merge_by_upper_convex_hull():
+    """App. I: two models' points; the merged curve is the hull (see test_bdrate's hand case)."""
+    a = [_pt("elfvc", r, q, model="low") for r, q in [(0.1, 30), (0.2, 34), (0.4, 36), (0.8, 37)]]
+    b = [_pt("elfvc", r, q, model="high") for r, q in [(0.2, 33), (0.4, 37), (0.8, 40), (1.6, 41)]]
+    report = RDReport(points=tuple(a + b))
+    merged = merged_curve(report, "elfvc", "c", "psnr_rgb")
+    assert [(p.bpp, p.metric("psnr_rgb"), p.model) for p in merged] == [
+        (0.1, 30, "low"), (0.2, 34, "low"), (0.4, 37, "high"), (0.8, 40, "high"), (1.6, 41, "high")]  # fmt: skip
+    # One model alone keeps all its points, even a non-convex one.
+    single = RDReport(points=tuple(_pt("elfvc", r, q) for r, q in [(0.1, 30), (0.2, 31), (0.4, 36)]))
+    assert len(merged_curve(single, "elfvc", "c", "psnr_rgb")) == 3
+
+
+def test_plot_cli_writes_pngs(tmp_path, capsys):
+    points = [_pt(c, r, q) for c in ("x264", "elfvc") for r, q in [(0.1, 30), (0.2, 33), (0.4, 35)]]
+    RDReport(points=tuple(points)).save(tmp_path / "r.json")
+    assert plot.main(["plot", f"--results={tmp_path / 'r.json'}"]) == 0
+    png = tmp_path / "rd_c.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot.main(["plot", f"--results={tmp_path / 'missing.json'}"]) == 1
+    assert plot.main(["plot"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "--results is required" in err
+
+
+def test_bench_rd_cli_rejects_bad_input(tmp_path, capsys):
+    assert bench_rd.main(["bench_rd"]) == 1
+    assert bench_rd.main(["bench_rd", f"--clips={tmp_path / 'none.y4m'}", f"--out_dir={tmp_path}"]) == 1
+    clip = str(bikes_path())
+    assert bench_rd.main(["bench_rd", f"--clips={clip}", "--levels=a,b", f"--out_dir={tmp_path}"]) == 1
+    assert bench_rd.main(["bench_rd", f"--clips={clip}", "--anchors=x266", f"--out_dir={tmp_path}"]) == 1
+    assert bench_rd.main(["bench_rd", "--no_such_flag"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 5 and all(line.startswith("error: ") for line in err)
+    assert "unknown anchor 'x266'" in err[3]
+    assert not (tmp_path / "results.json").exists()
