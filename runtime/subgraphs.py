@@ -171,3 +171,39 @@ def subgraph_functions(model: ELFVC) -> Dict[str, tf.types.experimental.GenericF
         )
         for name in subgraph_names(model)
     }
+
+
+# -- the coding graph: integer hyper syntheses (runtime/integer_hyper.py) -----------------------------
+_QEMB = TensorSpec("quantized_embedding", "embedding_width", 0)
+
+#: What the codec runs: SUBGRAPHS with each *_hyper_synthesis replaced by its integer network,
+#: which takes z_hat and the host-quantized embedding round(255 e) and returns the exact mean and
+#: the integer sigma accumulator the range coder's scale index is read from.
+CODING_SUBGRAPHS: Dict[str, Subgraph] = {
+    name: (
+        Subgraph(name, (_HYPER, _QEMB), ("mean", "scale_accumulator"), False, True)
+        if graph.hyper_synthesis
+        else graph
+    )
+    for name, graph in SUBGRAPHS.items()
+}
+
+
+def coding_subgraph_functions(bundle_or_model) -> Dict[str, tf.types.experimental.GenericFunction]:
+    """`subgraph_functions` with the three *_hyper_synthesis entries replaced by the integer
+    networks of runtime/integer_hyper.py (a bundle's pinned ones, or for a bare model ones
+    calibrated now on runtime.bundle.calibration_frames())."""
+    model = getattr(bundle_or_model, "model", bundle_or_model)
+    integer_hyper = getattr(bundle_or_model, "integer_hyper", None)
+    if integer_hyper is None:
+        from runtime.bundle import calibrate
+
+        integer_hyper = calibrate(model)
+    from runtime.integer_hyper import tf_function
+
+    functions = subgraph_functions(model)
+    for block in ("iframe", "flow", "residue"):
+        functions[f"{block}_hyper_synthesis"] = tf_function(
+            integer_hyper[block], model.config.embedding_width, model.config.hyper_latent_channels
+        )
+    return functions

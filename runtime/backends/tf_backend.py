@@ -1,0 +1,34 @@
+"""The TensorFlow backend: the reference every other backend is compared with.
+
+Runs the `tf.function`s of `runtime.subgraphs.coding_subgraph_functions` eagerly on numpy inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+from runtime.backends.base import Backend
+
+
+class TFBackend(Backend):
+    name = "tf"
+
+    def __init__(self, bundle):
+        from runtime.subgraphs import CODING_SUBGRAPHS, coding_subgraph_functions
+
+        self._functions = coding_subgraph_functions(bundle)
+        self._inputs = {name: [spec.name for spec in CODING_SUBGRAPHS[name].inputs] for name in self._functions}
+
+    def run(self, subgraph: str, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
+        if subgraph not in self._functions:
+            raise ValueError(f"unknown subgraph {subgraph!r}; valid: {', '.join(self._functions)}")
+        expected = self._inputs[subgraph]
+        if sorted(inputs) != sorted(expected):
+            raise ValueError(f"{subgraph}: inputs {sorted(inputs)} != expected {sorted(expected)}")
+        args = [np.ascontiguousarray(inputs[name], np.float32) for name in expected]
+        return {name: value.numpy() for name, value in self._functions[subgraph](*args).items()}
+
+    def close(self) -> None:
+        self._functions = {}

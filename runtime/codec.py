@@ -1,0 +1,432 @@
+"""Frame encoder and decoder (Figure 2, App. A) over a backend and the range coder.
+
+    Encoder.encode_frame(frame uint8 [H, W, 3], level, type)
+      pad to a multiple of 64 (edge) -> analysis -> hyper analysis -> k1 = round(z)
+      -> integer D1 (mean, scale index) -> k0 = round((y - mean) / Q_w) -> range code
+      -> the decoder half (`_DecoderHalf`) on (k1, k0) -> reconstruction, next references
+    Decoder.decode_frame(unit)
+      range decode k1 -> integer D1 -> range decode k0 -> the same `_DecoderHalf`
+
+The encoder and decoder share one implementation of everything after the symbols
+(`_DecoderHalf`): the entropy parameters, dequantization, syntheses and the predictor. The
+encoder keeps its own decoded frames as references (float, unclipped, as in the model), never
+the originals, so on the same backend its references and the decoder's are bit-identical.
+
+Substream order inside a frame unit: per codelayer (I: iframe; P: flow, residue), first the q1
+substreams, then the q0 substreams, each in `SubstreamLayout` order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from model.config import FRAME_MULTIPLE
+from runtime.bitstream import FrameUnit, write_frame
+from runtime.entropy_coding import SYMBOL_LIMIT, EntropyCoder, Substream, SubstreamLayout, estimated_bits
+from runtime.integer_hyper import quantize_embedding
+from runtime.types import CodecError, FrameType, TrialResult
+
+
+@dataclass(frozen=True)
+class LevelContext:
+    """Everything a frame's level decides, computed identically on both sides (host, float64)."""
+
+    level: float  # a float32 value
+    embedding: np.ndarray  # float32 [1, E] eq. (4)-(8)
+    quantized_embedding: np.ndarray  # float32 integers [1, E], input of the integer D1
+    quant_width: np.ndarray  # float32 [1, C] I-frame Q_w
+    quant_width64: np.ndarray  # float64 [C], for the scale thresholds
+
+
+@dataclass
+class References:
+    """What both sides carry from frame to frame (model/elfvc.py ReferenceState, in numpy)."""
+
+    previous: np.ndarray  # x_hat_{t-1} [1, H, W, 3] float32, unclipped
+    previous2: np.ndarray  # x_hat_{t-2}
+    flow: np.ndarray  # f_{t-1} [1, H, W, 3]
+    state: np.ndarray  # s_{t-1} [1, H/4, W/4, S]
+
+
+@dataclass(frozen=True)
+class CodedLayer:
+    """One codelayer's symbols and what they decode to."""
+
+    hyper_symbols: np.ndarray  # int32 [h/4, w/4, C_z]
+    symbols: np.ndarray  # int32 [h, w, C]
+    indices: np.ndarray  # int32 [h, w, C] scale table indices of q0
+    hyper_indices: np.ndarray  # int32 [h/4, w/4, C_z]
+    latent_hat: np.ndarray  # float32 [1, h, w, C]
+
+    def estimated_bits(self) -> float:
+        """The model's codelength (App. A) with the quantized table scales actually used."""
+        return estimated_bits(self.hyper_symbols, self.hyper_indices) + estimated_bits(self.symbols, self.indices)
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    payload: bytes  # the frame unit (runtime/bitstream.py), header and CRC included
+    frame_type: FrameType
+    level: float
+    bits: int  # len(payload) * 8
+    estimated_bits: float  # model estimate with the coded (quantized) scales
+    reconstruction: np.ndarray  # uint8 [H, W, 3], cropped
+    psnr: float  # RGB PSNR against the source frame, dB
+    substream_bytes: Tuple[int, ...] = ()
+    # What committing this frame makes the references (for Encoder.commit after a trial).
+    references: Optional["References"] = field(default=None, repr=False, compare=False)
+    generation: int = field(default=-1, repr=False, compare=False)
+
+    def trial_result(self) -> TrialResult:
+        return TrialResult(level=self.level, bits=self.bits, psnr=self.psnr)
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    frame_type: FrameType
+    level: float
+    reconstruction: np.ndarray  # uint8 [H, W, 3], cropped
+    bits: int
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float [0, 1] image -> uint8 (round, clip)."""
+    return np.clip(np.floor(np.asarray(image, np.float32) * 255.0 + 0.5), 0, 255).astype(np.uint8)
+
+
+def padded_size(height: int, width: int) -> Tuple[int, int]:
+    return height + (-height % FRAME_MULTIPLE), width + (-width % FRAME_MULTIPLE)
+
+
+class _DecoderHalf:
+    """The decoder half, shared by Encoder and Decoder."""
+
+    def __init__(self, bundle, backend, layout: SubstreamLayout, workers: Optional[int]):
+        self.bundle = bundle
+        self.backend = backend
+        self.config = bundle.config
+        self.coder = EntropyCoder(layout, workers)
+        self.layout = layout
+        self._log_quant_width = bundle.model.iframe.log_quant_width.numpy().astype(np.float64)
+        ones = np.ones(self.config.latent_channels)
+        self._unit_thresholds = {b: bundle.integer_hyper[b].scale_thresholds(ones) for b in ("flow", "residue")}
+        self._iframe_thresholds: Dict[float, np.ndarray] = {}
+        self.refs: Optional[References] = None
+
+    # -- level -------------------------------------------------------------------------------
+    def level_context(self, level: float) -> LevelContext:
+        level = float(np.float32(level))
+        if not (math.isfinite(level) and 0.0 <= level <= self.config.max_level):
+            raise CodecError(f"level {level:g} outside [0, {self.config.max_level:g}]")
+        embedding = _level_embedding(level, self.config.levels, self.config.embedding_width)
+        qw64 = _quant_width(self._log_quant_width, level)
+        return LevelContext(
+            level=level,
+            embedding=embedding.astype(np.float32)[None],
+            quantized_embedding=quantize_embedding(embedding[None]),
+            quant_width=qw64.astype(np.float32)[None],
+            quant_width64=qw64,
+        )
+
+    def _thresholds(self, block: str, ctx: LevelContext) -> np.ndarray:
+        if block != "iframe":
+            return self._unit_thresholds[block]
+        if ctx.level not in self._iframe_thresholds:
+            if len(self._iframe_thresholds) > 64:
+                self._iframe_thresholds.clear()
+            self._iframe_thresholds[ctx.level] = self.bundle.integer_hyper["iframe"].scale_thresholds(ctx.quant_width64)
+        return self._iframe_thresholds[ctx.level]
+
+    # -- entropy parameters ------------------------------------------------------------------
+    def hyper_indices(self, block: str, shape) -> np.ndarray:
+        index = self.bundle.integer_hyper[block].hyper_scale_index
+        return np.broadcast_to(index, tuple(shape[:2]) + (len(index),)).astype(np.int32)
+
+    def entropy_parameters(self, block: str, hyper_symbols: np.ndarray, ctx: LevelContext):
+        """Integer D1 on k1 [h1, w1, C_z] -> (mean float32 [1, h, w, C], scale indices int32 [h, w, C])."""
+        out = self.backend.run(
+            f"{block}_hyper_synthesis",
+            hyper_latent=hyper_symbols[None].astype(np.float32),
+            quantized_embedding=ctx.quantized_embedding,
+        )
+        accumulator = out["scale_accumulator"][0]
+        if not np.array_equal(accumulator, np.round(accumulator)):
+            raise RuntimeError(
+                f"backend {self.backend.name!r} returned non-integer accumulators from {block}_hyper_synthesis: "
+                "it does not evaluate the integer network exactly (FP16? TF32 with large weights?)"
+            )
+        net = self.bundle.integer_hyper[block]
+        indices = net.accumulator_scale_index(accumulator.astype(np.int64), self._thresholds(block, ctx))
+        return out["mean"].astype(np.float32), indices
+
+    @staticmethod
+    def dequantize(mean: np.ndarray, symbols: np.ndarray, quant_width) -> np.ndarray:
+        """latent_hat = mean + Q_w * k (float32, the same expression on both sides)."""
+        return (mean + quant_width * symbols[None].astype(np.float32)).astype(np.float32)
+
+    def quant_width_of(self, block: str, ctx: LevelContext):
+        return ctx.quant_width[:, None, None, :] if block == "iframe" else np.float32(1.0)
+
+    # -- syntheses -----------------------------------------------------------------------------
+    def iframe_synthesis(self, latent_hat: np.ndarray, ctx: LevelContext) -> References:
+        out = self.backend.run("iframe_synthesis", latent=latent_hat, embedding=ctx.embedding)
+        recon = out["reconstruction"]
+        state = out["state"] if self.config.use_state else np.zeros_like(out["state"])
+        return References(previous=recon, previous2=recon, flow=np.zeros_like(recon), state=state)
+
+    def predict(self, refs: References, ctx: LevelContext) -> np.ndarray:
+        if self.bundle.model.predictor is None:
+            return np.zeros_like(refs.flow)
+        return self.backend.run(
+            "predictor", previous_flow=refs.flow, previous2=refs.previous2, previous=refs.previous, embedding=ctx.embedding
+        )["predicted_flow"]
+
+    def flow_synthesis(self, latent_hat, refs: References, predicted, ctx: LevelContext) -> Dict[str, np.ndarray]:
+        return self.backend.run(
+            "flow_synthesis",
+            latent=latent_hat,
+            previous=refs.previous,
+            predicted_flow=predicted,
+            state=refs.state,
+            embedding=ctx.embedding,
+        )
+
+    def residue_synthesis(self, latent_hat, compensated, state, ctx: LevelContext) -> Dict[str, np.ndarray]:
+        return self.backend.run(
+            "residue_synthesis", latent=latent_hat, compensated=compensated, state=state, embedding=ctx.embedding
+        )
+
+    def close(self):
+        self.coder.close()
+
+
+class Encoder:
+    """Encodes frames one by one; keeps its own reconstructions as references.
+
+    Frames are uint8 [H, W, 3] of any size (all frames of one encoder the same size).
+    `encode_frame(..., commit=False)` is a trial (rate control): it codes the frame and returns
+    what it would cost without touching the references.
+    """
+
+    def __init__(self, bundle, backend, layout: SubstreamLayout = SubstreamLayout(), workers: Optional[int] = None):
+        self._half = _DecoderHalf(bundle, backend, layout, workers)
+        self.bundle = bundle
+        self.backend = backend
+        self.layout = layout
+        self.size: Optional[Tuple[int, int]] = None  # (height, width) of the source frames
+        self._generation = 0  # counts commits: a trial can only be committed on the refs it saw
+
+    @property
+    def references(self) -> Optional[References]:
+        return self._half.refs
+
+    def _prepare(self, frame) -> Tuple[np.ndarray, np.ndarray]:
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or min(frame.shape[:2]) < 1:
+            raise CodecError(f"a frame must be uint8 [H, W, 3], got {frame.dtype} {list(frame.shape)}")
+        if self.size is None:
+            self.size = frame.shape[:2]
+        elif frame.shape[:2] != self.size:
+            raise CodecError(f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the stream's {self.size[1]}x{self.size[0]}")
+        height, width = padded_size(*frame.shape[:2])
+        padded = np.pad(frame, [(0, height - frame.shape[0]), (0, width - frame.shape[1]), (0, 0)], mode="edge")
+        return frame, (padded.astype(np.float32) / np.float32(255.0))[None]
+
+    def _code_layer(self, block: str, latent: np.ndarray, ctx: LevelContext) -> Tuple[CodedLayer, List[Substream]]:
+        half = self._half
+        hyper = self.backend.run(f"{block}_hyper_analysis", latent=latent, embedding=ctx.embedding)["hyper_latent"][0]
+        hyper_symbols = _round_symbols(hyper)
+        mean, indices = half.entropy_parameters(block, hyper_symbols, ctx)
+        quant_width = half.quant_width_of(block, ctx)
+        symbols = _round_symbols(((latent - mean) / quant_width)[0])
+        hyper_indices = half.hyper_indices(block, hyper_symbols.shape)
+        substreams = half.coder.encode(hyper_symbols, hyper_indices, hyper=True)
+        substreams += half.coder.encode(symbols, indices, hyper=False)
+        layer = CodedLayer(hyper_symbols, symbols, indices, hyper_indices, half.dequantize(mean, symbols, quant_width))
+        return layer, substreams
+
+    def encode_frame(self, frame, level: float, frame_type: FrameType, commit: bool = True) -> EncodedFrame:
+        frame_type = FrameType(frame_type)
+        source, image = self._prepare(frame)
+        half = self._half
+        ctx = half.level_context(level)
+        if frame_type is FrameType.I:
+            latent = self.backend.run("iframe_analysis", image=image, embedding=ctx.embedding)["latent"]
+            layer, substreams = self._code_layer("iframe", latent, ctx)
+            refs = half.iframe_synthesis(layer.latent_hat, ctx)
+            estimate = layer.estimated_bits()
+        else:
+            previous = half.refs
+            if previous is None:
+                raise CodecError("a P-frame needs a preceding I-frame")
+            predicted = half.predict(previous, ctx)
+            latent = self.backend.run(
+                "flow_analysis",
+                target=image,
+                previous=previous.previous,
+                predicted_flow=predicted,
+                state=previous.state,
+                embedding=ctx.embedding,
+            )["latent"]
+            flow_layer, substreams = self._code_layer("flow", latent, ctx)
+            flow = half.flow_synthesis(flow_layer.latent_hat, previous, predicted, ctx)
+            latent = self.backend.run(
+                "residue_analysis",
+                residual=image - flow["compensated"],
+                compensated=flow["compensated"],
+                state=flow["state"],
+                embedding=ctx.embedding,
+            )["latent"]
+            residue_layer, residue_substreams = self._code_layer("residue", latent, ctx)
+            substreams += residue_substreams
+            out = half.residue_synthesis(residue_layer.latent_hat, flow["compensated"], flow["state"], ctx)
+            refs = References(out["reconstruction"], previous.previous, flow["flow"], out["state"])
+            estimate = flow_layer.estimated_bits() + residue_layer.estimated_bits()
+        payload = write_frame(FrameUnit(frame_type, ctx.level, tuple(substreams)))
+        reconstruction = to_uint8(refs.previous[0, : source.shape[0], : source.shape[1]])
+        encoded = EncodedFrame(
+            payload=payload,
+            frame_type=frame_type,
+            level=ctx.level,
+            bits=8 * len(payload),
+            estimated_bits=estimate,
+            reconstruction=reconstruction,
+            psnr=_psnr(source, reconstruction),
+            substream_bytes=tuple(s.size for s in substreams),
+            references=refs,
+            generation=self._generation,
+        )
+        if commit:
+            self.commit(encoded)
+        return encoded
+
+    def commit(self, encoded: EncodedFrame) -> None:
+        """Makes a frame coded by `encode_frame` (a trial included) the new reference."""
+        if encoded.generation != self._generation or encoded.references is None:
+            raise ValueError("this frame was coded against other references; code it again")
+        self._half.refs = encoded.references
+        self._generation += 1
+
+    def close(self):
+        self._half.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class Decoder:
+    """Decodes frame units of a stream of `width` x `height` frames."""
+
+    def __init__(self, bundle, backend, width: int, height: int, layout: SubstreamLayout = SubstreamLayout(), workers: Optional[int] = None):
+        self._half = _DecoderHalf(bundle, backend, layout, workers)
+        self.bundle = bundle
+        self.backend = backend
+        self.width, self.height = width, height
+        padded_h, padded_w = padded_size(height, width)
+        config = bundle.config
+        self._latent_shape = (padded_h // 16, padded_w // 16, config.latent_channels)
+        self._hyper_shape = (padded_h // 64, padded_w // 64, config.hyper_latent_channels)
+        self._counts = (layout.count(self._hyper_shape, hyper=True), layout.count(self._latent_shape, hyper=False))
+
+    @property
+    def references(self) -> Optional[References]:
+        return self._half.refs
+
+    def expected_substreams(self, frame_type: FrameType) -> int:
+        return sum(self._counts) * (1 if frame_type is FrameType.I else 2)
+
+    def _decode_layer(self, block: str, substreams: List[Substream], ctx: LevelContext) -> np.ndarray:
+        half = self._half
+        hyper_indices = half.hyper_indices(block, self._hyper_shape)
+        count1 = self._counts[0]
+        hyper_symbols = half.coder.decode(substreams[:count1], hyper_indices, hyper=True)
+        mean, indices = half.entropy_parameters(block, hyper_symbols, ctx)
+        symbols = half.coder.decode(substreams[count1:], indices, hyper=False)
+        return half.dequantize(mean, symbols, half.quant_width_of(block, ctx))
+
+    def decode_frame(self, unit: FrameUnit) -> DecodedFrame:
+        half = self._half
+        expected = self.expected_substreams(unit.frame_type)
+        if len(unit.substreams) != expected:
+            raise CodecError(f"corrupt frame: {len(unit.substreams)} substreams, expected {expected}")
+        ctx = half.level_context(unit.level)
+        per_layer = sum(self._counts)
+        if unit.frame_type is FrameType.I:
+            latent_hat = self._decode_layer("iframe", list(unit.substreams), ctx)
+            refs = half.iframe_synthesis(latent_hat, ctx)
+        else:
+            previous = half.refs
+            if previous is None:
+                raise CodecError("corrupt stream: a P-frame without a preceding I-frame")
+            predicted = half.predict(previous, ctx)
+            flow_hat = self._decode_layer("flow", list(unit.substreams[:per_layer]), ctx)
+            residue_hat = self._decode_layer("residue", list(unit.substreams[per_layer:]), ctx)
+            flow = half.flow_synthesis(flow_hat, previous, predicted, ctx)
+            out = half.residue_synthesis(residue_hat, flow["compensated"], flow["state"], ctx)
+            refs = References(out["reconstruction"], previous.previous, flow["flow"], out["state"])
+        half.refs = refs
+        return DecodedFrame(
+            frame_type=unit.frame_type,
+            level=ctx.level,
+            reconstruction=to_uint8(refs.previous[0, : self.height, : self.width]),
+            bits=8 * unit.size,
+        )
+
+    def close(self):
+        self._half.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+# -- host-side math shared by both sides ---------------------------------------------------------------
+def _round_symbols(values: np.ndarray) -> np.ndarray:
+    """round-half-even (as tf.round), clamped to the coder's limit; non-finite input is an error."""
+    values = np.asarray(values)
+    if not np.all(np.isfinite(values)):
+        raise CodecError("the model produced non-finite latents")
+    return np.clip(np.round(values), -SYMBOL_LIMIT, SYMBOL_LIMIT).astype(np.int32)
+
+
+def _level_embedding(level: float, num_levels: int, width: int) -> np.ndarray:
+    """Eq. (4)-(8) of App. E for one level, float64 -> [E] (model/level.py, on the host)."""
+    if num_levels == 1:
+        return np.ones(width)
+    s = level * (width - 1) / (num_levels - 1)
+    u = math.floor(s)
+    alpha = (u + 1) - s
+    out = np.zeros(width)
+    if 0 <= u < width:
+        out[u] = alpha
+    if 0 <= u + 1 < width:
+        out[u + 1] = 1.0 - alpha
+    return out
+
+
+def _quant_width(log_quant_width: np.ndarray, level: float) -> np.ndarray:
+    """I-frame Q_w [C] at a continuous level: exp of the linear interpolation of the rows (§3.1)."""
+    rows = log_quant_width.shape[0]
+    if rows == 1:
+        return np.exp(log_quant_width[0])
+    u = min(int(math.floor(level)), rows - 1)
+    alpha = (u + 1) - level
+    v = min(u + 1, rows - 1)
+    return np.exp(alpha * log_quant_width[u] + (1.0 - alpha) * log_quant_width[v])
+
+
+def _psnr(source: np.ndarray, reconstruction: np.ndarray) -> float:
+    from runtime.metrics import psnr_rgb
+
+    return float(psnr_rgb(source[None], reconstruction[None])[0])

@@ -1,0 +1,318 @@
+"""Whole streams: encode a clip to a file, decode a file, describe a file (runtime/bitstream.py).
+
+    encode_video(frames, out) : header | frame unit per frame      (temporary name, then rename)
+    decode_video(in, sink)    : every frame through the decoder, to `sink(frame uint8 [H, W, 3])`
+    inspect(in)               : header + per-frame type, level, bytes, substreams (no decoding)
+
+Frame types follow the GOP: frame i is an I-frame when i % gop == 0 (gop 0: only frame 0).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Iterable, Optional, Tuple, Union
+
+import numpy as np
+
+from runtime.bitstream import (
+    FORMAT_VERSION,
+    Reader,
+    StreamHeader,
+    read_frame,
+    read_stream_header,
+    write_stream_header,
+)
+from runtime.codec import Decoder, EncodedFrame, Encoder
+from runtime.entropy_coding import SubstreamLayout
+from runtime.types import CodecError, FrameType, RateController, TrialResult
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One coded frame of an encode."""
+
+    index: int
+    frame_type: FrameType
+    level: float
+    bits: int  # frame unit size in bits, headers included
+    estimated_bits: float  # the model's estimate with the coded scales
+    psnr: float  # RGB PSNR of the reconstruction, dB
+
+
+@dataclass(frozen=True)
+class EncodeSummary:
+    path: str
+    width: int
+    height: int
+    fps: Fraction
+    frames: Tuple[FrameRecord, ...]
+    total_bytes: int  # the whole file
+    seconds: float
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def bpp(self) -> float:
+        return 8 * self.total_bytes / (self.num_frames * self.width * self.height)
+
+    @property
+    def kbps(self) -> float:
+        return 8 * self.total_bytes / self.num_frames * float(self.fps) / 1000.0
+
+    @property
+    def mean_psnr(self) -> float:
+        return float(np.mean([f.psnr for f in self.frames]))
+
+
+@dataclass(frozen=True)
+class DecodeSummary:
+    path: str
+    width: int
+    height: int
+    fps: Fraction
+    num_frames: int
+    total_bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    frame_type: FrameType
+    level: float
+    num_bytes: int  # frame unit, headers included
+    substreams: Tuple[int, ...]  # bytes of each substream (range code + escapes)
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    version: int
+    model_id: str  # hex
+    width: int
+    height: int
+    fps: Fraction
+    num_frames: int
+    gop: int
+    channel_groups: int
+    tile: int
+    frames: Tuple[FrameInfo, ...]
+
+
+def frame_type_at(index: int, gop: int) -> FrameType:
+    return FrameType.I if index == 0 or (gop > 0 and index % gop == 0) else FrameType.P
+
+
+def _fraction(fps) -> Fraction:
+    try:
+        value = Fraction(fps).limit_denominator(1 << 20) if not isinstance(fps, Fraction) else fps
+    except (TypeError, ValueError):
+        raise CodecError(f"frame rate {fps!r} is not a number") from None
+    if value <= 0 or value.numerator >= 1 << 32 or value.denominator >= 1 << 32:
+        raise CodecError(f"frame rate {fps} is not a positive rate the format can store")
+    return value
+
+
+def _same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def encode_video(
+    frames: Iterable[np.ndarray],
+    out_path,
+    *,
+    fps,
+    gop: int = 16,
+    controller: RateController,
+    backend,
+    bundle,
+    progress: Optional[Callable[[int, EncodedFrame], None]] = None,
+    layout: SubstreamLayout = SubstreamLayout(),
+    input_path=None,
+) -> EncodeSummary:
+    """Encodes uint8 [H, W, 3] frames into `out_path` (written to a temporary name in the same
+    folder and renamed on success; nothing is left behind on failure).
+
+    `progress(index, encoded_frame)` is called after each frame; `input_path` (or an
+    `frames.path` attribute) names the source, which is never overwritten.
+    """
+    out_path = pathlib.Path(out_path)
+    source = input_path if input_path is not None else getattr(frames, "path", None)
+    if source is not None and _same_file(out_path, pathlib.Path(source)):
+        raise CodecError(f"output {out_path} is the input: refusing to overwrite it")
+    if gop < 0 or gop >= 1 << 16:
+        raise CodecError(f"GOP {gop} outside [0, 65535]")
+    rate = _fraction(fps)
+    start = time.perf_counter()
+    out_path.parent.mkdir(parents=True, exist_ok=True) if not out_path.parent.exists() else None
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    tmp = pathlib.Path(tmp_name)
+    records = []
+    try:
+        with os.fdopen(fd, "wb") as f, Encoder(bundle, backend, layout) as encoder:
+            header = None
+            for index, frame in enumerate(frames):
+                frame = np.asarray(frame)
+                if header is None:
+                    if frame.ndim != 3 or frame.shape[2:] != (3,) or frame.dtype != np.uint8:
+                        raise CodecError(f"a frame must be uint8 [H, W, 3], got {frame.dtype} {list(frame.shape)}")
+                    header = StreamHeader(
+                        model_id=bundle.model_id,
+                        width=frame.shape[1],
+                        height=frame.shape[0],
+                        fps_num=rate.numerator,
+                        fps_den=rate.denominator,
+                        frame_count=0,
+                        gop=gop,
+                        channel_groups=layout.channel_groups,
+                        tile=layout.tile,
+                    )
+                    f.write(write_stream_header(header))
+                encoded = _encode_one(encoder, controller, frame, index, frame_type_at(index, gop))
+                f.write(encoded.payload)
+                records.append(
+                    FrameRecord(index, encoded.frame_type, encoded.level, encoded.bits, encoded.estimated_bits, encoded.psnr)
+                )
+                if progress is not None:
+                    progress(index, encoded)
+            if header is None:
+                raise CodecError("no frames to encode (the input is empty)")
+            f.seek(0)
+            f.write(write_stream_header(_replace_count(header, len(records))))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return EncodeSummary(
+        path=str(out_path),
+        width=header.width,
+        height=header.height,
+        fps=rate,
+        frames=tuple(records),
+        total_bytes=out_path.stat().st_size,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _replace_count(header: StreamHeader, count: int) -> StreamHeader:
+    from dataclasses import replace
+
+    return replace(header, frame_count=count)
+
+
+def _encode_one(encoder: Encoder, controller: RateController, frame, index: int, frame_type: FrameType) -> EncodedFrame:
+    """Asks the controller for a level (it may run trials), then commits the frame. A trial at
+    the chosen level is reused instead of coding the frame again."""
+    trials = {}
+
+    def trial(level: float) -> TrialResult:
+        encoded = encoder.encode_frame(frame, level, frame_type, commit=False)
+        trials[encoded.level] = encoded
+        return encoded.trial_result()
+
+    num_pixels = int(frame.shape[0] * frame.shape[1])
+    level = float(np.float32(controller.select_level(index, frame_type, num_pixels, trial)))
+    if level in trials:
+        encoded = trials[level]
+        encoder.commit(encoded)
+    else:
+        encoded = encoder.encode_frame(frame, level, frame_type, commit=True)
+    controller.update(index, frame_type, encoded.trial_result())
+    return encoded
+
+
+def _open_stream(in_path) -> Tuple[Reader, StreamHeader, object]:
+    path = pathlib.Path(in_path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise CodecError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CodecError(f"{path} is a folder, not an ELF-VC stream") from None
+    except OSError as e:
+        raise CodecError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        reader = Reader(f)
+        header = read_stream_header(reader)
+    except BaseException:
+        f.close()
+        raise
+    return reader, header, f
+
+
+def decode_video(in_path, sink: Callable[[np.ndarray], None], backend, bundle) -> DecodeSummary:
+    """Decodes every frame of `in_path` and hands each (uint8 [H, W, 3]) to `sink`.
+
+    CodecError for anything wrong with the stream: not a stream, truncated, corrupted, encoded
+    with another model, trailing data. Frames already handed to `sink` stay handed; callers
+    writing files write to a temporary name (runtime/video_io.py).
+    """
+    start = time.perf_counter()
+    reader, header, f = _open_stream(in_path)
+    try:
+        if header.model_id != bundle.model_id:
+            raise CodecError(
+                f"wrong model: the stream was encoded with model {header.model_id.hex()}, "
+                f"this decoder has {bundle.model_id.hex()}"
+            )
+        layout = SubstreamLayout(header.channel_groups, header.tile)
+        with Decoder(bundle, backend, header.width, header.height, layout) as decoder:
+            for index in range(header.frame_count):
+                if reader.at_end():
+                    raise CodecError(f"truncated stream: the header announces {header.frame_count} frames, the file holds {index}")
+                unit = read_frame(reader, index)
+                if index == 0 and unit.frame_type is not FrameType.I:
+                    raise CodecError("corrupt stream: the first frame is not an I-frame")
+                decoded = decoder.decode_frame(unit)
+                sink(decoded.reconstruction)
+        if not reader.at_end():
+            raise CodecError(f"corrupt stream: {reader.remaining} bytes after the last of {header.frame_count} frames")
+    finally:
+        f.close()
+    return DecodeSummary(
+        path=str(in_path),
+        width=header.width,
+        height=header.height,
+        fps=Fraction(header.fps_num, header.fps_den),
+        num_frames=header.frame_count,
+        total_bytes=reader.size,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def inspect(in_path) -> StreamInfo:
+    """The header and per-frame facts of a stream, without decoding; CodecError if malformed."""
+    reader, header, f = _open_stream(in_path)
+    frames = []
+    try:
+        for index in range(header.frame_count):
+            if reader.at_end():
+                raise CodecError(f"truncated stream: the header announces {header.frame_count} frames, the file holds {index}")
+            unit = read_frame(reader, index)
+            frames.append(FrameInfo(unit.frame_type, unit.level, unit.size, tuple(s.size for s in unit.substreams)))
+        if not reader.at_end():
+            raise CodecError(f"corrupt stream: {reader.remaining} bytes after the last of {header.frame_count} frames")
+    finally:
+        f.close()
+    return StreamInfo(
+        version=FORMAT_VERSION,
+        model_id=header.model_id.hex(),
+        width=header.width,
+        height=header.height,
+        fps=Fraction(header.fps_num, header.fps_den),
+        num_frames=header.frame_count,
+        gop=header.gop,
+        channel_groups=header.channel_groups,
+        tile=header.tile,
+        frames=tuple(frames),
+    )
