@@ -103,15 +103,15 @@ class ElfCodec:
 
     @property
     def trained(self) -> bool:
-        return bool(getattr(self.bundle, "trained", True))
+        return bool(self.bundle.trained)
 
     @property
     def max_level(self) -> float:
-        return float(self.bundle.config.num_levels - 1)
+        return float(self.bundle.config.max_level)
 
     def describe(self) -> str:
-        name = self.spec.path or "default model"
-        return f"{self.spec.label}: {name} ({self.bundle.config.name} config, {'trained' if self.trained else 'UNTRAINED'})"
+        state = "trained" if self.trained else "UNTRAINED"
+        return f"{self.spec.label}: {self.bundle.source} ({self.bundle.config.name} config, {state}, id {self.bundle.model_id_hex[:12]})"
 
     def run(self, frames: np.ndarray, fps, level: float, stream: pathlib.Path) -> ElfRun:
         from runtime.ratecontrol import ConstantLevel
