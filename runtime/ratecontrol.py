@@ -35,7 +35,9 @@ n_t - D n_t / R_t, floored at 0. The frame gets the highest level whose trial fi
 (the lowest if none fits), and D is updated with what was really written. Debt a GOP cannot
 repay (its frames already at the lowest level) carries over, so the clip's average approaches
 the target as the clip grows whenever the target is reachable at all. The encoder's GOP is
-assumed to start at frame indices that are multiples of `gop`.
+assumed to start at frame indices that are multiples of `gop` (runtime/stream.py's rule); with
+gop 0 (one I-frame, then only P-frames) P-frames get the average b, the I-frame w_I b, and debt
+is repaid over OPEN_GOP_PERIOD frames.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ Trial = Callable[[float], TrialResult]
 
 #: Levels are searched on this grid (exact in float32, which the bitstream stores).
 LEVEL_STEP = 1.0 / 64.0
+#: With gop 0 (a single I-frame), the target-bitrate bucket is repaid over this many frames.
+OPEN_GOP_PERIOD = 16
 
 
 def snap(level: float) -> float:
@@ -234,8 +238,8 @@ class TargetBitrate:
             raise ValueError(f"target bitrate must be a positive number of kbit/s, got {self.kbps}")
         if not (self.fps > 0 and math.isfinite(self.fps)):
             raise ValueError(f"frame rate must be positive, got {self.fps}")
-        if self.gop < 1:
-            raise ValueError(f"GOP length must be >= 1, got {self.gop}")
+        if self.gop < 0:
+            raise ValueError(f"GOP length must be >= 0 (0: one I-frame, then P-frames), got {self.gop}")
         if not self.iframe_weight >= 1:
             raise ValueError(f"iframe_weight must be >= 1, got {self.iframe_weight}")
 
@@ -243,18 +247,24 @@ class TargetBitrate:
     def bits_per_frame(self) -> float:
         return 1000.0 * self.kbps / self.fps
 
+    @property
+    def period(self) -> int:
+        """Frames over which debt is repaid: the GOP, or OPEN_GOP_PERIOD for gop 0."""
+        return self.gop if self.gop > 0 else OPEN_GOP_PERIOD
+
     def nominal(self, frame_type: FrameType) -> float:
         """n_I or n_P: the frame's share of a GOP's worth of bits."""
-        g, w = self.gop, self.iframe_weight
-        weight = w if frame_type == FrameType.I else 1.0
+        g, w, b = self.gop, self.iframe_weight, self.bits_per_frame
+        if g == 0:  # one I-frame, then P-frames only: P-frames get the average.
+            return w * b if frame_type == FrameType.I else b
         if g == 1:
-            return self.bits_per_frame
-        return g * self.bits_per_frame * weight / (w + g - 1)
+            return b
+        return g * b * (w if frame_type == FrameType.I else 1.0) / (w + g - 1)
 
     def budget(self, index: int, frame_type: FrameType) -> float:
         """n_t - D n_t / R_t, floored at 0 (R_t: nominal bits left in the GOP, this frame's too)."""
         n = self.nominal(frame_type)
-        left = n + (self.gop - 1 - index % self.gop) * self.nominal(FrameType.P)
+        left = n + (self.period - 1 - index % self.period) * self.nominal(FrameType.P)
         return max(0.0, n - self.debt * n / left)
 
     def select_level(self, index: int, frame_type: FrameType, num_pixels: int, trial: Trial) -> float:

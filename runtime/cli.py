@@ -1,0 +1,515 @@
+"""`elfvc`: the command-line codec (issue 4), a thin layer over runtime.stream.
+
+    elfvc encode IN OUT.elfvc [--level S | --target_kbps K] [--max_bpp_i B] [--max_bpp_p B]
+                              [--min_psnr DB] [--gop N] [--frames N] [--fps R]
+    elfvc decode IN.elfvc OUT [--reference SRC]     OUT: .y4m, .mkv/.avi/.mp4/.mov, or a folder
+    elfvc info IN.elfvc
+    elfvc plot_rc IN OUT.png [--frames N]            Fig. 3: every rate controller on one clip
+    common: --model DIR (default: the shipped model) --backend tf|onnx|tensorrt --overwrite
+            --progress
+
+Inputs are anything runtime/video_io.py reads (y4m, mp4/mkv/avi/..., a folder of PNGs), any
+frame size (the codec pads to its multiple of 64 and crops on decode). Rate control
+(runtime/ratecontrol.py, Fig. 3): a constant level, per-frame caps per frame type, a PSNR floor
+and a target average bitrate; caps win over the floor. Every failure ends with one line
+`elfvc: error: ...` on stderr and a non-zero exit (2: bad command line, 1: bad input or
+stream, 130: interrupted), and leaves no output file behind. Set ELFVC_DEBUG=1 to get the
+traceback of an unexpected (internal) error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import pathlib
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
+
+# TensorFlow's C++ start-up chatter (CUDA plugin registration) is not for a codec's user; real
+# failures still surface as Python exceptions.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import flags  # noqa: E402
+
+from runtime import video_io  # noqa: E402
+from runtime.progress import Progress  # noqa: E402
+from runtime.types import CodecError  # noqa: E402
+
+PROG = "elfvc"
+COMMANDS = {
+    "encode": ("IN OUT", "code a video (y4m, mp4/mkv/avi/..., PNG folder) into an ELF-VC stream"),
+    "decode": ("IN OUT", "decode a stream to OUT: .y4m, lossless .mkv/.avi/.mp4/.mov, or a PNG folder"),
+    "info": ("IN", "print a stream's header and a per-frame table"),
+    "plot_rc": ("IN OUT.png", "plot per-frame bpp and PSNR of a clip under each rate controller (Fig. 3)"),
+}
+_CODING = ("model", "backend", "progress")
+#: The flags each command accepts (others given explicitly are an error, not silently ignored).
+COMMAND_FLAGS = {
+    "encode": {"level", "gop", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite", *_CODING},
+    "decode": {"reference", "overwrite", *_CODING},
+    "info": set(),
+    "plot_rc": {"level", "gop", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite", *_CODING},
+}
+#: Video suffixes an encoded stream must not be given (it is not a video file ffmpeg can play).
+_NOT_A_STREAM_NAME = video_io.OUTPUT_SUFFIXES + (".png",)
+PLOT_RC_FRAMES = 16
+
+
+class UsageError(Exception):
+    """A bad command line: exit status 2."""
+
+
+def define_flags() -> flags.FlagValues:
+    """A fresh set of the CLI's flags (one per call: no process-wide flag state)."""
+    fv = flags.FlagValues()
+    flags.DEFINE_float("level", None, "Constant level in [0, L-1] (continuous; default: the middle "
+                       "of the model's range, or the top when only caps are given).", flag_values=fv)
+    flags.DEFINE_integer("gop", 16, "Frames per group of pictures (an I-frame, then P-frames; 0: "
+                         "one I-frame, then only P-frames).", lower_bound=0, upper_bound=65535, flag_values=fv)
+    flags.DEFINE_float("max_bpp_i", None, "Cap on each I-frame, bits per pixel.", flag_values=fv)
+    flags.DEFINE_float("max_bpp_p", None, "Cap on each P-frame, bits per pixel.", flag_values=fv)
+    flags.DEFINE_float("min_psnr", None, "Quality floor: each frame's RGB PSNR in dB (caps win over it).", flag_values=fv)
+    flags.DEFINE_float("target_kbps", None, "Target average bitrate over the clip, kbit/s.", flag_values=fv)
+    flags.DEFINE_string("fps", None, "Frame rate of the input, e.g. 25 or 30000/1001 (default: the "
+                        "input's; 25 for a PNG folder).", flag_values=fv)
+    flags.DEFINE_integer("frames", None, "Code at most this many frames (plot_rc: default "
+                         f"{PLOT_RC_FRAMES}).", lower_bound=1, flag_values=fv)
+    flags.DEFINE_string("model", None, "Model folder (config.json + checkpoint; default: the shipped model).", flag_values=fv)
+    flags.DEFINE_string("backend", "tf", "Inference backend: tf, onnx or tensorrt.", flag_values=fv)
+    flags.DEFINE_string("reference", None, "decode: the source video, to report the PSNR of the decoded frames.", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "Replace OUT if it exists (never the input).", flag_values=fv)
+    flags.DEFINE_boolean("progress", None, "Show a progress bar (default: when stderr is a terminal).", flag_values=fv)
+    return fv
+
+
+def usage(fv: Optional[flags.FlagValues] = None) -> str:
+    lines = [f"usage: {PROG} COMMAND ARGS [--flags]", "", "commands:"]
+    lines += [f"  {name} {args:<12} {text}" for name, (args, text) in COMMANDS.items()]
+    fv = fv or define_flags()
+    lines += ["", "flags:"]
+    for name in sorted(fv):
+        flag = fv[name]
+        users = [c for c, allowed in COMMAND_FLAGS.items() if name in allowed]
+        default = "" if flag.default is None else f" (default: {flag.default_as_str})"
+        lines.append(f"  --{name}: {flag.help}{default} [{', '.join(users)}]")
+    return "\n".join(lines)
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "unknown error"
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points.
+
+
+def main(argv: Sequence[str]) -> int:
+    """Runs one command line (argv[0] is the program name); returns the exit status."""
+    try:
+        return _dispatch(list(argv))
+    except UsageError as err:
+        _error(f"{err} (see '{PROG} --help')")
+        return 2
+    except CodecError as err:
+        _error(str(err))
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as err:  # a bug, not bad input: one line unless asked for the traceback.
+        if os.environ.get("ELFVC_DEBUG"):
+            raise
+        _error(f"internal error: {type(err).__name__}: {err} (ELFVC_DEBUG=1 shows the traceback)")
+        return 1
+
+
+def run() -> None:
+    """The `elfvc` console script."""
+    sys.exit(main(sys.argv))
+
+
+def _dispatch(argv: List[str]) -> int:
+    args = argv[1:]
+    if not args or args[0] in ("-h", "--help", "help", "--helpfull"):
+        print(usage(), file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    command = args[0]
+    if command not in COMMANDS:
+        raise UsageError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+    fv = define_flags()
+    try:
+        rest = fv([PROG] + args[1:])[1:]
+    except flags.Error as err:
+        raise UsageError(str(err)) from None
+    given = {name for name in fv if fv[name].present}
+    stray = sorted(given - COMMAND_FLAGS[command])
+    if stray:
+        raise UsageError(f"{command} does not take --{', --'.join(stray)}")
+    expected = COMMANDS[command][0].split()
+    if len(rest) != len(expected):
+        raise UsageError(f"{command} takes {' '.join(expected)}, got {len(rest)} argument(s)")
+    return {"encode": encode, "decode": decode, "info": info, "plot_rc": plot_rc}[command](fv, *rest)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared pieces.
+
+
+def parse_fps(text: Optional[str]) -> Optional[Fraction]:
+    if text is None:
+        return None
+    try:
+        fps = Fraction(text.replace(":", "/"))
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--fps {text!r} is not a frame rate (e.g. 25 or 30000/1001)") from None
+    if fps <= 0:
+        raise UsageError(f"--fps must be positive, got {text}")
+    return fps
+
+
+def load_model(fv: flags.FlagValues):
+    """The bundle --model names, or the shipped one (saying so plainly if it is untrained)."""
+    import tensorflow as tf
+
+    from runtime.bundle import default_bundle, load_bundle
+
+    tf.get_logger().setLevel("ERROR")  # tf.function retracing notices on new frame sizes
+
+    if fv.model:
+        if not os.path.isdir(fv.model):
+            raise CodecError(f"--model {fv.model}: no such folder")
+        bundle = load_bundle(fv.model)
+    else:
+        bundle = default_bundle()
+    for note in bundle.notes:
+        _note(f"note: {one_line(note)}")
+    if not bundle.trained and not any("UNTRAINED" in note for note in bundle.notes):
+        _note(f"note: using an UNTRAINED model ({bundle.source}): its quality and bitrate mean nothing")
+    return bundle
+
+
+def open_backend(fv: flags.FlagValues, bundle):
+    from runtime.backends import get_backend
+
+    try:
+        return get_backend(fv.backend, bundle)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    except ImportError as err:
+        raise CodecError(f"backend {fv.backend!r} is not available here: {err}") from None
+
+
+def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps: Fraction):
+    """The rate controller the flags ask for. With max_level None, only checks the flags (before
+    the model is loaded, so a bad command line fails at once)."""
+    from runtime.ratecontrol import make_controller
+
+    if max_level is None:
+        max_level = sys.float_info.max
+    level = fv.level
+    if level is None and fv.target_kbps is None and fv.max_bpp_i is None and fv.max_bpp_p is None and fv.min_psnr is None:
+        level = max_level / 2
+    try:
+        return make_controller(
+            max_level=max_level, level=level, max_bpp_i=fv.max_bpp_i, max_bpp_p=fv.max_bpp_p,
+            min_psnr=fv.min_psnr, target_kbps=fv.target_kbps, fps=float(fps), gop=fv.gop,
+        )  # fmt: skip
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def limited(frames: Iterable, count: Optional[int]) -> Iterator:
+    for index, frame in enumerate(frames):
+        if count is not None and index >= count:
+            return
+        yield frame
+
+
+def make_progress(fv: flags.FlagValues, label: str, total: Optional[int]) -> Progress:
+    return Progress(label, total, enabled=fv.progress)
+
+
+@dataclass(frozen=True)
+class FrameStat:
+    """One coded frame as the CLI reports it."""
+
+    index: int
+    frame_type: str  # "I" | "P"
+    level: float
+    bits: int
+    psnr: Optional[float]
+
+
+def summary_line(verb: str, frames: int, width: int, height: int, fps: Fraction, total_bits: int,
+                 psnr: Optional[float], seconds: float, where: str) -> str:  # fmt: skip
+    """`encoded 8 frames (640x272, 25 fps) -> out.elfvc: 0.1234 bpp, 156.2 kbps, PSNR 31.20 dB, 2.3 fps`"""
+    bpp = total_bits / (frames * width * height)
+    kbps = total_bits / frames * float(fps) / 1000.0
+    quality = "PSNR n/a" if psnr is None else f"PSNR {psnr:.2f} dB"
+    speed = frames / seconds if seconds > 0 else float("inf")
+    return (f"{verb} {frames} frames ({width}x{height}, {float(fps):.4g} fps) {where}: {bpp:.4f} bpp, "
+            f"{kbps:.1f} kbps, {quality}, {speed:.2f} fps")  # fmt: skip
+
+
+def mean_psnr(values: Sequence[Optional[float]]) -> Optional[float]:
+    """Mean of per-frame PSNRs (the sequence convention of runtime/metrics.py); None if unknown."""
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+# --------------------------------------------------------------------------------------------
+# Commands.
+
+
+def encode(fv: flags.FlagValues, src: str, out: str) -> int:
+    out_path = video_io.check_output(out, overwrite=fv.overwrite, inputs=[src])
+    if out_path.is_dir():
+        raise CodecError(f"{out} is a folder; an ELF-VC stream is one file")
+    if out_path.suffix.lower() in _NOT_A_STREAM_NAME:
+        raise UsageError(f"{out}: an ELF-VC stream is not a {out_path.suffix} file; name it e.g. {out_path.stem}.elfvc")
+    with video_io.open_video(src, parse_fps(fv.fps)) as reader:
+        src_info = reader.info
+        controller_from_flags(fv, None, src_info.fps)
+        bundle = load_model(fv)
+        controller = controller_from_flags(fv, bundle.config.max_level, src_info.fps)
+        total = src_info.expected_frames
+        if fv.frames is not None:
+            total = fv.frames if total is None else min(total, fv.frames)
+        with open_backend(fv, bundle) as backend, make_progress(fv, "encode", total) as bar:
+            stats, seconds = _encode(limited(reader, fv.frames), out_path, src_info.fps, fv.gop, controller,
+                                     backend, bundle, bar, src)  # fmt: skip
+    total_bits = 8 * out_path.stat().st_size
+    line = summary_line("encoded", len(stats), src_info.width, src_info.height, src_info.fps, total_bits,
+                        mean_psnr([s.psnr for s in stats]), seconds, f"-> {out}")  # fmt: skip
+    print(line)
+    return 0
+
+
+def decode(fv: flags.FlagValues, src: str, out: str) -> int:
+    from runtime.metrics import psnr_rgb
+    from runtime.stream import decode_video, inspect
+
+    video_io.output_kind(out)
+    out_path = video_io.check_output(out, overwrite=fv.overwrite, inputs=[src] + ([fv.reference] if fv.reference else []))
+    stream = inspect(src)
+    width, height, fps, count = _stream_geometry(stream)
+    psnrs: List[float] = []
+    with contextlib.ExitStack() as stack:
+        reference = None
+        if fv.reference:
+            reference = iter(stack.enter_context(video_io.open_video(fv.reference)))
+        bundle = load_model(fv)
+        start = time.perf_counter()
+        backend = stack.enter_context(open_backend(fv, bundle))
+        bar = stack.enter_context(make_progress(fv, "decode", count))
+        writer = stack.enter_context(video_io.open_writer(out_path, width, height, fps))
+
+        def sink(frame):
+            writer.write(frame)
+            if reference is not None:
+                ref = next(reference, None)
+                if ref is None:
+                    raise CodecError(f"--reference {fv.reference} has fewer frames than the stream")
+                if ref.shape != frame.shape:
+                    raise CodecError(f"--reference {fv.reference} is {ref.shape[1]}x{ref.shape[0]}, the stream {width}x{height}")
+                psnrs.append(float(psnr_rgb(ref[None], frame[None])[0]))
+            bar.update()
+
+        decode_video(src, sink, backend, bundle)
+    seconds = time.perf_counter() - start
+    total_bits = 8 * pathlib.Path(src).stat().st_size
+    print(summary_line("decoded", writer.frames, width, height, fps, total_bits, mean_psnr(psnrs), seconds, f"-> {out}"))
+    return 0
+
+
+def info(fv: flags.FlagValues, src: str) -> int:
+    from runtime.stream import inspect
+
+    stream = inspect(src)
+    for line in describe_stream(src, stream):
+        print(line)
+    return 0
+
+
+def plot_rc(fv: flags.FlagValues, src: str, out: str) -> int:
+    out_path = video_io.check_output(out, overwrite=fv.overwrite, inputs=[src])
+    if out_path.suffix.lower() != ".png":
+        raise UsageError(f"{out}: plot_rc writes a .png")
+    frames, src_info = video_io.read_video(src, fv.frames or PLOT_RC_FRAMES, parse_fps(fv.fps))
+    bundle = load_model(fv)
+    runs = _rate_control_runs(fv, frames, src_info, bundle)
+    tmp = video_io.temp_name(out_path)
+    try:
+        _draw_rc_plot(runs, src, src_info, tmp)
+        video_io.commit(tmp, out_path)
+    finally:
+        video_io.discard(tmp)
+    for run in runs:
+        print(run.describe())
+    print(f"wrote {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Adapters over runtime.stream (B1's API): everything that knows its field names is here.
+
+
+def _encode(frames, out_path, fps, gop, controller, backend, bundle, bar, src=None) -> tuple:
+    """Codes `frames` into `out_path`; returns ([FrameStat], seconds)."""
+    from runtime.stream import encode_video
+
+    def progress(index, encoded):
+        bar.update(index + 1, note=f"{encoded.frame_type.name} level {encoded.level:.3f}")
+
+    summary = encode_video(frames, out_path, fps=fps, gop=gop, controller=controller, backend=backend,
+                           bundle=bundle, progress=progress, input_path=src)  # fmt: skip
+    return _frame_stats(summary), summary.seconds
+
+
+def _frame_stats(summary) -> List[FrameStat]:
+    stats = []
+    for index, frame in enumerate(summary.frames):
+        frame_type = getattr(frame, "frame_type", None)
+        stats.append(FrameStat(index, getattr(frame_type, "name", str(frame_type)), float(frame.level),
+                               int(frame.bits), getattr(frame, "psnr", None)))  # fmt: skip
+    return stats
+
+
+def _stream_geometry(stream) -> tuple:
+    return stream.width, stream.height, Fraction(stream.fps), getattr(stream, "num_frames", None)
+
+
+def describe_stream(path: str, stream) -> List[str]:
+    width, height, fps, count = _stream_geometry(stream)
+    size = pathlib.Path(path).stat().st_size
+    frames = list(stream.frames)
+    lines = [
+        f"file      {path} ({size} bytes)",
+        f"format    version {stream.version}, model {stream.model_id}",
+        f"video     {width}x{height}, {fps} fps ({float(fps):.3f}), {count} frames, GOP {stream.gop}",
+    ]
+    if frames:
+        seconds = len(frames) / float(fps)
+        lines.append(f"rate      {8 * size / (len(frames) * width * height):.4f} bpp, {8 * size / seconds / 1000:.1f} kbps")
+    lines.append(f"{'frame':>5} {'type':>4} {'level':>8} {'bytes':>8} {'bpp':>8} {'substreams':>10}")
+    for index, frame in enumerate(frames):
+        ftype = getattr(frame.frame_type, "name", frame.frame_type)
+        nbytes = frame.num_bytes
+        lines.append(f"{index:>5} {ftype:>4} {frame.level:>8.4f} {nbytes:>8} {8 * nbytes / (width * height):>8.4f} "
+                     f"{len(frame.substreams):>10}")  # fmt: skip
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# plot_rc: Fig. 3.
+
+
+@dataclass
+class RcRun:
+    name: str
+    stats: List[FrameStat]
+    fps: Fraction
+    pixels: int
+    cap_i: Optional[float] = None
+    cap_p: Optional[float] = None
+    floor: Optional[float] = None
+
+    @property
+    def bpp(self) -> List[float]:
+        return [s.bits / self.pixels for s in self.stats]
+
+    @property
+    def psnr(self) -> List[float]:
+        return [s.psnr for s in self.stats]
+
+    def describe(self) -> str:
+        bpp, psnr = self.bpp, self.psnr
+        kbps = sum(s.bits for s in self.stats) / len(self.stats) * float(self.fps) / 1000
+        return (f"{self.name:<28} mean {sum(bpp) / len(bpp):.4f} bpp (max {max(bpp):.4f}), {kbps:.1f} kbps, "
+                f"PSNR mean {sum(psnr) / len(psnr):.2f} dB (min {min(psnr):.2f})")  # fmt: skip
+
+
+def _rate_control_runs(fv, frames, src_info, bundle) -> List[RcRun]:
+    """Codes the clip under each controller. Unset thresholds come from the constant-level run:
+    caps at 3/4 of its mean I and P bpp, the floor at its mean PSNR, the target at 3/4 of its
+    bitrate, so every controller has something to do."""
+    from runtime.ratecontrol import ConstantLevel, MaxBits, MinQuality, TargetBitrate
+
+    top = bundle.config.max_level
+    level = fv.level if fv.level is not None else top / 2
+    if not 0 <= level <= top:
+        raise UsageError(f"--level {level} is outside the model's range [0, {top:g}]")
+    pixels = src_info.width * src_info.height
+    runs: List[RcRun] = []
+    with open_backend(fv, bundle) as backend, tempfile.TemporaryDirectory() as tmp:
+
+        def code(name, controller, **marks):
+            with make_progress(fv, name, len(frames)) as bar:
+                stats, _ = _encode(iter(frames), pathlib.Path(tmp) / "clip.elfvc", src_info.fps, fv.gop,
+                                   controller, backend, bundle, bar)  # fmt: skip
+            runs.append(RcRun(name, stats, src_info.fps, pixels, **marks))
+            return runs[-1]
+
+        base = code(f"constant level {level:g}", ConstantLevel(level))
+
+        def mean(values):
+            return sum(values) / len(values) if values else None
+
+        i_bpp = mean([b for b, s in zip(base.bpp, base.stats) if s.frame_type == "I"])
+        p_bpp = mean([b for b, s in zip(base.bpp, base.stats) if s.frame_type == "P"])
+        cap_i = fv.max_bpp_i if fv.max_bpp_i is not None else (0.75 * i_bpp if i_bpp else None)
+        cap_p = fv.max_bpp_p if fv.max_bpp_p is not None else (0.75 * p_bpp if p_bpp else None)
+        floor = fv.min_psnr if fv.min_psnr is not None else mean(base.psnr)
+        base_kbps = sum(s.bits for s in base.stats) / len(base.stats) * float(src_info.fps) / 1000
+        target = fv.target_kbps if fv.target_kbps is not None else 0.75 * base_kbps
+        caps_name = "max bpp (" + ", ".join(f"{t} {c:.3g}" for t, c in (("I", cap_i), ("P", cap_p)) if c) + ")"
+        code(caps_name, MaxBits(cap_i, cap_p, base_level=top), cap_i=cap_i, cap_p=cap_p)
+        code(f"min PSNR {floor:.2f} dB", MinQuality(floor, top), floor=floor)
+        code(f"target {target:.1f} kbps", TargetBitrate(target, float(src_info.fps), fv.gop, top))
+    return runs
+
+
+def _draw_rc_plot(runs: List[RcRun], src: str, src_info, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_bpp, ax_psnr) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    for run in runs:
+        x = [s.index for s in run.stats]
+        (line,) = ax_bpp.plot(x, run.bpp, marker=".", label=run.name)
+        ax_psnr.plot(x, run.psnr, marker=".", color=line.get_color(), label=run.name)
+        for cap, style in ((run.cap_i, ":"), (run.cap_p, "--")):
+            if cap:
+                ax_bpp.axhline(cap, color=line.get_color(), linestyle=style, linewidth=0.8)
+        if run.floor is not None and math.isfinite(run.floor):
+            ax_psnr.axhline(run.floor, color=line.get_color(), linestyle="--", linewidth=0.8)
+    ax_bpp.set_ylabel("bits per pixel")
+    ax_psnr.set_ylabel("PSNR (dB, RGB)")
+    ax_psnr.set_xlabel("frame")
+    ax_bpp.set_title(f"Rate control on {pathlib.Path(src).name} ({src_info.width}x{src_info.height}); "
+                     "dotted: I cap, dashed: P cap / PSNR floor", fontsize=9)  # fmt: skip
+    ax_bpp.legend(fontsize=8)
+    for ax in (ax_bpp, ax_psnr):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,195 @@
+"""The `elfvc` command line, in-process through `runtime.cli.main(argv)`, on a real clip (an
+odd-size crop of bikes.mp4 written as y4m) with the default (untrained, small) model.
+
+Every failure must be exactly one `elfvc: error: ...` line on stderr, a non-zero exit, and no
+file left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from runtime import cli
+from runtime import video_io as vio
+from runtime.progress import Progress
+
+W, H = 130, 98  # odd size: pads to 192x128 inside the codec, cropped back on decode.
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, bikes_frames):
+    """A folder holding clip.y4m: 3 frames of bikes.mp4 cropped to 130x98."""
+    folder = tmp_path_factory.mktemp("cli")
+    crop = np.ascontiguousarray(bikes_frames[:3, 40 : 40 + H, 200 : 200 + W])
+    vio.write_video(folder / "clip.y4m", crop, Fraction(25))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stream(workdir):
+    """clip.y4m encoded at a constant level with GOP 2 (I P I)."""
+    code, out, err = run_cli_raw(["encode", str(workdir / "clip.y4m"), str(workdir / "clip.elfvc"), "--level=3.5", "--gop=2"])
+    assert code == 0, err
+    return workdir / "clip.elfvc", out
+
+
+def run_cli_raw(args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["elfvc", *args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def fails(args, code, message, folder=None):
+    """Runs a command that must fail: exit `code`, one error line matching `message`, and (when
+    `folder` is given) no new file in it."""
+    before = sorted(os.listdir(folder)) if folder else None
+    status, out, err = run_cli_raw(args)
+    errors = [line for line in err.splitlines() if line.startswith("elfvc: error:")]
+    assert status == code, err
+    assert len(errors) == 1 and re.search(message, errors[0]), err
+    assert "Traceback" not in err
+    if folder:
+        assert sorted(os.listdir(folder)) == before
+    return errors[0]
+
+
+def summary_psnr(line):
+    return float(re.search(r"PSNR (\d+\.\d+) dB", line).group(1))
+
+
+# --------------------------------------------------------------------------------------------
+# Command line and input errors (no model needed: inputs and flags are checked first).
+
+
+def test_usage_and_command_line_errors(tmp_path):
+    code, out, _ = run_cli_raw(["--help"])
+    assert code == 0 and "encode IN OUT" in out and "--max_bpp_p" in out
+    assert run_cli_raw([])[0] == 2
+    fails(["transcode", "a", "b"], 2, "unknown command 'transcode'")
+    fails(["info", "a.elfvc", "--level=3"], 2, "info does not take --level")
+    fails(["encode", "only-one"], 2, "encode takes IN OUT")
+    fails(["encode", "a", "b", "--gop=-1"], 2, "gop")
+    fails(["decode", "a", "b", "--no-such-flag"], 2, "no-such-flag")
+
+
+def test_bad_inputs_and_outputs(tmp_path, workdir):
+    clip = str(workdir / "clip.y4m")
+    out = str(tmp_path / "out.elfvc")
+    fails(["encode", str(tmp_path / "missing.mp4"), out], 1, "no such file", tmp_path)
+    empty = tmp_path / "empty.y4m"
+    empty.write_bytes(b"YUV4MPEG2 W64 H64 F25:1 C420jpeg\n")
+    fails(["encode", str(empty), out], 1, "no video frames", tmp_path)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(bytes(range(256)) * 20)
+    fails(["encode", str(junk), out], 1, "cannot read", tmp_path)
+    fails(["encode", clip, clip, "--overwrite"], 1, "the output is the input", workdir)
+    fails(["encode", clip, str(tmp_path / "out.mp4")], 2, "not a .mp4", tmp_path)
+    fails(["encode", clip, out, "--level=3", "--target_kbps=100"], 2, "not both", tmp_path)
+    fails(["encode", clip, out, "--max_bpp_p=-1"], 2, "positive", tmp_path)
+    existing = tmp_path / "exists.elfvc"
+    existing.write_bytes(b"keep me")
+    fails(["encode", clip, str(existing)], 1, "exists .*--overwrite", tmp_path)
+    assert existing.read_bytes() == b"keep me"
+    fails(["decode", str(tmp_path / "missing.elfvc"), str(tmp_path / "o.y4m")], 1, "no such file", tmp_path)
+    fails(["decode", clip, str(tmp_path / "o.gif")], 1, "unknown output type", tmp_path)
+
+
+def test_progress_bar_draws_only_when_enabled():
+    stream = io.StringIO()
+    with Progress("encode", 4, enabled=True, stream=stream, interval=0) as bar:
+        for _ in range(4):
+            bar.update(note="level 3.5")
+    text = stream.getvalue()
+    assert text.count("\r") == 4 and text.endswith("\n")
+    assert "4/4 frames" in text and "[####################]" in text and "level 3.5" in text
+    quiet = io.StringIO()
+    with Progress("encode", 4, stream=quiet) as bar:  # StringIO is not a terminal
+        bar.update()
+    assert quiet.getvalue() == ""
+
+
+# --------------------------------------------------------------------------------------------
+# Real coding.
+
+
+def test_encode_info_decode_round_trip(tmp_path, workdir, stream):
+    path, encode_out = stream
+    assert re.search(r"encoded 3 frames \(130x98, 25 fps\) -> .*: \d+\.\d{4} bpp, \d+\.\d kbps, PSNR \d+\.\d\d dB, "
+                     r"\d+\.\d\d fps", encode_out)  # fmt: skip
+
+    code, info_out, _ = run_cli_raw(["info", str(path)])
+    assert code == 0
+    rows = [line.split() for line in info_out.splitlines() if re.match(r"\s+\d+ +[IP] ", line)]
+    assert [row[1] for row in rows] == ["I", "P", "I"]
+    assert all(float(row[2]) == 3.5 for row in rows)
+    assert sum(int(row[3]) for row in rows) < path.stat().st_size
+
+    # Decoding reproduces the encoder's reconstructions: the PSNR against the source is the same.
+    png = tmp_path / "frames"
+    code, decode_out, err = run_cli_raw(["decode", str(path), str(png), "--reference", str(workdir / "clip.y4m")])
+    assert code == 0, err
+    assert summary_psnr(decode_out) == summary_psnr(encode_out)
+    frames, info = vio.read_video(png)
+    assert frames.shape == (3, H, W, 3)
+
+    y4m = tmp_path / "out.y4m"
+    assert run_cli_raw(["decode", str(path), str(y4m)])[0] == 0
+    again, info = vio.read_video(y4m)
+    assert again.shape == (3, H, W, 3) and info.fps == 25
+    # The y4m holds exactly the 4:2:0 conversion of the decoded frames.
+    np.testing.assert_array_equal(again, vio.yuv420_to_rgb(vio.rgb_to_yuv420(frames)))
+    fails(["decode", str(path), str(y4m)], 1, "exists", tmp_path)
+
+
+def test_damaged_streams_leave_no_output(tmp_path, workdir, stream):
+    path, _ = stream
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.elfvc"
+    truncated.write_bytes(data[: len(data) - 40])
+    fails(["decode", str(truncated), str(tmp_path / "a.y4m")], 1, "truncat", tmp_path)
+    fails(["info", str(truncated)], 1, "truncat", tmp_path)
+    fails(["decode", str(workdir / "clip.y4m"), str(tmp_path / "b.y4m")], 1, ".", tmp_path)
+
+
+def test_encode_fails_cleanly_on_a_truncated_input(tmp_path, workdir):
+    broken = tmp_path / "broken.y4m"
+    data = (workdir / "clip.y4m").read_bytes()
+    broken.write_bytes(data[: len(data) - 1000])  # the third frame is cut short
+    fails(["encode", str(broken), str(tmp_path / "x.elfvc"), "--level=2"], 1, "frame 2 is truncated", tmp_path)
+
+
+def test_caps_hold_for_every_frame_that_can_meet_them(tmp_path, workdir, stream):
+    """--max_bpp_p below what level 3.5 spends: every P-frame fits, or sits at level 0."""
+    path, _ = stream
+    _, info_out, _ = run_cli_raw(["info", str(path)])
+    rows = [line.split() for line in info_out.splitlines() if re.match(r"\s+\d+ +[IP] ", line)]
+    cap = 0.8 * float(rows[1][4])
+    out = tmp_path / "capped.elfvc"
+    code, _, err = run_cli_raw(["encode", str(workdir / "clip.y4m"), str(out), "--max_bpp_p", str(cap), "--gop=0"])
+    assert code == 0, err
+    _, info_out, _ = run_cli_raw(["info", str(out)])
+    rows = [line.split() for line in info_out.splitlines() if re.match(r"\s+\d+ +[IP] ", line)]
+    assert [row[1] for row in rows] == ["I", "P", "P"]
+    assert float(rows[0][2]) == 7.0  # no I cap: the top level
+    for row in rows[1:]:
+        assert float(row[4]) <= cap or float(row[2]) == 0.0
+
+
+@pytest.mark.slow
+def test_plot_rc_writes_a_png(tmp_path, workdir):
+    out = tmp_path / "rc.png"
+    code, text, err = run_cli_raw(["plot_rc", str(workdir / "clip.y4m"), str(out), "--frames=3", "--gop=2"])
+    assert code == 0, err
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(name in text for name in ("constant level", "max bpp", "min PSNR", "target"))
+    assert sorted(os.listdir(tmp_path)) == ["rc.png"]
+    shutil.rmtree(tmp_path)
