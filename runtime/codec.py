@@ -19,6 +19,7 @@ substreams, then the q0 substreams, each in `SubstreamLayout` order.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -102,6 +103,19 @@ def padded_size(height: int, width: int) -> Tuple[int, int]:
     return height + (-height % FRAME_MULTIPLE), width + (-width % FRAME_MULTIPLE)
 
 
+@dataclass
+class Timings:
+    """Wall time spent so far in the networks (backend) and in range coding."""
+
+    network_seconds: float = 0.0
+    entropy_seconds: float = 0.0
+
+    @property
+    def entropy_share(self) -> float:
+        total = self.network_seconds + self.entropy_seconds
+        return self.entropy_seconds / total if total > 0 else 0.0
+
+
 class _DecoderHalf:
     """The decoder half, shared by Encoder and Decoder."""
 
@@ -116,6 +130,28 @@ class _DecoderHalf:
         self._unit_thresholds = {b: bundle.integer_hyper[b].scale_thresholds(ones) for b in ("flow", "residue")}
         self._iframe_thresholds: Dict[float, np.ndarray] = {}
         self.refs: Optional[References] = None
+        self.timings = Timings()
+
+    def run(self, subgraph: str, **inputs) -> Dict[str, np.ndarray]:
+        start = time.perf_counter()
+        try:
+            return self.backend.run(subgraph, **inputs)
+        finally:
+            self.timings.network_seconds += time.perf_counter() - start
+
+    def encode_symbols(self, symbols, indices, hyper: bool) -> List[Substream]:
+        start = time.perf_counter()
+        try:
+            return self.coder.encode(symbols, indices, hyper=hyper)
+        finally:
+            self.timings.entropy_seconds += time.perf_counter() - start
+
+    def decode_symbols(self, substreams, indices, hyper: bool) -> np.ndarray:
+        start = time.perf_counter()
+        try:
+            return self.coder.decode(substreams, indices, hyper=hyper)
+        finally:
+            self.timings.entropy_seconds += time.perf_counter() - start
 
     # -- level -------------------------------------------------------------------------------
     def level_context(self, level: float) -> LevelContext:
@@ -148,7 +184,7 @@ class _DecoderHalf:
 
     def entropy_parameters(self, block: str, hyper_symbols: np.ndarray, ctx: LevelContext):
         """Integer D1 on k1 [h1, w1, C_z] -> (mean float32 [1, h, w, C], scale indices int32 [h, w, C])."""
-        out = self.backend.run(
+        out = self.run(
             f"{block}_hyper_synthesis",
             hyper_latent=hyper_symbols[None].astype(np.float32),
             quantized_embedding=ctx.quantized_embedding,
@@ -173,7 +209,7 @@ class _DecoderHalf:
 
     # -- syntheses -----------------------------------------------------------------------------
     def iframe_synthesis(self, latent_hat: np.ndarray, ctx: LevelContext) -> References:
-        out = self.backend.run("iframe_synthesis", latent=latent_hat, embedding=ctx.embedding)
+        out = self.run("iframe_synthesis", latent=latent_hat, embedding=ctx.embedding)
         recon = out["reconstruction"]
         state = out["state"] if self.config.use_state else np.zeros_like(out["state"])
         return References(previous=recon, previous2=recon, flow=np.zeros_like(recon), state=state)
@@ -181,12 +217,12 @@ class _DecoderHalf:
     def predict(self, refs: References, ctx: LevelContext) -> np.ndarray:
         if self.bundle.model.predictor is None:
             return np.zeros_like(refs.flow)
-        return self.backend.run(
+        return self.run(
             "predictor", previous_flow=refs.flow, previous2=refs.previous2, previous=refs.previous, embedding=ctx.embedding
         )["predicted_flow"]
 
     def flow_synthesis(self, latent_hat, refs: References, predicted, ctx: LevelContext) -> Dict[str, np.ndarray]:
-        return self.backend.run(
+        return self.run(
             "flow_synthesis",
             latent=latent_hat,
             previous=refs.previous,
@@ -196,7 +232,7 @@ class _DecoderHalf:
         )
 
     def residue_synthesis(self, latent_hat, compensated, state, ctx: LevelContext) -> Dict[str, np.ndarray]:
-        return self.backend.run(
+        return self.run(
             "residue_synthesis", latent=latent_hat, compensated=compensated, state=state, embedding=ctx.embedding
         )
 
@@ -224,6 +260,10 @@ class Encoder:
     def references(self) -> Optional[References]:
         return self._half.refs
 
+    @property
+    def timings(self) -> Timings:
+        return self._half.timings
+
     def _prepare(self, frame) -> Tuple[np.ndarray, np.ndarray]:
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or min(frame.shape[:2]) < 1:
@@ -238,14 +278,14 @@ class Encoder:
 
     def _code_layer(self, block: str, latent: np.ndarray, ctx: LevelContext) -> Tuple[CodedLayer, List[Substream]]:
         half = self._half
-        hyper = self.backend.run(f"{block}_hyper_analysis", latent=latent, embedding=ctx.embedding)["hyper_latent"][0]
+        hyper = half.run(f"{block}_hyper_analysis", latent=latent, embedding=ctx.embedding)["hyper_latent"][0]
         hyper_symbols = _round_symbols(hyper)
         mean, indices = half.entropy_parameters(block, hyper_symbols, ctx)
         quant_width = half.quant_width_of(block, ctx)
         symbols = _round_symbols(((latent - mean) / quant_width)[0])
         hyper_indices = half.hyper_indices(block, hyper_symbols.shape)
-        substreams = half.coder.encode(hyper_symbols, hyper_indices, hyper=True)
-        substreams += half.coder.encode(symbols, indices, hyper=False)
+        substreams = half.encode_symbols(hyper_symbols, hyper_indices, hyper=True)
+        substreams += half.encode_symbols(symbols, indices, hyper=False)
         layer = CodedLayer(hyper_symbols, symbols, indices, hyper_indices, half.dequantize(mean, symbols, quant_width))
         return layer, substreams
 
@@ -255,7 +295,7 @@ class Encoder:
         half = self._half
         ctx = half.level_context(level)
         if frame_type is FrameType.I:
-            latent = self.backend.run("iframe_analysis", image=image, embedding=ctx.embedding)["latent"]
+            latent = half.run("iframe_analysis", image=image, embedding=ctx.embedding)["latent"]
             layer, substreams = self._code_layer("iframe", latent, ctx)
             refs = half.iframe_synthesis(layer.latent_hat, ctx)
             estimate = layer.estimated_bits()
@@ -264,7 +304,7 @@ class Encoder:
             if previous is None:
                 raise CodecError("a P-frame needs a preceding I-frame")
             predicted = half.predict(previous, ctx)
-            latent = self.backend.run(
+            latent = half.run(
                 "flow_analysis",
                 target=image,
                 previous=previous.previous,
@@ -274,7 +314,7 @@ class Encoder:
             )["latent"]
             flow_layer, substreams = self._code_layer("flow", latent, ctx)
             flow = half.flow_synthesis(flow_layer.latent_hat, previous, predicted, ctx)
-            latent = self.backend.run(
+            latent = half.run(
                 "residue_analysis",
                 residual=image - flow["compensated"],
                 compensated=flow["compensated"],
@@ -340,6 +380,10 @@ class Decoder:
     def references(self) -> Optional[References]:
         return self._half.refs
 
+    @property
+    def timings(self) -> Timings:
+        return self._half.timings
+
     def expected_substreams(self, frame_type: FrameType) -> int:
         return sum(self._counts) * (1 if frame_type is FrameType.I else 2)
 
@@ -347,9 +391,9 @@ class Decoder:
         half = self._half
         hyper_indices = half.hyper_indices(block, self._hyper_shape)
         count1 = self._counts[0]
-        hyper_symbols = half.coder.decode(substreams[:count1], hyper_indices, hyper=True)
+        hyper_symbols = half.decode_symbols(substreams[:count1], hyper_indices, hyper=True)
         mean, indices = half.entropy_parameters(block, hyper_symbols, ctx)
-        symbols = half.coder.decode(substreams[count1:], indices, hyper=False)
+        symbols = half.decode_symbols(substreams[count1:], indices, hyper=False)
         return half.dequantize(mean, symbols, half.quant_width_of(block, ctx))
 
     def decode_frame(self, unit: FrameUnit) -> DecodedFrame:

@@ -228,9 +228,8 @@ def tf_function(net: IntegerHyperSynthesis, embedding_width: int, hyper_latent_c
         # 9 shifted slices + one matmul: exact on integers whatever the backend's GEMM order.
         shape = tf.shape(x)
         padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
-        cols = tf.concat(
-            [padded[:, dy : dy + shape[1], dx : dx + shape[2], :] for dy in range(3) for dx in range(3)], axis=-1
-        )
+        size = tf.concat([[-1], shape[1:3], [-1]], 0)
+        cols = tf.concat([tf.slice(padded, [0, dy, dx, 0], size) for dy in range(3) for dx in range(3)], axis=-1)
         flat = tf.reshape(cols, [-1, kernel.shape[0]])
         acc = tf.matmul(flat, kernel) + bias
         return tf.reshape(acc, tf.concat([shape[:3], [kernel.shape[1]]], 0))
