@@ -51,9 +51,10 @@ class Anchor:
     suffix: str  # file suffix of the raw stream
     muxer: str  # ffmpeg muxer of the raw stream
 
-    def encoder_args(self, value: float) -> list[str]:
-        """ffmpeg output options of App. H (or their current equivalent) at one knob value."""
-        v = int(round(value))
+    def encoder_args(self, value: float | str) -> list[str]:
+        """ffmpeg output options of App. H (or their current equivalent) at one knob value (a
+        string is used as is: `command_template` passes a placeholder)."""
+        v = value if isinstance(value, str) else int(round(value))
         if self.name == "x264":
             return ["-preset", "medium", "-codec:v", "libx264", "-crf", str(v), "-x264-params", "bframes=0"]
         if self.name == "x265":
@@ -63,6 +64,10 @@ class Anchor:
             params = f"rc=0:qp={v}:aq-mode=0:pred-struct=1:hierarchical-levels=0:lookahead=0"
             return ["-codec:v", "libsvtav1", "-svtav1-params", params]
         raise AnchorError(f"unknown anchor {self.name!r}")
+
+    def command_template(self) -> str:
+        """The encode command with SRC, DST and the knob value R as placeholders."""
+        return " ".join(["ffmpeg", "-i", "SRC.y4m", *self.encoder_args("R"), "-f", self.muxer, f"DST{self.suffix}"])
 
     def setting(self, value: float) -> str:
         return f"{self.knob}={int(round(value))}"

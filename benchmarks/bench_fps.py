@@ -333,6 +333,7 @@ def run(cfg: FpsConfig, log=lambda m: print(m, file=sys.stderr, flush=True)) -> 
     from runtime.bundle import load_bundle, untrained_bundle
 
     clip = cfg.clip or default_clip()
+    load_start = os.getloadavg()[0]
     rows: list[FpsRow] = []
     bundles = [load_bundle(cfg.checkpoint)] if cfg.checkpoint else [untrained_bundle(c) for c in cfg.configs]
     with tempfile.TemporaryDirectory(prefix="elfvc_fps_") as tmp:
@@ -359,8 +360,8 @@ def run(cfg: FpsConfig, log=lambda m: print(m, file=sys.stderr, flush=True)) -> 
         "frames": cfg.frames,
         "warmup": cfg.warmup,
         "repeats": cfg.repeats,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
-                   f"{os.getloadavg()[0]:.1f} at the end",  # fmt: skip
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
         "fps_definition": f"{GOP}-frame GOP: {GOP} / (t_I + {GOP - 1} t_P), medians",
     }
     return rows, meta

@@ -147,31 +147,37 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def bd_entries(report: RDReport, anchors: Sequence[str], method: str) -> list[BDEntry]:
-    """BD-rate of this codec against each anchor, per clip and averaged, for every metric."""
+def bd_pairs(anchors: Sequence[str]) -> list[tuple[str, str]]:
+    """(test, anchor) pairs: this codec against every anchor, and, as a check on the anchors
+    themselves, every other anchor against the first (x265 and SVT-AV1 against x264)."""
+    return [(ELFVC, a) for a in anchors] + [(b, anchors[0]) for b in anchors[1:]]
+
+
+def bd_entries(report: RDReport, pairs: Sequence[tuple[str, str]], method: str) -> list[BDEntry]:
+    """BD-rate of each (test, anchor) pair, per clip and averaged over clips, for every metric."""
     entries = []
-    for anchor in anchors:
+    for test, anchor in pairs:
         for metric in METRICS:
             values = []
             for clip in report.clips():
-                ours = merged_curve(report, ELFVC, clip, metric)
+                ours = merged_curve(report, test, clip, metric)
                 theirs = merged_curve(report, anchor, clip, metric)
                 if not ours or not theirs:
                     continue
                 try:
                     value = bd_rate([p.bpp for p in theirs], [p.metric(metric) for p in theirs],
                                     [p.bpp for p in ours], [p.metric(metric) for p in ours], method)  # fmt: skip
-                    entries.append(BDEntry(ELFVC, anchor, clip, metric, value))
+                    entries.append(BDEntry(test, anchor, clip, metric, value))
                     values.append(value)
                 except BDError as err:
-                    entries.append(BDEntry(ELFVC, anchor, clip, metric, None, str(err)))
+                    entries.append(BDEntry(test, anchor, clip, metric, None, str(err)))
                     values.append(None)
             if not values:
                 continue
             if all(v is not None for v in values):
-                entries.append(BDEntry(ELFVC, anchor, "mean", metric, float(np.mean(values))))
+                entries.append(BDEntry(test, anchor, "mean", metric, float(np.mean(values))))
             else:
-                entries.append(BDEntry(ELFVC, anchor, "mean", metric, None, "not every clip has a BD-rate"))
+                entries.append(BDEntry(test, anchor, "mean", metric, None, "not every clip has a BD-rate"))
     return entries
 
 
@@ -181,7 +187,6 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
         raise BenchError(f"unknown BD method {cfg.bd_method!r}; choose one of {', '.join(METHODS)}")
     anchors = [anchors_lib.get_anchor(a) for a in cfg.anchors]
     points: list[RDPoint] = []
-    commands: dict[str, str] = {}
     elf_codecs = [ElfCodec(spec, cfg.backend, cfg.gop) for spec in cfg.models]
     try:
         for codec in elf_codecs:
@@ -190,7 +195,8 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
                 raise BenchError(f"levels {bad} are outside the model's range [0, {codec.max_level:g}]")
             _log(f"model {codec.describe()}")
         streams = cfg.out_dir / "streams"
-        streams.mkdir(parents=True, exist_ok=True)
+        if cfg.keep_streams:
+            streams.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="elfvc_rd_", dir=cfg.out_dir) as tmp:
             work = pathlib.Path(tmp)
             for clip in cfg.clips:
@@ -203,7 +209,8 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
 
                 for codec in elf_codecs:
                     for level in cfg.levels:
-                        stream = (streams if cfg.keep_streams else work) / f"{source.name}.{codec.spec.label}.l{level:g}.elfvc"
+                        folder = streams if cfg.keep_streams else work
+                        stream = folder / f"{source.name}.{codec.spec.label}.l{level:g}.elfvc"
                         run = codec.run(ref_rgb, source.fps, level, stream)
                         quality = measure(run.decoded, rgb_to_yuv420(run.decoded))
                         points.append(_point(ELFVC, source, f"level={level:g}", level, run.nbytes, quality,
@@ -216,13 +223,10 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
                         quality = measure(yuv420_to_rgb(run.decoded), run.decoded)
                         points.append(_point(anchor.name, source, anchor.setting(value), value, run.nbytes, quality,
                                              run.encode_s, run.decode_s, ""))  # fmt: skip
-                        commands[anchor.name] = " ".join(run.command[:1] + ("...",) + run.command[6:])
                         if cfg.keep_streams:
                             shutil.copy(run.stream, streams / run.stream.name)
                         _log(f"  {anchor.name} {anchor.setting(value)}: {points[-1].bpp:.4f} bpp, "
                              f"PSNR {quality.psnr_rgb:.2f} dB")  # fmt: skip
-        if not cfg.keep_streams:
-            shutil.rmtree(streams, ignore_errors=True)
         report = RDReport(points=tuple(points))
         meta = {
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -233,10 +237,12 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
             "max_frames": cfg.max_frames,
             "bd_method": cfg.bd_method,
             "bd_rate_axis": "bpp (file bytes); quality: mean of per-frame values",
-            "anchor_commands": commands,
+            "anchors": {a.name: {"command": a.command_template(), "sweep": list(cfg.sweeps.get(a.name, a.sweep))}
+                        for a in anchors},  # fmt: skip
             "vmaf_model": metrics_lib.VMAF_MODEL if cfg.with_vmaf else None,
         }
-        return RDReport(points=report.points, bd=tuple(bd_entries(report, cfg.anchors, cfg.bd_method)), meta=meta)
+        bd = bd_entries(report, bd_pairs(cfg.anchors), cfg.bd_method) if cfg.anchors else []
+        return RDReport(points=report.points, bd=tuple(bd), meta=meta)
     finally:
         for codec in elf_codecs:
             codec.close()

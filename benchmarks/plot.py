@@ -81,32 +81,35 @@ def points_markdown(report: RDReport) -> str:
 
 
 def bd_markdown(report: RDReport) -> str:
-    """BD-rate (%) of this codec against each anchor: rows anchor x clip (and mean), columns
-    metrics. Negative: this codec needs less rate for the same quality."""
+    """BD-rate (%) of each test codec against each anchor: rows (test, anchor, clip), the mean
+    over clips in bold, columns metrics. Negative: the test codec needs less rate for the same
+    quality."""
     if not report.bd:
         return "(no BD-rates)"
     metrics = [m for m in METRICS if any(b.metric == m for b in report.bd)]
     keys = []
     for b in report.bd:
-        if (b.anchor, b.clip) not in keys:
-            keys.append((b.anchor, b.clip))
-    keys.sort(key=lambda k: (k[0], k[1] == "mean", k[1]))
-    table = {(b.anchor, b.clip, b.metric): b for b in report.bd}
-    rows = ["| anchor | clip | " + " | ".join(LABELS[m] for m in metrics) + " |", "|" + "---|" * (2 + len(metrics))]
+        if (b.test, b.anchor, b.clip) not in keys:
+            keys.append((b.test, b.anchor, b.clip))
+    order = {t: i for i, t in enumerate(dict.fromkeys(b.test for b in report.bd))}
+    keys.sort(key=lambda k: (order[k[0]], k[1], k[2] == "mean", k[2]))
+    table = {(b.test, b.anchor, b.clip, b.metric): b for b in report.bd}
+    rows = ["| codec | anchor | clip | " + " | ".join(LABELS[m] for m in metrics) + " |", "|" + "---|" * (3 + len(metrics))]
     notes = []
-    for anchor, clip in keys:
+    for test, anchor, clip in keys:
         cells = []
         for m in metrics:
-            b = table.get((anchor, clip, m))
+            b = table.get((test, anchor, clip, m))
             if b is None:
                 cells.append("")
             elif b.value is None:
                 cells.append("n/a*")
-                notes.append(f"{anchor}/{clip}/{m}: {b.note}")
+                if clip != "mean":
+                    notes.append(f"{test} vs {anchor}, {clip}, {m}: {b.note}")
             else:
                 cells.append(f"{b.value:+.1f}%")
         name = f"**{clip}**" if clip == "mean" else clip
-        rows.append(f"| {anchor} | {name} | " + " | ".join(cells) + " |")
+        rows.append(f"| {test} | {anchor} | {name} | " + " | ".join(cells) + " |")
     if notes:
         rows.append("")
         rows += [f"\\* {n}" for n in notes]

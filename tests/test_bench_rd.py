@@ -54,7 +54,7 @@ def test_bd_entries_on_a_hand_case():
     points = []
     for r, q in zip(rates, psnr):
         points += [_pt("x264", r, q, "a"), _pt("elfvc", r / 2, q, "a"), _pt("x264", r, q, "b"), _pt("elfvc", r, q, "b")]
-    entries = {(b.clip, b.metric): b for b in bench_rd.bd_entries(RDReport(points=tuple(points)), ["x264"], "cubic")}
+    entries = {(b.clip, b.metric): b for b in bench_rd.bd_entries(RDReport(points=tuple(points)), [("elfvc", "x264")], "cubic")}
     assert entries[("a", "psnr_rgb")].value == pytest.approx(-50.0, abs=1e-9)
     assert entries[("b", "psnr_rgb")].value == pytest.approx(0.0, abs=1e-9)
     assert entries[("mean", "psnr_rgb")].value == pytest.approx(-25.0, abs=1e-9)
@@ -66,7 +66,7 @@ def test_bd_entries_on_a_hand_case():
 def test_bd_entries_explain_curves_that_do_not_overlap():
     points = [_pt("x264", r, q) for r, q in [(0.1, 30), (0.2, 33)]]
     points += [_pt("elfvc", r, q) for r, q in [(0.1, 8), (0.2, 9)]]
-    entries = bench_rd.bd_entries(RDReport(points=tuple(points)), ["x264"], "cubic")
+    entries = bench_rd.bd_entries(RDReport(points=tuple(points)), [("elfvc", "x264")], "cubic")
     clip = [b for b in entries if b.clip == "c" and b.metric == "psnr_rgb"][0]
     assert clip.value is None and "do not overlap" in clip.note
     mean = [b for b in entries if b.clip == "mean" and b.metric == "psnr_rgb"][0]
@@ -141,3 +141,8 @@ def test_tiny_end_to_end_against_x264(tmp_path, capsys):
         assert "UNTRAINED" in (out / "results.md").read_text()
     assert (out / "rd_bikes.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in out.iterdir()) == ["rd_bikes.png", "results.json", "results.md"]
+
+
+def test_anchors_are_also_compared_with_each_other():
+    assert bench_rd.bd_pairs(["x264", "x265", "svtav1"]) == [
+        ("elfvc", "x264"), ("elfvc", "x265"), ("elfvc", "svtav1"), ("x265", "x264"), ("svtav1", "x264")]  # fmt: skip
