@@ -11,11 +11,13 @@ App. H's commands and what they become here (ffmpeg 9.0, SVT-AV1 4.2):
            (SVT-AV1 v0.8.5, I/P-only per SVT-AV1 issue 973)
            -> ffmpeg -i SRC -c:v libsvtav1 -svtav1-params
               rc=0:qp=R:aq-mode=0:pred-struct=1:hierarchical-levels=0:lookahead=0  (-f obu)
-              rc=0 + qp + aq-mode=0 is SVT-AV1 4.x's fixed-QP mode (v0.8.5's `--rc 0 -q`, whose
-              adaptive quantization was off by default); pred-struct=1 is the low-delay
-              structure (I and P frames only, which v0.8.5 needed the issue-973 patch for);
-              hierarchical-levels=0 a flat mini-GOP of 1; lookahead=0 as in App. H. The preset
-              is the library default (8), as App. H set none.
+              rc=0 with qp and aq-mode=0 is SVT-AV1 4.x's constant-QP mode, the meaning of
+              v0.8.5's `--rc 0 -q` (with aq-mode 2, its default, `rc=0` is CRF instead; App. H
+              does not say whether v0.8.5's adaptive quantization was on); pred-struct=1 is the
+              low-delay structure (I and P frames only, which v0.8.5 needed the issue-973
+              patch for; the encoder log confirms "pred struct: low delay", mini-GOP 1);
+              hierarchical-levels=0 and lookahead=0 as in App. H (SVT 4.x warns that TPL is
+              off in low delay). The preset is the library default (8), as App. H set none.
 
 Nothing else is constrained (App. H: "We do not constrain the codecs in any way apart from
 disabling B-frames"): key-frame interval, threads and tuning are the encoders' defaults. Sizes
