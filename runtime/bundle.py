@@ -180,7 +180,7 @@ def load_bundle(path) -> ModelBundle:
     prefix = _checkpoint_prefix(folder)
     model = ELFVC(config).build_weights()
     try:
-        tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+        tf.train.Checkpoint(model=model).read(prefix).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
         raise CodecError(f"cannot load weights from {prefix}: {str(e).splitlines()[0]}") from None
     notes = []

