@@ -20,6 +20,7 @@ traceback of an unexpected (internal) error.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import pathlib
@@ -89,7 +90,7 @@ def define_flags() -> flags.FlagValues:
 
 def usage(fv: Optional[flags.FlagValues] = None) -> str:
     lines = [f"usage: {PROG} COMMAND ARGS [--flags]", "", "commands:"]
-    lines += [f"  {name} {args:<12} {text}" for name, (args, text) in COMMANDS.items()]
+    lines += [f"  {name + ' ' + args:<20} {text}" for name, (args, text) in COMMANDS.items()]
     fv = fv or define_flags()
     lines += ["", "flags:"]
     for name in sorted(fv):
@@ -129,6 +130,12 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    except BrokenPipeError:  # stdout closed early (`elfvc info x | head`): stop quietly.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
+        return 141
     except Exception as err:  # a bug, not bad input: one line unless asked for the traceback.
         if os.environ.get("ELFVC_DEBUG"):
             raise

@@ -36,8 +36,9 @@ n_t - D n_t / R_t, floored at 0. The frame gets the highest level whose trial fi
 repay (its frames already at the lowest level) carries over, so the clip's average approaches
 the target as the clip grows whenever the target is reachable at all. The encoder's GOP is
 assumed to start at frame indices that are multiples of `gop` (runtime/stream.py's rule); with
-gop 0 (one I-frame, then only P-frames) P-frames get the average b, the I-frame w_I b, and debt
-is repaid over OPEN_GOP_PERIOD frames.
+gop 0 (one I-frame, then only P-frames) the I-frame's budget is w_I b, every frame is charged
+against the average b (so the I-frame's extra share is debt too), and debt is repaid over
+OPEN_GOP_PERIOD frames.
 """
 
 from __future__ import annotations
@@ -277,7 +278,8 @@ class TargetBitrate:
         return self.min_level if found is None else found
 
     def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None:
-        self.debt += result.bits - self.nominal(frame_type)
+        # With an open GOP the I-frame's extra share is itself debt, repaid by the P-frames.
+        self.debt += result.bits - (self.bits_per_frame if self.gop == 0 else self.nominal(frame_type))
 
 
 @dataclass

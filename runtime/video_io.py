@@ -79,26 +79,55 @@ class Yuv420(NamedTuple):
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.floor(x + 0.5), 0, 255).astype(np.uint8)
+    """Rounds half up and saturates (in place on the float32 scratch array `x`)."""
+    x += 0.5
+    np.floor(x, out=x)
+    np.clip(x, 0, 255, out=x)
+    return x.astype(np.uint8)
 
 
 def _box_down2(plane: np.ndarray) -> np.ndarray:
     """2x2 mean over the last two axes, replicating the last row / column of odd sizes."""
     h, w = plane.shape[-2:]
-    pad = [(0, 0)] * (plane.ndim - 2) + [(0, h % 2), (0, w % 2)]
-    p = np.pad(plane, pad, mode="edge")
-    p = p.reshape(p.shape[:-2] + (p.shape[-2] // 2, 2, p.shape[-1] // 2, 2))
-    return p.mean(axis=(-3, -1))
+    if h % 2 or w % 2:
+        plane = np.pad(plane, [(0, 0)] * (plane.ndim - 2) + [(0, h % 2), (0, w % 2)], mode="edge")
+    total = plane[..., 0::2, 0::2] + plane[..., 1::2, 0::2]
+    total += plane[..., 0::2, 1::2]
+    total += plane[..., 1::2, 1::2]
+    total *= 0.25
+    return total
 
 
 def _triangle_up2(plane: np.ndarray, axis: int, size: int) -> np.ndarray:
-    """Doubles `axis` with the centred-siting bilinear filter and crops it to `size`."""
-    c = np.moveaxis(plane, axis, -1)
-    prev = np.concatenate([c[..., :1], c[..., :-1]], axis=-1)
-    nxt = np.concatenate([c[..., 1:], c[..., -1:]], axis=-1)
-    out = np.stack([0.75 * c + 0.25 * prev, 0.75 * c + 0.25 * nxt], axis=-1)
-    out = out.reshape(out.shape[:-2] + (-1,))[..., :size]
-    return np.moveaxis(out, -1, axis)
+    """Doubles `axis` (-1 or -2) with the centred-siting bilinear filter, cropped to `size`:
+    output 2i = 3/4 c[i] + 1/4 c[i-1], output 2i+1 = 3/4 c[i] + 1/4 c[i+1] (edges clamped)."""
+    n = plane.shape[axis]
+    shape = list(plane.shape)
+    shape[axis] = 2 * n
+    out = np.empty(shape, plane.dtype)
+
+    def at(index):
+        key = [slice(None)] * plane.ndim
+        key[axis] = index
+        return tuple(key)
+
+    even, odd = out[at(slice(0, None, 2))], out[at(slice(1, None, 2))]
+    np.multiply(plane, 0.75, out=even)
+    np.multiply(plane, 0.75, out=odd)
+    even[at(slice(1, None))] += 0.25 * plane[at(slice(None, -1))]
+    even[at(slice(0, 1))] += 0.25 * plane[at(slice(0, 1))]
+    odd[at(slice(None, -1))] += 0.25 * plane[at(slice(1, None))]
+    odd[at(slice(-1, None))] += 0.25 * plane[at(slice(-1, None))]
+    return out[at(slice(0, size))]
+
+
+def _weighted(row: np.ndarray, channels: Sequence[np.ndarray], offset: float) -> np.ndarray:
+    """offset + sum_k row[k] * channels[k], in float32, skipping zero weights."""
+    total = np.full(channels[0].shape, offset, np.float32)
+    for weight, channel in zip(row, channels):
+        if abs(weight) > 1e-12:
+            total += np.float32(weight) * channel
+    return total
 
 
 def rgb_to_yuv420(rgb: np.ndarray) -> Yuv420:
@@ -106,10 +135,14 @@ def rgb_to_yuv420(rgb: np.ndarray) -> Yuv420:
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim < 3 or rgb.shape[-1] != 3:
         raise ValueError(f"rgb_to_yuv420: expected uint8 [..., H, W, 3], got {rgb.dtype} {rgb.shape}")
-    ycc = rgb.astype(np.float64) @ _RGB_TO_YCBCR.T + _YCBCR_OFFSET
-    return Yuv420(
-        y=_to_uint8(ycc[..., 0]), u=_to_uint8(_box_down2(ycc[..., 1])), v=_to_uint8(_box_down2(ycc[..., 2]))
-    )
+    channels = [rgb[..., k].astype(np.float32) for k in range(3)]
+    y = _weighted(_RGB_TO_YCBCR[0], channels, _YCBCR_OFFSET[0])
+    # The colour matrix is linear, so averaging R, G, B over each 2x2 block first gives the same
+    # chroma as averaging Cb, Cr, at a quarter of the arithmetic.
+    small = [_box_down2(c) for c in channels]
+    u = _weighted(_RGB_TO_YCBCR[1], small, _YCBCR_OFFSET[1])
+    v = _weighted(_RGB_TO_YCBCR[2], small, _YCBCR_OFFSET[2])
+    return Yuv420(y=_to_uint8(y), u=_to_uint8(u), v=_to_uint8(v))
 
 
 def yuv420_to_rgb(planes: Sequence[np.ndarray]) -> np.ndarray:
@@ -120,9 +153,14 @@ def yuv420_to_rgb(planes: Sequence[np.ndarray]) -> np.ndarray:
     chroma = y.shape[:-2] + ((h + 1) // 2, (w + 1) // 2)
     if y.ndim < 2 or u.shape != chroma or v.shape != chroma:
         raise ValueError(f"yuv420_to_rgb: planes {y.shape}, {u.shape}, {v.shape} are not 4:2:0")
-    up = [_triangle_up2(_triangle_up2(c.astype(np.float64), -2, h), -1, w) for c in (u, v)]
-    ycc = np.stack([y.astype(np.float64), up[0], up[1]], axis=-1) - _YCBCR_OFFSET
-    return _to_uint8(ycc @ _YCBCR_TO_RGB.T)
+    ycc = [y.astype(np.float32) - np.float32(_YCBCR_OFFSET[0])]
+    for plane, offset in ((u, _YCBCR_OFFSET[1]), (v, _YCBCR_OFFSET[2])):
+        small = plane.astype(np.float32) - np.float32(offset)
+        ycc.append(_triangle_up2(_triangle_up2(small, -2, h), -1, w))
+    out = np.empty(y.shape + (3,), np.uint8)
+    for k in range(3):
+        out[..., k] = _to_uint8(_weighted(_YCBCR_TO_RGB[k], ycc, 0.0))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -136,6 +136,20 @@ def test_target_bitrate_meets_the_average_over_a_clip(i_scale, p_scale):
     assert abs(average_kbps(rc, i_scale, p_scale, 48, 8, 30.0) - 30.0) < 0.3
 
 
+def test_target_bitrate_open_gop():
+    # gop 0: one I-frame, then P-frames only. The I-frame's budget is 4 b = 4000 but it is
+    # charged against b = 1000, so writing 4480 bits leaves D = 3480 for the next 15 frames.
+    rc = TargetBitrate(kbps=25.0, fps=25.0, gop=0, max_level=TOP)
+    assert rc.nominal(I) == 4000.0 and rc.nominal(P) == 1000.0
+    rc.select_level(0, I, PIXELS, Synthetic(I))
+    rc.update(0, I, TrialResult(0.0, 4480, 30.0))
+    assert rc.debt == 3480.0
+    rc.select_level(1, P, PIXELS, Synthetic(P))
+    assert rc.budgets == [4000.0, 1000.0 - 3480.0 / 15]
+    rc = TargetBitrate(kbps=30.0, fps=30.0, gop=0, max_level=TOP)
+    assert abs(average_kbps(rc, 6000, 100, 48, 48, 30.0) - 30.0) < 0.3
+
+
 def test_combined_floor_then_caps_and_caps_win():
     caps = MaxBits(cap_bpp_i=None, cap_bpp_p=3.5, base_level=TOP)  # P cap -> s <= 2.5
     # Level 5 meets a 35 dB floor (needs 2.5) but not the cap: lowered to 2.5.
