@@ -161,6 +161,10 @@ def _dispatch(argv: List[str]) -> int:
         rest = fv([PROG] + args[1:])[1:]
     except flags.Error as err:
         raise UsageError(str(err)) from None
+    from runtime.backends.base import backend_names
+
+    if fv.backend not in backend_names():
+        raise UsageError(f"unknown backend {fv.backend!r}; valid backends: {', '.join(backend_names())}")
     given = {name for name in fv if fv[name].present}
     stray = sorted(given - COMMAND_FLAGS[command])
     if stray:

@@ -78,6 +78,7 @@ def test_usage_and_command_line_errors(tmp_path):
     fails(["encode", "only-one"], 2, "encode takes IN OUT")
     fails(["encode", "a", "b", "--gop=-1"], 2, "gop")
     fails(["decode", "a", "b", "--no-such-flag"], 2, "no-such-flag")
+    fails(["decode", "a", "b", "--backend=cuda"], 2, "unknown backend 'cuda'; valid backends: tf, onnx, tensorrt")
 
 
 def test_bad_inputs_and_outputs(tmp_path, workdir):
