@@ -21,7 +21,7 @@ import pathlib
 import shutil
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -36,9 +36,11 @@ from export.parity import (
     relative_error,
     sample_inputs,
 )
+from export.warp_onnx import replace_warp
 
 log = logging.getLogger(__name__)
 
+WARPS = ("gridsample", "gather")
 RELATIVE_ERROR = "max|onnx - tf| / max|tf| per output (absolute when the reference is all zeros)"
 
 
@@ -53,6 +55,9 @@ class ExportOptions:
     tolerance: float = TOLERANCE  # on the relative error defined in export/parity.py.
     seed: int = 0
     saved_model: bool = True
+    # "gridsample": lower the scale-space warp to ONNX GridSample (export/warp_onnx.py);
+    # "gather": keep tf2onnx's literal translation of model/warp.py.
+    warp: str = "gridsample"
     subgraphs: Optional[Tuple[str, ...]] = None  # None: all the model has.
 
     def __post_init__(self):
@@ -61,16 +66,8 @@ class ExportOptions:
                 raise ValueError(f"check size {height}x{width} must be positive multiples of 64")
         if not self.check_sizes:
             raise ValueError("need at least one check size")
-
-
-def coding_functions(bundle) -> Dict[str, Callable]:
-    """The subgraphs the codec really runs: runtime.subgraphs.coding_subgraph_functions when
-    the codec core provides it (integer hyper synthesis), else the float model's subgraphs."""
-    import runtime.subgraphs as subgraphs
-
-    if hasattr(subgraphs, "coding_subgraph_functions"):
-        return subgraphs.coding_subgraph_functions(bundle)
-    return subgraphs.subgraph_functions(bundle.model)
+        if self.warp not in WARPS:
+            raise ValueError(f"unknown warp lowering {self.warp!r}; valid: {', '.join(WARPS)}")
 
 
 def _versions() -> Dict[str, str]:
@@ -87,6 +84,12 @@ def _versions() -> Dict[str, str]:
     }
 
 
+def model_id_hex(bundle) -> str:
+    """The bundle's model identity as hex (runtime/bundle.py: 16 bytes)."""
+    model_id = bundle.model_id
+    return model_id.hex() if isinstance(model_id, (bytes, bytearray)) else str(model_id)
+
+
 def _sha256(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -97,17 +100,18 @@ def _reference(function, signature, feeds) -> Dict[str, np.ndarray]:
 
 
 def export_subgraph(
-    name: str, function, bundle, folder: pathlib.Path, options: ExportOptions
+    name: str, function, bundle, folder: pathlib.Path, options: ExportOptions, exact: bool = False
 ) -> SubgraphExport:
-    """Converts one subgraph to `folder`/onnx/<name>.onnx and checks it against TensorFlow."""
+    """Converts one subgraph to `folder`/onnx/<name>.onnx and checks it against TensorFlow:
+    within `options.tolerance`, or bit for bit when `exact` (the integer hyper syntheses)."""
     import tensorflow as tf
 
     from export.ort import create_session
-    from runtime.subgraphs import SUBGRAPHS
+    from runtime.subgraphs import CODING_SUBGRAPHS
 
-    if name not in SUBGRAPHS:
-        raise ExportError(f"{name!r} is not in runtime/subgraphs.SUBGRAPHS")
-    table = SUBGRAPHS[name]
+    if name not in CODING_SUBGRAPHS:
+        raise ExportError(f"{name!r} is not in runtime/subgraphs.CODING_SUBGRAPHS")
+    table = CODING_SUBGRAPHS[name]
     signature = list(function.input_signature)
     input_names = [spec.name for spec in signature]
     rng = np.random.default_rng(options.seed)
@@ -116,18 +120,21 @@ def export_subgraph(
     def embed(levels):
         return bundle.model.embed(tf.constant(levels)).numpy()
 
+    strides = {spec.name: input_stride(name, spec.name) for spec in signature}
+    described = [(spec.name, strides[spec.name], int(spec.shape[-1])) for spec in signature]
     cases = []  # (height, width, feeds, reference); batch 1 at the first size, 2 after.
     for i, (height, width) in enumerate(options.check_sizes):
-        feeds = sample_inputs(name, signature, embed, config.max_level, height, width, 1 if i == 0 else 2, rng)
+        feeds = sample_inputs(described, embed, config.max_level, height, width, 1 if i == 0 else 2, rng)
         cases.append((height, width, feeds, _reference(function, signature, feeds)))
     reference0 = cases[0][3]
     outputs = [out for out in table.outputs if out in reference0] + sorted(set(reference0) - set(table.outputs))
     out_strides = output_strides(reference0, cases[0][0])
-    strides = {spec.name: input_stride(name, spec.name) for spec in signature}
     strides.update({onnx_output_name(out, input_names): out_strides[out] for out in outputs})
 
     try:
         model = convert(function, signature, outputs, strides, options.opset)
+        if options.warp == "gridsample" and "compensated" in outputs:
+            model = replace_warp(model, config.scale_space_levels, config.scale_space_sigma0)
     except Exception as error:  # tf2onnx raises anything; report it on one line.
         raise ExportError(f"{name}: ONNX conversion failed: {type(error).__name__}: {error}") from error
     path = folder / "onnx" / f"{name}.onnx"
@@ -149,12 +156,14 @@ def export_subgraph(
                 )
             )
     worst = {out: max(e.relative for e in errors if e.output == out) for out in outputs}
+    tolerance = 0.0 if exact else options.tolerance
     for error in errors:
         log.info("%s.%s at %dx%d: relative error %.3g", name, error.output, error.height, error.width, error.relative)
-        if not error.relative <= options.tolerance:  # also catches NaN
+        if not error.relative <= tolerance:  # also catches NaN
             raise ExportError(
                 f"{name}: output {error.output!r} differs from TensorFlow by relative error "
-                f"{error.relative:.3g} > {options.tolerance:g} at {error.height}x{error.width}"
+                f"{error.relative:.3g} > {tolerance:g} at {error.height}x{error.width}"
+                + (" (an integer network must match exactly)" if exact else "")
             )
     return SubgraphExport(
         name=name,
@@ -169,6 +178,7 @@ def export_subgraph(
         ),
         encoder_only=table.encoder_only,
         hyper_synthesis=table.hyper_synthesis,
+        exact=exact,
         max_relative_error=worst,
     )
 
@@ -188,18 +198,27 @@ def export_bundle(
     out_dir,
     options: ExportOptions = ExportOptions(),
     functions: Optional[Mapping[str, Callable]] = None,
+    exact: Optional[Iterable[str]] = None,
     overwrite: bool = False,
 ) -> ExportManifest:
     """Exports every subgraph of `bundle` (a runtime.bundle.ModelBundle: config, model,
-    model_id) into `out_dir`; returns the manifest written there.
+    integer_hyper, model_id) into `out_dir`; returns the manifest written there.
 
-    `functions` defaults to `coding_functions(bundle)`. Raises ExportError when `out_dir`
-    exists (unless `overwrite`), a conversion fails or a check exceeds the tolerance.
+    `functions` defaults to the coding subgraphs (runtime.subgraphs.coding_subgraph_functions),
+    whose three hyper syntheses are integer networks and must match TensorFlow exactly; with
+    other `functions`, `exact` names the subgraphs that must. Raises ExportError when `out_dir`
+    exists (unless `overwrite`), a conversion fails or a check exceeds its tolerance.
     """
     out_dir = pathlib.Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} already exists (pass overwrite to replace it)")
-    functions = dict(functions if functions is not None else coding_functions(bundle))
+    from runtime.subgraphs import CODING_SUBGRAPHS, coding_subgraph_functions
+
+    if functions is None:
+        functions = coding_subgraph_functions(bundle)
+        exact = [name for name in functions if CODING_SUBGRAPHS[name].hyper_synthesis]
+    functions = dict(functions)
+    exact = set(exact or ())
     names = list(options.subgraphs) if options.subgraphs else list(functions)
     unknown = sorted(set(names) - set(functions))
     if unknown:
@@ -211,11 +230,11 @@ def export_bundle(
         exports = []
         for name in names:
             log.info("exporting %s", name)
-            exports.append(export_subgraph(name, functions[name], bundle, partial, options))
+            exports.append(export_subgraph(name, functions[name], bundle, partial, options, name in exact))
         if options.saved_model:
             _save_saved_model(bundle, {n: functions[n] for n in names}, partial / "saved_model")
         manifest = ExportManifest(
-            model_id=bundle.model_id,
+            model_id=model_id_hex(bundle),
             config_name=bundle.config.name,
             opset=options.opset,
             tolerance=options.tolerance,

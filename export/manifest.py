@@ -17,7 +17,9 @@ import dataclasses
 import json
 import pathlib
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
+
+import numpy as np
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -47,6 +49,7 @@ class SubgraphExport:
     outputs: Tuple[TensorInfo, ...]
     encoder_only: bool
     hyper_synthesis: bool  # built FP32 (TF32 off) in TensorRT: it feeds the range coder.
+    exact: bool  # an integer network: every backend must reproduce TF bit for bit.
     max_relative_error: Dict[str, float]  # ONNX Runtime vs TF per output, worst over check sizes.
 
     def input(self, name: str) -> TensorInfo:
@@ -54,6 +57,43 @@ class SubgraphExport:
             if info.name == name:
                 return info
         raise KeyError(name)
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Tuple[int, int, int]]:
+        """Validates named inputs against this subgraph; returns them as contiguous float32 keyed
+        by ONNX name, and the (batch, height, width) of the padded frame they describe.
+
+        Raises ValueError (one line) on missing/unexpected names, non-numeric dtypes, wrong ranks
+        or channels, or spatial sizes that do not describe one frame of multiples of 64.
+        """
+        expected = [info.name for info in self.inputs]
+        if sorted(inputs) != sorted(expected):
+            raise ValueError(f"{self.name}: inputs {sorted(inputs)} != expected {sorted(expected)}")
+        feeds, batch, frame = {}, None, None
+        for info in self.inputs:
+            value = np.asarray(inputs[info.name])
+            if value.dtype.kind not in "fiu":
+                raise ValueError(f"{self.name}.{info.name}: dtype {value.dtype} is not numeric")
+            rank = 2 if info.stride == 0 else 4
+            if value.ndim != rank or value.shape[-1] != info.channels:
+                want = "[batch, channels]" if rank == 2 else "[batch, height, width, channels]"
+                raise ValueError(
+                    f"{self.name}.{info.name}: shape {value.shape} is not {want} with {info.channels} channels"
+                )
+            if batch is not None and value.shape[0] != batch:
+                raise ValueError(f"{self.name}.{info.name}: batch {value.shape[0]} != {batch} of the other inputs")
+            batch = value.shape[0]
+            if rank == 4:
+                size = (value.shape[1] * info.stride, value.shape[2] * info.stride)
+                if frame is not None and size != frame:
+                    raise ValueError(
+                        f"{self.name}.{info.name}: {value.shape[1:3]} at stride {info.stride} is frame "
+                        f"{size[0]}x{size[1]}, the other inputs say {frame[0]}x{frame[1]}"
+                    )
+                frame = size
+            feeds[info.onnx_name] = np.ascontiguousarray(value, np.float32)
+        if frame is None or frame[0] % 64 or frame[1] % 64 or min(frame) <= 0:
+            raise ValueError(f"{self.name}: frame size {frame} is not a positive multiple of 64")
+        return feeds, (batch, frame[0], frame[1])
 
 
 @dataclass(frozen=True)

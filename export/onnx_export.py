@@ -130,13 +130,27 @@ def convert(
             raise ValueError(f"subgraph function returned no {missing}")
         return {renamed[out]: tf.identity(result[out], name=renamed[out]) for out in output_names}
 
+    # Freeze first, then convert the graph: tf2onnx.convert.from_function would treat tensors the
+    # function captured (the integer hyper synthesis' constant weights) as extra graph inputs.
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    concrete = named.get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
+    keys = sorted(concrete.structured_outputs)  # tf.nest's flattening order of a dict = outputs' order
+    if len(keys) != len(frozen.outputs) or len(frozen.inputs) != len(input_signature):
+        raise ValueError(f"frozen function has {len(frozen.inputs)} inputs / {len(frozen.outputs)} outputs")
+    rename = {tensor.name: spec.name for tensor, spec in zip(frozen.inputs, input_signature)}
+    rename.update({tensor.name: key for key, tensor in zip(keys, frozen.outputs)})
     # tf2onnx logs every rewriter it tries at WARNING; only errors matter here.
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    model, _ = tf2onnx.convert.from_function(
-        named,
-        input_signature=list(input_signature),
+    model, _ = tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(add_shapes=True),
+        name="elfvc_subgraph",
+        input_names=[tensor.name for tensor in frozen.inputs],
+        output_names=[tensor.name for tensor in frozen.outputs],
         opset=opset,
         custom_op_handlers={"MirrorPad": (_symmetric_pad, [])},
+        tensors_to_rename=rename,
     )
     order = {renamed[out]: i for i, out in enumerate(output_names)}
     outputs = sorted(model.graph.output, key=lambda v: order[v.name])

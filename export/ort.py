@@ -22,8 +22,8 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def create_session(path, threads: Optional[int] = None, spinning: bool = True):
-    """An onnxruntime.InferenceSession on the CPU for the ONNX file at `path`.
+def create_session(model, threads: Optional[int] = None, spinning: bool = True):
+    """An onnxruntime.InferenceSession on the CPU for `model` (a path or the ONNX bytes).
 
     Args:
       threads: intra-op threads (default: available_cpus()).
@@ -39,4 +39,5 @@ def create_session(path, threads: Optional[int] = None, spinning: bool = True):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3  # errors only: ORT warns about every unused initializer.
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    model = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])

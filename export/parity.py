@@ -12,11 +12,12 @@ flows and latents; a per-element measure would need an arbitrary floor.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from runtime.subgraphs import SUBGRAPHS
+from runtime.integer_hyper import quantize_embedding
+from runtime.subgraphs import CODING_SUBGRAPHS, SUBGRAPHS
 
 #: Default sizes (height, width) of the two parity checks: one small, one not a multiple of 128.
 CHECK_SIZES = ((64, 128), (192, 256))
@@ -49,33 +50,32 @@ class OutputError:
 
 def input_stride(subgraph: str, input_name: str) -> int:
     """Spatial stride of a subgraph input relative to the padded frame (0: no spatial dims)."""
-    graph = SUBGRAPHS.get(subgraph)
-    if graph is not None:
-        for spec in graph.inputs:
+    for table in (CODING_SUBGRAPHS, SUBGRAPHS):
+        graph = table.get(subgraph)
+        for spec in graph.inputs if graph is not None else ():
             if spec.name == input_name:
                 return spec.stride
-    raise ValueError(f"subgraph {subgraph!r} has no input {input_name!r} in runtime/subgraphs.SUBGRAPHS")
+    raise ValueError(f"subgraph {subgraph!r} has no input {input_name!r} in runtime/subgraphs")
 
 
 def sample_inputs(
-    subgraph: str, signature, embed, max_level: float, height: int, width: int, batch: int, rng
+    inputs: Sequence[Tuple[str, int, int]], embed, max_level: float, height: int, width: int, batch: int, rng
 ) -> Dict[str, np.ndarray]:
     """Random inputs shaped like real ones for a frame of height x width.
 
-    Pixels are uniform in [0, 1] (residuals in [-1/2, 1/2]), flows a few pixels, latents and
-    states unit-scale Gaussians, hyper latents integers (the runtime feeds rounded symbols), and
-    the embedding that of a random continuous level in [0, max_level], through
-    `embed(levels [B]) -> [B, E]`.
+    `inputs`: (name, stride, channels) of each input. Pixels are uniform in [0, 1] (residuals
+    in [-1/2, 1/2]), flows a few pixels, latents and states unit-scale Gaussians, hyper latents
+    integers (the runtime feeds rounded symbols), and the embedding that of a random continuous
+    level in [0, max_level], through `embed(levels [B]) -> [B, E]` (host-quantized for the
+    integer hyper syntheses).
     """
     feeds = {}
-    for spec in signature:
-        name = spec.name
-        stride = input_stride(subgraph, name)
-        channels = int(spec.shape[-1])
+    for name, stride, channels in inputs:
         if stride == 0:
-            if name != "embedding":
-                raise ValueError(f"{subgraph}: no sampler for non-spatial input {name!r}")
-            feeds[name] = np.asarray(embed(rng.uniform(0.0, max_level, size=[batch]).astype(np.float32)), np.float32)
+            if name not in ("embedding", "quantized_embedding"):
+                raise ValueError(f"no sampler for non-spatial input {name!r}")
+            embedding = np.asarray(embed(rng.uniform(0.0, max_level, size=[batch]).astype(np.float32)), np.float32)
+            feeds[name] = quantize_embedding(embedding) if name == "quantized_embedding" else embedding
             continue
         shape = (batch, height // stride, width // stride, channels)
         if name == "residual":
@@ -90,6 +90,20 @@ def sample_inputs(
             value = rng.normal(0.0, 1.0, shape)
         feeds[name] = value.astype(np.float32)
     return feeds
+
+
+def interpolated_one_hot(levels, width: int) -> np.ndarray:
+    """App. E's embedding shape without a model: levels [B] in [0, width - 1] -> [B, width],
+    linear between neighbouring one-hots (what eq. (8) gives when L_e = L)."""
+    levels = np.clip(np.asarray(levels, np.float64), 0.0, width - 1)
+    low = np.minimum(np.floor(levels).astype(np.int64), max(width - 2, 0))
+    frac = levels - low
+    out = np.zeros((levels.size, width), np.float32)
+    rows = np.arange(levels.size)
+    out[rows, low] = 1.0 - frac
+    if width > 1:
+        out[rows, low + 1] += frac
+    return out
 
 
 def output_strides(outputs: Mapping[str, np.ndarray], height: int) -> Dict[str, int]:

@@ -1,0 +1,201 @@
+"""The `tensorrt` backend: the coding subgraphs as TensorRT 10 engines on an NVIDIA GPU (§4).
+
+    TensorRTBackend(bundle)
+      export (cached ONNX, export/cache.py) -> engines (cached, export/tensorrt_build.py:
+      FP16, the integer hyper syntheses FP32 with TF32 off, the warp pinned FP32)
+      one CUDA stream for the backend (one backend = one coding pipeline)
+      per subgraph an EngineRunner: execution context + device buffers + pinned host buffers
+
+    run(subgraph, **inputs):
+      check names / dtypes / shapes (export manifest) and the engine profile's size range
+      pinned host <- inputs ; async H2D ; execute_async_v3 ; async D2H ; stream.synchronize()
+      -> outputs copied out of the pinned buffers (which the next call reuses)
+
+Buffers have explicit lifetimes: a `TensorBuffers` grows to the largest shape seen and is freed
+by `close()` (the backend is a context manager); nothing is left to garbage collection while
+the CUDA context is not current. The backend pushes its (primary) CUDA context around every
+call, so it can be used from any thread, one call at a time.
+
+The integer hyper syntheses run in true FP32 and must reproduce TF bit for bit; the exporter's
+`verify_engine` checks exactly that after every build.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Dict, Optional
+
+import numpy as np
+
+from runtime.backends.base import Backend
+
+
+class TensorBuffers:
+    """Device memory and a pinned host mirror for one tensor, grown on demand, freed by free()."""
+
+    def __init__(self, cuda):
+        self._cuda = cuda
+        self.device = None
+        self._host = None  # pinned float32 [capacity]
+        self.capacity = 0  # elements
+
+    def view(self, shape) -> np.ndarray:
+        """The pinned host buffer as float32 `shape` (reallocating both sides if too small)."""
+        count = int(np.prod(shape))
+        if count > self.capacity:
+            self.free()
+            self.capacity = max(count, 1)
+            self.device = self._cuda.mem_alloc(self.capacity * 4)
+            self._host = self._cuda.pagelocked_empty(self.capacity, np.float32)
+        return self._host[:count].reshape(shape)
+
+    def free(self) -> None:
+        if self.device is not None:
+            self.device.free()
+            self.device = None
+        if self._host is not None:
+            self._host.base.free()
+            self._host = None
+        self.capacity = 0
+
+
+class EngineRunner:
+    """One deserialized engine, its execution context and its I/O buffers, on `stream`.
+
+    Call with the CUDA context current. `infer` takes and returns float32 arrays keyed by the
+    engine's tensor names (the ONNX names of the export manifest).
+    """
+
+    def __init__(self, trt, cuda, runtime, engine_bytes: bytes, stream, label: str):
+        self._cuda = cuda
+        self.label = label
+        self.engine = runtime.deserialize_cuda_engine(engine_bytes)
+        if self.engine is None:
+            raise RuntimeError(f"{label}: TensorRT could not deserialize the engine (built by another TensorRT version?)")
+        self.context = self.engine.create_execution_context()
+        self.stream = stream
+        self.inputs, self.outputs = [], []
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            if self.engine.get_tensor_dtype(name) != trt.float32:
+                raise RuntimeError(f"{label}: engine tensor {name!r} is {self.engine.get_tensor_dtype(name)}, not float32")
+            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            (self.inputs if is_input else self.outputs).append(name)
+        self._buffers = {name: TensorBuffers(cuda) for name in self.inputs + self.outputs}
+
+    def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        cuda, context = self._cuda, self.context
+        for name in self.inputs:
+            value = feeds[name]
+            if not context.set_input_shape(name, tuple(value.shape)):
+                raise ValueError(f"{self.label}: input {name!r} shape {value.shape} is outside the engine's profile")
+            host = self._buffers[name].view(value.shape)
+            host[...] = value
+            cuda.memcpy_htod_async(self._buffers[name].device, host, self.stream)
+            context.set_tensor_address(name, int(self._buffers[name].device))
+        hosts = {}
+        for name in self.outputs:
+            shape = tuple(context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise RuntimeError(f"{self.label}: output {name!r} shape {shape} unresolved after setting the inputs")
+            hosts[name] = self._buffers[name].view(shape)
+            context.set_tensor_address(name, int(self._buffers[name].device))
+        if not context.execute_async_v3(self.stream.handle):
+            raise RuntimeError(f"{self.label}: TensorRT execution failed")
+        for name in self.outputs:
+            cuda.memcpy_dtoh_async(hosts[name], self._buffers[name].device, self.stream)
+        self.stream.synchronize()
+        return {name: np.array(host, copy=True) for name, host in hosts.items()}
+
+    def close(self) -> None:
+        for buffer in self._buffers.values():
+            buffer.free()
+        self._buffers = {}
+        self.context = None
+        self.engine = None
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        bundle,
+        export_dir: Optional[str] = None,
+        cache_root: Optional[str] = None,
+        profile=None,
+        device: int = 0,
+    ):
+        """
+        Args:
+          bundle: runtime.bundle.ModelBundle.
+          export_dir: an export folder (default: the cache's, exported on first use).
+          cache_root: the export / engine cache root (default $ELFVC_CACHE or ~/.cache/elfvc).
+          profile: export.tensorrt_build.EngineProfile (default CIF..1080p, batch 1).
+          device: CUDA device index.
+        """
+        from export.cache import resolve_export
+        from export.tensorrt_build import EngineProfile, ensure_engines, make_logger, require_cuda, require_tensorrt
+
+        trt = require_tensorrt()
+        cuda, dev = require_cuda(device)
+        self.profile = profile or EngineProfile()
+        self.export_dir, self.manifest = resolve_export(bundle, export_dir, cache_root)
+        self.engines = ensure_engines(self.export_dir, self.manifest, cache_root, self.profile)
+        self._cuda = cuda
+        self._runners: Dict[str, EngineRunner] = {}
+        self._stream = self._runtime = None
+        self._context = dev.retain_primary_context()
+        self._context.push()
+        try:
+            self._runtime = trt.Runtime(make_logger(trt))
+            self._stream = cuda.Stream()
+            for name, record in self.engines.items():
+                data = pathlib.Path(record.path).read_bytes()
+                self._runners[name] = EngineRunner(trt, cuda, self._runtime, data, self._stream, f"{name} engine")
+        except BaseException:
+            self._release()
+            cuda.Context.pop()
+            self._context.detach()
+            self._context = None
+            raise
+        cuda.Context.pop()
+
+    def run(self, subgraph: str, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
+        if subgraph not in self._runners:
+            raise ValueError(f"unknown subgraph {subgraph!r}; valid: {', '.join(self._runners)}")
+        graph = self.manifest.subgraph(subgraph)
+        feeds, (batch, height, width) = graph.check_inputs(inputs)
+        if not self.profile.admits(height, width, batch):
+            p = self.profile
+            raise ValueError(
+                f"{subgraph}: padded frame {width}x{height} (batch {batch}) is outside the TensorRT engines' profile "
+                f"{p.min_size[1]}x{p.min_size[0]}..{p.max_size[1]}x{p.max_size[0]} (batch <= {p.max_batch}); "
+                "pass another EngineProfile (export_trt --min_size/--max_size)"
+            )
+        self._context.push()
+        try:
+            values = self._runners[subgraph].infer(feeds)
+        finally:
+            self._cuda.Context.pop()
+        return {info.name: values[info.onnx_name] for info in graph.outputs}
+
+    def _release(self) -> None:
+        for runner in self._runners.values():
+            runner.close()
+        self._runners = {}
+        self._stream = None
+        self._runtime = None
+
+    def close(self) -> None:
+        if self._context is None:
+            return
+        self._context.push()
+        try:
+            if self._stream is not None:
+                self._stream.synchronize()
+            self._release()
+        finally:
+            self._cuda.Context.pop()
+            self._context.detach()
+            self._context = None
