@@ -150,6 +150,17 @@ def test_encode_info_decode_round_trip(tmp_path, workdir, stream):
     fails(["decode", str(path), str(y4m)], 1, "exists", tmp_path)
 
 
+def test_encode_an_mp4_directly(tmp_path):
+    from conftest import bikes_path
+
+    out = tmp_path / "bikes.elfvc"
+    code, text, err = run_cli_raw(["encode", str(bikes_path()), str(out), "--frames=2", "--level=2.25"])
+    assert code == 0, err
+    assert re.search(r"encoded 2 frames \(640x272, 25 fps\)", text)
+    code, info_out, _ = run_cli_raw(["info", str(out)])
+    assert "640x272, 25 fps" in info_out and " 2.2500 " in info_out
+
+
 def test_damaged_streams_leave_no_output(tmp_path, workdir, stream):
     path, _ = stream
     data = path.read_bytes()
