@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import math
 import os
 import pathlib
@@ -29,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Iterable, Iterator, List, Optional, Sequence
 
 # TensorFlow's C++ start-up chatter (CUDA plugin registration) is not for a codec's user; real
 # failures still surface as Python exceptions.
@@ -243,10 +244,8 @@ def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps:
 
 
 def limited(frames: Iterable, count: Optional[int]) -> Iterator:
-    for index, frame in enumerate(frames):
-        if count is not None and index >= count:
-            return
-        yield frame
+    """The first `count` frames (all when None), never reading one more from the source."""
+    return iter(frames) if count is None else itertools.islice(frames, count)
 
 
 def make_progress(fv: flags.FlagValues, label: str, total: Optional[int]) -> Progress:

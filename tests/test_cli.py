@@ -176,6 +176,9 @@ def test_encode_fails_cleanly_on_a_truncated_input(tmp_path, workdir):
     data = (workdir / "clip.y4m").read_bytes()
     broken.write_bytes(data[: len(data) - 1000])  # the third frame is cut short
     fails(["encode", str(broken), str(tmp_path / "x.elfvc"), "--level=2"], 1, "frame 2 is truncated", tmp_path)
+    # --frames 2 never reads the broken third frame.
+    code, text, err = run_cli_raw(["encode", str(broken), str(tmp_path / "x.elfvc"), "--level=2", "--frames=2"])
+    assert code == 0 and "encoded 2 frames" in text, err
 
 
 def test_caps_hold_for_every_frame_that_can_meet_them(tmp_path, workdir, stream):
