@@ -727,9 +727,12 @@ def open_writer(path: PathLike, width: int, height: int, fps: Fraction) -> Video
     return cls(pathlib.Path(path), width, height, Fraction(fps))
 
 
-def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: Fraction, *, overwrite: bool = False) -> int:
-    """Writes all `frames` (uint8 [H, W, 3]) to `path`; returns the number written."""
-    check_output(path, overwrite=overwrite)
+def write_video(
+    path: PathLike, frames: Iterable[np.ndarray], fps: Fraction, *, overwrite: bool = False, inputs: Iterable[PathLike] = ()
+) -> int:
+    """Writes all `frames` (uint8 [H, W, 3]) to `path` (never one of `inputs`); returns the
+    number written."""
+    check_output(path, overwrite=overwrite, inputs=inputs)
     writer = None
     try:
         for frame in frames:
