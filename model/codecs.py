@@ -13,6 +13,11 @@ Pixels enter the networks by space-to-depth(4) (gap), so every block runs at 4x 
 (§3.2); outputs leave through a convolution and depth-to-space(4). Inputs that concatenate
 tensors of different scales (flows in pixels, pixels in [-1/2, 1/2], features) pass through
 channel normalization (App. C).
+
+The P-frame output heads (predictor flow, flow mask/delta, residue) start at zero (gap): an
+untrained P-frame is then an exact copy of its reference (f_bar = 0, m = 1/2, df = 0, r = 0),
+instead of random flows and residues whose huge loss would flow back through the references
+into a warm-started I-frame codec and wreck it.
 """
 
 from __future__ import annotations
@@ -115,7 +120,7 @@ class FlowPredictor(layers.Layer):
             TwoScaleDMBlock(config.predictor_channels, config.dm_convs, name=f"block{i}")
             for i in range(config.predictor_blocks)
         ]
-        self.head = conv(48, name="head")
+        self.head = conv(48, name="head", zero_init=True)
         self.scale = config.flow_output_scale
 
     def call(self, previous_flow, previous2, previous1, embedding, training=False):
@@ -142,7 +147,7 @@ class FlowBlock(layers.Layer):
         self.decoder_norm = ChannelNorm(step, config.norm_freeze_steps, name="decoder_norm")
         self.merge = conv(width, name="merge")
         self.merge_block = DMBlock(width, config.dm_convs, name="merge_block")
-        self.flow_head = conv(16 * 6, name="flow_head")  # mask logits (3) and delta (3) per pixel.
+        self.flow_head = conv(16 * 6, name="flow_head", zero_init=True)  # mask logits (3) and delta (3) per pixel.
         self.state_head = conv(config.state_channels, name="state_head")
 
     def encoder_inputs(self, target, previous, predicted_flow, state):
@@ -188,7 +193,7 @@ class ResidueBlock(layers.Layer):
         self.decoder_norm = ChannelNorm(step, config.norm_freeze_steps, name="decoder_norm")
         self.merge = conv(width, name="merge")
         self.merge_block = DMBlock(width, config.dm_convs, name="merge_block")
-        self.image_head = conv(48, name="image_head")
+        self.image_head = conv(48, name="image_head", zero_init=True)
         self.state_head = conv(config.state_channels, name="state_head")
 
     def encode_latent(self, residual, compensated, state, embedding, training=False):

@@ -17,8 +17,10 @@ import tensorflow as tf
 layers = tf.keras.layers
 
 
-def conv(channels: int, kernel: int = 3, stride: int = 1, name=None, activation=None):
-    return layers.Conv2D(channels, kernel, strides=stride, padding="same", activation=activation, name=name)
+def conv(channels: int, kernel: int = 3, stride: int = 1, name=None, activation=None, zero_init: bool = False):
+    """3x3 'same' convolution. `zero_init` starts an output head at exactly zero (see codecs.py)."""
+    init = dict(kernel_initializer="zeros") if zero_init else {}
+    return layers.Conv2D(channels, kernel, strides=stride, padding="same", activation=activation, name=name, **init)
 
 
 class DMBlock(layers.Layer):

@@ -122,3 +122,14 @@ def test_summary_cli_prints_counts(capsys):
     assert summary.main(["summary"]) == 0
     out = capsys.readouterr().out
     assert '"encoder":' in out and '"decoder":' in out
+
+
+def test_untrained_pframe_is_a_copy_of_its_reference():
+    # Zero-initialised P-frame heads: f_bar = 0, df = 0, r = 0, so x_hat_t = x_hat_{t-1} exactly.
+    model = ELFVC(get_config("small")).build_weights()
+    frames = tf.random.stateless_uniform([1, 3, 64, 64, 3], seed=[9, 9])
+    out = model.forward_gop(frames, 3.0, QuantMode.ROUND)
+    recon = out.reconstructions.numpy()
+    np.testing.assert_array_equal(recon[:, 1], recon[:, 0])
+    np.testing.assert_array_equal(recon[:, 2], recon[:, 0])
+    np.testing.assert_array_equal(out.frames[2].flow.numpy(), 0.0)
