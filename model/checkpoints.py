@@ -128,7 +128,7 @@ def warm_start(model, path, scope: str, expected: ModelConfig) -> str:
     else:
         raise CheckpointError(f"unknown init scope {scope!r}; valid: all, iframe")
     try:
-        target.restore(prefix).expect_partial().assert_existing_objects_matched()
+        target.read(prefix).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
         raise CheckpointError(f"cannot warm start from {prefix}: {str(e).splitlines()[0]}") from None
     return prefix
@@ -164,7 +164,7 @@ def load_exported(model_dir, model=None):
     if model is None:
         model = ELFVC(config).build_weights()
     prefix = str(model_dir / WEIGHTS_PREFIX)
-    tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+    tf.train.Checkpoint(model=model).read(prefix).expect_partial().assert_existing_objects_matched()
     return model, config
 
 

@@ -68,6 +68,10 @@ flags.DEFINE_string("cache_dir", None, "Decoded-video cache (default TRAIN_DIR/f
 flags.DEFINE_string("export_to", None, "Do not train: write TRAIN_DIR's latest weights as a shipped-model folder.")
 
 
+#: Where a train-dir checkpoint keeps the optimizer step (Keras 2.14 Adam's `iterations`).
+ITERATIONS_KEY = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+
+
 class TrainError(RuntimeError):
     """Training cannot go on; the message says why."""
 
@@ -237,8 +241,8 @@ class Trainer:
             self.model = ELFVC(model_config).build_weights()
             boundaries = [int(0.8 * options.steps), int(0.95 * options.steps)]
             values = [options.lr, options.lr / 5, options.lr / 25]
-            schedule = tf.keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-            self.optimizer = tf.keras.optimizers.Adam(schedule, beta_1=0.9)
+            self.schedule = tf.keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+            self.optimizer = tf.keras.optimizers.Adam(self.schedule, beta_1=0.9)
             self.optimizer.build(self.model.trainable_variables)
             self.modulator = LossModulator(
                 self.gop, self.num_levels, ModulatorConfig(step=options.modulator_step, enabled=options.modulate)
@@ -248,6 +252,7 @@ class Trainer:
         if not self.is_chief:  # every worker must take part in a save; only the chief's is kept.
             directory = self.train_dir / f"worker-{self.task_id}" / ckpt.CHECKPOINT_SUBDIR
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=options.keep_checkpoints)
+        self.init_scope = init_scope
         self.resumed_from = self._restore(init_from, init_scope)
         self._train_step = self._make_train_step()
 
@@ -289,7 +294,7 @@ class Trainer:
                 raise TrainError(f"cannot resume from {latest}: {str(e).splitlines()[0]}") from None
             return latest
         if init_from:
-            return "warm start " + ckpt.warm_start(self.model, init_from, init_scope, self.model_config)
+            return "warm start from " + ckpt.warm_start(self.model, init_from, init_scope, self.model_config)
         return None
 
     def _make_train_step(self):
@@ -377,7 +382,9 @@ class Trainer:
 
         options = self.options
         step = int(self.optimizer.iterations.numpy())
-        if self.resumed_from:
+        if self.resumed_from and self.resumed_from.startswith("warm start"):
+            log(f"{self.resumed_from} (init scope: {self.init_scope}); step {step}")
+        elif self.resumed_from:
             log(f"resuming from {self.resumed_from} at step {step}")
         if step >= options.steps:
             log(f"already trained {step} of {options.steps} steps; nothing to do")
@@ -448,8 +455,7 @@ class Trainer:
         with writer.as_default(step=step):
             tf.summary.scalar("loss", summary["loss"])
             tf.summary.scalar("steps_per_sec", rate)
-            tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate(self.optimizer.iterations))
-                              if callable(self.optimizer.learning_rate) else float(self.optimizer.learning_rate))
+            tf.summary.scalar("learning_rate", float(self.schedule(step)))
             for l, (p, b) in enumerate(zip(summary["psnr_by_level"], summary["bpp_by_level"])):
                 if p is not None:
                     tf.summary.scalar(f"psnr/level_{l}", p)
@@ -479,13 +485,11 @@ def export(train_dir, out_dir) -> pathlib.Path:
         raise ckpt.CheckpointError(f"no checkpoint in {train_dir / ckpt.CHECKPOINT_SUBDIR}")
     config = ckpt.checkpoint_config(train_dir)
     model = ELFVC(config).build_weights()
-    status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    status = tf.train.Checkpoint(model=model).read(latest).expect_partial()
     status.assert_existing_objects_matched()
     progress_path = train_dir / ckpt.PROGRESS_FILE
     progress = ckpt.read_json(progress_path) if progress_path.exists() else {}
-    reader = tf.train.load_checkpoint(latest)
-    step = int(reader.get_tensor("optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE")) if reader.has_tensor(
-        "optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE") else progress.get("step")
+    step = int(tf.train.load_checkpoint(latest).get_tensor(ITERATIONS_KEY))
     metadata = {
         "source_checkpoint": str(pathlib.Path(latest).resolve()),
         "step": step,

@@ -1,0 +1,132 @@
+"""The training binary in-process through main(argv): train, resume, export, warm start, bad input.
+
+Subprocess tests (SIGKILL / SIGTERM and resume, two workers) are in test_train_process.py.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from PIL import Image
+
+from model import checkpoints as ckpt
+from model import train
+from model.config import get_config
+from model.data import DataConfig
+
+
+def run_main(*args) -> int:
+    flags.FLAGS.unparse_flags()
+    return train.main(flags.FLAGS(["train", *args]))
+
+
+def write_septuplet(root, bikes_frames):
+    """A Vimeo-90k style folder with one real 7-frame sequence of 128x192 crops."""
+    seq = root / "sequences" / "00001" / "0001"
+    seq.mkdir(parents=True)
+    for i, frame in enumerate(bikes_frames[:7, 80:208, 200:392], start=1):
+        Image.fromarray(frame).save(seq / f"im{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def septuplet(tmp_path_factory, bikes_frames):
+    return write_septuplet(tmp_path_factory.mktemp("vimeo"), bikes_frames)
+
+
+def tiny(data, train_dir, *extra):
+    return (
+        f"--data={data}", f"--train_dir={train_dir}", "--gop=2", "--crop=64", "--batch=2",
+        "--log_every=1", "--checkpoint_every_secs=0", *extra,
+    )
+
+
+def _weights(prefix, scope=""):
+    reader = tf.train.load_checkpoint(str(prefix))
+    return {
+        k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+        if k.startswith(f"model/{scope}") and "OPTIMIZER_SLOT" not in k
+    }
+
+
+def test_train_resume_export_and_warm_start(septuplet, tmp_path, capsys):
+    train_dir = tmp_path / "run"
+    assert run_main(*tiny(septuplet, train_dir, "--steps=2")) == 0
+    out = capsys.readouterr().out
+    assert "step 2/2" in out and "step/s" in out and "PSNR/bpp by level" in out
+    assert ckpt.load_config(train_dir / ckpt.CONFIG_FILE) == get_config("small")
+    progress = json.loads((train_dir / ckpt.PROGRESS_FILE).read_text())
+    assert progress["step"] == 2 and np.array(progress["mu"]).shape == (2, 8)
+    assert list((train_dir / "summaries").glob("events.out.tfevents.*"))
+
+    # Export: weights-only folder that tf.train.Checkpoint(model=...) loads, same weights.
+    export_dir = tmp_path / "shipped"
+    latest = ckpt.latest_in(train_dir)
+    assert latest.endswith("ckpt-2")
+    assert tf.train.load_checkpoint(latest).get_tensor("model/step/.ATTRIBUTES/VARIABLE_VALUE") == 2
+    assert run_main(*tiny(septuplet, train_dir, "--steps=2")) == 0  # rerun: already done
+    assert "resuming from" in capsys.readouterr().out  # (the resume itself: test_train_process.py)
+    assert run_main(f"--train_dir={train_dir}", f"--export_to={export_dir}") == 0
+    assert sorted(p.name for p in export_dir.iterdir() if not p.name.startswith("model.data")) == [
+        "config.json", "model.index", "training.json"]
+    model, config = ckpt.load_exported(export_dir)
+    assert config == get_config("small")
+    kernel = model.iframe.analysis.trainable_variables[0]
+    shipped = _weights(export_dir / "model")
+    trained = _weights(latest)
+    assert set(shipped) == set(trained)
+    for key, value in trained.items():
+        np.testing.assert_array_equal(shipped[key], value)
+    meta = json.loads((export_dir / ckpt.TRAINING_FILE).read_text())
+    assert meta["step"] == 2 and meta["options"]["gop"] == 2
+    assert run_main(f"--train_dir={train_dir}", f"--export_to={export_dir}") == 1
+    assert "already exists" in capsys.readouterr().err
+
+    # Warm start of the I-frame codec only (from the export) into a new trainer.
+    data = DataConfig(str(septuplet), gop=2, crop=(64, 64))
+    trainer = train.Trainer(get_config("small"), data, train.TrainOptions(steps=1, batch=2), tmp_path / "warm",
+                            tf.distribute.get_strategy(), init_from=str(export_dir), init_scope="iframe")
+    assert "warm start" in trainer.resumed_from
+    np.testing.assert_array_equal(trainer.model.iframe.analysis.trainable_variables[0].numpy(), kernel.numpy())
+    assert not np.array_equal(trainer.model.flow.analysis.trainable_variables[0].numpy(),
+                              model.flow.analysis.trainable_variables[0].numpy())
+    assert int(trainer.optimizer.iterations.numpy()) == 0
+
+    # A checkpoint of another config: resuming or warm starting ends with one line, exit 1.
+    assert run_main(*tiny(septuplet, train_dir, "--steps=4", "--ablation=no_predictor")) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "another config" in err and "use_predictor" in err and "\n" not in err
+    assert run_main(*tiny(septuplet, tmp_path / "fresh", "--steps=4", "--ablation=no_predictor",
+                          f"--init_from={export_dir}")) == 1
+    err = capsys.readouterr().err.strip()
+    assert "another config" in err and "\n" not in err
+    # Resuming with another GOP length is refused too (the modulator has one mu per frame).
+    assert run_main(*tiny(septuplet, train_dir, "--steps=4", "--gop=3")) == 1
+    assert "--gop=2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "make, args, message",
+    [
+        (lambda p: p, (), "no videos, Vimeo-90k septuplets or images found"),
+        (lambda p: p / "missing", (), "does not exist"),
+        (None, ("--gop=8",), "shorter than the GOP (8 frames)"),
+        (None, ("--crop=100",), "multiple of 64"),
+        (None, ("--lambda_range=big",), "expected low, high or FIRST,LAST"),
+        (None, ("--batch=0",), "--batch must be >= 1"),
+    ],
+)
+def test_bad_input_ends_with_one_line(septuplet, tmp_path, capsys, make, args, message):
+    data = septuplet if make is None else make(tmp_path)
+    code = run_main(f"--data={data}", f"--train_dir={tmp_path / 'run'}", "--crop=64", *args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len([l for l in err if l.startswith("error:")]) == 1
+    assert message in err[-1]
+    assert not (tmp_path / "run" / "ckpt").exists()
+
+
+def test_unreadable_checkpoint_dir_for_init_from(septuplet, tmp_path, capsys):
+    code = run_main(*tiny(septuplet, tmp_path / "run", "--steps=1", f"--init_from={tmp_path / 'nothing'}"))
+    assert code == 1 and "does not exist" in capsys.readouterr().err
