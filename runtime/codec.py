@@ -236,6 +236,13 @@ class _DecoderHalf:
             "residue_synthesis", latent=latent_hat, compensated=compensated, state=state, embedding=ctx.embedding
         )
 
+    @staticmethod
+    def check_finite(refs: References) -> None:
+        """Both sides refuse non-finite references (a decoder would otherwise carry NaNs on)."""
+        for name in ("previous", "flow", "state"):
+            if not np.all(np.isfinite(getattr(refs, name))):
+                raise CodecError(f"the frame decodes to non-finite values ({name})")
+
     def close(self):
         self.coder.close()
 
@@ -338,6 +345,7 @@ class Encoder:
             out = half.residue_synthesis(residue_layer.latent_hat, flow["compensated"], flow["state"], ctx)
             refs = References(out["reconstruction"], previous.previous, flow["flow"], out["state"])
             estimate = flow_layer.estimated_bits() + residue_layer.estimated_bits()
+        half.check_finite(refs)
         payload = write_frame(FrameUnit(frame_type, ctx.level, tuple(substreams)))
         reconstruction = to_uint8(refs.previous[0, : source.shape[0], : source.shape[1]])
         encoded = EncodedFrame(
@@ -409,6 +417,17 @@ class Decoder:
         return half.dequantize(mean, symbols, half.quant_width_of(block, ctx))
 
     def decode_frame(self, unit: FrameUnit) -> DecodedFrame:
+        """Decodes one frame unit; any failure (a stream that is consistent but not what an
+        encoder writes, or a backend error on it) is a CodecError, the references untouched."""
+        try:
+            return self._decode_frame(unit)
+        except CodecError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the decoder's contract: only CodecError escapes
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise CodecError(f"corrupt frame: decoding failed ({type(e).__name__}: {first})") from e
+
+    def _decode_frame(self, unit: FrameUnit) -> DecodedFrame:
         half = self._half
         expected = self.expected_substreams(unit.frame_type)
         if len(unit.substreams) != expected:
@@ -428,6 +447,7 @@ class Decoder:
             flow = half.flow_synthesis(flow_hat, previous, predicted, ctx)
             out = half.residue_synthesis(residue_hat, flow["compensated"], flow["state"], ctx)
             refs = References(out["reconstruction"], previous.previous, flow["flow"], out["state"])
+        half.check_finite(refs)
         half.refs = refs
         return DecodedFrame(
             frame_type=unit.frame_type,

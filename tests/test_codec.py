@@ -4,7 +4,6 @@ Small untrained model (the default bundle when no model is shipped): exactness, 
 robustness do not depend on training.
 """
 
-import dataclasses
 import os
 import struct
 import zlib
@@ -14,7 +13,7 @@ import pytest
 
 from runtime import bitstream as bs
 from runtime.backends import get_backend
-from runtime.bundle import default_bundle
+from _codec_shared import bundle_and_backend
 from runtime.codec import Decoder, Encoder
 from runtime.stream import decode_video, encode_video, inspect
 from runtime.types import CodecError, FrameType
@@ -47,13 +46,12 @@ class TryThenSettle(Constant):
 
 @pytest.fixture(scope="module")
 def bundle():
-    return default_bundle()
+    return bundle_and_backend()[0]
 
 
 @pytest.fixture(scope="module")
-def backend(bundle):
-    with get_backend("tf", bundle) as b:
-        yield b
+def backend():
+    return bundle_and_backend()[1]
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,12 @@ import tempfile
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _codec_shared import bundle_and_backend
 from runtime import bitstream as bs
-from runtime.backends import get_backend
-from runtime.bundle import default_bundle
 from runtime.stream import decode_video, encode_video
 from runtime.types import CodecError
 
@@ -37,8 +35,7 @@ class Constant:
 
 @pytest.fixture(scope="module")
 def setup(bikes_frames):
-    bundle = default_bundle()
-    backend = get_backend("tf", bundle)
+    bundle, backend = bundle_and_backend()
     folder = Path(tempfile.mkdtemp(prefix="elfvc-fuzz-"))
     path = folder / "base.elfvc"
     frames = list(bikes_frames[:2, 60:110, 200:270])  # 70x50: padded to 128x64
@@ -53,8 +50,7 @@ def setup(bikes_frames):
         unit = bs.read_frame(reader, index)
         lengths = sum(len(bs.write_varint(len(s.data))) + len(bs.write_varint(len(s.escapes))) for s in unit.substreams)
         spans.append((start, start + 8 + lengths, reader.position))
-    yield bundle, backend, folder, data, spans
-    backend.close()
+    return bundle, backend, folder, data, spans
 
 
 def decode_or_codec_error(setup, data: bytes, name: str) -> None:

@@ -115,3 +115,21 @@ def test_serialization_round_trip_and_identity(bundle):
     net = back["flow"]
     changed["flow"] = dataclasses.replace(net, params=dataclasses.replace(net.params, bias=net.params.bias + 1))
     assert compute_model_id(bundle.model, changed) != bundle.model_id
+
+
+def test_onnx_runtime_evaluates_it_bit_exactly(bundle):
+    """The point of the integer network: another backend (tf2onnx -> ONNX Runtime) gives the
+    same bits as TF."""
+    tf2onnx = pytest.importorskip("tf2onnx", reason="tf2onnx is needed to export the integer network")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is needed to run the exported network")
+    net = bundle.integer_hyper["flow"]
+    fn = ih.tf_function(net, bundle.config.embedding_width, bundle.config.hyper_latent_channels)
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=17)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert sorted(i.name for i in session.get_inputs()) == ["hyper_latent", "quantized_embedding"]
+    for seed, spread in [(3, 4), (4, 3000)]:
+        z, e = random_inputs(bundle, seed, spread=spread)
+        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"hyper_latent": z, "quantized_embedding": e})))
+        mean, acc = net.reference(z, e)
+        np.testing.assert_array_equal(got["mean"], mean)
+        np.testing.assert_array_equal(got["scale_accumulator"], acc.astype(np.float32))
