@@ -16,7 +16,7 @@ import os
 import pathlib
 from typing import Optional, Tuple
 
-from export.manifest import ExportManifest, ManifestError, read_manifest
+from export.manifest import ExportManifest, ManifestError, read_manifest, verify_files
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ def ensure_onnx_export(bundle, cache_root=None) -> Tuple[pathlib.Path, ExportMan
     model_id = model_id_hex(bundle)
     folder = onnx_export_dir(model_id, cache_root)
     try:
-        return folder, read_manifest(folder, model_id)
+        manifest = read_manifest(folder, model_id)
+        verify_files(folder, manifest)
+        return folder, manifest
     except ManifestError as error:
         if folder.exists():
             log.warning("cached export %s is unusable (%s); exporting again", folder, error)

@@ -90,6 +90,11 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    except Exception as err:  # a bug, not bad input: one line unless asked for the traceback.
+        if os.environ.get("ELFVC_DEBUG"):
+            raise
+        _error(f"internal error: {type(err).__name__}: {err} (ELFVC_DEBUG=1 shows the traceback)")
+        return 1
 
 
 def _run(argv) -> int:

@@ -186,10 +186,12 @@ def export_subgraph(
 def _save_saved_model(bundle, functions: Mapping[str, Callable], folder: pathlib.Path) -> None:
     import tensorflow as tf
 
-    module = tf.Module()
-    module.model = bundle.model
-    module.functions = dict(functions)
+    # Only what the functions use: their concrete functions and the variables they capture.
     signatures = {name: fn.get_concrete_function() for name, fn in functions.items()}
+    captured = {id(v): v for concrete in signatures.values() for v in concrete.variables}
+    module = tf.Module()
+    module.variables_used = list(captured.values())
+    module.functions = dict(functions)
     tf.saved_model.save(module, str(folder), signatures=signatures)
 
 

@@ -14,6 +14,7 @@ names of its inputs and outputs, and refuse an export whose `model_id` is not th
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import pathlib
 from dataclasses import dataclass
@@ -146,6 +147,18 @@ def write_manifest(manifest: ExportManifest, folder: pathlib.Path) -> pathlib.Pa
     path = pathlib.Path(folder) / MANIFEST
     path.write_text(manifest.to_json())
     return path
+
+
+def verify_files(folder, manifest: ExportManifest) -> None:
+    """Checks every ONNX file of `manifest` is in `folder` with its recorded SHA-256."""
+    for graph in manifest.subgraphs:
+        path = pathlib.Path(folder) / graph.onnx_file
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as error:
+            raise ManifestError(f"cannot read {path}: {error.strerror or error}") from None
+        if digest != graph.sha256:
+            raise ManifestError(f"{path} does not match its manifest's SHA-256: the export is damaged; re-export it")
 
 
 def read_manifest(folder, model_id: Optional[str] = None) -> ExportManifest:
