@@ -174,9 +174,13 @@ def find_clips(config: DataConfig, warn: Callable[[str], None] = lambda m: print
     if not root.is_dir():
         raise DataError(f"data directory {root} does not exist or is not a directory")
     try:
-        kind = detect_kind(root) if config.kind == "auto" else config.kind
+        return _find_clips(root, config, warn)
     except PermissionError as e:
-        raise DataError(f"data directory {root} is not readable: {e.strerror}") from None
+        raise DataError(f"data directory {root} is not readable: {e.filename}: {e.strerror}") from None
+
+
+def _find_clips(root: pathlib.Path, config: DataConfig, warn) -> List[Clip]:
+    kind = detect_kind(root) if config.kind == "auto" else config.kind
     clips: List[Clip] = []
     found = 0
     if kind == "video":
