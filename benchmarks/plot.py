@@ -91,23 +91,26 @@ def bd_markdown(report: RDReport) -> str:
     for b in report.bd:
         if (b.test, b.anchor, b.clip) not in keys:
             keys.append((b.test, b.anchor, b.clip))
-    order = {t: i for i, t in enumerate(dict.fromkeys(b.test for b in report.bd))}
-    keys.sort(key=lambda k: (order[k[0]], k[1], k[2] == "mean", k[2]))
+    tests = {t: i for i, t in enumerate(dict.fromkeys(b.test for b in report.bd))}
+    anchors = {a: i for i, a in enumerate(dict.fromkeys(b.anchor for b in report.bd))}
+    keys.sort(key=lambda k: (tests[k[0]], anchors[k[1]], k[2] == "mean", k[2]))
     table = {(b.test, b.anchor, b.clip, b.metric): b for b in report.bd}
     rows = ["| codec | anchor | clip | " + " | ".join(LABELS[m] for m in metrics) + " |", "|" + "---|" * (3 + len(metrics))]
     notes = []
     for test, anchor, clip in keys:
-        cells = []
+        cells, missing = [], []
         for m in metrics:
             b = table.get((test, anchor, clip, m))
             if b is None:
                 cells.append("")
             elif b.value is None:
                 cells.append("n/a*")
-                if clip != "mean":
-                    notes.append(f"{test} vs {anchor}, {clip}, {m}: {b.note}")
+                missing.append(b)
             else:
                 cells.append(f"{b.value:+.1f}%")
+        if missing and clip != "mean":  # one note per row: which metrics, and the first reason
+            names = ", ".join(b.metric for b in missing)
+            notes.append(f"{test} vs {anchor}, {clip} ({names}): {missing[0].metric}: {missing[0].note}")
         name = f"**{clip}**" if clip == "mean" else clip
         rows.append(f"| {test} | {anchor} | {name} | " + " | ".join(cells) + " |")
     if notes:
