@@ -5,11 +5,28 @@ Runs the `tf.function`s of `runtime.subgraphs.coding_subgraph_functions` eagerly
 
 from __future__ import annotations
 
+import logging
 from typing import Dict
 
 import numpy as np
 
 from runtime.backends.base import Backend
+
+
+class _NoRetracingWarning(logging.Filter):
+    """Each subgraph is traced once (fixed input signatures); TF's "excessive retracing" warning
+    counts those first traces across the ~13 subgraphs and would print noise on every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _quiet_tracing() -> None:
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    if not any(isinstance(f, _NoRetracingWarning) for f in logger.filters):
+        logger.addFilter(_NoRetracingWarning())
 
 
 class TFBackend(Backend):
@@ -18,6 +35,7 @@ class TFBackend(Backend):
     def __init__(self, bundle):
         from runtime.subgraphs import CODING_SUBGRAPHS, coding_subgraph_functions
 
+        _quiet_tracing()
         self._functions = coding_subgraph_functions(bundle)
         self._inputs = {name: [spec.name for spec in CODING_SUBGRAPHS[name].inputs] for name in self._functions}
 
