@@ -33,12 +33,14 @@ def onnx_export_dir(model_id: str, cache_root=None) -> pathlib.Path:
 
 def ensure_onnx_export(bundle, cache_root=None) -> Tuple[pathlib.Path, ExportManifest]:
     """The cached ONNX export of `bundle`, exporting it first if there is none (or a broken one)."""
-    from export.exporter import ExportOptions, export_bundle, model_id_hex
+    from export.exporter import EXPORTER_VERSION, ExportOptions, export_bundle, model_id_hex
 
     model_id = model_id_hex(bundle)
     folder = onnx_export_dir(model_id, cache_root)
     try:
         manifest = read_manifest(folder, model_id)
+        if manifest.exporter_version != EXPORTER_VERSION:
+            raise ManifestError(f"made by exporter version {manifest.exporter_version}, this is {EXPORTER_VERSION}")
         verify_files(folder, manifest)
         return folder, manifest
     except ManifestError as error:

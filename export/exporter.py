@@ -40,6 +40,9 @@ from export.warp_onnx import replace_warp
 
 log = logging.getLogger(__name__)
 
+#: Bumped whenever the ONNX the exporter writes changes (a lowering, a naming rule): the export
+#: cache (export/cache.py) re-exports models exported by another version.
+EXPORTER_VERSION = 2
 WARPS = ("gridsample", "gather")
 RELATIVE_ERROR = "max|onnx - tf| / max|tf| per output (absolute when the reference is all zeros)"
 
@@ -245,6 +248,7 @@ def export_bundle(
             versions=_versions(),
             saved_model="saved_model" if options.saved_model else "",
             subgraphs=tuple(exports),
+            exporter_version=EXPORTER_VERSION,
         )
         write_manifest(manifest, partial)
         _replace(partial, out_dir)

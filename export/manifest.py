@@ -108,6 +108,7 @@ class ExportManifest:
     versions: Dict[str, str]  # tensorflow, tf2onnx, onnx, onnxruntime.
     saved_model: str  # folder, relative to the export folder.
     subgraphs: Tuple[SubgraphExport, ...]
+    exporter_version: int  # export/exporter.py's EXPORTER_VERSION: which lowering made the files.
     format_version: int = FORMAT_VERSION
 
     def subgraph(self, name: str) -> SubgraphExport:

@@ -100,24 +100,28 @@ def warp_nodes(b: _Builder, image: str, flow: str, output: str, levels: int, sig
     height_int, width_int = (b.op("Gather", [shape, b.const(np.array(axis, np.int64))], axis=0) for axis in (1, 2))
     height, width = (b.op("Cast", [size], to=onnx.TensorProto.FLOAT) for size in (height_int, width_int))
     one, two = b.const(np.float32(1.0)), b.const(np.float32(2.0))
+    # Coordinate math on [B, H, W] tensors: ONNX Runtime's CPU elementwise kernels run a tensor
+    # with a trailing dimension of 1 (such as [B, H, W, 1]) one element at a time, ~50x slower.
+    axis3 = b.const(np.array([3], np.int64))
     dx, dy, dsigma = (
-        b.op("Slice", [flow, b.const(np.array([c], np.int64)), b.const(np.array([c + 1], np.int64)),
-                       b.const(np.array([3], np.int64))])
+        b.op("Squeeze", [b.op("Slice", [flow, b.const(np.array([c], np.int64)), b.const(np.array([c + 1], np.int64)),
+                                        axis3]), axis3])
         for c in range(3)
-    )  # each [B, H, W, 1]
+    )  # each [B, H, W]
 
     def ramp(size):  # 0, 1, ..., size - 1 as float; integer Range (TensorRT wants float Range constant)
         index = b.op("Range", [b.const(np.int64(0)), size, b.const(np.int64(1))])
         return b.op("Cast", [index], to=onnx.TensorProto.FLOAT)
 
-    grid_x = b.op("Unsqueeze", [ramp(width_int), b.const(np.array([0, 1, 3], np.int64))])  # [1, 1, W, 1]
-    grid_y = b.op("Unsqueeze", [ramp(height_int), b.const(np.array([0, 2, 3], np.int64))])  # [1, H, 1, 1]
+    grid_x = b.op("Unsqueeze", [ramp(width_int), b.const(np.array([0, 1], np.int64))])  # [1, 1, W]
+    grid_y = b.op("Unsqueeze", [ramp(height_int), b.const(np.array([0, 2], np.int64))])  # [1, H, 1]
 
-    def normalized(grid, delta, size):  # pixel coordinate -> [-1, 1] with align_corners=1
+    def normalized(grid, delta, size):  # pixel coordinate -> [-1, 1] with align_corners=1, [B, H, W, 1]
         scale = b.op("Div", [two, b.op("Sub", [size, one])])
-        return b.op("Sub", [b.op("Mul", [b.op("Add", [grid, delta]), scale]), one])
+        value = b.op("Sub", [b.op("Mul", [b.op("Add", [grid, delta]), scale]), one])
+        return b.op("Unsqueeze", [value, axis3])
 
-    grid = b.op("Concat", [normalized(grid_x, dx, width), normalized(grid_y, dy, height)], axis=3)
+    grid = b.op("Concat", [normalized(grid_x, dx, width), normalized(grid_y, dy, height)], axis=3)  # [B, H, W, 2]
     sampled = b.op("GridSample", [volume, grid], mode="bilinear", padding_mode="border", align_corners=1)
     # [B, 3K, H, W] -> [B, K, 3, H, W]: split the channel axis without knowing B, H, W.
     sampled_shape = b.op("Shape", [sampled])
@@ -128,9 +132,10 @@ def warp_nodes(b: _Builder, image: str, flow: str, output: str, levels: int, sig
     ], axis=0)
     stacked = b.op("Reshape", [sampled, split_shape])
 
-    sigma = b.op("Clip", [dsigma, b.const(np.float32(0.0)), b.const(np.float32(sigmas[-1]))])
-    sigma = b.op("Transpose", [sigma], perm=[0, 3, 1, 2])  # [B, 1, H, W]
-    weights = b.op("Concat", [_hat_weight(b, sigma, sigmas, k) for k in range(len(sigmas))], axis=1)
+    sigma = b.op("Clip", [dsigma, b.const(np.float32(0.0)), b.const(np.float32(sigmas[-1]))])  # [B, H, W]
+    axis1 = b.const(np.array([1], np.int64))
+    weights = b.op("Concat", [b.op("Unsqueeze", [_hat_weight(b, sigma, sigmas, k), axis1]) for k in range(len(sigmas))],
+                   axis=1)  # [B, K, H, W]
     weights = b.op("Unsqueeze", [weights, b.const(np.array([2], np.int64))])  # [B, K, 1, H, W]
     blended = b.op("ReduceSum", [b.op("Mul", [stacked, weights]), b.const(np.array([1], np.int64))], keepdims=0)
     return b.op("Transpose", [blended], output, perm=[0, 2, 3, 1])

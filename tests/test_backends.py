@@ -162,6 +162,34 @@ def test_onnx_backend_uses_the_cache_without_exporting(monkeypatch):
         assert onnx.export_dir == folder
 
 
+def test_cache_re_exports_stale_or_damaged_exports(tmp_path, monkeypatch):
+    """A cached export made by another exporter version, or with a damaged file, is not used."""
+    import export.exporter
+    from export.cache import ensure_onnx_export, onnx_export_dir
+
+    bundle, folder, manifest, _ = small_export()
+    calls = []
+
+    def fake_export(bundle_, out_dir, options, overwrite=False):
+        calls.append((out_dir, overwrite))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(export.exporter, "export_bundle", fake_export)
+    cached = onnx_export_dir(manifest.model_id, tmp_path)
+    shutil.copytree(folder, cached)
+    assert ensure_onnx_export(bundle, tmp_path)[0] == cached and not calls  # intact: used as is
+    text = (cached / "manifest.json").read_text()
+    (cached / "manifest.json").write_text(text.replace(f'"exporter_version": {manifest.exporter_version}', '"exporter_version": 1'))
+    with pytest.raises(RuntimeError, match="stop here"):
+        ensure_onnx_export(bundle, tmp_path)
+    (cached / "manifest.json").write_text(text)
+    target = cached / manifest.subgraphs[0].onnx_file
+    target.write_bytes(target.read_bytes() + b"x")
+    with pytest.raises(RuntimeError, match="stop here"):
+        ensure_onnx_export(bundle, tmp_path)
+    assert calls == [(cached, True), (cached, True)]
+
+
 # -- TensorRT ----------------------------------------------------------------------------------------
 def _tensorrt_or_skip():
     from export.tensorrt_build import TensorRTUnavailable, require_cuda, require_tensorrt

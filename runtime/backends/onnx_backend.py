@@ -34,7 +34,7 @@ class OnnxBackend(Backend):
         bundle,
         export_dir: Optional[str] = None,
         threads: Optional[int] = None,
-        spinning: bool = True,
+        spinning: bool = False,
         cache_root: Optional[str] = None,
     ):
         """
