@@ -453,7 +453,7 @@ class Decoder:
             frame_type=unit.frame_type,
             level=ctx.level,
             reconstruction=to_uint8(refs.previous[0, : self.height, : self.width]),
-            bits=8 * unit.size,
+            bits=8 * (unit.size or len(write_frame(unit))),
         )
 
     def close(self):

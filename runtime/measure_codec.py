@@ -53,19 +53,23 @@ class Measurement:
     bits: List[int] = field(default_factory=list)  # per frame, frame unit
     payload_bits: List[int] = field(default_factory=list)  # per frame, substreams only
     estimate: List[float] = field(default_factory=list)
+    table_bits: List[float] = field(default_factory=list)  # ideal code length under the coded tables
     types: List[FrameType] = field(default_factory=list)
     encode_share: float = 0.0
     decode_share: float = 0.0
     cost: Dict[str, RateCost] = field(default_factory=dict)
+    pending_table_bits: float = 0.0
 
     def row(self) -> str:
         bits, payload, est = (np.asarray(x, np.float64) for x in (self.bits, self.payload_bits, self.estimate))
         err = (payload - est) / est
+        ideal = np.asarray(self.table_bits, np.float64)
         total = self.cost_total()
         return (
             f"| {self.clip} | {self.level:g} | {self.frames} | {bits.sum() / 1000:.1f} | {est.sum() / 1000:.1f} | "
             f"{100 * (bits.sum() / est.sum() - 1):+.2f}% | {100 * (payload.sum() / est.sum() - 1):+.2f}% | "
             f"{100 * np.abs(err).max():.2f}% (frame {int(np.abs(err).argmax())}) | "
+            f"{100 * (payload.sum() / ideal.sum() - 1):+.2f}% | "
             f"{100 * self.encode_share:.1f}% / {100 * self.decode_share:.1f}% | "
             f"{100 * (total.integer_table / total.float_table - 1):+.2f}% | "
             f"{100 * (total.float_table / total.float_continuous - 1):+.2f}% |"
@@ -82,8 +86,23 @@ class Measurement:
 
 HEADER = (
     "| clip | level | frames | actual kbit | estimate kbit | actual/est - 1 | payload/est - 1 | worst frame (payload) "
-    "| entropy share enc / dec | integer D1 cost | table cost |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    "| payload/tables - 1 | entropy share enc / dec | integer D1 cost | table cost |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
+
+
+def table_bits(symbols: np.ndarray, indices: np.ndarray) -> float:
+    """Ideal bits of `symbols` under the range coder's quantized tables, escape varints included."""
+    from runtime.entropy_coding import coding_tables
+
+    tables = coding_tables()
+    symbols, indices = np.asarray(symbols, np.int64).ravel(), np.asarray(indices).ravel()
+    tails = tables.tails[indices].astype(np.int64)
+    escaped = np.abs(symbols) > tails
+    codes = 2 * (np.abs(symbols[escaped]) - tails[escaped] - 1) + (symbols[escaped] < 0)
+    bit_length = np.floor(np.log2(np.maximum(codes, 1))) + 1
+    varint_bytes = np.ceil(bit_length / 7)
+    return tables.table_bits(symbols, indices) + 8 * float(varint_bytes.sum())
 
 
 def _observer(bundle, measurement: Measurement):
@@ -92,6 +111,8 @@ def _observer(bundle, measurement: Measurement):
     table = scale_table()
 
     def observe(block, latent, layer, ctx):
+        measurement.pending_table_bits += table_bits(layer.hyper_symbols, layer.hyper_indices)
+        measurement.pending_table_bits += table_bits(layer.symbols, layer.indices)
         codelayer = getattr(bundle.model, block).codelayer
         mean, sigma = (t.numpy() for t in codelayer.hyper_synthesis(layer.hyper_symbols[None].astype(np.float32), ctx.embedding))
         quant_width = ctx.quant_width[:, None, None, :] if block == "iframe" else np.float32(1.0)
@@ -123,6 +144,8 @@ def measure(bundle, backend, frames: np.ndarray, clip: str, level: float, gop: i
             result.bits.append(encoded.bits)
             result.payload_bits.append(8 * sum(encoded.substream_bytes))
             result.estimate.append(encoded.estimated_bits)
+            result.table_bits.append(result.pending_table_bits)
+            result.pending_table_bits = 0.0
             result.types.append(frame_type)
             units.append((encoded.payload, encoded.reconstruction))
         result.encode_share = encoder.timings.entropy_share
