@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from absl import flags
@@ -44,20 +44,26 @@ class SubgraphTiming:
     min_ms: float
 
 
-def _open(spec: str, bundle):
+def _open(spec: str, bundle, options: Optional[Dict[str, dict]] = None):
+    """Opens 'name' or 'name:threads'; `options[name]` go to the backend's constructor."""
     from runtime.backends import get_backend
 
     name, _, threads = spec.partition(":")
-    options = {"threads": int(threads)} if threads else {}
-    return get_backend(name, bundle, **options)
+    kwargs = dict((options or {}).get(name, {}))
+    if threads:
+        kwargs["threads"] = int(threads)
+    return get_backend(name, bundle, **kwargs)
 
 
-def compare(bundle, backends: Sequence[str], sizes: Sequence[Tuple[int, int]], repeats: int = 7, seed: int = 0) -> List[SubgraphTiming]:
+def compare(
+    bundle, backends: Sequence[str], sizes: Sequence[Tuple[int, int]], repeats: int = 7, seed: int = 0,
+    options: Optional[Dict[str, dict]] = None,
+) -> List[SubgraphTiming]:
     """Times each subgraph of `bundle` on each backend spec at each (height, width)."""
     from export.parity import sample_inputs
     from runtime.subgraphs import CODING_SUBGRAPHS
 
-    opened = {spec: _open(spec, bundle) for spec in backends}
+    opened = {spec: _open(spec, bundle, options) for spec in backends}
     rng = np.random.default_rng(seed)
     names = [n for n in CODING_SUBGRAPHS if n != "predictor" or bundle.model.predictor is not None]
     results = []
@@ -100,7 +106,10 @@ class CodecTiming:
         return (16e3 / (self.i_encode_ms + 15 * self.p_encode_ms), 16e3 / (self.i_decode_ms + 15 * self.p_decode_ms))
 
 
-def compare_codec(bundle, backends: Sequence[str], frames: np.ndarray, level: float = 4.0, gops: int = 3) -> List[CodecTiming]:
+def compare_codec(
+    bundle, backends: Sequence[str], frames: np.ndarray, level: float = 4.0, gops: int = 3,
+    options: Optional[Dict[str, dict]] = None,
+) -> List[CodecTiming]:
     """Encodes and decodes `frames` (uint8 [T, H, W, 3], one GOP) `gops` + 1 times per backend,
     the backends taking turns GOP by GOP; the first round is warm-up. Each backend decodes its
     own stream."""
@@ -108,7 +117,7 @@ def compare_codec(bundle, backends: Sequence[str], frames: np.ndarray, level: fl
     from runtime.codec import Decoder, Encoder
     from runtime.types import FrameType
 
-    opened = {spec: _open(spec, bundle) for spec in backends}
+    opened = {spec: _open(spec, bundle, options) for spec in backends}
     times = {spec: {"ie": [], "pe": [], "id": [], "pd": []} for spec in backends}
     height, width = frames.shape[1:3]
     try:
@@ -186,13 +195,21 @@ def main(argv: Sequence[str]) -> int:
     except (flags.Error, UsageError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    from export.export_trt import _load_bundle
+    from export.export_trt import load_bundle_for_cli
+    from runtime.types import CodecError
 
-    bundle = _load_bundle(fv.model)
-    results = compare(bundle, fv.backends, sizes, fv.repeats)
-    codec = []
-    if fv.codec_frames:
-        codec = compare_codec(bundle, fv.backends, bikes_frames(fv.codec_frames, *sizes[0]), gops=fv.codec_gops)
+    try:
+        bundle = load_bundle_for_cli(fv.model, PROG)
+        results = compare(bundle, fv.backends, sizes, fv.repeats)
+        codec = []
+        if fv.codec_frames:
+            codec = compare_codec(bundle, fv.backends, bikes_frames(fv.codec_frames, *sizes[0]), gops=fv.codec_gops)
+    except UsageError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except (CodecError, OSError, ValueError, ImportError) as err:
+        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{bundle.config.name} model, {len(os.sched_getaffinity(0))} CPUs, load average {load:.1f} at the end")
     print(markdown(results))

@@ -126,7 +126,7 @@ def _run(argv) -> int:
         raise UsageError(f"--out_dir {out_dir} exists (pass --overwrite to replace it)")
     if fv.tensorrt == "on":
         _check_tensorrt()  # fail before the (long) export, not after.
-    bundle = _load_bundle(fv.model)
+    bundle = load_bundle_for_cli(fv.model)
     options = ExportOptions(
         opset=fv.opset, check_sizes=check_sizes, tolerance=fv.tolerance, saved_model=fv.saved_model,
         warp=fv.warp, subgraphs=tuple(fv.subgraphs) or None,
@@ -153,7 +153,8 @@ def _check_tensorrt() -> None:
     require_cuda()
 
 
-def _load_bundle(model: Optional[str]):
+def load_bundle_for_cli(model: Optional[str], prog: str = PROG):
+    """The bundle --model names, or the shipped one; its notes (untrained, unpinned) on stderr."""
     from runtime.bundle import default_bundle, load_bundle
 
     if model:
@@ -163,7 +164,7 @@ def _load_bundle(model: Optional[str]):
     else:
         bundle = default_bundle()
     for note in bundle.notes:
-        print(f"{PROG}: note: {' '.join(note.split())}", file=sys.stderr)
+        print(f"{prog}: note: {' '.join(note.split())}", file=sys.stderr)
     return bundle
 
 

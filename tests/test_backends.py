@@ -190,6 +190,43 @@ def test_cache_re_exports_stale_or_damaged_exports(tmp_path, monkeypatch):
     assert calls == [(cached, True), (cached, True)]
 
 
+# -- the measuring tools (export/bench_backends.py, export/drift.py) ------------------------------
+def test_bench_backends_times_every_subgraph():
+    from export.bench_backends import compare, frame_totals, markdown
+
+    bundle, folder, manifest, _ = small_export()
+    options = {"onnx": {"export_dir": str(folder)}}
+    results = compare(bundle, ["tf", "onnx:1"], [(64, 128)], repeats=1, options=options)
+    assert {(r.backend, r.subgraph) for r in results} == {(b, n) for b in ("tf", "onnx:1") for n in manifest.names()}
+    assert all(0 < r.min_ms <= r.median_ms for r in results)
+    totals = frame_totals(results)
+    assert set(totals) == {("tf", 128, 64), ("onnx:1", 128, 64)}
+    assert all(row["p_encode"] > row["p_decode"] > 0 for row in totals.values())
+    assert "onnx:1 total" in markdown(results)
+
+
+def test_drift_tool_measures_cross_backend_decodes(bikes_frames):
+    from export.drift import measure
+
+    bundle, folder, _, _ = small_export()
+    frames = bikes_frames[:3, :64, :128]
+    results = measure(bundle, frames, "tf", ["tf", "onnx"], LEVEL, "bikes", {"onnx": {"export_dir": str(folder), "threads": 1}})
+    same, other = results
+    assert same.decoder == "tf" and same.psnr == [float("inf")] * 3 and same.max_abs == [0, 0, 0]
+    assert other.decoder == "onnx" and len(other.psnr) == 3 and other.worst_psnr > 50.0
+
+
+@pytest.mark.parametrize("module", ["export.bench_backends", "export.drift"])
+def test_tool_clis_reject_bad_flags(module, capsys):
+    import importlib
+
+    main = importlib.import_module(module).main
+    assert main(["prog", "--no_such_flag"]) == 2
+    assert main(["prog", "stray"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("error" in line for line in err)
+
+
 # -- TensorRT ----------------------------------------------------------------------------------------
 def _tensorrt_or_skip():
     from export.tensorrt_build import TensorRTUnavailable, require_cuda, require_tensorrt

@@ -273,3 +273,28 @@ def test_engine_profiles_precision_and_cache_keys():
     ]
     assert len({key.path(pathlib.Path("/c"))} | {k.path(pathlib.Path("/c")) for k in changed}) == 5
     assert gpu_slug("NVIDIA H100 80GB HBM3", (9, 0)) == "nvidia-h100-80gb-hbm3-sm90"
+
+
+@pytest.mark.slow
+def test_paper_config_exports_within_tolerance(tmp_path):
+    """The full-size model (38M encoder parameters) converts and checks like the small one."""
+    from runtime.bundle import untrained_bundle
+
+    bundle = untrained_bundle("paper")
+    names = ("iframe_analysis", "iframe_hyper_synthesis", "flow_synthesis", "residue_synthesis")
+    manifest = export_bundle(bundle, tmp_path / "paper", ExportOptions(saved_model=False, subgraphs=names))
+    assert manifest.config_name == "paper" and manifest.names() == list(names)
+    for graph in manifest.subgraphs:
+        for error in graph.max_relative_error.values():
+            assert error == 0.0 if graph.exact else error <= 1e-4
+
+
+@pytest.mark.slow
+def test_gather_warp_lowering_also_passes(tmp_path):
+    bundle, _, _, _ = small_export()
+    manifest = export_bundle(
+        bundle, tmp_path / "gather", ExportOptions(saved_model=False, warp="gather", subgraphs=("flow_synthesis",))
+    )
+    ops = _ops(tmp_path / "gather" / manifest.subgraph("flow_synthesis").onnx_file)
+    assert "GridSample" not in ops and "GatherND" in ops and "Compress" not in ops
+    assert max(manifest.subgraph("flow_synthesis").max_relative_error.values()) <= 1e-4
