@@ -131,10 +131,12 @@ class FlowPredictor(layers.Layer):
         return self.scale * from_4x(self.head(h))
 
 
-class FlowBlock(layers.Layer):
-    """Flow autoencoder (§2, §3.3): codes a refinement of f_bar, updates the state, warps."""
+class _InterBlock(layers.Layer):
+    """What the flow and residue blocks share (§2): a normalized encoder input, the backbone
+    analysis, the hyperprior codelayer, and a decoder whose 4x features are merged with
+    normalized side inputs (the state, and for the flow the predicted flow) by a DM block."""
 
-    def __init__(self, config: ModelConfig, step, **kwargs):
+    def __init__(self, config: ModelConfig, step, decoder: str, **kwargs):
         super().__init__(**kwargs)
         self.config = config
         self.encoder_norm = ChannelNorm(step, config.norm_freeze_steps, name="encoder_norm")
@@ -142,11 +144,24 @@ class FlowBlock(layers.Layer):
         self.codelayer = HyperpriorCodelayer(
             config.hyper_channels, config.latent_channels, config.hyper_latent_channels, name="codelayer"
         )
-        width = config.decoder_width("flow")
+        width = config.decoder_width(decoder)
         self.synthesis = Synthesis(width, config.dm_convs, name="synthesis")
         self.decoder_norm = ChannelNorm(step, config.norm_freeze_steps, name="decoder_norm")
         self.merge = conv(width, name="merge")
         self.merge_block = DMBlock(width, config.dm_convs, name="merge_block")
+
+    def decoder_features(self, latent_hat, side, embedding, training=False):
+        """Synthesis trunk merged with the normalized side inputs, at 4x."""
+        features = self.synthesis(latent_hat, embedding)
+        side = self.decoder_norm(side, training=training)
+        return self.merge_block(tf.nn.leaky_relu(self.merge(tf.concat([features, side], axis=-1)), 0.2))
+
+
+class FlowBlock(_InterBlock):
+    """Flow autoencoder (§2, §3.3): codes a refinement of f_bar, updates the state, warps."""
+
+    def __init__(self, config: ModelConfig, step, **kwargs):
+        super().__init__(config, step, "flow", **kwargs)
         self.flow_head = conv(16 * 6, name="flow_head", zero_init=True)  # mask logits (3) and delta (3) per pixel.
         self.state_head = conv(config.state_channels, name="state_head")
 
@@ -159,9 +174,7 @@ class FlowBlock(layers.Layer):
 
     def decode(self, latent_hat, previous, predicted_flow, state, embedding, training=False):
         """Decoder half: -> (flow, mask, delta, compensated, new_state)."""
-        features = self.synthesis(latent_hat, embedding)
-        side = self.decoder_norm(tf.concat([to_4x(predicted_flow), state], axis=-1), training=training)
-        h = self.merge_block(tf.nn.leaky_relu(self.merge(tf.concat([features, side], axis=-1)), 0.2))
+        h = self.decoder_features(latent_hat, tf.concat([to_4x(predicted_flow), state], axis=-1), embedding, training)
         mask_logits, delta = tf.split(from_4x(self.flow_head(h)), 2, axis=-1)
         delta = self.config.flow_output_scale * delta
         if self.config.use_predictor:
@@ -177,22 +190,11 @@ class FlowBlock(layers.Layer):
         return flow, mask, delta, compensated, new_state
 
 
-class ResidueBlock(layers.Layer):
+class ResidueBlock(_InterBlock):
     """Residue autoencoder (§2): codes x_t - x_comp, returns the residue and the next state."""
 
     def __init__(self, config: ModelConfig, step, **kwargs):
-        super().__init__(**kwargs)
-        self.config = config
-        self.encoder_norm = ChannelNorm(step, config.norm_freeze_steps, name="encoder_norm")
-        self.analysis = Analysis(config.encoder_channels, config.latent_channels, config.dm_convs, name="analysis")
-        self.codelayer = HyperpriorCodelayer(
-            config.hyper_channels, config.latent_channels, config.hyper_latent_channels, name="codelayer"
-        )
-        width = config.decoder_width("residue")
-        self.synthesis = Synthesis(width, config.dm_convs, name="synthesis")
-        self.decoder_norm = ChannelNorm(step, config.norm_freeze_steps, name="decoder_norm")
-        self.merge = conv(width, name="merge")
-        self.merge_block = DMBlock(width, config.dm_convs, name="merge_block")
+        super().__init__(config, step, "residue", **kwargs)
         self.image_head = conv(48, name="image_head", zero_init=True)
         self.state_head = conv(config.state_channels, name="state_head")
 
@@ -202,9 +204,7 @@ class ResidueBlock(layers.Layer):
 
     def decode(self, latent_hat, compensated, state, embedding, training=False):
         """Decoder half: -> (reconstruction, residue, new_state)."""
-        features = self.synthesis(latent_hat, embedding)
-        side = self.decoder_norm(state, training=training)
-        h = self.merge_block(tf.nn.leaky_relu(self.merge(tf.concat([features, side], axis=-1)), 0.2))
+        h = self.decoder_features(latent_hat, state, embedding, training)
         residue = from_4x(self.image_head(h))
         new_state = self.state_head(h) if self.config.use_state else state
         return compensated + residue, residue, new_state
