@@ -5,6 +5,8 @@
     elfvc decode IN.elfvc OUT [--reference SRC]     OUT: .y4m, .mkv/.avi/.mp4/.mov, or a folder
     elfvc info IN.elfvc
     elfvc plot_rc IN OUT.png [--frames N]            Fig. 3: every rate controller on one clip
+    elfvc visualize IN OUT.png [--frame T] [--level S]  Fig. 5 P-frame tensors (OUT.png) and
+                                                     Fig. 4 bit allocation (OUT_bits.png)
     common: --model DIR (default: the shipped model) --backend tf|onnx|tensorrt --overwrite
             --progress
 
@@ -48,6 +50,7 @@ COMMANDS = {
     "decode": ("IN OUT", "decode a stream to OUT: .y4m, lossless .mkv/.avi/.mp4/.mov, or a PNG folder"),
     "info": ("IN", "print a stream's header and a per-frame table"),
     "plot_rc": ("IN OUT.png", "plot per-frame bpp and PSNR of a clip under each rate controller (Fig. 3)"),
+    "visualize": ("IN OUT.png", "draw a P-frame's intermediate tensors (Fig. 5) and its bit allocation (Fig. 4)"),
 }
 _CODING = ("model", "backend", "progress")
 #: The flags each command accepts (others given explicitly are an error, not silently ignored).
@@ -56,6 +59,7 @@ COMMAND_FLAGS = {
     "decode": {"reference", "overwrite", *_CODING},
     "info": set(),
     "plot_rc": {"level", "gop", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite", *_CODING},
+    "visualize": {"level", "frame", "model", "overwrite"},
 }
 #: Video suffixes an encoded stream must not be given (it is not a video file ffmpeg can play).
 _NOT_A_STREAM_NAME = video_io.OUTPUT_SUFFIXES + (".png",)
@@ -81,6 +85,7 @@ def define_flags() -> flags.FlagValues:
                         "input's; 25 for a PNG folder).", flag_values=fv)
     flags.DEFINE_integer("frames", None, "Code at most this many frames (plot_rc: default "
                          f"{PLOT_RC_FRAMES}).", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("frame", 2, "visualize: the P-frame to draw (>= 1; frame 0 is the I-frame).", flag_values=fv)
     flags.DEFINE_string("model", None, "Model folder (config.json + checkpoint; default: the shipped model).", flag_values=fv)
     flags.DEFINE_string("backend", "tf", "Inference backend: tf, onnx or tensorrt.", flag_values=fv)
     flags.DEFINE_string("reference", None, "decode: the source video, to report the PSNR of the decoded frames.", flag_values=fv)
@@ -173,7 +178,8 @@ def _dispatch(argv: List[str]) -> int:
     expected = COMMANDS[command][0].split()
     if len(rest) != len(expected):
         raise UsageError(f"{command} takes {' '.join(expected)}, got {len(rest)} argument(s)")
-    return {"encode": encode, "decode": decode, "info": info, "plot_rc": plot_rc}[command](fv, *rest)
+    handlers = {"encode": encode, "decode": decode, "info": info, "plot_rc": plot_rc, "visualize": visualize}
+    return handlers[command](fv, *rest)
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,6 +376,33 @@ def plot_rc(fv: flags.FlagValues, src: str, out: str) -> int:
     for run in runs:
         print(run.describe())
     print(f"wrote {out}")
+    return 0
+
+
+def visualize(fv: flags.FlagValues, src: str, out: str) -> int:
+    """Fig. 5 (P-frame intermediates) to OUT.png and Fig. 4 (bit allocation at the lowest and
+    highest level) to OUT_bits.png, for frame --frame of IN (runtime/visualize.py)."""
+    from runtime.visualize import visualize_bit_allocation, visualize_pframe
+
+    out_path = video_io.check_output(out, overwrite=fv.overwrite, inputs=[src])
+    if out_path.suffix.lower() != ".png":
+        raise UsageError(f"{out}: visualize writes a .png")
+    bits_path = video_io.check_output(out_path.with_name(out_path.stem + "_bits.png"), overwrite=fv.overwrite, inputs=[src])
+    if fv.frame < 1:
+        raise UsageError(f"--frame must be >= 1 (frame 0 is the I-frame), got {fv.frame}")
+    frames, _ = video_io.read_video(src, fv.frame + 1)
+    if len(frames) <= fv.frame:
+        raise CodecError(f"{src} has {len(frames)} frames; --frame {fv.frame} is past its end")
+    bundle = load_model(fv)
+    top = bundle.config.max_level
+    level = top / 2 if fv.level is None else fv.level
+    if not 0 <= level <= top:
+        raise UsageError(f"--level must lie in [0, {top:g}], got {level:g}")
+    stats = visualize_pframe(bundle.model, frames, level, fv.frame, str(out_path))
+    per_level = visualize_bit_allocation(bundle.model, frames, [0.0, top], fv.frame, str(bits_path))
+    print(f"frame {fv.frame}, level {level:g}: {stats['bpp']:.4f} bpp (model estimate), PSNR {stats['psnr']:.2f} dB")
+    print("bit allocation: " + ", ".join(f"level {s['level']:g} {s['bpp']:.4f} bpp" for s in per_level))
+    print(f"wrote {out_path} and {bits_path}")
     return 0
 
 

@@ -207,3 +207,16 @@ def test_plot_rc_writes_a_png(tmp_path, workdir):
     assert [n.split()[0] for n in names] == ["constant", "max", "min", "target"]
     assert sorted(os.listdir(tmp_path)) == ["rc.png"]
     fails(["plot_rc", str(workdir / "clip.y4m"), str(tmp_path / "rc.jpg")], 2, "writes a .png", tmp_path)
+
+
+def test_visualize_writes_fig5_and_fig4_pngs(tmp_path, workdir):
+    out = tmp_path / "viz.png"
+    code, text, err = run_cli_raw(["visualize", str(workdir / "clip.y4m"), str(out), "--frame=2", "--level=5"])
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path)) == ["viz.png", "viz_bits.png"]
+    for name in ("viz.png", "viz_bits.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "level 0 " in text and "level 7 " in text
+    fails(["visualize", str(workdir / "clip.y4m"), str(tmp_path / "v2.png"), "--frame=0"], 2, "frame 0 is the I-frame", tmp_path)
+    fails(["visualize", str(workdir / "clip.y4m"), str(tmp_path / "v2.png"), "--frame=9"], 1, "past its end", tmp_path)
+    fails(["visualize", str(workdir / "clip.y4m"), str(tmp_path / "v2.png"), "--level=9"], 2, r"--level must lie in \[0, 7\]", tmp_path)
