@@ -176,6 +176,8 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_list("sizes", ["384x320"], "Padded frame sizes WIDTHxHEIGHT.", flag_values=fv)
     flags.DEFINE_integer("repeats", 7, "Timed rounds per subgraph.", lower_bound=1, flag_values=fv)
     flags.DEFINE_string("model", None, "Model folder (default: the shipped model).", flag_values=fv)
+    flags.DEFINE_string("config", None, "Time an untrained model of this config preset instead (speed does "
+                        "not depend on the weights).", flag_values=fv)
     flags.DEFINE_string("out", None, "Also write the results as JSON here.", flag_values=fv)
     flags.DEFINE_integer("codec_frames", 0, "Also time whole frames through the codec: GOPs of this many "
                          "frames of bikes.mp4 at the first size (0: skip).", lower_bound=0, flag_values=fv)
@@ -199,7 +201,12 @@ def main(argv: Sequence[str]) -> int:
     from runtime.types import CodecError
 
     try:
-        bundle = load_bundle_for_cli(fv.model, PROG)
+        if fv.config:
+            from runtime.bundle import untrained_bundle
+
+            bundle = untrained_bundle(fv.config)
+        else:
+            bundle = load_bundle_for_cli(fv.model, PROG)
         results = compare(bundle, fv.backends, sizes, fv.repeats)
         codec = []
         if fv.codec_frames:
