@@ -218,10 +218,11 @@ def write_atomic(path: pathlib.Path, data: bytes) -> None:
 # -- building --------------------------------------------------------------------------------------
 def make_logger(trt):
     """A trt.ILogger forwarding TensorRT's messages to Python logging, one per line."""
+    severity = trt.ILogger.Severity
     levels = {
-        trt.ILogger.INTERNAL_ERROR: logging.ERROR,
-        trt.ILogger.ERROR: logging.ERROR,
-        trt.ILogger.WARNING: logging.WARNING,
+        severity.INTERNAL_ERROR: logging.ERROR,
+        severity.ERROR: logging.ERROR,
+        severity.WARNING: logging.WARNING,
     }
 
     class Forward(trt.ILogger):

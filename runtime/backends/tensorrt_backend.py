@@ -69,6 +69,7 @@ class EngineRunner:
     def __init__(self, trt, cuda, runtime, engine_bytes: bytes, stream, label: str):
         self._cuda = cuda
         self.label = label
+        self.runtime = runtime  # must outlive the engine
         self.engine = runtime.deserialize_cuda_engine(engine_bytes)
         if self.engine is None:
             raise RuntimeError(f"{label}: TensorRT could not deserialize the engine (built by another TensorRT version?)")
@@ -113,6 +114,7 @@ class EngineRunner:
         self._buffers = {}
         self.context = None
         self.engine = None
+        self.runtime = None
 
 
 class TensorRTBackend(Backend):
