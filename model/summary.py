@@ -8,14 +8,15 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from model.config import ABLATIONS, config_names, get_config
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("config", "paper", f"Named config: {', '.join(config_names())}.")
-flags.DEFINE_enum("ablation", "none", sorted(ABLATIONS), "Table 3 ablation to apply.")
-flags.DEFINE_bool("json", False, "Print JSON instead of text.")
+# Own flag registry: importable beside other binaries (model.train) in one process.
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("config", "paper", f"Named config: {', '.join(config_names())}.", flag_values=FLAGS)
+flags.DEFINE_enum("ablation", "none", sorted(ABLATIONS), "Table 3 ablation to apply.", flag_values=FLAGS)
+flags.DEFINE_bool("json", False, "Print JSON instead of text.", flag_values=FLAGS)
 
 
 def summarize(config_name: str, ablation: str = "none") -> dict:
@@ -26,9 +27,15 @@ def summarize(config_name: str, ablation: str = "none") -> dict:
     return {"config": config.name, **counts}
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main(argv) -> int:
+    try:
+        rest = FLAGS(list(argv))
+    except flags.Error as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if len(rest) > 1:
+        print(f"error: unexpected arguments: {' '.join(rest[1:])}", file=sys.stderr)
+        return 2
     try:
         counts = summarize(FLAGS.config, FLAGS.ablation)
     except ValueError as err:
@@ -46,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(main(sys.argv))

@@ -30,7 +30,7 @@ def _gaussian_kernel_1d(sigma: float):
 
 
 def gaussian_blur(image, sigma: float):
-    """Separable Gaussian blur of [B, H, W, C] with edge-replicating borders."""
+    """Separable Gaussian blur of [B, H, W, C]; borders are mirrored (SYMMETRIC padding)."""
     if sigma <= 0.0:
         return image
     kernel = _gaussian_kernel_1d(sigma)

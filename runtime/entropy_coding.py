@@ -39,13 +39,15 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from model import entropy as _model_entropy
 from scipy.special import ndtr, ndtri
 
 from runtime.types import CodecError
 
 #: The scale table (quantization units): SCALE_COUNT log-spaced values in [SCALE_MIN, SCALE_MAX].
 SCALE_COUNT = 64
-SCALE_MIN = 0.11  # = model.entropy.SCALE_MIN: the model clamps smaller scales to this.
+SCALE_MIN = _model_entropy.SCALE_MIN  # the model clamps smaller scales to this.
 SCALE_MAX = 256.0
 #: Range coder probability precision (tfc allows at most 16 bits).
 PRECISION = 16
@@ -53,8 +55,9 @@ PRECISION = 16
 TAIL_MASS = 2.0**-12
 #: Largest |symbol| a stream may carry.
 SYMBOL_LIMIT = 2**20
-#: Probability floor of the model's codelength estimate (= model.entropy.LIKELIHOOD_MIN).
-LIKELIHOOD_MIN = 1e-9
+#: Probability floor of the model's codelength estimate: the model's own, which is 2^-PRECISION.
+LIKELIHOOD_MIN = _model_entropy.LIKELIHOOD_MIN
+assert LIKELIHOOD_MIN == 2.0**-PRECISION, "model.entropy.LIKELIHOOD_MIN must match the coder's precision"
 #: SHA-256 of the CDF tables of format version 1 (see `coding_tables`).
 TABLES_SHA256 = "97de1a9143ea2e992f938bd2fad7e8ebdc39b169f214680c1db246f67f198c58"
 

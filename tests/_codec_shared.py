@@ -7,7 +7,9 @@ import functools
 @functools.lru_cache(maxsize=1)
 def bundle_and_backend():
     from runtime.backends import get_backend
-    from runtime.bundle import default_bundle
+    from runtime.bundle import untrained_bundle
 
-    bundle = default_bundle()
+    # A fixed untrained model: these tests check the codec's mechanics (exactness, robustness,
+    # sizes), which must not change when a different trained model is shipped.
+    bundle = untrained_bundle()
     return bundle, get_backend("tf", bundle)

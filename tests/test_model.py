@@ -114,14 +114,13 @@ def test_bad_input_raises_value_error_naming_the_problem(small_model, frames, le
 
 
 def test_summary_cli_prints_counts(capsys):
-    from absl import flags
-
     from model import summary
 
-    flags.FLAGS(["summary", "--config=small", "--json"])
-    assert summary.main(["summary"]) == 0
+    assert summary.main(["summary", "--config=small", "--json"]) == 0
     out = capsys.readouterr().out
     assert '"encoder":' in out and '"decoder":' in out
+    assert summary.main(["summary", "--config=huge"]) == 2
+    assert "valid configs: paper, small" in capsys.readouterr().err
 
 
 def test_untrained_pframe_is_a_copy_of_its_reference():
