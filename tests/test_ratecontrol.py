@@ -176,8 +176,10 @@ def test_combined_target_is_charged_what_was_written():
 @given(
     seed=st.integers(0, 2**32 - 1),
     threshold=st.integers(0, 100),
-    lo=st.floats(0, TOP),
-    width=st.floats(0, TOP),
+    # No subnormals: once the ONNX backend has run in this process (flush-to-zero), hypothesis
+    # cannot generate them, and levels that small mean nothing to a controller anyway.
+    lo=st.floats(0, TOP, allow_subnormal=False),
+    width=st.floats(0, TOP, allow_subnormal=False),
 )
 def test_searches_terminate_and_return_a_satisfying_level_on_any_trial(seed, threshold, lo, width):
     """Arbitrary (non-monotone) bits: bounded trials, and a returned level always satisfied."""
