@@ -28,14 +28,11 @@ def summarize(config_name: str, ablation: str = "none") -> dict:
 
 
 def main(argv) -> int:
-    try:
-        rest = FLAGS(list(argv))
-    except flags.Error as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if len(rest) > 1:
-        print(f"error: unexpected arguments: {' '.join(rest[1:])}", file=sys.stderr)
-        return 2
+    from benchmarks._cli import parse_argv
+
+    status = parse_argv(FLAGS, argv)
+    if status is not None:
+        return status
     try:
         counts = summarize(FLAGS.config, FLAGS.ablation)
     except ValueError as err:
