@@ -30,6 +30,7 @@ import shutil
 import tempfile
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
 from model.config import ModelConfig
@@ -113,14 +114,59 @@ def checkpoint_config(owner: pathlib.Path) -> ModelConfig:
     return load_config(config_path)
 
 
+#: Config fields that only set Q_w (its initial values, and whether P-frames have one): a
+#: checkpoint whose config differs from the model's in these alone still warm-starts it.
+QUANT_WIDTH_FIELDS = ("quant_width_first", "quant_width_last", "pframe_quant_width")
+
+
+def _differs_only_in_quant_width(a: ModelConfig, b: ModelConfig) -> bool:
+    da, db = a.to_dict(), b.to_dict()
+    return a != b and all(da[k] == db[k] for k in da if k not in QUANT_WIDTH_FIELDS)
+
+
+def _warm_start_new_quant_width(model, prefix: str, source_config: ModelConfig, scope: str) -> None:
+    """Warm start across a Q_w-only config change: every weight but Q_w comes from the checkpoint
+    (checked value by value against a strictly loaded model of the checkpoint's own config);
+    every Q_w of `model` starts from its config's initial spread."""
+    from model.elfvc import ELFVC
+
+    source = ELFVC(source_config).build_weights()
+    warm_start(source, prefix, scope, source_config)
+    if scope == "all":
+        tf.train.Checkpoint(model=model).read(prefix).expect_partial()
+    else:
+        tf.train.Checkpoint(model=tf.train.Checkpoint(iframe=model.iframe)).read(prefix).expect_partial()
+    # Both models are built by the same code, so apart from the Q_w tables their variables come
+    # in the same order (names alone are not unique across blocks).
+    def weights(m):
+        variables = m.variables if scope == "all" else m.iframe.variables
+        return [v for v in variables if "log_quant_width" not in v.name]
+
+    wanted, mine = weights(source), weights(model)
+    if len(wanted) != len(mine):
+        raise CheckpointError(f"cannot warm start from {prefix}: {len(wanted)} weights there, {len(mine)} here")
+    for theirs, ours in zip(wanted, mine):
+        if theirs.shape != ours.shape or not np.array_equal(theirs.numpy(), ours.numpy()):
+            raise CheckpointError(f"cannot warm start from {prefix}: {ours.name} did not load")
+    initial = model.config.initial_log_quant_width()
+    for block in (model.iframe, model.flow, model.residue):
+        if hasattr(block, "log_quant_width"):
+            block.log_quant_width.assign(initial)
+
+
 def warm_start(model, path, scope: str, expected: ModelConfig) -> str:
     """Loads `model` weights (scope 'all') or only its I-frame codec (scope 'iframe') from `path`.
 
-    Returns the checkpoint prefix used. Raises CheckpointError for a checkpoint of another
-    config or one that lacks any of the requested variables.
+    A checkpoint whose config differs only in QUANT_WIDTH_FIELDS loads everything but Q_w, which
+    starts from `expected`'s initial spread. Returns the checkpoint prefix used. Raises
+    CheckpointError for a checkpoint of another config or one that lacks any requested variable.
     """
     prefix, owner = resolve_checkpoint(path)
-    check_same_config(expected, checkpoint_config(owner), prefix)
+    found = checkpoint_config(owner)
+    if _differs_only_in_quant_width(expected, found):
+        _warm_start_new_quant_width(model, prefix, found, scope)
+        return prefix
+    check_same_config(expected, found, prefix)
     if scope == "all":
         target = tf.train.Checkpoint(model=model)
     elif scope == "iframe":

@@ -69,7 +69,23 @@ class PFrameOutput:
     residue_code: CodelayerOutput
 
 
-class IFrameCodec(layers.Layer):
+class _LevelQuantWidth:
+    """Learned per-level, per-channel quantization width Q_w (§3.1), stored as its log and
+    interpolated between trained levels for fractional ones (App. E)."""
+
+    def _build_quant_width(self):
+        self.log_quant_width = self.add_weight(
+            "log_quant_width",
+            [self.config.levels, self.config.latent_channels],
+            initializer=tf.constant_initializer(self.config.initial_log_quant_width()),
+        )
+
+    def quant_width(self, level):
+        """Q_w for continuous levels [B] -> [B, C]."""
+        return tf.exp(interpolate_rows(self.log_quant_width, level))
+
+
+class IFrameCodec(_LevelQuantWidth, layers.Layer):
     """Keyframe image codec: backbone + hyperprior, no context model (§2, App. A)."""
 
     def __init__(self, config: ModelConfig, **kwargs):
@@ -84,15 +100,8 @@ class IFrameCodec(layers.Layer):
         self.state_head = conv(config.state_channels, name="state_head")
 
     def build(self, input_shape):
-        # Learned per-level, per-channel quantization width Q_w (§3.1), stored as its log.
-        self.log_quant_width = self.add_weight(
-            "log_quant_width", [self.config.levels, self.config.latent_channels], initializer="zeros"
-        )
+        self._build_quant_width()
         super().build(input_shape)
-
-    def quant_width(self, level):
-        """Q_w for continuous levels [B] -> [B, C], interpolated between trained levels."""
-        return tf.exp(interpolate_rows(self.log_quant_width, level))
 
     def encode_latent(self, image, embedding):
         return self.analysis(to_4x(image - 0.5), embedding)
@@ -131,10 +140,13 @@ class FlowPredictor(layers.Layer):
         return self.scale * from_4x(self.head(h))
 
 
-class _InterBlock(layers.Layer):
+class _InterBlock(_LevelQuantWidth, layers.Layer):
     """What the flow and residue blocks share (§2): a normalized encoder input, the backbone
     analysis, the hyperprior codelayer, and a decoder whose 4x features are merged with
-    normalized side inputs (the state, and for the flow the predicted flow) by a DM block."""
+    normalized side inputs (the state, and for the flow the predicted flow) by a DM block.
+
+    Q_w is 1 (the paper's P-frames) unless `config.pframe_quant_width` gives the block its own
+    per-level Q_w (our deviation)."""
 
     def __init__(self, config: ModelConfig, step, decoder: str, **kwargs):
         super().__init__(**kwargs)
@@ -149,6 +161,14 @@ class _InterBlock(layers.Layer):
         self.decoder_norm = ChannelNorm(step, config.norm_freeze_steps, name="decoder_norm")
         self.merge = conv(width, name="merge")
         self.merge_block = DMBlock(width, config.dm_convs, name="merge_block")
+        if config.pframe_quant_width:  # created here: the blocks are used through methods, never built.
+            self._build_quant_width()
+
+    def quant_width(self, level):
+        if not self.config.pframe_quant_width:
+            level = tf.convert_to_tensor(level, tf.float32)
+            return tf.ones([tf.size(level), self.config.latent_channels])
+        return super().quant_width(level)
 
     def decoder_features(self, latent_hat, side, embedding, training=False):
         """Synthesis trunk merged with the normalized side inputs, at 4x."""

@@ -10,7 +10,10 @@ WORKSPACE.md together with the parameter counts they give.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+
+import numpy as np
 
 #: Frames are padded to a multiple of this: 16x codelayer followed by a 4x hyper codelayer.
 FRAME_MULTIPLE = 64
@@ -34,6 +37,14 @@ class ModelConfig:
     latent_channels: int = 128  # C of q0 (gap).
     hyper_channels: int = 128  # width of E1 / D1 (gap).
     hyper_latent_channels: int = 64  # C of q1 (gap).
+    # Quantization width Q_w (§3.1, App. A): learned per level and channel, stored as its log and
+    # initialised geometrically from quant_width_first (level 0, lowest rate) to quant_width_last.
+    quant_width_first: float = 1.0
+    quant_width_last: float = 1.0
+    # Deviation (WORKSPACE "Model decisions"): §3.1 gives only the I-frame a per-level Q_w; with
+    # this on, the flow and residue codelayers get their own, so the levels separate in rate from
+    # the first step instead of only as fast as Adam can teach the level maps.
+    pframe_quant_width: bool = False
     # P-frame specifics (§2, §3.3).
     state_channels: int = 64  # state carried at 4x (gap).
     predictor_channels: int = 64  # width of the in-loop flow predictor (gap).
@@ -71,6 +82,12 @@ class ModelConfig:
     @property
     def max_level(self) -> float:
         return float(self.levels - 1)
+
+    def initial_log_quant_width(self) -> np.ndarray:
+        """[levels, latent_channels] float32: log Q_w, linear in the level from first to last."""
+        first, last = math.log(self.quant_width_first), math.log(self.quant_width_last)
+        rows = np.linspace(first, last, self.levels) if self.levels > 1 else np.array([first])
+        return np.repeat(rows[:, None], self.latent_channels, axis=1).astype(np.float32)
 
     def decoder_width(self, which: str) -> int:
         """Width of the `which` ('iframe' | 'flow' | 'residue') decoder, honouring `symmetric`."""

@@ -129,15 +129,14 @@ class ELFVC(tf.keras.Model):
     def pframe_step(self, frame, level, refs: ReferenceState, mode: QuantMode, training=False):
         """Codes a P-frame against `refs`; returns (PFrameOutput, next ReferenceState)."""
         embedding = self.embed(level)
-        unit_width = tf.ones([tf.shape(frame)[0], self.config.latent_channels])
         predicted = self.predict_flow(refs, embedding, training)
         flow_latent = self.flow.encode_latent(frame, refs.previous, predicted, refs.state, embedding, training)
-        flow_code = self.flow.codelayer(flow_latent, embedding, unit_width, mode)
+        flow_code = self.flow.codelayer(flow_latent, embedding, self.flow.quant_width(level), mode)
         flow, mask, delta, compensated, state = self.flow.decode(
             flow_code.latent_hat, refs.previous, predicted, refs.state, embedding, training
         )
         residue_latent = self.residue.encode_latent(frame - compensated, compensated, state, embedding, training)
-        residue_code = self.residue.codelayer(residue_latent, embedding, unit_width, mode)
+        residue_code = self.residue.codelayer(residue_latent, embedding, self.residue.quant_width(level), mode)
         reconstruction, residue, state = self.residue.decode(
             residue_code.latent_hat, compensated, state, embedding, training
         )

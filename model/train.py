@@ -44,6 +44,12 @@ flags.DEFINE_string("data", None, "Training data directory (videos, Vimeo-90k se
 flags.DEFINE_enum("data_kind", "auto", ["auto", "video", "vimeo", "images"], "Layout of --data.")
 flags.DEFINE_string("config", "small", f"Model config: {', '.join(config_names())}.")
 flags.DEFINE_enum("ablation", "none", sorted(ABLATIONS), "Table 3 ablation.")
+flags.DEFINE_string(
+    "quant_width", None, "Initial Q_w 'FIRST,LAST' at level 0 and the top level, geometric between (default: the config's)."
+)
+flags.DEFINE_bool(
+    "pframe_quant_width", None, "Give the flow and residue codelayers a per-level Q_w too (default: the config's)."
+)
 flags.DEFINE_integer("gop", 3, "Frames per training GOP (1 = I-frame codec only; §4.1 uses IPPP = 4).")
 flags.DEFINE_string("crop", "128", "Crop size: N (square) or HxW, multiples of 64.")
 flags.DEFINE_integer("batch", 4, "Global batch size (split over replicas).")
@@ -106,6 +112,17 @@ def parse_crop(text: str) -> Tuple[int, int]:
     if len(sizes) == 2:
         return sizes[0], sizes[1]
     raise ValueError(f"--crop={text!r}: expected N or HxW")
+
+
+def parse_quant_width(text: str) -> Tuple[float, float]:
+    """'FIRST,LAST' -> initial Q_w at level 0 (lowest rate) and the top level."""
+    try:
+        first, last = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--quant_width={text!r}: expected FIRST,LAST (two positive numbers)") from None
+    if not (first > 0 and last > 0 and math.isfinite(first) and math.isfinite(last)):
+        raise ValueError(f"--quant_width={text!r}: quantization widths must be positive and finite")
+    return first, last
 
 
 def parse_lambda_range(text: str) -> Tuple[float, float]:
@@ -506,7 +523,12 @@ def _configs_from_flags():
     from model.config import get_config
     from model.data import DataConfig
 
-    model_config = get_config(FLAGS.config, FLAGS.ablation)
+    overrides = {}
+    if FLAGS.quant_width is not None:
+        overrides["quant_width_first"], overrides["quant_width_last"] = parse_quant_width(FLAGS.quant_width)
+    if FLAGS.pframe_quant_width is not None:
+        overrides["pframe_quant_width"] = FLAGS.pframe_quant_width
+    model_config = get_config(FLAGS.config, FLAGS.ablation, **overrides)
     data_config = DataConfig(
         path=FLAGS.data,
         gop=FLAGS.gop,

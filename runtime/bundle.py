@@ -194,13 +194,14 @@ def load_bundle(path) -> ModelBundle:
     )
 
 
-def untrained_model(config_name: str = "small", seed: int = UNTRAINED_SEED):
+def untrained_model(config_name: str = "small", seed: int = UNTRAINED_SEED, **overrides):
     """An untrained model whose weights depend only on `seed` (Glorot-uniform kernels drawn with
-    numpy, every other variable at its constant initial value); no global RNG is touched."""
+    numpy, every other variable at its constant initial value); no global RNG is touched.
+    `overrides` change config fields (get_config)."""
     from model.config import get_config
     from model.elfvc import ELFVC
 
-    model = ELFVC(get_config(config_name)).build_weights()
+    model = ELFVC(get_config(config_name, **overrides)).build_weights()
     rng = np.random.RandomState(seed)
     for weight in model.weights:
         if weight.name.endswith("kernel:0"):
@@ -211,8 +212,8 @@ def untrained_model(config_name: str = "small", seed: int = UNTRAINED_SEED):
     return model
 
 
-def untrained_bundle(config_name: str = "small", seed: int = UNTRAINED_SEED) -> ModelBundle:
-    model = untrained_model(config_name, seed)
+def untrained_bundle(config_name: str = "small", seed: int = UNTRAINED_SEED, **overrides) -> ModelBundle:
+    model = untrained_model(config_name, seed, **overrides)
     integer_hyper = calibrate(model)
     return ModelBundle(
         config=model.config,

@@ -39,8 +39,11 @@ class LevelContext:
     level: float  # a float32 value
     embedding: np.ndarray  # float32 [1, E] eq. (4)-(8)
     quantized_embedding: np.ndarray  # float32 integers [1, E], input of the integer D1
-    quant_width: np.ndarray  # float32 [1, C] I-frame Q_w
-    quant_width64: np.ndarray  # float64 [C], for the scale thresholds
+    quant_widths: Dict[str, np.ndarray]  # block -> float64 [C] Q_w (ones for P-frames without one)
+
+    def quant_width(self, block: str) -> np.ndarray:
+        """float32 [1, 1, 1, C]: the Q_w that quantizes and dequantizes `block`'s codelayer."""
+        return self.quant_widths[block].astype(np.float32)[None, None, None, :]
 
 
 @dataclass
@@ -125,10 +128,13 @@ class _DecoderHalf:
         self.config = bundle.config
         self.coder = EntropyCoder(layout, workers)
         self.layout = layout
-        self._log_quant_width = bundle.model.iframe.log_quant_width.numpy().astype(np.float64)
-        ones = np.ones(self.config.latent_channels)
-        self._unit_thresholds = {b: bundle.integer_hyper[b].scale_thresholds(ones) for b in ("flow", "residue")}
-        self._iframe_thresholds: Dict[float, np.ndarray] = {}
+        # log Q_w per block (§3.1; the P-frame blocks have one only with config.pframe_quant_width).
+        self._log_quant_widths = {
+            name: getattr(block, "log_quant_width").numpy().astype(np.float64)
+            for name, block in (("iframe", bundle.model.iframe), ("flow", bundle.model.flow), ("residue", bundle.model.residue))
+            if hasattr(block, "log_quant_width")
+        }
+        self._thresholds_cache: Dict[Tuple[str, float], np.ndarray] = {}
         self.refs: Optional[References] = None
         self.timings = Timings()
 
@@ -159,23 +165,25 @@ class _DecoderHalf:
         if not (math.isfinite(level) and 0.0 <= level <= self.config.max_level):
             raise CodecError(f"level {level:g} outside [0, {self.config.max_level:g}]")
         embedding = _level_embedding(level, self.config.levels, self.config.embedding_width)
-        qw64 = _quant_width(self._log_quant_width, level)
+        ones = np.ones(self.config.latent_channels)
+        widths = {
+            block: _quant_width(self._log_quant_widths[block], level) if block in self._log_quant_widths else ones
+            for block in ("iframe", "flow", "residue")
+        }
         return LevelContext(
             level=level,
             embedding=embedding.astype(np.float32)[None],
             quantized_embedding=quantize_embedding(embedding[None]),
-            quant_width=qw64.astype(np.float32)[None],
-            quant_width64=qw64,
+            quant_widths=widths,
         )
 
     def _thresholds(self, block: str, ctx: LevelContext) -> np.ndarray:
-        if block != "iframe":
-            return self._unit_thresholds[block]
-        if ctx.level not in self._iframe_thresholds:
-            if len(self._iframe_thresholds) > 64:
-                self._iframe_thresholds.clear()
-            self._iframe_thresholds[ctx.level] = self.bundle.integer_hyper["iframe"].scale_thresholds(ctx.quant_width64)
-        return self._iframe_thresholds[ctx.level]
+        key = (block, ctx.level if block in self._log_quant_widths else 0.0)
+        if key not in self._thresholds_cache:
+            if len(self._thresholds_cache) > 192:
+                self._thresholds_cache.clear()
+            self._thresholds_cache[key] = self.bundle.integer_hyper[block].scale_thresholds(ctx.quant_widths[block])
+        return self._thresholds_cache[key]
 
     # -- entropy parameters ------------------------------------------------------------------
     def hyper_indices(self, block: str, shape) -> np.ndarray:
@@ -203,9 +211,6 @@ class _DecoderHalf:
     def dequantize(mean: np.ndarray, symbols: np.ndarray, quant_width) -> np.ndarray:
         """latent_hat = mean + Q_w * k (float32, the same expression on both sides)."""
         return (mean + quant_width * symbols[None].astype(np.float32)).astype(np.float32)
-
-    def quant_width_of(self, block: str, ctx: LevelContext):
-        return ctx.quant_width[:, None, None, :] if block == "iframe" else np.float32(1.0)
 
     # -- syntheses -----------------------------------------------------------------------------
     def iframe_synthesis(self, latent_hat: np.ndarray, ctx: LevelContext) -> References:
@@ -298,7 +303,7 @@ class Encoder:
         hyper = half.run(f"{block}_hyper_analysis", latent=latent, embedding=ctx.embedding)["hyper_latent"][0]
         hyper_symbols = _round_symbols(hyper)
         mean, indices = half.entropy_parameters(block, hyper_symbols, ctx)
-        quant_width = half.quant_width_of(block, ctx)
+        quant_width = ctx.quant_width(block)
         symbols = _round_symbols(((latent - mean) / quant_width)[0])
         hyper_indices = half.hyper_indices(block, hyper_symbols.shape)
         substreams = half.encode_symbols(hyper_symbols, hyper_indices, hyper=True)
@@ -414,7 +419,7 @@ class Decoder:
         hyper_symbols = half.decode_symbols(substreams[:count1], hyper_indices, hyper=True)
         mean, indices = half.entropy_parameters(block, hyper_symbols, ctx)
         symbols = half.decode_symbols(substreams[count1:], indices, hyper=False)
-        return half.dequantize(mean, symbols, half.quant_width_of(block, ctx))
+        return half.dequantize(mean, symbols, ctx.quant_width(block))
 
     def decode_frame(self, unit: FrameUnit) -> DecodedFrame:
         """Decodes one frame unit; any failure (a stream that is consistent but not what an
@@ -492,7 +497,7 @@ def _level_embedding(level: float, num_levels: int, width: int) -> np.ndarray:
 
 
 def _quant_width(log_quant_width: np.ndarray, level: float) -> np.ndarray:
-    """I-frame Q_w [C] at a continuous level: exp of the linear interpolation of the rows (§3.1)."""
+    """A block's Q_w [C] at a continuous level: exp of the linear interpolation of the rows (§3.1)."""
     rows = log_quant_width.shape[0]
     if rows == 1:
         return np.exp(log_quant_width[0])

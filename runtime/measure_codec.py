@@ -115,7 +115,7 @@ def _observer(bundle, measurement: Measurement):
         measurement.pending_table_bits += table_bits(layer.symbols, layer.indices)
         codelayer = getattr(bundle.model, block).codelayer
         mean, sigma = (t.numpy() for t in codelayer.hyper_synthesis(layer.hyper_symbols[None].astype(np.float32), ctx.embedding))
-        quant_width = ctx.quant_width[:, None, None, :] if block == "iframe" else np.float32(1.0)
+        quant_width = ctx.quant_width(block)
         symbols = np.round((latent - mean) / quant_width)
         scale = sigma / quant_width
         hyper_scale = codelayer.hyper_scale().numpy()

@@ -242,3 +242,28 @@ def test_unpinned_folder_calibrates_like_the_default(tmp_path, bundle):
     assert loaded.notes and loaded.model_id == bundle.model_id
     pin_integer_hyper(folder)
     assert not load_bundle(folder).notes
+
+
+def test_pframe_quant_width_is_coded_exactly_and_sets_the_rate(tmp_path, clip):
+    """With config.pframe_quant_width the flow and residue codelayers quantize on their own
+    per-level Q_w: the decoder still reproduces the encoder bit for bit, and a P-frame at level 0
+    (Q_w = 4) costs far fewer bits than at the top level (Q_w = 0.5) -- about log2(8) = 3 bits
+    less per significant latent, which an untrained model's level maps alone never give."""
+    from runtime.bundle import untrained_bundle
+
+    bundle = untrained_bundle(pframe_quant_width=True, quant_width_first=4.0, quant_width_last=0.5)
+    backend = get_backend("tf", bundle)
+    pframe_bits = {}
+    for level in (0.0, 7.0):
+        path = tmp_path / f"level{level:g}.elfvc"
+        summary = encode_video(list(clip[:3]), path, fps=25, gop=3, controller=Constant(level), backend=backend,
+                               bundle=bundle)
+        decoded = []
+        decode_video(path, decoded.append, backend, bundle)
+        with Encoder(bundle, backend) as encoder:
+            for index, frame in enumerate(clip[:3]):
+                encoded = encoder.encode_frame(frame, level, summary.frames[index].frame_type)
+                np.testing.assert_array_equal(encoded.reconstruction, decoded[index])
+        assert [f.frame_type for f in summary.frames] == [FrameType.I, FrameType.P, FrameType.P]
+        pframe_bits[level] = sum(f.bits for f in summary.frames[1:])
+    assert pframe_bits[0.0] < 0.5 * pframe_bits[7.0], pframe_bits

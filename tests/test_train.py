@@ -94,6 +94,20 @@ def test_train_resume_export_and_warm_start(septuplet, tmp_path, capsys):
                               model.flow.analysis.trainable_variables[0].numpy())
     assert int(trainer.optimizer.iterations.numpy()) == 0
 
+    # Warm start across a Q_w-only config change (per-level Q_w on the P-frames, a new spread):
+    # every other weight loads, every Q_w table starts at the new geometric spread 4 -> 0.5.
+    qw_dir = tmp_path / "qw"
+    assert run_main(*tiny(septuplet, qw_dir, "--steps=1", "--quant_width=4,0.5", "--pframe_quant_width",
+                          f"--init_from={export_dir}")) == 0
+    assert "warm start from" in capsys.readouterr().out
+    qw_config = ckpt.load_config(qw_dir / ckpt.CONFIG_FILE)
+    assert qw_config.pframe_quant_width and (qw_config.quant_width_first, qw_config.quant_width_last) == (4.0, 0.5)
+    reader = tf.train.load_checkpoint(ckpt.latest_in(qw_dir))
+    for block in ("iframe", "flow", "residue"):
+        table = reader.get_tensor(f"model/{block}/log_quant_width/.ATTRIBUTES/VARIABLE_VALUE")
+        # One Adam step (lr 7e-5) away from the initial spread, never from the checkpoint's zeros.
+        np.testing.assert_allclose(table[:, 0], np.linspace(np.log(4), np.log(0.5), 8), atol=1e-3)
+
     # A checkpoint of another config: resuming or warm starting ends with one line, exit 1.
     assert run_main(*tiny(septuplet, train_dir, "--steps=4", "--ablation=no_predictor")) == 1
     err = capsys.readouterr().err.strip()
@@ -116,6 +130,8 @@ def test_train_resume_export_and_warm_start(septuplet, tmp_path, capsys):
         (None, ("--crop=100",), "multiple of 64"),
         (None, ("--lambda_range=big",), "expected low, high or FIRST,LAST"),
         (None, ("--batch=0",), "--batch must be >= 1"),
+        (None, ("--quant_width=0,1",), "must be positive and finite"),
+        (None, ("--quant_width=2",), "expected FIRST,LAST"),
     ],
 )
 def test_bad_input_ends_with_one_line(septuplet, tmp_path, capsys, make, args, message):
