@@ -47,7 +47,7 @@ def level_embedding(level, num_levels: int, embedding_dim: int):
 def interpolate_rows(table, level):
     """Linearly interpolates rows of `table` [L, C] at continuous `level` [B] -> [B, C].
 
-    Used for the per-level, per-channel I-frame quantization width (§3.1): fractional levels
+    Used for the per-level, per-channel quantization widths (§3.1): fractional levels
     blend the two neighbouring trained rows with eq. (5)-(7)'s weights.
     """
     num_rows = table.shape[0]

@@ -220,12 +220,14 @@ def load_model(fv: flags.FlagValues):
 
 
 def open_backend(fv: flags.FlagValues, bundle):
-    from runtime.backends import get_backend
+    from runtime.backends import BACKENDS, get_backend
 
+    if fv.backend not in BACKENDS:  # the only command-line mistake; a damaged export is not one.
+        raise UsageError(f"unknown backend {fv.backend!r}; valid backends: {', '.join(BACKENDS)}")
     try:
         return get_backend(fv.backend, bundle)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    except ValueError as err:  # e.g. export.manifest.ManifestError: an export that fails its hashes
+        raise CodecError(str(err)) from None
     except ImportError as err:
         raise CodecError(f"backend {fv.backend!r} is not available here: {err}") from None
 

@@ -115,7 +115,7 @@ class IntegerHyperSynthesis:
     def scale_thresholds(self, quant_width) -> np.ndarray:
         """int64 [C, SCALE_COUNT - 1]: sigma / Q_w falls in table bin >= k+1 iff acc >= T[:, k].
 
-        quant_width: [C] Q_w per channel (float64; ones for the P-frame codelayers).
+        quant_width: [C] Q_w per channel (float64; ones for P-frame codelayers without a Q_w).
         """
         steps = 2.0 ** -self.params.shift[self.latent_channels :].astype(np.float64)  # [C]
         sigma = scale_boundaries()[None, :] * np.asarray(quant_width, np.float64)[:, None]  # [C, K-1]

@@ -220,3 +220,18 @@ def test_visualize_writes_fig5_and_fig4_pngs(tmp_path, workdir):
     fails(["visualize", str(workdir / "clip.y4m"), str(tmp_path / "v2.png"), "--frame=0"], 2, "frame 0 is the I-frame", tmp_path)
     fails(["visualize", str(workdir / "clip.y4m"), str(tmp_path / "v2.png"), "--frame=9"], 1, "past its end", tmp_path)
     fails(["visualize", str(workdir / "clip.y4m"), str(tmp_path / "v2.png"), "--level=9"], 2, r"--level must lie in \[0, 7\]", tmp_path)
+
+
+def test_a_broken_backend_is_exit_1_not_a_usage_error(tmp_path, workdir, monkeypatch):
+    """Only an unknown --backend name is a command-line mistake (exit 2). A backend that exists but
+    refuses to start -- e.g. an ONNX export that fails its manifest hashes (ManifestError, a
+    ValueError) -- is a broken installation: exit 1, one line, no output file."""
+    import runtime.backends as backends
+    from export.manifest import ManifestError
+
+    def broken(name, bundle, **options):
+        raise ManifestError("export/onnx/iframe_synthesis.onnx does not match its manifest's SHA-256: the export is damaged")
+
+    monkeypatch.setattr(backends, "get_backend", broken)
+    fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "x.elfvc"), "--backend=onnx"], 1, "the export is damaged$",
+          folder=tmp_path)

@@ -298,3 +298,4 @@ def test_gather_warp_lowering_also_passes(tmp_path):
     ops = _ops(tmp_path / "gather" / manifest.subgraph("flow_synthesis").onnx_file)
     assert "GridSample" not in ops and "GatherND" in ops and "Compress" not in ops
     assert max(manifest.subgraph("flow_synthesis").max_relative_error.values()) <= 1e-4
+
