@@ -19,6 +19,7 @@ stream whose identity differs from its own.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -61,9 +62,21 @@ class ModelBundle:
 
 
 # -- identity ------------------------------------------------------------------------------------
+#: Config fields added after model ids existed; hashed only when they differ from their
+#: defaults, so a model folder made before they existed keeps its id (and its streams decode).
+_LATER_CONFIG_FIELDS = ("quant_width_first", "quant_width_last", "pframe_quant_width")
+
+
+def identity_config(config) -> dict:
+    """The config fields that enter the model id."""
+    values = config.to_dict()
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    return {k: v for k, v in values.items() if not (k in _LATER_CONFIG_FIELDS and v == defaults[k])}
+
+
 def compute_model_id(model, integer_hyper: Dict[str, IntegerHyperSynthesis]) -> bytes:
     digest = hashlib.sha256(b"ELF-VC model identity v1\n")
-    digest.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    digest.update(json.dumps(identity_config(model.config), sort_keys=True).encode())
     for weight in model.weights:
         value = np.ascontiguousarray(weight.numpy())
         digest.update(f"\n{weight.name}:{value.dtype.str}:{value.shape}\n".encode())

@@ -267,3 +267,17 @@ def test_pframe_quant_width_is_coded_exactly_and_sets_the_rate(tmp_path, clip):
         assert [f.frame_type for f in summary.frames] == [FrameType.I, FrameType.P, FrameType.P]
         pframe_bits[level] = sum(f.bits for f in summary.frames[1:])
     assert pframe_bits[0.0] < 0.5 * pframe_bits[7.0], pframe_bits
+
+
+def test_model_id_ignores_later_config_fields_at_their_defaults():
+    """Q_w config fields came after model ids: at their defaults they stay out of the hash (a
+    model folder made before them keeps its id, so its streams still decode); set, they count."""
+    from model.config import get_config
+    from runtime.bundle import identity_config
+
+    plain = identity_config(get_config("small"))
+    assert not {"quant_width_first", "quant_width_last", "pframe_quant_width"} & set(plain)
+    assert plain == {k: v for k, v in get_config("small").to_dict().items() if k in plain}
+    varied = identity_config(get_config("small", pframe_quant_width=True, quant_width_first=4.0))
+    assert varied["pframe_quant_width"] is True and varied["quant_width_first"] == 4.0
+    assert "quant_width_last" not in varied
