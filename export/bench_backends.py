@@ -186,7 +186,7 @@ def define_flags() -> flags.FlagValues:
 
 
 def main(argv: Sequence[str]) -> int:
-    from export.export_trt import UsageError, parse_size
+    from export.export_trt import UsageError, parse_size, report_error
 
     fv = define_flags()
     try:
@@ -211,12 +211,8 @@ def main(argv: Sequence[str]) -> int:
         codec = []
         if fv.codec_frames:
             codec = compare_codec(bundle, fv.backends, bikes_frames(fv.codec_frames, *sizes[0]), gops=fv.codec_gops)
-    except UsageError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    except (CodecError, OSError, ValueError, ImportError) as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
+    except (UsageError, CodecError, OSError, ValueError, ImportError) as err:
+        return report_error(PROG, err)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{bundle.config.name} model, {len(os.sched_getaffinity(0))} CPUs, load average {load:.1f} at the end")
     print(markdown(results))

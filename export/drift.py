@@ -95,7 +95,7 @@ def main(argv: Sequence[str]) -> int:
     if len(rest) > 1:
         print(f"{PROG}: error: unexpected arguments {' '.join(rest[1:])}", file=sys.stderr)
         return 2
-    from export.export_trt import UsageError, load_bundle_for_cli
+    from export.export_trt import UsageError, load_bundle_for_cli, report_error
     from runtime.types import CodecError
     from runtime.video_io import read_video
 
@@ -104,12 +104,8 @@ def main(argv: Sequence[str]) -> int:
         clip = fv.clip or str(_bikes())
         frames, _ = read_video(clip, fv.frames)
         results = measure(bundle, frames, fv.encoder, fv.decoders, fv.level, pathlib.Path(clip).name)
-    except UsageError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    except (CodecError, OSError, ValueError, ImportError) as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
+    except (UsageError, CodecError, OSError, ValueError, ImportError) as err:
+        return report_error(PROG, err)
     for r in results:
         last = r.psnr[-1]
         print(f"{r.clip} {r.width}x{r.height} level {r.level:g}, {len(r.psnr)} frames: {r.encoder} -> {r.decoder}: "

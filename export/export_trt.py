@@ -68,6 +68,13 @@ def parse_size(text: str, flag: str) -> Tuple[int, int]:
     return height, width
 
 
+def report_error(prog: str, err: BaseException) -> int:
+    """Prints `err` as one line `prog: error: ...` on stderr and returns its exit status: 2 for a
+    UsageError (a bad command line), 1 for anything else (bad input files, a failing backend)."""
+    print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+    return 2 if isinstance(err, UsageError) else 1
+
+
 def _error(message: str) -> None:
     print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
 

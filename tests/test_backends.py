@@ -227,6 +227,22 @@ def test_tool_clis_reject_bad_flags(module, capsys):
     assert len(err) == 2 and all("error" in line for line in err)
 
 
+
+@pytest.mark.parametrize("module", ["export.bench_backends", "export.drift"])
+def test_tool_clis_map_errors_to_exit_status(module, tmp_path, capsys):
+    """A missing --model folder is a usage error (2); a damaged model folder is bad input (1)."""
+    import importlib
+
+    main = importlib.import_module(module).main
+    assert main(["prog", f"--model={tmp_path / 'missing'}"]) == 2
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "config.json").write_text("{not json")
+    assert main(["prog", f"--model={damaged}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith(f"{module.split('.')[1]}: error: ") for line in err), err
+
+
 # -- TensorRT ----------------------------------------------------------------------------------------
 def _tensorrt_or_skip():
     from export.tensorrt_build import TensorRTUnavailable, require_cuda, require_tensorrt
