@@ -82,7 +82,7 @@ def check_same_config(expected: ModelConfig, found: ModelConfig, where) -> None:
     if expected != found:
         raise CheckpointError(
             f"{where} holds a checkpoint of another config ({config_difference(found, expected)}); "
-            f"use a fresh train dir or the matching --config"
+            "use a fresh train dir, or the --config, --ablation, --quant_width and --pframe_quant_width that match it"
         )
 
 
@@ -126,8 +126,10 @@ def _differs_only_in_quant_width(a: ModelConfig, b: ModelConfig) -> bool:
 
 def _warm_start_new_quant_width(model, prefix: str, source_config: ModelConfig, scope: str) -> None:
     """Warm start across a Q_w-only config change: every weight but Q_w comes from the checkpoint
-    (checked value by value against a strictly loaded model of the checkpoint's own config);
-    every Q_w of `model` starts from its config's initial spread."""
+    (checked value by value against a strictly loaded model of the checkpoint's own config).
+    A Q_w table the checkpoint has, within `scope`, keeps its learned values when the initial
+    spread (quant_width_first/last) is unchanged, e.g. the I-frame's when only
+    pframe_quant_width is switched on; every other table starts from the new spread."""
     from model.elfvc import ELFVC
 
     source = ELFVC(source_config).build_weights()
@@ -149,8 +151,18 @@ def _warm_start_new_quant_width(model, prefix: str, source_config: ModelConfig, 
         if theirs.shape != ours.shape or not np.array_equal(theirs.numpy(), ours.numpy()):
             raise CheckpointError(f"cannot warm start from {prefix}: {ours.name} did not load")
     initial = model.config.initial_log_quant_width()
-    for block in (model.iframe, model.flow, model.residue):
-        if hasattr(block, "log_quant_width"):
+    same_spread = (source_config.quant_width_first, source_config.quant_width_last) == (
+        model.config.quant_width_first,
+        model.config.quant_width_last,
+    )
+    in_scope = ("iframe", "flow", "residue") if scope == "all" else ("iframe",)
+    for name in ("iframe", "flow", "residue"):
+        block, learned = getattr(model, name), getattr(source, name)
+        if not hasattr(block, "log_quant_width"):
+            continue
+        if same_spread and name in in_scope and hasattr(learned, "log_quant_width"):
+            block.log_quant_width.assign(learned.log_quant_width)  # a table the checkpoint learned
+        else:
             block.log_quant_width.assign(initial)
 
 
@@ -158,7 +170,8 @@ def warm_start(model, path, scope: str, expected: ModelConfig) -> str:
     """Loads `model` weights (scope 'all') or only its I-frame codec (scope 'iframe') from `path`.
 
     A checkpoint whose config differs only in QUANT_WIDTH_FIELDS loads everything but Q_w, which
-    starts from `expected`'s initial spread. Returns the checkpoint prefix used. Raises
+    starts from `expected`'s initial spread unless the spread is unchanged and the checkpoint
+    has a learned table for that block. Returns the checkpoint prefix used. Raises
     CheckpointError for a checkpoint of another config or one that lacks any requested variable.
     """
     prefix, owner = resolve_checkpoint(path)

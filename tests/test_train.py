@@ -3,6 +3,7 @@
 Subprocess tests (SIGKILL / SIGTERM and resume, two workers) are in test_train_process.py.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -107,11 +108,22 @@ def test_train_resume_export_and_warm_start(septuplet, tmp_path, capsys):
         table = reader.get_tensor(f"model/{block}/log_quant_width/.ATTRIBUTES/VARIABLE_VALUE")
         # One Adam step (lr 7e-5) away from the initial spread, never from the checkpoint's zeros.
         np.testing.assert_allclose(table[:, 0], np.linspace(np.log(4), np.log(0.5), 8), atol=1e-3)
+    # Back without P-frame Q_w, same spread: the I-frame keeps the table it learned, exactly; a new
+    # spread resets it.
+    learned = reader.get_tensor("model/iframe/log_quant_width/.ATTRIBUTES/VARIABLE_VALUE")
+    assert not np.allclose(learned[:, 0], np.linspace(np.log(4), np.log(0.5), 8), atol=1e-6, rtol=0)
+    for spread, expected in (((4.0, 0.5), learned[:, 0]), ((8.0, 0.5), np.linspace(np.log(8), np.log(0.5), 8))):
+        config = dataclasses.replace(get_config("small"), quant_width_first=spread[0], quant_width_last=spread[1])
+        trainer = train.Trainer(config, data, train.TrainOptions(steps=1, batch=2), tmp_path / f"back{spread[0]}",
+                                tf.distribute.get_strategy(), init_from=str(qw_dir), init_scope="all")
+        np.testing.assert_allclose(trainer.model.iframe.log_quant_width.numpy()[:, 0], expected, rtol=0, atol=1e-6)
+        assert not hasattr(trainer.model.flow, "log_quant_width")
 
     # A checkpoint of another config: resuming or warm starting ends with one line, exit 1.
     assert run_main(*tiny(septuplet, train_dir, "--steps=4", "--ablation=no_predictor")) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "another config" in err and "use_predictor" in err and "\n" not in err
+    assert "--quant_width" in err
     assert run_main(*tiny(septuplet, tmp_path / "fresh", "--steps=4", "--ablation=no_predictor",
                           f"--init_from={export_dir}")) == 1
     err = capsys.readouterr().err.strip()
