@@ -82,7 +82,8 @@ def check_same_config(expected: ModelConfig, found: ModelConfig, where) -> None:
     if expected != found:
         raise CheckpointError(
             f"{where} holds a checkpoint of another config ({config_difference(found, expected)}); "
-            "use a fresh train dir, or the --config, --ablation, --quant_width and --pframe_quant_width that match it"
+            "use a fresh train dir (or another --init_from), or the --config, --ablation, --quant_width and "
+            "--pframe_quant_width that match it"
         )
 
 

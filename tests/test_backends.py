@@ -227,7 +227,6 @@ def test_tool_clis_reject_bad_flags(module, capsys):
     assert len(err) == 2 and all("error" in line for line in err)
 
 
-
 @pytest.mark.parametrize("module", ["export.bench_backends", "export.drift"])
 def test_tool_clis_map_errors_to_exit_status(module, tmp_path, capsys):
     """A missing --model folder is a usage error (2); a damaged model folder is bad input (1)."""

@@ -112,10 +112,11 @@ def test_train_resume_export_and_warm_start(septuplet, tmp_path, capsys):
     # spread resets it.
     learned = reader.get_tensor("model/iframe/log_quant_width/.ATTRIBUTES/VARIABLE_VALUE")
     assert not np.allclose(learned[:, 0], np.linspace(np.log(4), np.log(0.5), 8), atol=1e-6, rtol=0)
-    for spread, expected in (((4.0, 0.5), learned[:, 0]), ((8.0, 0.5), np.linspace(np.log(8), np.log(0.5), 8))):
+    for spread, scope, expected in (((4.0, 0.5), "all", learned[:, 0]), ((4.0, 0.5), "iframe", learned[:, 0]),
+                                    ((8.0, 0.5), "all", np.linspace(np.log(8), np.log(0.5), 8))):
         config = dataclasses.replace(get_config("small"), quant_width_first=spread[0], quant_width_last=spread[1])
-        trainer = train.Trainer(config, data, train.TrainOptions(steps=1, batch=2), tmp_path / f"back{spread[0]}",
-                                tf.distribute.get_strategy(), init_from=str(qw_dir), init_scope="all")
+        trainer = train.Trainer(config, data, train.TrainOptions(steps=1, batch=2), tmp_path / f"back{spread[0]}{scope}",
+                                tf.distribute.get_strategy(), init_from=str(qw_dir), init_scope=scope)
         np.testing.assert_allclose(trainer.model.iframe.log_quant_width.numpy()[:, 0], expected, rtol=0, atol=1e-6)
         assert not hasattr(trainer.model.flow, "log_quant_width")
 
