@@ -1,0 +1,50 @@
+"""benchmarks/level_sweep.py through main(argv): a real sweep with the shipped model, and clear
+errors for bad command lines and unusable clips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import level_sweep
+from tests.conftest import bikes_path
+
+
+def test_sweep_of_the_shipped_model_rises_with_the_level(tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    assert level_sweep.main(["level_sweep", f"--clip={bikes_path()}", "--frames=2", "--step=3.5", f"--out={out}"]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["level"] for r in rows] == [0.0, 3.5, 7.0]
+    bpp = [r["bpp"] for r in rows]
+    assert level_sweep.monotone(bpp) and 0.01 < bpp[0] and bpp[-1] < 2.0, bpp
+    for row in rows:  # the worst frame is one of the frames the mean averages
+        assert 15.0 < row["psnr_rgb_worst_frame"] <= row["psnr_rgb"] < 60.0, row
+    printed = capsys.readouterr().out
+    assert "bpp monotone: True" in printed and "worst" in printed
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_monotone_is_strict():
+    assert level_sweep.monotone([1.0, 2.0, 3.0])
+    assert not level_sweep.monotone([1.0, 2.0, 2.0])
+    assert not level_sweep.monotone([1.0, 3.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    "args, status, message",
+    [
+        (["--no_such_flag"], 2, "no_such_flag"),
+        ([], 2, "--clip is required"),
+        (["--clip=x.y4m", "--step=0"], 2, "--step must be positive"),
+        (["--clip=x.y4m", "stray"], 2, "unexpected arguments"),
+        (["--clip={missing}"], 1, "missing.y4m"),
+        (["--clip={bikes}", "--model={missing}"], 1, "level_sweep: error:"),
+    ],
+)
+def test_bad_input_ends_with_one_line(tmp_path, capsys, args, status, message):
+    missing = tmp_path / "missing.y4m"
+    args = [a.format(missing=missing, bikes=bikes_path()) for a in args]
+    assert level_sweep.main(["level_sweep", *args]) == status
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err, err
