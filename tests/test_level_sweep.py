@@ -12,14 +12,17 @@ from tests.conftest import bikes_path
 
 
 def test_sweep_of_the_shipped_model_rises_with_the_level(tmp_path, capsys):
+    """One 16-frame GOP (I + 15 P, what the R-D benchmark codes) at levels 0, 3.5 and 7: rate rises
+    with the level, and no frame falls far below the GOP's mean (a P-frame loop that diverges
+    past the 4 frames it was trained on drops to single-digit dB within 16 frames)."""
     out = tmp_path / "sweep.json"
-    assert level_sweep.main(["level_sweep", f"--clip={bikes_path()}", "--frames=2", "--step=3.5", f"--out={out}"]) == 0
+    assert level_sweep.main(["level_sweep", f"--clip={bikes_path()}", "--frames=16", "--step=3.5", f"--out={out}"]) == 0
     rows = json.loads(out.read_text())
     assert [r["level"] for r in rows] == [0.0, 3.5, 7.0]
     bpp = [r["bpp"] for r in rows]
     assert level_sweep.monotone(bpp) and 0.01 < bpp[0] and bpp[-1] < 2.0, bpp
     for row in rows:  # the worst frame is one of the frames the mean averages
-        assert 15.0 < row["psnr_rgb_worst_frame"] <= row["psnr_rgb"] < 60.0, row
+        assert row["psnr_rgb"] - 6.0 < row["psnr_rgb_worst_frame"] <= row["psnr_rgb"] < 60.0, row
     printed = capsys.readouterr().out
     assert "bpp monotone: True" in printed and "worst" in printed
     assert not list(tmp_path.glob("*.tmp*"))
