@@ -2,11 +2,11 @@
 
     python -m benchmarks.level_sweep --clip=CLIP --step=0.5 [--frames=8] [--model=DIR]
 
-Codes the clip at levels 0, step, 2 step, ..., L-1 through real .elfvc files (GOP 16, the default
-model unless --model), and prints bpp (file size), the mean RGB PSNR of the decoded frames, the
-worst frame's PSNR (a P-frame loop that drifts over the GOP shows here first: the model trains on
-IPPP, §4.1, and is unrolled to 16 frames), and whether rate and mean PSNR are monotone in the
-level. Writes the table as JSON with --out. Exit status 2 for a bad command line, 1 for a clip or
+Codes the clip at levels 0, step, 2 step, ..., L-1 through real .elfvc files (a fixed GOP of 16,
+no scene-cut I-frames; the default model unless --model), and prints bpp (file size), the mean
+RGB PSNR of the decoded frames, the worst frame's PSNR (a P-frame loop that drifts over the GOP
+shows here first: the model trains on IPPP, §4.1, and is unrolled to 16 frames), and whether
+rate and mean PSNR are monotone in the level. Writes the table as JSON with --out. Exit status 2 for a bad command line, 1 for a clip or
 model that cannot be used.
 """
 
@@ -51,8 +51,9 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
     with get_backend(backend_name, bundle) as backend, tempfile.TemporaryDirectory() as tmp:
         for level in levels:
             path = os.path.join(tmp, f"{level:g}.elfvc")
+            # scenecut=0: a fixed GOP, so a P-frame loop that drifts shows instead of being cut short.
             encode_video(frames, path, fps=info.fps, gop=16, controller=ConstantLevel(float(level)),
-                         backend=backend, bundle=bundle)
+                         backend=backend, bundle=bundle, scenecut=0)
             decoded = []
             decode_video(path, decoded.append, backend, bundle)
             size = os.path.getsize(path)

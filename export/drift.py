@@ -58,7 +58,7 @@ def measure(
         options = options or {}
         with get_backend(encoder, bundle, **options.get(encoder, {})) as backend:
             encode_video(list(frames), path, fps=25, gop=len(frames), controller=ConstantLevel(level), backend=backend,
-                         bundle=bundle, progress=lambda i, f: recon.append(f.reconstruction))
+                         bundle=bundle, progress=lambda i, f: recon.append(f.reconstruction), scenecut=0)
         recon = np.stack(recon)
         results = []
         for name in decoders:

@@ -55,10 +55,10 @@ COMMANDS = {
 _CODING = ("model", "backend", "progress")
 #: The flags each command accepts (others given explicitly are an error, not silently ignored).
 COMMAND_FLAGS = {
-    "encode": {"level", "gop", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite", *_CODING},
+    "encode": {"level", "gop", "scenecut", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite", *_CODING},
     "decode": {"reference", "overwrite", *_CODING},
     "info": set(),
-    "plot_rc": {"level", "gop", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite", *_CODING},
+    "plot_rc": {"level", "gop", "scenecut", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite", *_CODING},
     "visualize": {"level", "frame", "model", "overwrite"},
 }
 #: Video suffixes an encoded stream must not be given (it is not a video file ffmpeg can play).
@@ -77,6 +77,9 @@ def define_flags() -> flags.FlagValues:
                        "of the model's range, or the top when only caps are given).", flag_values=fv)
     flags.DEFINE_integer("gop", 16, "Frames per group of pictures (an I-frame, then P-frames; 0: "
                          "one I-frame, then only P-frames).", lower_bound=0, upper_bound=65535, flag_values=fv)
+    flags.DEFINE_float("scenecut", 1.0, "A P-frame costing more than this multiple of the last I-frame "
+                       "is tried as an I-frame, kept if smaller, and the next GOP counts from it (0: off).",
+                       lower_bound=0.0, flag_values=fv)
     flags.DEFINE_float("max_bpp_i", None, "Cap on each I-frame, bits per pixel.", flag_values=fv)
     flags.DEFINE_float("max_bpp_p", None, "Cap on each P-frame, bits per pixel.", flag_values=fv)
     flags.DEFINE_float("min_psnr", None, "Quality floor: each frame's RGB PSNR in dB (caps win over it).", flag_values=fv)
@@ -308,7 +311,7 @@ def encode(fv: flags.FlagValues, src: str, out: str) -> int:
             total = fv.frames if total is None else min(total, fv.frames)
         with open_backend(fv, bundle) as backend, make_progress(fv, "encode", total) as bar:
             stats, seconds = _encode(limited(reader, fv.frames), out_path, src_info.fps, fv.gop, controller,
-                                     backend, bundle, bar, src)  # fmt: skip
+                                     backend, bundle, bar, src, fv.scenecut)  # fmt: skip
     total_bits = 8 * out_path.stat().st_size
     line = summary_line("encoded", len(stats), src_info.width, src_info.height, src_info.fps, total_bits,
                         mean_psnr([s.psnr for s in stats]), seconds, f"-> {out}")  # fmt: skip
@@ -412,15 +415,18 @@ def visualize(fv: flags.FlagValues, src: str, out: str) -> int:
 # Adapters over runtime.stream (B1's API): everything that knows its field names is here.
 
 
-def _encode(frames, out_path, fps, gop, controller, backend, bundle, bar, src=None) -> tuple:
+def _encode(frames, out_path, fps, gop, controller, backend, bundle, bar, src=None, scenecut=None) -> tuple:
     """Codes `frames` into `out_path`; returns ([FrameStat], seconds)."""
     from runtime.stream import encode_video
 
     def progress(index, encoded):
         bar.update(index + 1, note=f"{encoded.frame_type.name} level {encoded.level:.3f}")
 
+    from runtime.stream import DEFAULT_SCENECUT
+
     summary = encode_video(frames, out_path, fps=fps, gop=gop, controller=controller, backend=backend,
-                           bundle=bundle, progress=progress, input_path=src)  # fmt: skip
+                           bundle=bundle, progress=progress, input_path=src,
+                           scenecut=DEFAULT_SCENECUT if scenecut is None else scenecut)  # fmt: skip
     return _frame_stats(summary), summary.seconds
 
 
@@ -504,7 +510,7 @@ def _rate_control_runs(fv, frames, src_info, bundle) -> List[RcRun]:
         def code(name, controller, **marks):
             with make_progress(fv, name, len(frames)) as bar:
                 stats, _ = _encode(iter(frames), pathlib.Path(tmp) / "clip.elfvc", src_info.fps, fv.gop,
-                                   controller, backend, bundle, bar)  # fmt: skip
+                                   controller, backend, bundle, bar, scenecut=fv.scenecut)  # fmt: skip
             runs.append(RcRun(name, stats, src_info.fps, pixels, **marks))
             return runs[-1]
 

@@ -104,8 +104,11 @@ class StreamInfo:
     frames: Tuple[FrameInfo, ...]
 
 
-def frame_type_at(index: int, gop: int) -> FrameType:
-    return FrameType.I if index == 0 or (gop > 0 and index % gop == 0) else FrameType.P
+#: A P-frame that costs more than this multiple of the last I-frame's bits is coded again as an
+#: I-frame, and the smaller of the two is kept (a scene cut, or a P-frame loop that has drifted).
+#: At 1.0 ordinary content never triggers it (its P-frames cost a fraction of an I-frame), so
+#: streams and encode speed are unchanged there; 0 turns the check off.
+DEFAULT_SCENECUT = 1.0
 
 
 def _fraction(fps) -> Fraction:
@@ -137,9 +140,15 @@ def encode_video(
     progress: Optional[Callable[[int, EncodedFrame], None]] = None,
     layout: SubstreamLayout = SubstreamLayout(),
     input_path=None,
+    scenecut: float = DEFAULT_SCENECUT,
 ) -> EncodeSummary:
     """Encodes uint8 [H, W, 3] frames into `out_path` (written to a temporary name in the same
     folder and renamed on success; nothing is left behind on failure).
+
+    An I-frame starts every GOP of `gop` frames (0: only the first frame). With `scenecut` > 0 a
+    P-frame costing more than `scenecut` times the last I-frame is also tried as an I-frame, which
+    replaces it if it is smaller; the next GOP then counts from there (`gop` is the longest I-frame
+    interval, as x264's keyint). The decoder reads each frame's type from its frame unit.
 
     `progress(index, encoded_frame)` is called after each frame; `input_path` (or an
     `frames.path` attribute) names the source, which is never overwritten.
@@ -150,6 +159,8 @@ def encode_video(
         raise CodecError(f"output {out_path} is the input: refusing to overwrite it")
     if gop < 0 or gop >= 1 << 16:
         raise CodecError(f"GOP {gop} outside [0, 65535]")
+    if not (scenecut >= 0 and np.isfinite(scenecut)):
+        raise CodecError(f"scene-cut threshold {scenecut} must be a finite number >= 0 (0: off)")
     rate = _fraction(fps)
     start = time.perf_counter()
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +170,7 @@ def encode_video(
     try:
         with os.fdopen(fd, "wb") as f, Encoder(bundle, backend, layout) as encoder:
             header = None
+            last_intra = None  # (index, bits) of the last I-frame
             for index, frame in enumerate(frames):
                 frame = np.asarray(frame)
                 if header is None:
@@ -176,7 +188,12 @@ def encode_video(
                         tile=layout.tile,
                     )
                     f.write(write_stream_header(header))
-                encoded = _encode_one(encoder, controller, frame, index, frame_type_at(index, gop))
+                scheduled = last_intra is None or (gop > 0 and index - last_intra[0] >= gop)
+                frame_type = FrameType.I if scheduled else FrameType.P
+                intra_bits = None if (scenecut <= 0 or last_intra is None) else scenecut * last_intra[1]
+                encoded = _encode_one(encoder, controller, frame, index, frame_type, intra_bits)
+                if encoded.frame_type is FrameType.I:
+                    last_intra = (index, encoded.bits)
                 f.write(encoded.payload)
                 records.append(
                     FrameRecord(index, encoded.frame_type, encoded.level, encoded.bits, encoded.estimated_bits, encoded.psnr)
@@ -210,9 +227,12 @@ def _replace_count(header: StreamHeader, count: int) -> StreamHeader:
     return replace(header, frame_count=count)
 
 
-def _encode_one(encoder: Encoder, controller: RateController, frame, index: int, frame_type: FrameType) -> EncodedFrame:
-    """Asks the controller for a level (it may run trials), then commits the frame. A trial at
-    the chosen level is reused instead of coding the frame again."""
+def _encode_one(
+    encoder: Encoder, controller: RateController, frame, index: int, frame_type: FrameType, scenecut_bits=None
+) -> EncodedFrame:
+    """Asks the controller for a level (it may run trials), codes the frame and commits it. A trial
+    at the chosen level is reused instead of coding the frame again. A P-frame of more than
+    `scenecut_bits` bits is also coded as an I-frame at the same level; the smaller one is kept."""
     trials = {}
 
     def trial(level: float) -> TrialResult:
@@ -222,12 +242,13 @@ def _encode_one(encoder: Encoder, controller: RateController, frame, index: int,
 
     num_pixels = int(frame.shape[0] * frame.shape[1])
     level = float(np.float32(controller.select_level(index, frame_type, num_pixels, trial)))
-    if level in trials:
-        encoded = trials[level]
-        encoder.commit(encoded)
-    else:
-        encoded = encoder.encode_frame(frame, level, frame_type, commit=True)
-    controller.update(index, frame_type, encoded.trial_result())
+    encoded = trials[level] if level in trials else encoder.encode_frame(frame, level, frame_type, commit=False)
+    if frame_type is FrameType.P and scenecut_bits is not None and encoded.bits > scenecut_bits:
+        intra = encoder.encode_frame(frame, level, FrameType.I, commit=False)
+        if intra.bits <= encoded.bits:
+            encoded = intra
+    encoder.commit(encoded)
+    controller.update(index, encoded.frame_type, encoded.trial_result())
     return encoded
 
 

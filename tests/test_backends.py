@@ -78,7 +78,7 @@ def _coded(tmp_path, frames, encode_with, decode_with, bundle):
     records = []
     summary = encode_video(
         list(frames), path, fps=25, gop=len(frames), controller=ConstantLevel(LEVEL), backend=encode_with,
-        bundle=bundle, progress=lambda i, frame: records.append(frame.reconstruction),
+        bundle=bundle, progress=lambda i, frame: records.append(frame.reconstruction), scenecut=0,
     )
     decoded = []
     decode_video(path, decoded.append, decode_with, bundle)

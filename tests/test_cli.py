@@ -77,6 +77,8 @@ def test_usage_and_command_line_errors(tmp_path):
     fails(["info", "a.elfvc", "--level=3"], 2, "info does not take --level")
     fails(["encode", "only-one"], 2, "encode takes IN OUT")
     fails(["encode", "a", "b", "--gop=-1"], 2, "gop")
+    fails(["encode", "a", "b", "--scenecut=-1"], 2, "scenecut")
+    fails(["visualize", "a", "b.png", "--scenecut=1"], 2, "visualize does not take --scenecut")
     fails(["decode", "a", "b", "--no-such-flag"], 2, "no-such-flag")
     fails(["decode", "a", "b", "--backend=cuda"], 2, "unknown backend 'cuda'; valid backends: tf, onnx, tensorrt")
 
@@ -148,6 +150,20 @@ def test_encode_info_decode_round_trip(tmp_path, workdir, stream):
     # The y4m holds exactly the 4:2:0 conversion of the decoded frames.
     np.testing.assert_array_equal(again, vio.yuv420_to_rgb(vio.rgb_to_yuv420(frames)))
     fails(["decode", str(path), str(y4m)], 1, "exists", tmp_path)
+
+
+def test_scenecut_flag_turns_a_cut_into_an_iframe(tmp_path, bikes_frames):
+    """A cut from bikes to flat grey after 3 frames, --gop=4: --scenecut=0 keeps the fixed pattern;
+    a low threshold makes the cut an I-frame and restarts the GOP there."""
+    crop = np.ascontiguousarray(bikes_frames[:3, 40 : 40 + H, 200 : 200 + W])
+    clip = np.concatenate([crop, np.full_like(crop, 128)])
+    vio.write_video(tmp_path / "cut.y4m", clip, Fraction(25))
+    for scenecut, pattern in (("0", "IPPPIP"), ("0.05", "IPPIPP")):
+        out = tmp_path / f"cut{scenecut}.elfvc"
+        code, _, err = run_cli_raw(["encode", str(tmp_path / "cut.y4m"), str(out), "--gop=4", f"--scenecut={scenecut}"])
+        assert code == 0, err
+        info = run_cli_raw(["info", str(out)])[1]
+        assert "".join(line.split()[1] for line in info.splitlines() if re.match(r"\s+\d+ +[IP] ", line)) == pattern
 
 
 def test_encode_an_mp4_directly(tmp_path):

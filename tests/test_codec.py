@@ -64,7 +64,9 @@ def clip(bikes_frames):
 def coded(tmp_path_factory, clip, bundle, backend):
     path = tmp_path_factory.mktemp("codec") / "bikes.elfvc"
     controller = TryThenSettle(LEVEL)
-    summary = encode_video(list(clip), path, fps=25, gop=3, controller=controller, backend=backend, bundle=bundle)
+    # scenecut=0: the fixed GOP pattern (this untrained model's P-frames cost more than I-frames).
+    summary = encode_video(list(clip), path, fps=25, gop=3, controller=controller, backend=backend, bundle=bundle,
+                           scenecut=0)  # fmt: skip
     decoded = []
     decode_summary = decode_video(path, decoded.append, backend, bundle)
     return path, summary, decoded, decode_summary, controller
@@ -178,6 +180,9 @@ def test_encode_failures_leave_no_output(tmp_path, clip, bundle, backend):
         encode_video([], out, fps=25, controller=Constant(1.0), backend=backend, bundle=bundle)
     with pytest.raises(CodecError, match="outside"):
         encode_video([clip[0]], out, fps=25, controller=Constant(9.5), backend=backend, bundle=bundle)
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(CodecError, match="scene-cut threshold"):
+            encode_video([clip[0]], out, fps=25, controller=Constant(1.0), backend=backend, bundle=bundle, scenecut=bad)
     source = tmp_path / "in.y4m"
     source.write_bytes(b"not touched")
     with pytest.raises(CodecError, match="is the input"):
@@ -257,7 +262,7 @@ def test_pframe_quant_width_is_coded_exactly_and_sets_the_rate(tmp_path, clip):
     for level in (0.0, 7.0):
         path = tmp_path / f"level{level:g}.elfvc"
         summary = encode_video(list(clip[:3]), path, fps=25, gop=3, controller=Constant(level), backend=backend,
-                               bundle=bundle)
+                               bundle=bundle, scenecut=0)  # fmt: skip
         decoded = []
         decode_video(path, decoded.append, backend, bundle)
         with Encoder(bundle, backend) as encoder:
@@ -267,6 +272,29 @@ def test_pframe_quant_width_is_coded_exactly_and_sets_the_rate(tmp_path, clip):
         assert [f.frame_type for f in summary.frames] == [FrameType.I, FrameType.P, FrameType.P]
         pframe_bits[level] = sum(f.bits for f in summary.frames[1:])
     assert pframe_bits[0.0] < 0.5 * pframe_bits[7.0], pframe_bits
+
+
+def test_scene_cut_codes_an_iframe_and_restarts_the_gop(tmp_path, clip):
+    """A cut from bikes to flat grey, GOP 4, shipped model. Scene-cut check off: the fixed pattern.
+    On (threshold 0.05 of the last I-frame, so every P-frame is also tried as an I-frame): the
+    cut frame is coded as the smaller I-frame, and the next I-frame comes 4 frames after it,
+    not at frame 4. Both streams decode to exactly the frames the encoder measured."""
+    from runtime.bundle import default_bundle
+    from runtime.metrics import psnr_rgb
+
+    bundle = default_bundle()
+    backend = get_backend("tf", bundle)
+    cut = np.concatenate([clip[:3], np.full((5,) + clip.shape[1:], 128, np.uint8)])
+    for scenecut, pattern in ((0.0, "IPPPIPPP"), (0.05, "IPPIPPPI")):
+        path = tmp_path / f"cut{scenecut:g}.elfvc"
+        summary = encode_video(list(cut), path, fps=25, gop=4, controller=Constant(2.625), backend=backend,
+                               bundle=bundle, scenecut=scenecut)  # fmt: skip
+        assert "".join(f.frame_type.name for f in summary.frames) == pattern
+        decoded = []
+        decode_video(path, decoded.append, backend, bundle)
+        np.testing.assert_allclose(psnr_rgb(cut, np.stack(decoded)), [f.psnr for f in summary.frames], rtol=0, atol=1e-9)
+    with_cut, without = (inspect(tmp_path / name) for name in ("cut0.05.elfvc", "cut0.elfvc"))
+    assert with_cut.frames[3].num_bytes < without.frames[3].num_bytes  # the I-frame was the smaller one
 
 
 def test_model_id_ignores_later_config_fields_at_their_defaults():

@@ -39,7 +39,7 @@ def setup(bikes_frames):
     folder = Path(tempfile.mkdtemp(prefix="elfvc-fuzz-"))
     path = folder / "base.elfvc"
     frames = list(bikes_frames[:2, 60:110, 200:270])  # 70x50: padded to 128x64
-    encode_video(frames, path, fps=25, gop=16, controller=Constant(), backend=backend, bundle=bundle)
+    encode_video(frames, path, fps=25, gop=16, controller=Constant(), backend=backend, bundle=bundle, scenecut=0)
     data = path.read_bytes()
     # Frame spans and where each frame's payload starts (after its fixed part and lengths).
     reader = bs.Reader(data)
