@@ -78,7 +78,7 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("gop", 16, "Frames per group of pictures (an I-frame, then P-frames; 0: "
                          "one I-frame, then only P-frames).", lower_bound=0, upper_bound=65535, flag_values=fv)
     flags.DEFINE_float("scenecut", 1.0, "A P-frame costing more than this multiple of the last I-frame "
-                       "is tried as an I-frame, kept if smaller, and the next GOP counts from it (0: off).",
+                       "is tried as an I-frame, kept if no larger and no worse in PSNR; the next GOP counts from it (0: off).",
                        lower_bound=0.0, flag_values=fv)
     flags.DEFINE_float("max_bpp_i", None, "Cap on each I-frame, bits per pixel.", flag_values=fv)
     flags.DEFINE_float("max_bpp_p", None, "Cap on each P-frame, bits per pixel.", flag_values=fv)

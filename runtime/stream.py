@@ -105,9 +105,9 @@ class StreamInfo:
 
 
 #: A P-frame that costs more than this multiple of the last I-frame's bits is coded again as an
-#: I-frame, and the smaller of the two is kept (a scene cut, or a P-frame loop that has drifted).
-#: At 1.0 ordinary content never triggers it (its P-frames cost a fraction of an I-frame), so
-#: streams and encode speed are unchanged there; 0 turns the check off.
+#: I-frame, which replaces it when it is no larger and no worse in PSNR (a scene cut, or a P-frame
+#: loop that has drifted). At 1.0 ordinary content rarely even tries (its P-frames cost a fraction
+#: of an I-frame); 0 turns the check off.
 DEFAULT_SCENECUT = 1.0
 
 
@@ -147,7 +147,7 @@ def encode_video(
 
     An I-frame starts every GOP of `gop` frames (0: only the first frame). With `scenecut` > 0 a
     P-frame costing more than `scenecut` times the last I-frame is also tried as an I-frame, which
-    replaces it if it is smaller; the next GOP then counts from there (`gop` is the longest I-frame
+    replaces it if it is no larger and no worse in PSNR; the next GOP then counts from there (`gop` is the longest I-frame
     interval, as x264's keyint). The decoder reads each frame's type from its frame unit.
 
     `progress(index, encoded_frame)` is called after each frame; `input_path` (or an
@@ -232,7 +232,8 @@ def _encode_one(
 ) -> EncodedFrame:
     """Asks the controller for a level (it may run trials), codes the frame and commits it. A trial
     at the chosen level is reused instead of coding the frame again. A P-frame of more than
-    `scenecut_bits` bits is also coded as an I-frame at the same level; the smaller one is kept."""
+    `scenecut_bits` bits is also coded as an I-frame at the same level, which replaces it only if
+    it is no larger and no worse in PSNR (and better in one of the two)."""
     trials = {}
 
     def trial(level: float) -> TrialResult:
@@ -245,11 +246,16 @@ def _encode_one(
     encoded = trials[level] if level in trials else encoder.encode_frame(frame, level, frame_type, commit=False)
     if frame_type is FrameType.P and scenecut_bits is not None and encoded.bits > scenecut_bits:
         intra = encoder.encode_frame(frame, level, FrameType.I, commit=False)
-        if intra.bits <= encoded.bits:
+        if _dominates(intra, encoded):
             encoded = intra
     encoder.commit(encoded)
     controller.update(index, encoded.frame_type, encoded.trial_result())
     return encoded
+
+
+def _dominates(a: EncodedFrame, b: EncodedFrame) -> bool:
+    """`a` is no larger and no worse than `b` (RGB PSNR), and better in one of the two."""
+    return a.bits <= b.bits and a.psnr >= b.psnr and (a.bits < b.bits or a.psnr > b.psnr)
 
 
 def _open_stream(in_path) -> Tuple[Reader, StreamHeader, object]:

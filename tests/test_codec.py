@@ -277,24 +277,29 @@ def test_pframe_quant_width_is_coded_exactly_and_sets_the_rate(tmp_path, clip):
 def test_scene_cut_codes_an_iframe_and_restarts_the_gop(tmp_path, clip):
     """A cut from bikes to flat grey, GOP 4, shipped model. Scene-cut check off: the fixed pattern.
     On (threshold 0.05 of the last I-frame, so every P-frame is also tried as an I-frame): the
-    cut frame is coded as the smaller I-frame, and the next I-frame comes 4 frames after it,
-    not at frame 4. Both streams decode to exactly the frames the encoder measured."""
+    cut frame is coded as an I-frame (smaller and better than its P-frame), the grey P-frames
+    after it stay P-frames (tried as I-frames too, but those are worse), and the next I-frame
+    comes 4 frames after the cut, not at frame 4. Both streams decode to exactly the frames the
+    encoder measured."""
     from runtime.bundle import default_bundle
     from runtime.metrics import psnr_rgb
 
     bundle = default_bundle()
     backend = get_backend("tf", bundle)
     cut = np.concatenate([clip[:3], np.full((5,) + clip.shape[1:], 128, np.uint8)])
+    summaries = {}
     for scenecut, pattern in ((0.0, "IPPPIPPP"), (0.05, "IPPIPPPI")):
         path = tmp_path / f"cut{scenecut:g}.elfvc"
         summary = encode_video(list(cut), path, fps=25, gop=4, controller=Constant(2.625), backend=backend,
                                bundle=bundle, scenecut=scenecut)  # fmt: skip
         assert "".join(f.frame_type.name for f in summary.frames) == pattern
+        summaries[scenecut] = summary
         decoded = []
         decode_video(path, decoded.append, backend, bundle)
         np.testing.assert_allclose(psnr_rgb(cut, np.stack(decoded)), [f.psnr for f in summary.frames], rtol=0, atol=1e-9)
     with_cut, without = (inspect(tmp_path / name) for name in ("cut0.05.elfvc", "cut0.elfvc"))
-    assert with_cut.frames[3].num_bytes < without.frames[3].num_bytes  # the I-frame was the smaller one
+    assert with_cut.frames[3].num_bytes < without.frames[3].num_bytes  # the I-frame: smaller ...
+    assert summaries[0.05].frames[3].psnr >= summaries[0.0].frames[3].psnr  # ... and no worse
 
 
 def test_model_id_ignores_later_config_fields_at_their_defaults():
