@@ -147,8 +147,9 @@ def encode_video(
 
     An I-frame starts every GOP of `gop` frames (0: only the first frame). With `scenecut` > 0 a
     P-frame costing more than `scenecut` times the last I-frame is also tried as an I-frame, which
-    replaces it if it is no larger and no worse in PSNR; the next GOP then counts from there (`gop` is the longest I-frame
-    interval, as x264's keyint). The decoder reads each frame's type from its frame unit.
+    replaces it if it is no larger and no worse in PSNR; the next GOP then counts from there
+    (`gop` is the longest I-frame interval, as x264's keyint). The decoder reads each frame's
+    type from its frame unit.
 
     `progress(index, encoded_frame)` is called after each frame; `input_path` (or an
     `frames.path` attribute) names the source, which is never overwritten.
