@@ -6,8 +6,8 @@ Codes the clip at levels 0, step, 2 step, ..., L-1 through real .elfvc files (a 
 no scene-cut I-frames; the default model unless --model), and prints bpp (file size), the mean
 RGB PSNR of the decoded frames, the worst frame's PSNR (a P-frame loop that drifts over the GOP
 shows here first: the model trains on IPPP, §4.1, and is unrolled to 16 frames), and whether
-rate and mean PSNR are monotone in the level. Writes the table as JSON with --out. Exit status 2 for a bad command line, 1 for a clip or
-model that cannot be used.
+rate and mean PSNR are monotone in the level. Writes the table as JSON with --out. Exit status
+2 for a bad command line, 1 for a clip or model that cannot be used.
 """
 
 from __future__ import annotations
