@@ -33,7 +33,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from model.config import ModelConfig
+from model.config import QUANT_WIDTH_FIELDS, ModelConfig
 
 CONFIG_FILE = "config.json"
 OPTIONS_FILE = "options.json"
@@ -115,9 +115,7 @@ def checkpoint_config(owner: pathlib.Path) -> ModelConfig:
     return load_config(config_path)
 
 
-#: Config fields that only set Q_w (its initial values, and whether P-frames have one): a
-#: checkpoint whose config differs from the model's in these alone still warm-starts it.
-QUANT_WIDTH_FIELDS = ("quant_width_first", "quant_width_last", "pframe_quant_width")
+# A checkpoint whose config differs from the model's only in QUANT_WIDTH_FIELDS still warm-starts it.
 
 
 def _differs_only_in_quant_width(a: ModelConfig, b: ModelConfig) -> bool:
@@ -128,9 +126,9 @@ def _differs_only_in_quant_width(a: ModelConfig, b: ModelConfig) -> bool:
 def _warm_start_new_quant_width(model, prefix: str, source_config: ModelConfig, scope: str) -> None:
     """Warm start across a Q_w-only config change: every weight but Q_w comes from the checkpoint
     (checked value by value against a strictly loaded model of the checkpoint's own config).
-    A Q_w table the checkpoint has, within `scope`, keeps its learned values when the initial
-    spread (quant_width_first/last) is unchanged, e.g. the I-frame's when only
-    pframe_quant_width is switched on; every other table starts from the new spread."""
+    The I-frame's Q_w table keeps its learned values when the initial spread
+    (quant_width_first/last) is unchanged, i.e. when only pframe_quant_width changed; every
+    other table starts from the new spread."""
     from model.elfvc import ELFVC
 
     source = ELFVC(source_config).build_weights()
@@ -152,27 +150,24 @@ def _warm_start_new_quant_width(model, prefix: str, source_config: ModelConfig, 
         if theirs.shape != ours.shape or not np.array_equal(theirs.numpy(), ours.numpy()):
             raise CheckpointError(f"cannot warm start from {prefix}: {ours.name} did not load")
     initial = model.config.initial_log_quant_width()
-    same_spread = (source_config.quant_width_first, source_config.quant_width_last) == (
+    for block in (model.iframe, model.flow, model.residue):
+        if hasattr(block, "log_quant_width"):
+            block.log_quant_width.assign(initial)
+    # The same spread means only pframe_quant_width changed: then exactly one side has flow and
+    # residue tables, and the I-frame's learned table (loaded in either scope) still applies.
+    if (source_config.quant_width_first, source_config.quant_width_last) == (
         model.config.quant_width_first,
         model.config.quant_width_last,
-    )
-    in_scope = ("iframe", "flow", "residue") if scope == "all" else ("iframe",)
-    for name in ("iframe", "flow", "residue"):
-        block, learned = getattr(model, name), getattr(source, name)
-        if not hasattr(block, "log_quant_width"):
-            continue
-        if same_spread and name in in_scope and hasattr(learned, "log_quant_width"):
-            block.log_quant_width.assign(learned.log_quant_width)  # a table the checkpoint learned
-        else:
-            block.log_quant_width.assign(initial)
+    ):
+        model.iframe.log_quant_width.assign(source.iframe.log_quant_width)
 
 
 def warm_start(model, path, scope: str, expected: ModelConfig) -> str:
     """Loads `model` weights (scope 'all') or only its I-frame codec (scope 'iframe') from `path`.
 
     A checkpoint whose config differs only in QUANT_WIDTH_FIELDS loads everything but Q_w, which
-    starts from `expected`'s initial spread unless the spread is unchanged and the checkpoint
-    has a learned table for that block. Returns the checkpoint prefix used. Raises
+    starts from `expected`'s initial spread (the I-frame's stays learned if the spread is
+    unchanged). Returns the checkpoint prefix used. Raises
     CheckpointError for a checkpoint of another config or one that lacks any requested variable.
     """
     prefix, owner = resolve_checkpoint(path)

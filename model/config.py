@@ -19,6 +19,12 @@ import numpy as np
 FRAME_MULTIPLE = 64
 
 
+#: Config fields that only set Q_w (its initial values, and whether P-frames have one). They came
+#: after the first shipped models: a checkpoint differing only in them still warm-starts
+#: (model/checkpoints.py), and the model id hashes them only when set (runtime/bundle.py).
+QUANT_WIDTH_FIELDS = ("quant_width_first", "quant_width_last", "pframe_quant_width")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of one ELF-VC model. Frozen: a config is an identity, not a scratchpad."""

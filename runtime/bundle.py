@@ -62,16 +62,15 @@ class ModelBundle:
 
 
 # -- identity ------------------------------------------------------------------------------------
-#: Config fields added after model ids existed; hashed only when they differ from their
-#: defaults, so a model folder made before they existed keeps its id (and its streams decode).
-_LATER_CONFIG_FIELDS = ("quant_width_first", "quant_width_last", "pframe_quant_width")
-
-
 def identity_config(config) -> dict:
-    """The config fields that enter the model id."""
+    """The config fields that enter the model id. The Q_w fields came after model ids existed: they
+    are hashed only when they differ from their defaults, so a model folder made before them keeps
+    its id (and its streams decode)."""
+    from model.config import QUANT_WIDTH_FIELDS
+
     values = config.to_dict()
     defaults = {f.name: f.default for f in dataclasses.fields(config)}
-    return {k: v for k, v in values.items() if not (k in _LATER_CONFIG_FIELDS and v == defaults[k])}
+    return {k: v for k, v in values.items() if not (k in QUANT_WIDTH_FIELDS and v == defaults[k])}
 
 
 def compute_model_id(model, integer_hyper: Dict[str, IntegerHyperSynthesis]) -> bytes:

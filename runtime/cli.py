@@ -42,7 +42,7 @@ from absl import flags  # noqa: E402
 
 from runtime import video_io  # noqa: E402
 from runtime.progress import Progress  # noqa: E402
-from runtime.types import CodecError  # noqa: E402
+from runtime.types import DEFAULT_SCENECUT, CodecError  # noqa: E402
 
 PROG = "elfvc"
 COMMANDS = {
@@ -77,7 +77,7 @@ def define_flags() -> flags.FlagValues:
                        "of the model's range, or the top when only caps are given).", flag_values=fv)
     flags.DEFINE_integer("gop", 16, "Frames per group of pictures (an I-frame, then P-frames; 0: "
                          "one I-frame, then only P-frames).", lower_bound=0, upper_bound=65535, flag_values=fv)
-    flags.DEFINE_float("scenecut", 1.0, "A P-frame costing more than this multiple of the last I-frame "
+    flags.DEFINE_float("scenecut", DEFAULT_SCENECUT, "A P-frame costing more than this multiple of the last I-frame "
                        "is tried as an I-frame, kept if no larger and no worse in PSNR; the next GOP counts from it (0: off).",
                        lower_bound=0.0, flag_values=fv)
     flags.DEFINE_float("max_bpp_i", None, "Cap on each I-frame, bits per pixel.", flag_values=fv)
@@ -311,7 +311,7 @@ def encode(fv: flags.FlagValues, src: str, out: str) -> int:
             total = fv.frames if total is None else min(total, fv.frames)
         with open_backend(fv, bundle) as backend, make_progress(fv, "encode", total) as bar:
             stats, seconds = _encode(limited(reader, fv.frames), out_path, src_info.fps, fv.gop, controller,
-                                     backend, bundle, bar, src, fv.scenecut)  # fmt: skip
+                                     backend, bundle, bar, fv.scenecut, src)  # fmt: skip
     total_bits = 8 * out_path.stat().st_size
     line = summary_line("encoded", len(stats), src_info.width, src_info.height, src_info.fps, total_bits,
                         mean_psnr([s.psnr for s in stats]), seconds, f"-> {out}")  # fmt: skip
@@ -415,18 +415,15 @@ def visualize(fv: flags.FlagValues, src: str, out: str) -> int:
 # Adapters over runtime.stream (B1's API): everything that knows its field names is here.
 
 
-def _encode(frames, out_path, fps, gop, controller, backend, bundle, bar, src=None, scenecut=None) -> tuple:
+def _encode(frames, out_path, fps, gop, controller, backend, bundle, bar, scenecut, src=None) -> tuple:
     """Codes `frames` into `out_path`; returns ([FrameStat], seconds)."""
     from runtime.stream import encode_video
 
     def progress(index, encoded):
         bar.update(index + 1, note=f"{encoded.frame_type.name} level {encoded.level:.3f}")
 
-    from runtime.stream import DEFAULT_SCENECUT
-
     summary = encode_video(frames, out_path, fps=fps, gop=gop, controller=controller, backend=backend,
-                           bundle=bundle, progress=progress, input_path=src,
-                           scenecut=DEFAULT_SCENECUT if scenecut is None else scenecut)  # fmt: skip
+                           bundle=bundle, progress=progress, input_path=src, scenecut=scenecut)  # fmt: skip
     return _frame_stats(summary), summary.seconds
 
 
@@ -510,7 +507,7 @@ def _rate_control_runs(fv, frames, src_info, bundle) -> List[RcRun]:
         def code(name, controller, **marks):
             with make_progress(fv, name, len(frames)) as bar:
                 stats, _ = _encode(iter(frames), pathlib.Path(tmp) / "clip.elfvc", src_info.fps, fv.gop,
-                                   controller, backend, bundle, bar, scenecut=fv.scenecut)  # fmt: skip
+                                   controller, backend, bundle, bar, fv.scenecut)  # fmt: skip
             runs.append(RcRun(name, stats, src_info.fps, pixels, **marks))
             return runs[-1]
 

@@ -29,7 +29,7 @@ from runtime.bitstream import (
 )
 from runtime.codec import Decoder, EncodedFrame, Encoder
 from runtime.entropy_coding import SubstreamLayout
-from runtime.types import CodecError, FrameType, RateController, TrialResult
+from runtime.types import DEFAULT_SCENECUT, CodecError, FrameType, RateController, TrialResult
 
 
 @dataclass(frozen=True)
@@ -102,13 +102,6 @@ class StreamInfo:
     channel_groups: int
     tile: int
     frames: Tuple[FrameInfo, ...]
-
-
-#: A P-frame that costs more than this multiple of the last I-frame's bits is coded again as an
-#: I-frame, which replaces it when it is no larger and no worse in PSNR (a scene cut, or a P-frame
-#: loop that has drifted). At 1.0 ordinary content rarely even tries (its P-frames cost a fraction
-#: of an I-frame); 0 turns the check off.
-DEFAULT_SCENECUT = 1.0
 
 
 def _fraction(fps) -> Fraction:

@@ -41,3 +41,10 @@ class RateController(Protocol):
     ) -> float: ...
 
     def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None: ...
+
+
+#: A P-frame that costs more than this multiple of the last I-frame's bits is coded again as an
+#: I-frame, which replaces it when it is no larger and no worse in PSNR (a scene cut, or a P-frame
+#: loop that has drifted). At 1.0 ordinary content rarely even tries (its P-frames cost a fraction
+#: of an I-frame); 0 turns the check off.
+DEFAULT_SCENECUT = 1.0
