@@ -9,6 +9,10 @@ the encoder, decodes them again (checking the reconstructions match bit for bit)
 - integer D1 rate cost, per codelayer on the same latents: bits with the float D1 and continuous
   scales (what training measures), with the float D1 and table scales, and with the integer D1
   and table scales (what is coded).
+- where the bits go: bpp and share of each codelayer's q0 (latents) and q1 (side information)
+  for the I-frame, the flow and the residue (App. A), and of the container (frame headers,
+  lengths, CRC, range-coder flush). Parts are ideal code lengths under the coded tables, scaled
+  to the real payload (they differ from it by the "payload/tables" column).
 
     python -m runtime.measure_codec --videos=VIDEO[,VIDEO...] [--model=DIR] [--levels=0,3.5,7]
 """
@@ -59,6 +63,8 @@ class Measurement:
     decode_share: float = 0.0
     cost: Dict[str, RateCost] = field(default_factory=dict)
     pending_table_bits: float = 0.0
+    parts: Dict[str, float] = field(default_factory=dict)  # "iframe q0" -> ideal bits under the tables
+    pixels: int = 0  # per frame (unpadded)
 
     def row(self) -> str:
         bits, payload, est = (np.asarray(x, np.float64) for x in (self.bits, self.payload_bits, self.estimate))
@@ -82,6 +88,27 @@ class Measurement:
             out.float_table += cost.float_table
             out.integer_table += cost.integer_table
         return out
+
+
+#: Codelayer parts in the order of the breakdown table.
+PARTS = tuple(f"{block} {part}" for block in ("iframe", "flow", "residue") for part in ("q0", "q1"))
+
+
+def breakdown_row(result: "Measurement") -> str:
+    """One row of the bit breakdown: bpp (share of all frame bits) of each part, and the container."""
+    total = float(np.sum(result.bits))
+    payload = float(np.sum(result.payload_bits))
+    ideal = sum(result.parts.values())
+    scale = payload / ideal if ideal else 0.0
+    pixels = result.pixels * result.frames
+    cells = [(result.parts.get(name, 0.0) * scale) for name in PARTS] + [total - payload]
+    text = " | ".join(f"{bits / pixels:.4f} ({100 * bits / total:.1f}%)" for bits in cells)
+    return f"| {result.clip} | {result.level:g} | {total / pixels:.4f} | {text} |"
+
+
+BREAKDOWN_HEADER = (
+    "| clip | level | bpp | " + " | ".join(PARTS) + " | container |\n|" + "---|" * (len(PARTS) + 4)
+)
 
 
 HEADER = (
@@ -111,8 +138,10 @@ def _observer(bundle, measurement: Measurement):
     table = scale_table()
 
     def observe(block, latent, layer, ctx):
-        measurement.pending_table_bits += table_bits(layer.hyper_symbols, layer.hyper_indices)
-        measurement.pending_table_bits += table_bits(layer.symbols, layer.indices)
+        side, main = table_bits(layer.hyper_symbols, layer.hyper_indices), table_bits(layer.symbols, layer.indices)
+        measurement.pending_table_bits += side + main
+        measurement.parts[f"{block} q1"] = measurement.parts.get(f"{block} q1", 0.0) + side
+        measurement.parts[f"{block} q0"] = measurement.parts.get(f"{block} q0", 0.0) + main
         codelayer = getattr(bundle.model, block).codelayer
         mean, sigma = (t.numpy() for t in codelayer.hyper_synthesis(layer.hyper_symbols[None].astype(np.float32), ctx.embedding))
         quant_width = ctx.quant_width(block)
@@ -136,6 +165,7 @@ def measure(bundle, backend, frames: np.ndarray, clip: str, level: float, gop: i
 
     result = Measurement(clip, level, frames=len(frames))
     height, width = frames.shape[1:3]
+    result.pixels = height * width
     units = []
     with Encoder(bundle, backend, observer=_observer(bundle, result)) as encoder:
         for index, frame in enumerate(frames):
@@ -153,16 +183,20 @@ def measure(bundle, backend, frames: np.ndarray, clip: str, level: float, gop: i
         for index, (payload, reconstruction) in enumerate(units):
             decoded = decoder.decode_frame(read_frame(Reader(payload), index))
             if not np.array_equal(decoded.reconstruction, reconstruction):
-                raise RuntimeError(f"{clip} level {level} frame {index}: decoder and encoder disagree")
+                raise CodecError(f"{clip} level {level} frame {index}: decoder and encoder disagree")
         result.decode_share = decoder.timings.entropy_share
     return result
 
 
 def main(argv: Sequence[str]) -> int:
+    FLAGS.unparse_flags()  # every call parses from the defaults (main is called in-process by tests)
     try:
-        FLAGS(list(argv))
+        rest = FLAGS(list(argv) if argv else ["measure_codec"])
     except flags.Error as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if len(rest) > 1:
+        print(f"error: unexpected arguments {' '.join(rest[1:])}", file=sys.stderr)
         return 2
     from runtime.backends import get_backend
     from runtime.bundle import default_bundle, load_bundle
@@ -170,6 +204,13 @@ def main(argv: Sequence[str]) -> int:
 
     try:
         levels = [float(v) for v in FLAGS.levels]
+    except ValueError:
+        print(f"error: --levels must be numbers, got {','.join(FLAGS.levels)!r}", file=sys.stderr)
+        return 2
+    if not levels or FLAGS.frames < 1 or FLAGS.gop < 0:
+        print("error: --levels must not be empty, --frames must be >= 1 and --gop >= 0", file=sys.stderr)
+        return 2
+    try:
         bundle = load_bundle(FLAGS.model) if FLAGS.model else default_bundle()
         for note in bundle.notes:
             print(f"NOTE: {note}")
@@ -182,13 +223,18 @@ def main(argv: Sequence[str]) -> int:
             # Untimed warm-up: traces every subgraph and loads the range coder's kernels.
             warm, _ = read_video(videos[0], 2)
             measure(bundle, backend, warm, "warm-up", levels[0])
+            results = []
             for path in videos:
                 frames, _ = read_video(path, FLAGS.frames)
                 for level in levels:
-                    result = measure(bundle, backend, frames, os.path.basename(path), level, FLAGS.gop)
-                    print(result.row(), flush=True)
-    except (CodecError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+                    results.append(measure(bundle, backend, frames, os.path.basename(path), level, FLAGS.gop))
+                    print(results[-1].row(), flush=True)
+        print("\nWhere the bits go: bpp (share of all frame bits)\n")
+        print(BREAKDOWN_HEADER)
+        for result in results:
+            print(breakdown_row(result))
+    except (CodecError, ValueError, OSError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     return 0
 
