@@ -126,9 +126,9 @@ def _differs_only_in_quant_width(a: ModelConfig, b: ModelConfig) -> bool:
 def _warm_start_new_quant_width(model, prefix: str, source_config: ModelConfig, scope: str) -> None:
     """Warm start across a Q_w-only config change: every weight but Q_w comes from the checkpoint
     (checked value by value against a strictly loaded model of the checkpoint's own config).
-    The I-frame's Q_w table keeps its learned values when the initial spread
-    (quant_width_first/last) is unchanged, i.e. when only pframe_quant_width changed; every
-    other table starts from the new spread."""
+    A Q_w table keeps its learned values when its block's initial spread is unchanged and the
+    checkpoint has one (the I-frame's always does; flow and residue only with
+    pframe_quant_width); every other table starts from the new spread."""
     from model.elfvc import ELFVC
 
     source = ELFVC(source_config).build_weights()
@@ -149,24 +149,24 @@ def _warm_start_new_quant_width(model, prefix: str, source_config: ModelConfig, 
     for theirs, ours in zip(wanted, mine):
         if theirs.shape != ours.shape or not np.array_equal(theirs.numpy(), ours.numpy()):
             raise CheckpointError(f"cannot warm start from {prefix}: {ours.name} did not load")
-    initial = model.config.initial_log_quant_width()
-    for block in (model.iframe, model.flow, model.residue):
-        if hasattr(block, "log_quant_width"):
-            block.log_quant_width.assign(initial)
-    # The same spread means only pframe_quant_width changed: then exactly one side has flow and
-    # residue tables, and the I-frame's learned table (loaded in either scope) still applies.
-    if (source_config.quant_width_first, source_config.quant_width_last) == (
-        model.config.quant_width_first,
-        model.config.quant_width_last,
-    ):
-        model.iframe.log_quant_width.assign(source.iframe.log_quant_width)
+    # A block whose initial spread is unchanged, and which has a table on both sides, keeps its
+    # learned table (loaded in either scope); every other table starts from the new spread.
+    for name in ("iframe", "flow", "residue"):
+        block, theirs = getattr(model, name), getattr(source, name)
+        if not hasattr(block, "log_quant_width"):
+            continue
+        same = source_config.quant_width_spread(name) == model.config.quant_width_spread(name)
+        if same and hasattr(theirs, "log_quant_width"):
+            block.log_quant_width.assign(theirs.log_quant_width)
+        else:
+            block.log_quant_width.assign(model.config.initial_log_quant_width(name))
 
 
 def warm_start(model, path, scope: str, expected: ModelConfig) -> str:
     """Loads `model` weights (scope 'all') or only its I-frame codec (scope 'iframe') from `path`.
 
     A checkpoint whose config differs only in QUANT_WIDTH_FIELDS loads everything but Q_w, which
-    starts from `expected`'s initial spread (the I-frame's stays learned if the spread is
+    starts from `expected`'s initial spread (a block's table stays learned if its spread is
     unchanged). Returns the checkpoint prefix used. Raises
     CheckpointError for a checkpoint of another config or one that lacks any requested variable.
     """

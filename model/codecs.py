@@ -77,11 +77,13 @@ class _LevelQuantWidth:
     """Learned per-level, per-channel quantization width Q_w (§3.1), stored as its log and
     interpolated between trained levels for fractional ones (App. E)."""
 
+    quant_width_block = "iframe"  # which initial spread of the config (ModelConfig.quant_width_spread)
+
     def _build_quant_width(self):
         self.log_quant_width = self.add_weight(
             "log_quant_width",
             [self.config.levels, self.config.latent_channels],
-            initializer=tf.constant_initializer(self.config.initial_log_quant_width()),
+            initializer=tf.constant_initializer(self.config.initial_log_quant_width(self.quant_width_block)),
         )
 
     def quant_width(self, level):
@@ -184,6 +186,8 @@ class _InterBlock(_LevelQuantWidth, layers.Layer):
 class FlowBlock(_InterBlock):
     """Flow autoencoder (§2, §3.3): codes a refinement of f_bar, updates the state, warps."""
 
+    quant_width_block = "flow"
+
     def __init__(self, config: ModelConfig, step, **kwargs):
         super().__init__(config, step, "flow", **kwargs)
         self.flow_head = conv(16 * 6, name="flow_head", zero_init=True)  # mask logits (3) and delta (3) per pixel.
@@ -216,6 +220,8 @@ class FlowBlock(_InterBlock):
 
 class ResidueBlock(_InterBlock):
     """Residue autoencoder (§2): codes x_t - x_comp, returns the residue and the next state."""
+
+    quant_width_block = "residue"
 
     def __init__(self, config: ModelConfig, step, **kwargs):
         super().__init__(config, step, "residue", **kwargs)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -22,7 +23,13 @@ FRAME_MULTIPLE = 64
 #: Config fields that only set Q_w (its initial values, and whether P-frames have one). They came
 #: after the first shipped models: a checkpoint differing only in them still warm-starts
 #: (model/checkpoints.py), and the model id hashes them only when set (runtime/bundle.py).
-QUANT_WIDTH_FIELDS = ("quant_width_first", "quant_width_last", "pframe_quant_width")
+QUANT_WIDTH_FIELDS = (
+    "quant_width_first",
+    "quant_width_last",
+    "pframe_quant_width",
+    "flow_quant_width_first",
+    "flow_quant_width_last",
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,11 @@ class ModelConfig:
     # this on, the flow and residue codelayers get their own, so the levels separate in rate from
     # the first step instead of only as fast as Adam can teach the level maps.
     pframe_quant_width: bool = False
+    # The flow codelayer's own initial spread (None: the one above). Training noise is
+    # U(-Q_w/2, Q_w/2) in latent units, so a coarse flow Q_w teaches the flow decoder to ignore
+    # its latents; 1, 1 gives the flow the paper's Q_w = 1 at every level (session 4).
+    flow_quant_width_first: Optional[float] = None
+    flow_quant_width_last: Optional[float] = None
     # P-frame specifics (§2, §3.3).
     state_channels: int = 64  # state carried at 4x (gap).
     predictor_channels: int = 64  # width of the in-loop flow predictor (gap).
@@ -75,6 +87,10 @@ class ModelConfig:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
                 if field.name != "norm_freeze_steps":
                     raise ValueError(f"config {self.name!r}: {field.name} must be positive, got {value}")
+        if (self.flow_quant_width_first is None) != (self.flow_quant_width_last is None):
+            raise ValueError(f"config {self.name!r}: set both flow_quant_width_first and flow_quant_width_last, or neither")
+        if self.flow_quant_width_first is not None and not self.pframe_quant_width:
+            raise ValueError(f"config {self.name!r}: a flow Q_w spread needs pframe_quant_width")
 
     @property
     def levels(self) -> int:
@@ -89,9 +105,15 @@ class ModelConfig:
     def max_level(self) -> float:
         return float(self.levels - 1)
 
-    def initial_log_quant_width(self) -> np.ndarray:
-        """[levels, latent_channels] float32: log Q_w, linear in the level from first to last."""
-        first, last = math.log(self.quant_width_first), math.log(self.quant_width_last)
+    def quant_width_spread(self, block: str = "iframe") -> Tuple[float, float]:
+        """Initial (level 0, top level) Q_w of `block` ('iframe' | 'flow' | 'residue')."""
+        if block == "flow" and self.flow_quant_width_first is not None:
+            return self.flow_quant_width_first, self.flow_quant_width_last
+        return self.quant_width_first, self.quant_width_last
+
+    def initial_log_quant_width(self, block: str = "iframe") -> np.ndarray:
+        """[levels, latent_channels] float32: log Q_w of `block`, linear in the level from first to last."""
+        first, last = (math.log(v) for v in self.quant_width_spread(block))
         rows = np.linspace(first, last, self.levels) if self.levels > 1 else np.array([first])
         return np.repeat(rows[:, None], self.latent_channels, axis=1).astype(np.float32)
 

@@ -50,6 +50,9 @@ flags.DEFINE_string(
 flags.DEFINE_bool(
     "pframe_quant_width", None, "Give the flow and residue codelayers a per-level Q_w too (default: the config's)."
 )
+flags.DEFINE_string(
+    "flow_quant_width", None, "The flow codelayer's own initial Q_w 'FIRST,LAST' (needs --pframe_quant_width; default: --quant_width's)."
+)
 flags.DEFINE_integer("gop", 3, "Frames per training GOP (1 = I-frame codec only; §4.1 uses IPPP = 4).")
 flags.DEFINE_string("crop", "128", "Crop size: N (square) or HxW, multiples of 64.")
 flags.DEFINE_integer("batch", 4, "Global batch size (split over replicas).")
@@ -62,6 +65,10 @@ flags.DEFINE_enum("distortion", "mse", ["mse", "ms_ssim"], "Distortion D: MSE (d
 flags.DEFINE_bool("modulate", True, "App. D dynamic loss modulation (False: mu = 1).")
 flags.DEFINE_float("modulator_step", 0.01, "How much mu moves per step (App. D's 'small value').")
 flags.DEFINE_float("clip_norm", 0.0, "Clip gradients to this global norm (0: off).")
+flags.DEFINE_float(
+    "warp_loss", 0.0, "Weight of the auxiliary motion loss MSE(x_comp, x) over P-frames (0: off; see TrainOptions)."
+)
+flags.DEFINE_integer("warp_loss_steps", 0, "Apply --warp_loss for the first N steps of this stage only (0: all of them).")
 flags.DEFINE_string("init_from", None, "Warm start: a train dir, export folder or checkpoint prefix.")
 flags.DEFINE_enum("init_scope", "all", ["all", "iframe"], "What --init_from loads.")
 flags.DEFINE_integer("log_every", 20, "Print progress and write summaries every N steps.")
@@ -94,6 +101,11 @@ class TrainOptions:
     modulate: bool = True
     modulator_step: float = 0.01
     clip_norm: float = 0.0
+    # Auxiliary motion loss (our gap-filling, DVC-style): + warp_loss * MSE(x_comp, x_t) averaged
+    # over P-frames, for the first warp_loss_steps steps of the stage (0: all). It rewards the flow
+    # block for a good motion-compensated prediction directly, not only through the residue.
+    warp_loss: float = 0.0
+    warp_loss_steps: int = 0
     log_every: int = 20
     checkpoint_every_secs: int = 600
     checkpoint_every_steps: int = 0
@@ -114,14 +126,14 @@ def parse_crop(text: str) -> Tuple[int, int]:
     raise ValueError(f"--crop={text!r}: expected N or HxW")
 
 
-def parse_quant_width(text: str) -> Tuple[float, float]:
+def parse_quant_width(text: str, flag: str = "--quant_width") -> Tuple[float, float]:
     """'FIRST,LAST' -> initial Q_w at level 0 (lowest rate) and the top level."""
     try:
         first, last = (float(x) for x in text.split(","))
     except ValueError:
-        raise ValueError(f"--quant_width={text!r}: expected FIRST,LAST (two positive numbers)") from None
+        raise ValueError(f"{flag}={text!r}: expected FIRST,LAST (two positive numbers)") from None
     if not (first > 0 and last > 0 and math.isfinite(first) and math.isfinite(last)):
-        raise ValueError(f"--quant_width={text!r}: quantization widths must be positive and finite")
+        raise ValueError(f"{flag}={text!r}: quantization widths must be positive and finite")
     return first, last
 
 
@@ -180,12 +192,15 @@ class Progress:
         self.mse = np.zeros([self.gop, self.num_levels])
         self.bpp = np.zeros([self.gop, self.num_levels])
         self.count = np.zeros([self.gop, self.num_levels])
+        self.warp_mse, self.warp_count = 0.0, 0.0
         self.loss, self.steps, self.started = 0.0, 0, time.monotonic()
 
     def add(self, totals: dict):
         self.mse += totals["mse_sum"]
         self.bpp += totals["bpp_sum"]
         self.count += totals["count"]
+        self.warp_mse += float(totals.get("warp_mse_sum", 0.0))
+        self.warp_count += float(totals.get("warp_count", 0.0))
         self.loss += float(totals["loss"])
         self.steps += 1
         value = float(totals["loss"])
@@ -207,6 +222,8 @@ class Progress:
             "bpp_by_level": clean(level_bpp),
             "psnr_by_frame": clean(psnr_from_mse(frame_mse)),
             "bpp_by_frame": clean(frame_bpp),
+            # PSNR of the motion-compensated prediction x_comp over P-frames: does the flow move pixels?
+            "psnr_warp": clean([psnr_from_mse(self.warp_mse / self.warp_count)])[0] if self.warp_count else None,
         }
 
     def line(self, step: int, total: int, steps_per_sec: float) -> str:
@@ -218,6 +235,7 @@ class Progress:
         return (
             f"step {step}/{total} | {steps_per_sec:.3f} step/s | ETA {format_duration(eta)} | loss {s['loss']:.5f} | "
             f"PSNR/bpp by level {levels} | by frame {frames}"
+            + ("" if s["psnr_warp"] is None else f" | warp PSNR {s['psnr_warp']:.2f}")
         )
 
 
@@ -323,6 +341,7 @@ class Trainer:
         distortion_fn = distortion(self.options.distortion)
         lambda_table = tf.constant(self.lambdas)
         global_batch, num_levels, clip_norm = self.options.batch, self.num_levels, self.options.clip_norm
+        warp_weight, warp_steps = self.options.warp_loss, self.options.warp_loss_steps
         variables = model.trainable_variables
         sync_vars = [v for v in model.variables if v.synchronization == tf.VariableSynchronization.ON_READ]
         multi = strategy.num_replicas_in_sync > 1
@@ -333,6 +352,15 @@ class Trainer:
                 dist = distortion_fn(frames, out.reconstructions)
                 bpp = out.bpp()
                 loss = multilevel_loss(dist, bpp, levels, modulator.mu, lambda_table, global_batch)
+                if len(out.frames) > 1:
+                    compensated = tf.stack([f.compensated for f in out.frames[1:]], axis=1)
+                    warp_mse = mse(frames[:, 1:], compensated)  # [B, T-1]
+                else:
+                    warp_mse = tf.zeros([tf.shape(frames)[0], 0])
+                if warp_weight > 0 and len(out.frames) > 1:
+                    active = optimizer.iterations < warp_steps if warp_steps > 0 else tf.constant(True)
+                    weight = warp_weight * tf.cast(active, tf.float32)
+                    loss += weight * tf.reduce_sum(warp_mse) / tf.cast(global_batch * len(out.frames), tf.float32)
             grads = tape.gradient(loss, variables)
             # A GOP of 1 trains the I-frame codec alone: the P-frame blocks get no gradient.
             pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
@@ -343,7 +371,10 @@ class Trainer:
             dist_sum, count = per_frame_level_sums(dist, levels, num_levels)
             mse_sum, _ = per_frame_level_sums(mse(frames, out.reconstructions), levels, num_levels)
             bpp_sum, _ = per_frame_level_sums(bpp, levels, num_levels)
-            return {"loss": loss, "dist_sum": dist_sum, "mse_sum": mse_sum, "bpp_sum": bpp_sum, "count": count, "stop": stop}
+            return {
+                "loss": loss, "dist_sum": dist_sum, "mse_sum": mse_sum, "bpp_sum": bpp_sum, "count": count, "stop": stop,
+                "warp_mse_sum": tf.reduce_sum(warp_mse), "warp_count": tf.cast(tf.size(warp_mse), tf.float32),
+            }
 
         @tf.function
         def train_step(batch, stop):
@@ -481,6 +512,8 @@ class Trainer:
                 if p is not None:
                     tf.summary.scalar(f"psnr/frame_{t}", p)
                     tf.summary.scalar(f"bpp/frame_{t}", b)
+            if summary.get("psnr_warp") is not None:
+                tf.summary.scalar("psnr/warp", summary["psnr_warp"])
             mu = self.modulator.mu.numpy()
             for t in range(mu.shape[0]):
                 for l in range(mu.shape[1]):
@@ -528,6 +561,9 @@ def _configs_from_flags():
         overrides["quant_width_first"], overrides["quant_width_last"] = parse_quant_width(FLAGS.quant_width)
     if FLAGS.pframe_quant_width is not None:
         overrides["pframe_quant_width"] = FLAGS.pframe_quant_width
+    if FLAGS.flow_quant_width is not None:
+        first, last = parse_quant_width(FLAGS.flow_quant_width, "--flow_quant_width")
+        overrides["flow_quant_width_first"], overrides["flow_quant_width_last"] = first, last
     model_config = get_config(FLAGS.config, FLAGS.ablation, **overrides)
     data_config = DataConfig(
         path=FLAGS.data,
@@ -541,6 +577,8 @@ def _configs_from_flags():
     for name in ("steps", "batch", "log_every", "keep_checkpoints"):
         if getattr(FLAGS, name) < 1:
             raise ValueError(f"--{name} must be >= 1")
+    if FLAGS.warp_loss < 0 or FLAGS.warp_loss_steps < 0 or not math.isfinite(FLAGS.warp_loss):
+        raise ValueError("--warp_loss and --warp_loss_steps must be >= 0")
     options = TrainOptions(
         steps=FLAGS.steps,
         batch=FLAGS.batch,
@@ -550,6 +588,8 @@ def _configs_from_flags():
         modulate=FLAGS.modulate,
         modulator_step=FLAGS.modulator_step,
         clip_norm=FLAGS.clip_norm,
+        warp_loss=FLAGS.warp_loss,
+        warp_loss_steps=FLAGS.warp_loss_steps,
         log_every=FLAGS.log_every,
         checkpoint_every_secs=FLAGS.checkpoint_every_secs,
         checkpoint_every_steps=FLAGS.checkpoint_every_steps,

@@ -145,6 +145,9 @@ def test_train_resume_export_and_warm_start(septuplet, tmp_path, capsys):
         (None, ("--batch=0",), "--batch must be >= 1"),
         (None, ("--quant_width=0,1",), "must be positive and finite"),
         (None, ("--quant_width=2",), "expected FIRST,LAST"),
+        (None, ("--flow_quant_width=1",), "--flow_quant_width='1': expected FIRST,LAST"),
+        (None, ("--flow_quant_width=1,1",), "needs pframe_quant_width"),
+        (None, ("--warp_loss=-1",), "--warp_loss and --warp_loss_steps must be >= 0"),
     ],
 )
 def test_bad_input_ends_with_one_line(septuplet, tmp_path, capsys, make, args, message):
@@ -159,3 +162,45 @@ def test_bad_input_ends_with_one_line(septuplet, tmp_path, capsys, make, args, m
 def test_unreadable_checkpoint_dir_for_init_from(septuplet, tmp_path, capsys):
     code = run_main(*tiny(septuplet, tmp_path / "run", "--steps=1", f"--init_from={tmp_path / 'nothing'}"))
     assert code == 1 and "does not exist" in capsys.readouterr().err
+
+
+def test_flow_quant_width_and_warp_loss(septuplet, tmp_path, capsys):
+    """--flow_quant_width gives the flow codelayer its own initial spread (1, 1: the paper's Q_w = 1)
+    while the residue keeps --quant_width's; --warp_loss adds MSE(x_comp, x) for the first
+    --warp_loss_steps steps, and every log line reports the prediction's PSNR."""
+    run_dir = tmp_path / "warp"
+    args = ("--steps=2", "--quant_width=4,0.5", "--pframe_quant_width", "--flow_quant_width=1,1",
+            "--warp_loss=1", "--warp_loss_steps=1")
+    assert run_main(*tiny(septuplet, run_dir, *args)) == 0
+    out = capsys.readouterr().out
+    assert out.count("warp PSNR") == 2, out
+    config = ckpt.load_config(run_dir / ckpt.CONFIG_FILE)
+    assert (config.flow_quant_width_first, config.flow_quant_width_last) == (1.0, 1.0)
+    options = json.loads((run_dir / ckpt.OPTIONS_FILE).read_text())["options"]
+    assert options["warp_loss"] == 1.0 and options["warp_loss_steps"] == 1
+    reader = tf.train.load_checkpoint(ckpt.latest_in(run_dir))
+    table = lambda block: reader.get_tensor(f"model/{block}/log_quant_width/.ATTRIBUTES/VARIABLE_VALUE")[:, 0]
+    np.testing.assert_allclose(table("flow"), np.zeros(8), atol=1e-3)  # two Adam steps of lr 7e-5 from log 1
+    np.testing.assert_allclose(table("residue"), np.linspace(np.log(4), np.log(0.5), 8), atol=1e-3)
+
+    # Warm start into another flow spread: the flow table resets, I-frame and residue keep theirs.
+    config2 = dataclasses.replace(config, flow_quant_width_first=2.0, flow_quant_width_last=2.0)
+    data = DataConfig(str(septuplet), gop=2, crop=(64, 64))
+    trainer = train.Trainer(config2, data, train.TrainOptions(steps=1, batch=2), tmp_path / "warm2",
+                            tf.distribute.get_strategy(), init_from=str(run_dir))
+    np.testing.assert_allclose(trainer.model.flow.log_quant_width.numpy()[:, 0], np.full(8, np.log(2.0)), atol=1e-6)
+    np.testing.assert_array_equal(trainer.model.residue.log_quant_width.numpy()[:, 0], table("residue"))
+    np.testing.assert_array_equal(trainer.model.iframe.log_quant_width.numpy()[:, 0], table("iframe"))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"flow_quant_width_first": 1.0}, "or neither"),
+        ({"flow_quant_width_first": 1.0, "flow_quant_width_last": 1.0}, "needs pframe_quant_width"),
+        ({"flow_quant_width_first": 1.0, "flow_quant_width_last": 0.0, "pframe_quant_width": True}, "must be positive"),
+    ],
+)
+def test_flow_quant_width_config_errors(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        get_config("small", **overrides)
