@@ -249,14 +249,18 @@ def test_unpinned_folder_calibrates_like_the_default(tmp_path, bundle):
     assert not load_bundle(folder).notes
 
 
-def test_pframe_quant_width_is_coded_exactly_and_sets_the_rate(tmp_path, clip):
+@pytest.mark.parametrize("flow_spread", [{}, {"flow_quant_width_first": 1.0, "flow_quant_width_last": 1.0}])
+def test_pframe_quant_width_is_coded_exactly_and_sets_the_rate(tmp_path, clip, flow_spread):
     """With config.pframe_quant_width the flow and residue codelayers quantize on their own
     per-level Q_w: the decoder still reproduces the encoder bit for bit, and a P-frame at level 0
     (Q_w = 4) costs far fewer bits than at the top level (Q_w = 0.5) -- about log2(8) = 3 bits
-    less per significant latent, which an untrained model's level maps alone never give."""
+    less per significant latent, which an untrained model's level maps alone never give. The
+    same holds with the flow at a fixed Q_w = 1 (flow_quant_width), the residue setting the rate."""
     from runtime.bundle import untrained_bundle
 
-    bundle = untrained_bundle(pframe_quant_width=True, quant_width_first=4.0, quant_width_last=0.5)
+    bundle = untrained_bundle(pframe_quant_width=True, quant_width_first=4.0, quant_width_last=0.5, **flow_spread)
+    if flow_spread:
+        np.testing.assert_array_equal(bundle.model.flow.quant_width([0.0, 7.0]).numpy(), 1.0)
     backend = get_backend("tf", bundle)
     pframe_bits = {}
     for level in (0.0, 7.0):
@@ -305,12 +309,15 @@ def test_scene_cut_codes_an_iframe_and_restarts_the_gop(tmp_path, clip):
 def test_model_id_ignores_later_config_fields_at_their_defaults():
     """Q_w config fields came after model ids: at their defaults they stay out of the hash (a
     model folder made before them keeps its id, so its streams still decode); set, they count."""
-    from model.config import get_config
+    from model.config import QUANT_WIDTH_FIELDS, get_config
     from runtime.bundle import identity_config
 
     plain = identity_config(get_config("small"))
-    assert not {"quant_width_first", "quant_width_last", "pframe_quant_width"} & set(plain)
+    assert not set(QUANT_WIDTH_FIELDS) & set(plain)
+    assert {"flow_quant_width_first", "flow_quant_width_last"} <= set(QUANT_WIDTH_FIELDS)
     assert plain == {k: v for k, v in get_config("small").to_dict().items() if k in plain}
     varied = identity_config(get_config("small", pframe_quant_width=True, quant_width_first=4.0))
     assert varied["pframe_quant_width"] is True and varied["quant_width_first"] == 4.0
     assert "quant_width_last" not in varied
+    flow = identity_config(get_config("small", pframe_quant_width=True, flow_quant_width_first=1.0, flow_quant_width_last=1.0))
+    assert flow["flow_quant_width_first"] == flow["flow_quant_width_last"] == 1.0
