@@ -13,16 +13,21 @@ from tests.conftest import bikes_path
 
 def test_sweep_of_the_shipped_model_rises_with_the_level(tmp_path, capsys):
     """One 16-frame GOP (I + 15 P, what the R-D benchmark codes) at levels 0, 3.5 and 7: rate rises
-    with the level, and no frame falls far below the GOP's mean (a P-frame loop that diverges
-    past the 4 frames it was trained on drops to single-digit dB within 16 frames)."""
+    with the level, and no P-frame falls far below the I-frame it is predicted from (a P-frame
+    loop that diverges past the GOP it was trained on drops to single-digit dB within 16 frames:
+    session 3's diverged checkpoint went from 19 dB to 6 dB on bikes at level 0). The I-frame
+    itself may be the worst frame: at level 0 it is coded coarsely and the P-frames improve on it."""
     out = tmp_path / "sweep.json"
     assert level_sweep.main(["level_sweep", f"--clip={bikes_path()}", "--frames=16", "--step=3.5", f"--out={out}"]) == 0
     rows = json.loads(out.read_text())
     assert [r["level"] for r in rows] == [0.0, 3.5, 7.0]
     bpp = [r["bpp"] for r in rows]
     assert level_sweep.monotone(bpp) and 0.01 < bpp[0] and bpp[-1] < 2.0, bpp
-    for row in rows:  # the worst frame is one of the frames the mean averages
-        assert row["psnr_rgb"] - 6.0 < row["psnr_rgb_worst_frame"] <= row["psnr_rgb"] < 60.0, row
+    for row in rows:
+        by_frame = row["psnr_rgb_by_frame"]
+        assert len(by_frame) == 16 and abs(min(by_frame) - row["psnr_rgb_worst_frame"]) < 1e-3
+        assert row["psnr_rgb_worst_frame"] <= row["psnr_rgb"] < 60.0, row
+        assert min(by_frame[1:]) > by_frame[0] - 3.0, row
     printed = capsys.readouterr().out
     assert "bpp monotone: True" in printed and "worst" in printed
     assert not list(tmp_path.glob("*.tmp*"))
