@@ -1,0 +1,153 @@
+"""Moves ELF-VC weights between Keras checkpoints and the PyTorch mirror (gpu_train/net.py).
+
+The interchange format is one .npz whose keys are the Keras attribute paths of the model's
+variables (`iframe.analysis.block4.convs.0.kernel`, `step`, ...), values in Keras' layout: the
+names and shapes of gpu_train.net.ELFVC's state_dict, so neither side reshapes anything.
+
+    python -m gpu_train.weights to_npz --model=runtime/checkpoints/default --out=w.npz
+    python -m gpu_train.weights from_npz --npz=w.npz --config=config.json --out=DIR [--metadata=m.json]
+
+`to_npz` reads a shipped-model folder or a training checkpoint (a train dir, or a checkpoint
+prefix); `from_npz` writes a shipped-model folder (model/checkpoints.export_model), refusing an
+existing one. Both need TensorFlow; the torch side (`load_npz` / `save_npz`) needs only torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+class WeightsError(ValueError):
+    """A weights file or checkpoint cannot be converted; the message says why."""
+
+
+# -- TensorFlow side --------------------------------------------------------------------------
+def _checkpoint_prefix(path) -> str:
+    from model import checkpoints as ckpt
+
+    try:
+        prefix, _ = ckpt.resolve_checkpoint(path)
+    except ckpt.CheckpointError as e:
+        raise WeightsError(str(e)) from None
+    return prefix
+
+
+def keras_arrays(path) -> dict:
+    """{attribute path: array} of every model variable in a shipped folder or train checkpoint."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(_checkpoint_prefix(path))
+    out = {}
+    for key in reader.get_variable_to_shape_map():
+        if key.startswith("model/") and key.endswith(_SUFFIX) and "/.OPTIMIZER_SLOT/" not in key:
+            out[key[len("model/") : -len(_SUFFIX)].replace("/", ".")] = reader.get_tensor(key)
+    if not out:
+        raise WeightsError(f"{path}: no model variables found in the checkpoint")
+    return out
+
+
+def _resolve(model, key: str):
+    obj = model
+    for part in key.split("."):
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj
+
+
+def assign_keras(model, arrays: dict) -> None:
+    """Assigns every array to the Keras variable at its attribute path; all must match exactly."""
+    expected = {}
+    for key, value in arrays.items():
+        try:
+            var = _resolve(model, key)
+        except (AttributeError, IndexError, KeyError):
+            raise WeightsError(f"weight {key!r} has no variable in the Keras model") from None
+        if tuple(var.shape) != tuple(value.shape):
+            raise WeightsError(f"weight {key!r}: shape {tuple(value.shape)} does not match the model's {tuple(var.shape)}")
+        expected[id(var)] = key
+        var.assign(value.astype(var.dtype.as_numpy_dtype))
+    missing = [v.name for v in model.variables if id(v) not in expected]
+    if missing:
+        raise WeightsError(f"{len(missing)} model variables have no weight, e.g. {missing[0]}")
+
+
+def from_npz(npz, config_path, out_dir, metadata: dict) -> pathlib.Path:
+    from model import checkpoints as ckpt
+    from model.elfvc import ELFVC
+
+    config = ckpt.load_config(config_path)
+    with np.load(npz) as data:
+        arrays = {k: data[k] for k in data.files}
+    model = ELFVC(config).build_weights()
+    assign_keras(model, arrays)
+    return ckpt.export_model(model, config, metadata, out_dir)
+
+
+# -- torch side -------------------------------------------------------------------------------
+def load_npz(module, path) -> None:
+    """Loads an .npz (keys = state_dict names) into a gpu_train.net.ELFVC, strictly."""
+    import torch
+
+    with np.load(path) as data:
+        state = {k: torch.from_numpy(np.array(data[k])) for k in data.files}
+    own = module.state_dict()
+    for key, value in state.items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            raise WeightsError(f"weight {key!r}: shape {tuple(value.shape)} does not match {tuple(own[key].shape)}")
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise WeightsError(f"weights do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def save_npz(module, path) -> None:
+    """Writes a module's state_dict as .npz atomically (tmp file, then rename)."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, **{k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
+    tmp.replace(path)
+
+
+# -- CLI --------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gpu_train.weights", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("to_npz", help="Keras checkpoint -> .npz")
+    a.add_argument("--model", required=True, help="shipped-model folder, train dir or checkpoint prefix")
+    a.add_argument("--out", required=True)
+    b = sub.add_parser("from_npz", help=".npz -> shipped-model folder")
+    b.add_argument("--npz", required=True)
+    b.add_argument("--config", required=True, help="the model's config.json")
+    b.add_argument("--out", required=True, help="new shipped-model folder (must not exist)")
+    b.add_argument("--metadata", help="JSON file recorded as the folder's training.json")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "to_npz":
+            out = pathlib.Path(args.out)
+            if out.exists():
+                raise WeightsError(f"{out} already exists; remove it or choose another")
+            arrays = keras_arrays(args.model)
+            tmp = out.with_name(f".{out.name}.tmp.npz")
+            np.savez(tmp, **arrays)
+            tmp.replace(out)
+            print(f"{len(arrays)} arrays -> {out}")
+        else:
+            for p in (args.npz, args.config) + ((args.metadata,) if args.metadata else ()):
+                if not pathlib.Path(p).is_file():
+                    raise WeightsError(f"{p}: no such file")
+            metadata = json.loads(pathlib.Path(args.metadata).read_text()) if args.metadata else {}
+            print(f"exported {from_npz(args.npz, args.config, args.out, metadata)}")
+    except (WeightsError, OSError, ValueError) as e:
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The PyTorch training mirror (gpu_train/) and the weight conversion around it.
+
+The mirror is only worth its GPU time if weights trained in it mean the same in Keras: the
+central test runs one GOP through both with the same weights and asserts they agree to float32
+rounding. The torch half runs in the torch environment setup_env.sh makes (.venv-torch, or
+ELFVC_TORCH_PYTHON), since torch and TensorFlow 2.14 do not share one environment here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import REPO, bikes_path, read_video_frames
+
+DEFAULT = REPO / "runtime" / "checkpoints" / "default"
+
+
+def torch_python() -> str:
+    candidate = os.environ.get("ELFVC_TORCH_PYTHON") or str(REPO / ".venv-torch" / "bin" / "python")
+    if not pathlib.Path(candidate).exists():
+        pytest.skip(f"no torch environment at {candidate} (setup_env.sh makes one where a CPU torch wheel is available)")
+    return candidate
+
+
+def run_torch(args, **kwargs):
+    return subprocess.run([torch_python(), *args], cwd=REPO, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def default_arrays():
+    from gpu_train.weights import keras_arrays
+
+    return keras_arrays(DEFAULT)
+
+
+SCALE = 0.005
+
+
+def perturbed(arrays: dict, seed: int = 0) -> dict:
+    """The shipped weights with every output head perturbed, so that flows, masks and residues are
+    far from their trained (and, for a collapsed flow, trivial) values and every path is exercised."""
+    rng = np.random.default_rng(seed)
+    out = dict(arrays)
+    for key, value in arrays.items():
+        if "head" in key and key.endswith("kernel"):
+            out[key] = value + rng.normal(0, SCALE, value.shape).astype(np.float32)
+    return out
+
+
+def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays):
+    from model.checkpoints import load_exported
+    from gpu_train.weights import assign_keras
+
+    arrays = perturbed(default_arrays)
+    np.savez(tmp_path / "w.npz", **arrays)
+    model, _ = load_exported(DEFAULT)
+    assign_keras(model, arrays)
+    clip = read_video_frames(bikes_path(), 4)[:, 40:168, 100:292].astype(np.float32) / 255.0  # 128 x 192
+    frames = np.stack([clip, clip[:, :, ::-1]])
+    levels = np.array([[0, 2.5, 5, 7], [7, 3.25, 1, 0.5]], np.float32)
+    out = model.forward_gop(frames, levels, "round")
+    flows = np.stack([f.flow.numpy() for f in out.frames[1:]])
+    assert np.abs(flows[..., :2]).max() > 0.5, "the perturbed heads should move pixels, or the warp goes untested"
+    np.savez(tmp_path / "case.npz", frames=frames, levels=levels,
+             reconstructions=out.reconstructions.numpy(), bits=out.bits.numpy())
+    result = run_torch(["-m", "gpu_train.compare", str(tmp_path / "case.npz"), str(tmp_path / "w.npz"), str(DEFAULT / "config.json")])
+    assert result.returncode == 0, result.stderr[-2000:]
+    diff = json.loads(result.stdout.strip().splitlines()[-1])
+    # Same float32 operations in another order: differences stay at rounding level. A wrong
+    # channel order, padding or equation gives errors of 1e-2 and more.
+    assert diff["recon_max_abs"] < 1e-4, diff
+    assert diff["bits_max_rel"] < 1e-4, diff
+
+
+def test_weights_round_trip_through_npz(tmp_path, default_arrays):
+    from gpu_train import weights
+
+    np.savez(tmp_path / "w.npz", **default_arrays)
+    out = weights.from_npz(tmp_path / "w.npz", DEFAULT / "config.json", tmp_path / "model", {"note": "test"})
+    again = weights.keras_arrays(out)
+    assert sorted(again) == sorted(default_arrays)
+    for key, value in default_arrays.items():
+        np.testing.assert_array_equal(again[key], value, err_msg=key)
+    assert json.loads((out / "training.json").read_text()) == {"note": "test"}
+
+
+def test_weights_errors_name_the_problem(tmp_path, default_arrays, capsys):
+    from gpu_train import weights
+
+    bad = dict(default_arrays)
+    bad["iframe.analysis.stem.kernel"] = bad["iframe.analysis.stem.kernel"][:, :, :3]
+    np.savez(tmp_path / "shape.npz", **bad)
+    with pytest.raises(weights.WeightsError, match="iframe.analysis.stem.kernel.*shape"):
+        weights.from_npz(tmp_path / "shape.npz", DEFAULT / "config.json", tmp_path / "a", {})
+    missing = dict(default_arrays)
+    del missing["residue.image_head.bias"]
+    np.savez(tmp_path / "missing.npz", **missing)
+    with pytest.raises(weights.WeightsError, match="no weight"):
+        weights.from_npz(tmp_path / "missing.npz", DEFAULT / "config.json", tmp_path / "b", {})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+    existing = tmp_path / "exists.npz"
+    existing.write_bytes(b"keep me")
+    assert weights.main(["to_npz", f"--model={DEFAULT}", f"--out={existing}"]) == 1
+    assert existing.read_bytes() == b"keep me"
+    assert weights.main(["to_npz", f"--model={tmp_path / 'nothing'}", f"--out={tmp_path / 'x.npz'}"]) == 1
+    assert weights.main(["from_npz", f"--npz={tmp_path / 'none.npz'}", f"--config={DEFAULT / 'config.json'}", f"--out={tmp_path / 'c'}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err), err
+
+
+def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
+    """A few CPU steps: the trainer loads, trains (the loss is finite), and writes weights that load."""
+    import imageio_ffmpeg
+
+    frames = read_video_frames(bikes_path(), 8)[:, :256, :256]
+    data = tmp_path / "data"
+    data.mkdir()
+    writer = imageio_ffmpeg.write_frames(str(data / "bikes.mp4"), (256, 256), quality=9, macro_block_size=1)
+    writer.send(None)
+    for f in frames:
+        writer.send(np.ascontiguousarray(f))
+    writer.close()
+    np.savez(tmp_path / "init.npz", **default_arrays)
+    result = run_torch([
+        "-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--init={tmp_path / 'init.npz'}",
+        f"--data={data}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.05", "--batch=1", "--gop=3", "--crop=64",
+        "--device=cpu", "--log_every=2", "--reinit=flow", "--warp_loss=1",
+    ])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "re-initialized" in result.stdout and "done: model step" in result.stdout
+    progress = json.loads((tmp_path / "out" / "progress.json").read_text())
+    assert progress["final"] and progress["steps_here"] >= 1
+    assert progress["model_step"] == int(default_arrays["step"]) + progress["steps_here"]
+    with np.load(tmp_path / "out" / "latest.npz") as trained:
+        assert sorted(trained.files) == sorted(default_arrays)
+        # Re-initialized and trained: the flow block changed, the frozen norm statistics did not.
+        assert not np.array_equal(trained["flow.analysis.stem.kernel"], default_arrays["flow.analysis.stem.kernel"])
+        np.testing.assert_array_equal(trained["flow.encoder_norm.moving_mean"], default_arrays["flow.encoder_norm.moving_mean"])
+
+
+def test_gpu_trainer_rejects_bad_input_in_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_torch([
+        "-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--data={empty}",
+        f"--out_dir={tmp_path / 'out'}", "--minutes=1", "--device=cpu",
+    ])
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: no videos under {empty}"
+    result = run_torch([
+        "-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--data={empty}",
+        f"--out_dir={tmp_path / 'out'}", "--minutes=1", "--device=cpu", "--lambda_range=1",
+    ])
+    assert result.returncode == 1 and result.stderr.strip().startswith("error: --lambda_range")
