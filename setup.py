@@ -18,7 +18,7 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires="==3.11.*",
-    packages=find_packages(include=["model", "model.*", "export", "export.*", "runtime", "runtime.*", "benchmarks", "benchmarks.*"]),
+    packages=find_packages(include=["model", "model.*", "export", "export.*", "runtime", "runtime.*", "benchmarks", "benchmarks.*", "gpu_train"]),
     include_package_data=True,
     package_data={"runtime": ["checkpoints/*/*"]},
     install_requires=REQUIREMENTS,
@@ -27,6 +27,9 @@ setup(
         # per-layer precision constraints that keep the hyperprior decoder in FP32; TensorRT 11
         # moves precision into the ONNX graph (strongly typed networks).
         "gpu": ["tensorrt-cu12==10.7.0", "pycuda==2024.1.2"],
+        # The PyTorch training mirror (gpu_train/) runs in its own environment, without TF:
+        # setup_env.sh makes .venv-torch for its tests.
+        "gpu-train": ["torch>=2.1", "opencv-python-headless"],
     },
     entry_points={"console_scripts": ["elfvc=runtime.cli:run"]},
 )
