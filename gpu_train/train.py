@@ -170,6 +170,22 @@ def reinitialize(model, prefixes, seed: int):
     return names
 
 
+def check_args(args) -> None:
+    """Rejects values the model or the loop cannot use, naming the flag."""
+    if args.minutes <= 0:
+        raise TrainError(f"--minutes must be positive, got {args.minutes:g}")
+    for flag in ("batch", "gop", "downscale", "max_stride", "log_every"):
+        if getattr(args, flag) < 1:
+            raise TrainError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.crop < 64 or args.crop % 64:
+        raise TrainError(f"--crop must be a multiple of 64 (the model's frame multiple), got {args.crop}")
+    if args.lr <= 0 or args.warp_loss < 0 or args.clip_norm < 0:
+        raise TrainError("--lr must be positive, --warp_loss and --clip_norm non-negative")
+    for path, flag in ((args.config, "--config"), (args.init, "--init")):
+        if path and not pathlib.Path(path).is_file():
+            raise TrainError(f"{flag}: {path}: no such file")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m gpu_train.train", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True)
@@ -195,6 +211,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     args = p.parse_args(argv)
     try:
+        check_args(args)
         return _train(args)
     except TrainError as e:
         print(f"error: {e}", file=sys.stderr)

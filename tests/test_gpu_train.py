@@ -159,3 +159,17 @@ def test_gpu_trainer_rejects_bad_input_in_one_line(tmp_path):
         f"--out_dir={tmp_path / 'out'}", "--minutes=1", "--device=cpu", "--lambda_range=1",
     ])
     assert result.returncode == 1 and result.stderr.strip().startswith("error: --lambda_range")
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--crop=100", "error: --crop must be a multiple of 64 (the model's frame multiple), got 100"),
+    ("--minutes=0", "error: --minutes must be positive, got 0"),
+    ("--init=/nonexistent.npz", "error: --init: /nonexistent.npz: no such file"),
+])
+def test_gpu_trainer_checks_flags_before_work(tmp_path, flag, message):
+    result = run_torch([
+        "-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--data={tmp_path}",
+        f"--out_dir={tmp_path / 'out'}", "--minutes=1", "--device=cpu", flag,
+    ])
+    assert (result.returncode, result.stderr.strip()) == (1, message)
+    assert not (tmp_path / "out").exists()
