@@ -161,7 +161,7 @@ def reinitialize(model, prefixes, seed: int):
     state = model.state_dict()
     names = []
     for key in state:
-        if any(key.startswith(p + ".") for p in prefixes) and not key.rsplit(".", 1)[-1] in ("moving_mean", "moving_variance", "num_updates"):
+        if any(key.startswith(p + ".") for p in prefixes) and key.rsplit(".", 1)[-1] not in ("moving_mean", "moving_variance", "num_updates"):
             state[key] = fresh[key].to(state[key].device)
             names.append(key)
     if prefixes and not names:
@@ -255,7 +255,12 @@ def _train(args) -> int:
     budget = args.minutes * 60.0
     start = last_save = time.time()
     step0 = int(model.step)
-    window = {"n": 0, "loss": 0.0, "mse": torch.zeros(args.gop, device=device), "bpp": torch.zeros(args.gop, device=device), "warp": 0.0}
+    # Sums over the log window, kept on the device (no host sync per step); logged as means.
+    def empty_window():
+        zeros = torch.zeros(args.gop, device=device)
+        return {"n": 0, "loss": torch.zeros((), device=device), "mse": zeros, "bpp": zeros.clone(), "warp": torch.zeros((), device=device)}
+
+    window = empty_window()
     window_start = time.time()
 
     def save(final=False):
@@ -290,24 +295,25 @@ def _train(args) -> int:
         model.step += 1
         model.step_int += 1
         window["n"] += 1
-        window["loss"] += float(loss.detach()) if window["n"] % args.log_every == 0 else 0.0
+        window["loss"] += loss.detach()
         window["mse"] += dist.detach().mean(0)
         window["bpp"] += bpp.detach().mean(0)
-        window["warp"] = warp.detach().mean()
+        window["warp"] += warp.detach().mean()
         if window["n"] == args.log_every:
-            if not math.isfinite(window["loss"]):
-                raise TrainError(f"loss became non-finite at step {int(model.step)}")
             n = window["n"]
+            mean_loss = float(window["loss"]) / n
+            if not math.isfinite(mean_loss):
+                raise TrainError(f"loss became non-finite at step {int(model.step)}")
             psnr = (-10 * torch.log10(window["mse"] / n)).cpu().numpy()
             rate = (window["bpp"] / n).cpu().numpy()
             sps = n / (time.time() - window_start)
             print(
                 f"step {int(model.step)} ({int(model.step) - step0} here, {sps:.2f}/s, {100 * frac:.0f}% of budget, lr {lr:.1e}) "
-                f"loss {window['loss']:.5f} | I {psnr[0]:.2f} dB {rate[0]:.4f} bpp | P mean {psnr[1:].mean():.2f} dB "
-                f"{rate[1:].mean():.4f} bpp | last P {psnr[-1]:.2f} dB | warp PSNR {float(-10 * torch.log10(window['warp'])):.2f}",
+                f"loss {mean_loss:.5f} | I {psnr[0]:.2f} dB {rate[0]:.4f} bpp | P mean {psnr[1:].mean():.2f} dB "
+                f"{rate[1:].mean():.4f} bpp | last P {psnr[-1]:.2f} dB | warp PSNR {float(-10 * torch.log10(window['warp'] / n)):.2f}",
                 flush=True,
             )
-            window.update(n=0, loss=0.0, mse=torch.zeros_like(window["mse"]), bpp=torch.zeros_like(window["bpp"]))
+            window = empty_window()
             window_start = time.time()
         if time.time() - last_save >= args.save_every_secs:
             save()
