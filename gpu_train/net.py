@@ -384,9 +384,39 @@ def scale_space_warp(image, flow, levels: int = 5, sigma0: float = 1.0):
     return out
 
 
+# -- model.motion -----------------------------------------------------------------------------
+MOTION_BLOCK = 16  # model.motion.BLOCK
+MOTION_PENALTY = 0.002  # model.motion.MOTION_PENALTY
+
+
+@torch.no_grad()
+def block_motion_search(target, reference, radius: int):
+    """model.motion.block_motion_search: [B, 3, H, W] x 2 -> [B, 2, H/16, W/16] (dx, dy) pixels."""
+    target, reference = target.mean(1, keepdim=True), reference.mean(1, keepdim=True)
+    height, width = target.shape[2:]
+    device = target.device
+    rows = torch.arange(-radius, height + radius, device=device).clamp(0, height - 1)
+    cols = torch.arange(-radius, width + radius, device=device).clamp(0, width - 1)
+    padded = reference[:, :, rows][:, :, :, cols]
+    span = range(-radius, radius + 1)
+    columns = torch.cat([padded[:, :, :, radius + dx : radius + dx + width] for dx in span], 1)
+    candidates = torch.cat([columns[:, :, radius + dy : radius + dy + height] for dy in span], 1)
+    vectors = [(float(dx), float(dy)) for dy in span for dx in span]
+    penalty = torch.tensor([MOTION_PENALTY * (abs(dx) + abs(dy)) for dx, dy in vectors], device=device)
+    costs = F.avg_pool2d((target - candidates).abs(), MOTION_BLOCK) + penalty[None, :, None, None]
+    best = costs.argmin(1)
+    return torch.tensor(vectors, device=device)[best].permute(0, 3, 1, 2)
+
+
+def upsample_blocks(field):
+    """model.motion.upsample_blocks: [B, C, h, w] -> [B, C, 16 h, 16 w], each block constant."""
+    return field.repeat_interleave(MOTION_BLOCK, 2).repeat_interleave(MOTION_BLOCK, 3)
+
+
 # -- model.codecs -----------------------------------------------------------------------------
 def _cfg(config: dict) -> dict:
     c = dict(config)
+    c.setdefault("motion_search_radius", 0)
     levels = 1 if c.get("single_level") else c["num_levels"]
     c["levels"] = levels
     c["embedding_width"] = 1 if c.get("single_level") else c["embedding_dim"]
@@ -481,13 +511,20 @@ class FlowBlock(_InterBlock):
 
     def encode_latent(self, target, previous, predicted, state, embedding, step, training):
         x = torch.cat([space_to_depth(target - 0.5, 4), space_to_depth(previous - 0.5, 4), space_to_depth(predicted, 4), state], 1)
-        return self.analysis(self.encoder_norm(x, step, training), embedding)
+        latent = self.analysis(self.encoder_norm(x, step, training), embedding)
+        radius = self.c["motion_search_radius"]
+        if radius:
+            latent = torch.cat([block_motion_search(target, previous, radius), latent[:, 2:]], 1)
+        return latent
 
     def decode(self, latent_hat, previous, predicted, state, embedding, step, training):
         c = self.c
         h = self.decoder_features(latent_hat, torch.cat([space_to_depth(predicted, 4), state], 1), embedding, step, training)
         out = depth_to_space(self.flow_head(h), 4)
         mask_logits, delta = out[:, :3], c["flow_output_scale"] * out[:, 3:]
+        if c["motion_search_radius"]:
+            block_flow = upsample_blocks(latent_hat[:, :2])
+            delta = delta + torch.cat([block_flow, torch.zeros_like(block_flow[:, :1])], 1)
         if c["use_predictor"]:
             mask = torch.sigmoid(mask_logits)
             flow = mask * predicted + delta

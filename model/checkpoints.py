@@ -23,6 +23,7 @@ file atomically, so the index always names a complete checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -33,7 +34,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from model.config import QUANT_WIDTH_FIELDS, ModelConfig
+from model.config import QUANT_WIDTH_FIELDS, WEIGHT_FREE_FIELDS, ModelConfig
 
 CONFIG_FILE = "config.json"
 OPTIONS_FILE = "options.json"
@@ -165,13 +166,17 @@ def _warm_start_new_quant_width(model, prefix: str, source_config: ModelConfig, 
 def warm_start(model, path, scope: str, expected: ModelConfig) -> str:
     """Loads `model` weights (scope 'all') or only its I-frame codec (scope 'iframe') from `path`.
 
+    WEIGHT_FREE_FIELDS (the motion search) may differ freely: they change no variable.
     A checkpoint whose config differs only in QUANT_WIDTH_FIELDS loads everything but Q_w, which
     starts from `expected`'s initial spread (a block's table stays learned if its spread is
     unchanged). Returns the checkpoint prefix used. Raises
     CheckpointError for a checkpoint of another config or one that lacks any requested variable.
     """
     prefix, owner = resolve_checkpoint(path)
-    found = checkpoint_config(owner)
+    # WEIGHT_FREE_FIELDS change no variable: a checkpoint loads whatever they are set to.
+    found = dataclasses.replace(
+        checkpoint_config(owner), **{name: getattr(expected, name) for name in WEIGHT_FREE_FIELDS}
+    )
     if _differs_only_in_quant_width(expected, found):
         _warm_start_new_quant_width(model, prefix, found, scope)
         return prefix

@@ -5,6 +5,8 @@
       predictor(f_{t-1}, x_{t-2}, x_{t-1}, level)            -> f_bar            (zero bits)
       flow block:    E0(x_t, x_{t-1}, f_bar, s_{t-1}) -> codelayer -> D0(., f_bar, s_{t-1})
                      -> mask m, delta df, state s'
+                     (with config.motion_search_radius, latent channels 0-1 are a searched
+                     block motion and df gains them upsampled: model/motion.py, a deviation)
                      f_t = m * f_bar + df ;  x_comp = ScaleSpaceWarp(x_{t-1}, f_t)
       residue block: E0(x_t - x_comp, s') -> codelayer -> D0(., s') -> r_t, s_t
                      x_t_hat = x_comp + r_t
@@ -36,6 +38,7 @@ from model.config import ModelConfig
 from model.entropy import QuantMode
 from model.layers import ChannelNorm, DMBlock, TwoScaleDMBlock, conv
 from model.level import interpolate_rows, with_level_map
+from model.motion import block_motion_search, upsample_blocks
 from model.transforms import Analysis, Synthesis
 from model.warp import scale_space_warp
 
@@ -198,13 +201,20 @@ class FlowBlock(_InterBlock):
 
     def encode_latent(self, target, previous, predicted_flow, state, embedding, training=False):
         inputs = self.encoder_norm(self.encoder_inputs(target, previous, predicted_flow, state), training=training)
-        return self.analysis(inputs, embedding)
+        latent = self.analysis(inputs, embedding)
+        radius = self.config.motion_search_radius
+        if radius:  # deviation (model/motion.py): channels 0-1 carry the searched block motion.
+            latent = tf.concat([block_motion_search(target, previous, radius), latent[..., 2:]], axis=-1)
+        return latent
 
     def decode(self, latent_hat, previous, predicted_flow, state, embedding, training=False):
         """Decoder half: -> (flow, mask, delta, compensated, new_state)."""
         h = self.decoder_features(latent_hat, tf.concat([to_4x(predicted_flow), state], axis=-1), embedding, training)
         mask_logits, delta = tf.split(from_4x(self.flow_head(h)), 2, axis=-1)
         delta = self.config.flow_output_scale * delta
+        if self.config.motion_search_radius:  # deviation (model/motion.py): the block-motion path.
+            block_flow = upsample_blocks(latent_hat[..., :2])
+            delta = delta + tf.concat([block_flow, tf.zeros_like(block_flow[..., :1])], axis=-1)
         if self.config.use_predictor:
             mask = tf.sigmoid(mask_logits)
             flow = mask * predicted_flow + delta

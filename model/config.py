@@ -31,6 +31,11 @@ QUANT_WIDTH_FIELDS = (
     "flow_quant_width_last",
 )
 
+#: Config fields that change the computation but no weight (model/motion.py's encoder-side block
+#: search and the decoder's block-motion path). A checkpoint differing only in them loads as is,
+#: and the model id hashes them only when set, like QUANT_WIDTH_FIELDS.
+WEIGHT_FREE_FIELDS = ("motion_search_radius",)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -70,6 +75,10 @@ class ModelConfig:
     scale_space_levels: int = 5  # blur volume depth: sigma in {0, s0, 2 s0, 4 s0, ...}.
     scale_space_sigma0: float = 1.0
     flow_output_scale: float = 4.0  # flow deltas are decoded in units of this many pixels.
+    # Deviation (model/motion.py): > 0 puts an encoder-side block motion search of this radius
+    # (pixels) into flow latent channels 0-1 and adds them, upsampled, to the decoded flow.
+    # 0 is the paper's flow block.
+    motion_search_radius: int = 0
     # Channel normalization (App. C).
     norm_freeze_steps: int = 2000
     # Ablations (Table 3).
@@ -85,8 +94,12 @@ class ModelConfig:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-                if field.name != "norm_freeze_steps":
+                if field.name not in ("norm_freeze_steps", "motion_search_radius"):
                     raise ValueError(f"config {self.name!r}: {field.name} must be positive, got {value}")
+        if self.motion_search_radius < 0 or self.motion_search_radius != int(self.motion_search_radius):
+            raise ValueError(f"config {self.name!r}: motion_search_radius must be an integer >= 0, got {self.motion_search_radius}")
+        if self.motion_search_radius and self.latent_channels < 2:
+            raise ValueError(f"config {self.name!r}: motion_search_radius needs latent_channels >= 2")
         if (self.flow_quant_width_first is None) != (self.flow_quant_width_last is None):
             raise ValueError(f"config {self.name!r}: set both flow_quant_width_first and flow_quant_width_last, or neither")
         if self.flow_quant_width_first is not None and not self.pframe_quant_width:

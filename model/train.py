@@ -53,6 +53,10 @@ flags.DEFINE_bool(
 flags.DEFINE_string(
     "flow_quant_width", None, "The flow codelayer's own initial Q_w 'FIRST,LAST' (needs --pframe_quant_width; default: --quant_width's)."
 )
+flags.DEFINE_integer(
+    "motion_search_radius", None,
+    "Encoder-side block motion search radius in pixels feeding flow latents 0-1 (model/motion.py; 0 = the paper's flow block; default: the config's).",
+)
 flags.DEFINE_integer("gop", 3, "Frames per training GOP (1 = I-frame codec only; §4.1 uses IPPP = 4).")
 flags.DEFINE_string("crop", "128", "Crop size: N (square) or HxW, multiples of 64.")
 flags.DEFINE_integer("batch", 4, "Global batch size (split over replicas).")
@@ -565,6 +569,8 @@ def _configs_from_flags():
     if FLAGS.flow_quant_width is not None:
         first, last = parse_quant_width(FLAGS.flow_quant_width, "--flow_quant_width")
         overrides["flow_quant_width_first"], overrides["flow_quant_width_last"] = first, last
+    if FLAGS.motion_search_radius is not None:
+        overrides["motion_search_radius"] = FLAGS.motion_search_radius
     model_config = get_config(FLAGS.config, FLAGS.ablation, **overrides)
     data_config = DataConfig(
         path=FLAGS.data,

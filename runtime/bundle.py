@@ -63,14 +63,15 @@ class ModelBundle:
 
 # -- identity ------------------------------------------------------------------------------------
 def identity_config(config) -> dict:
-    """The config fields that enter the model id. The Q_w fields came after model ids existed: they
-    are hashed only when they differ from their defaults, so a model folder made before them keeps
-    its id (and its streams decode)."""
-    from model.config import QUANT_WIDTH_FIELDS
+    """The config fields that enter the model id. The Q_w and motion-search fields came after model
+    ids existed: they are hashed only when they differ from their defaults, so a model folder made
+    before them keeps its id (and its streams decode)."""
+    from model.config import QUANT_WIDTH_FIELDS, WEIGHT_FREE_FIELDS
 
+    late = set(QUANT_WIDTH_FIELDS) | set(WEIGHT_FREE_FIELDS)
     values = config.to_dict()
     defaults = {f.name: f.default for f in dataclasses.fields(config)}
-    return {k: v for k, v in values.items() if not (k in QUANT_WIDTH_FIELDS and v == defaults[k])}
+    return {k: v for k, v in values.items() if not (k in late and v == defaults[k])}
 
 
 def compute_model_id(model, integer_hyper: Dict[str, IntegerHyperSynthesis]) -> bytes:

@@ -39,6 +39,8 @@ TENSORRT_OPS = {
     "MatMul", "Max", "Min", "Mul", "Not", "Pad", "Range", "ReduceSum", "Relu", "Reshape", "Round", "Shape",
     "Sigmoid", "Slice", "Softplus", "SpaceToDepth", "Split", "Squeeze", "Sub", "Tile", "Transpose", "Unsqueeze",
     "Where", "Gemm",
+    # The motion search (model/motion.py) in flow_analysis; all three are in onnx-tensorrt's list.
+    "And", "ArgMin", "AveragePool", "ReduceMean",
 }
 
 
@@ -299,3 +301,19 @@ def test_gather_warp_lowering_also_passes(tmp_path):
     assert "GridSample" not in ops and "GatherND" in ops and "Compress" not in ops
     assert max(manifest.subgraph("flow_synthesis").max_relative_error.values()) <= 1e-4
 
+
+
+def test_motion_search_model_exports_within_tolerance(tmp_path):
+    """A model with the encoder-side block motion search (model/motion.py) converts and checks like
+    the default one, in ops TensorRT parses: the search is in flow_analysis, the block-motion path
+    in flow_synthesis."""
+    from runtime.bundle import untrained_bundle
+
+    bundle = untrained_bundle("small", motion_search_radius=3)
+    names = ("flow_analysis", "flow_synthesis")
+    manifest = export_bundle(bundle, tmp_path / "motion", ExportOptions(saved_model=False, subgraphs=names))
+    for graph in manifest.subgraphs:
+        assert max(graph.max_relative_error.values()) <= 1e-4, graph.name
+        ops = _ops(tmp_path / "motion" / graph.onnx_file)
+        assert ops <= TENSORRT_OPS, (graph.name, sorted(ops - TENSORRT_OPS))
+    assert "ArgMin" in _ops(tmp_path / "motion" / manifest.subgraph("flow_analysis").onnx_file)

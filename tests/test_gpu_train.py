@@ -53,13 +53,19 @@ def perturbed(arrays: dict, seed: int = 0) -> dict:
     return out
 
 
-def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays):
-    from model.checkpoints import load_exported
+@pytest.mark.parametrize("motion_search_radius", [0, 4])
+def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays, motion_search_radius):
+    import dataclasses
+
+    from model.checkpoints import load_config, write_json
+    from model.elfvc import ELFVC
     from gpu_train.weights import assign_keras
 
     arrays = perturbed(default_arrays)
     np.savez(tmp_path / "w.npz", **arrays)
-    model, _ = load_exported(DEFAULT)
+    config = dataclasses.replace(load_config(DEFAULT / "config.json"), motion_search_radius=motion_search_radius)
+    write_json(tmp_path / "config.json", config.to_dict())
+    model = ELFVC(config).build_weights()
     assign_keras(model, arrays)
     clip = read_video_frames(bikes_path(), 4)[:, 40:168, 100:292].astype(np.float32) / 255.0  # 128 x 192
     frames = np.stack([clip, clip[:, :, ::-1]])
@@ -69,7 +75,7 @@ def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays):
     assert np.abs(flows[..., :2]).max() > 0.5, "the perturbed heads should move pixels, or the warp goes untested"
     np.savez(tmp_path / "case.npz", frames=frames, levels=levels,
              reconstructions=out.reconstructions.numpy(), bits=out.bits.numpy())
-    result = run_torch(["-m", "gpu_train.compare", str(tmp_path / "case.npz"), str(tmp_path / "w.npz"), str(DEFAULT / "config.json")])
+    result = run_torch(["-m", "gpu_train.compare", str(tmp_path / "case.npz"), str(tmp_path / "w.npz"), str(tmp_path / "config.json")])
     assert result.returncode == 0, result.stderr[-2000:]
     diff = json.loads(result.stdout.strip().splitlines()[-1])
     # Same float32 operations in another order: differences stay at rounding level. A wrong

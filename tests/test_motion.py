@@ -1,0 +1,122 @@
+"""The encoder-side block motion search and the decoder's block-motion path (model/motion.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model.config import get_config
+from model.elfvc import ELFVC, ReferenceState
+from model.entropy import QuantMode
+from model.motion import block_motion_search, upsample_blocks
+
+
+def _window(base, top, left, size=64):
+    return base[:, top : top + size, left : left + size]
+
+
+@pytest.fixture(scope="module")
+def base():
+    return np.random.default_rng(0).random((2, 112, 112, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("dx, dy", [(3, -2), (0, 0), (-4, 4), (1, 0)])
+def test_search_finds_a_global_shift_in_every_block(base, dx, dy):
+    # target(p) = base(p + 24 + s) = reference(p + s): the warp's convention, x_comp(p) = ref(p + f).
+    reference = _window(base, 24, 24)
+    target = _window(base, 24 + dy, 24 + dx)
+    found = block_motion_search(target, reference, radius=4).numpy()
+    assert found.shape == (2, 4, 4, 2)
+    np.testing.assert_array_equal(found[..., 0], dx)
+    np.testing.assert_array_equal(found[..., 1], dy)
+
+
+def test_search_is_per_block(base):
+    reference = _window(base, 24, 24)
+    target = np.array(reference)
+    target[:, 16:32, 32:48] = base[:, 24 + 16 - 3 : 24 + 32 - 3, 24 + 32 + 2 : 24 + 48 + 2]  # one block moved
+    found = block_motion_search(target, reference, radius=4).numpy()
+    assert tuple(found[0, 1, 2]) == (2.0, -3.0)
+    moved = np.zeros(found.shape[:3], bool)
+    moved[:, 1, 2] = True
+    assert np.all(found[~moved] == 0.0)
+
+
+def test_flat_areas_get_the_zero_vector():
+    flat = np.full((1, 64, 64, 3), 0.4, np.float32)
+    np.testing.assert_array_equal(block_motion_search(flat, flat + 0.01, radius=3).numpy(), 0.0)
+
+
+def test_search_stays_in_range(base):
+    # A shift beyond the radius cannot be found; whatever wins lies within it.
+    reference = _window(base, 24, 24)
+    target = _window(base, 24, 24 + 7)
+    found = block_motion_search(target, reference, radius=2).numpy()
+    assert np.abs(found).max() <= 2
+
+
+def test_search_rejects_a_bad_radius(base):
+    with pytest.raises(ValueError, match="radius"):
+        block_motion_search(base[:, :64, :64], base[:, :64, :64], radius=0)
+
+
+def test_upsample_blocks_is_nearest_per_16x16_block():
+    field = np.random.default_rng(1).normal(size=(2, 3, 5, 2)).astype(np.float32)
+    expected = np.repeat(np.repeat(field, 16, axis=1), 16, axis=2)
+    np.testing.assert_array_equal(upsample_blocks(tf.constant(field)).numpy(), expected)
+
+
+def test_config_checks_the_radius():
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="motion_search_radius"):
+            get_config("small", motion_search_radius=bad)
+    assert get_config("small").motion_search_radius == 0  # the paper's flow block by default
+
+
+def test_pframe_flow_follows_the_searched_motion_within_half_a_quantization_step(base):
+    """Untrained heads start at zero (f_bar = 0, delta = 0), so the decoded flow is the block-motion
+    path alone: the searched shift, dequantized on the flow codelayer's grid, so within Q_w / 2."""
+    config = get_config("small", motion_search_radius=4)
+    model = ELFVC(config).build_weights()
+    reference = tf.constant(_window(base, 24, 24))
+    target = tf.constant(_window(base, 24 + 3, 24 - 2))
+    refs = ReferenceState(
+        previous=reference, previous2=reference, flow=tf.zeros_like(reference),
+        state=tf.zeros([2, 16, 16, config.state_channels]),
+    )
+    level = tf.constant([1.0, 6.0])
+    out, _ = model.pframe_step(target, level, refs, QuantMode.ROUND)
+    flow = out.flow.numpy()
+    half_step = model.flow.quant_width(level).numpy()[:, :2].max() / 2
+    assert np.abs(flow[..., 0] - (-2.0)).max() <= half_step + 1e-5
+    assert np.abs(flow[..., 1] - 3.0).max() <= half_step + 1e-5
+    np.testing.assert_array_equal(flow[..., 2], 0.0)
+    # Without the search the same untrained model moves nothing.
+    plain = ELFVC(dataclasses.replace(config, motion_search_radius=0)).build_weights()
+    for a, b in zip(plain.variables, model.variables):
+        a.assign(b)
+    out, _ = plain.pframe_step(target, level, refs, QuantMode.ROUND)
+    np.testing.assert_array_equal(out.flow.numpy(), 0.0)
+
+
+def test_the_motion_search_changes_the_model_id_only_when_on():
+    from runtime.bundle import identity_config
+
+    assert "motion_search_radius" not in identity_config(get_config("small"))
+    assert identity_config(get_config("small", motion_search_radius=8))["motion_search_radius"] == 8
+
+
+def test_a_checkpoint_without_the_search_warm_starts_a_model_with_it(tmp_path):
+    from model.checkpoints import export_model, warm_start
+
+    plain_config = get_config("small")
+    plain = ELFVC(plain_config).build_weights()
+    export_model(plain, plain_config, {}, tmp_path / "plain")
+    config = dataclasses.replace(plain_config, motion_search_radius=6)
+    model = ELFVC(config).build_weights()
+    warm_start(model, tmp_path / "plain", "all", config)
+    for a, b in zip(plain.variables, model.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
