@@ -38,7 +38,7 @@ flags.DEFINE_string("data", None, "Training footage (a folder of videos); never 
 flags.DEFINE_string("model", None, "Model folder (default: the shipped model).", flag_values=FLAGS)
 flags.DEFINE_integer("steps", 400, "Adam steps.", flag_values=FLAGS)
 flags.DEFINE_integer("batch", 8, "Pairs per step.", flag_values=FLAGS)
-flags.DEFINE_float("lr", 1e-3, "Adam learning rate.", flag_values=FLAGS)
+flags.DEFINE_float("lr", 1e-3, "Adam learning rate (a free field wants ~0.05).", flag_values=FLAGS)
 flags.DEFINE_bool("reinit", False, "Re-initialize the flow block (as a fresh model would have it).", flag_values=FLAGS)
 flags.DEFINE_enum("reference", "recon", ["recon", "original"], "What the flow warps.", flag_values=FLAGS)
 flags.DEFINE_enum("quantization", "noise", ["noise", "none"], "Latent the decoder sees.", flag_values=FLAGS)
