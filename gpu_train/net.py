@@ -386,11 +386,10 @@ def scale_space_warp(image, flow, levels: int = 5, sigma0: float = 1.0):
 
 # -- model.motion -----------------------------------------------------------------------------
 MOTION_BLOCK = 16  # model.motion.BLOCK
-MOTION_PENALTY = 0.002  # model.motion.MOTION_PENALTY
 
 
 @torch.no_grad()
-def block_motion_search(target, reference, radius: int):
+def block_motion_search(target, reference, radius: int, penalty: float):
     """model.motion.block_motion_search: [B, 3, H, W] x 2 -> [B, 2, H/16, W/16] (dx, dy) pixels."""
     target, reference = target.mean(1, keepdim=True), reference.mean(1, keepdim=True)
     height, width = target.shape[2:]
@@ -402,8 +401,8 @@ def block_motion_search(target, reference, radius: int):
     columns = torch.cat([padded[:, :, :, radius + dx : radius + dx + width] for dx in span], 1)
     candidates = torch.cat([columns[:, :, radius + dy : radius + dy + height] for dy in span], 1)
     vectors = [(float(dx), float(dy)) for dy in span for dx in span]
-    penalty = torch.tensor([MOTION_PENALTY * (abs(dx) + abs(dy)) for dx, dy in vectors], device=device)
-    costs = F.avg_pool2d((target - candidates).abs(), MOTION_BLOCK) + penalty[None, :, None, None]
+    lengths = torch.tensor([penalty * (abs(dx) + abs(dy)) for dx, dy in vectors], device=device)
+    costs = F.avg_pool2d((target - candidates).abs(), MOTION_BLOCK) + lengths[None, :, None, None]
     best = costs.argmin(1)
     return torch.tensor(vectors, device=device)[best].permute(0, 3, 1, 2)
 
@@ -417,6 +416,7 @@ def upsample_blocks(field):
 def _cfg(config: dict) -> dict:
     c = dict(config)
     c.setdefault("motion_search_radius", 0)
+    c.setdefault("motion_search_penalty", 0.002)  # model.motion.MOTION_PENALTY
     levels = 1 if c.get("single_level") else c["num_levels"]
     c["levels"] = levels
     c["embedding_width"] = 1 if c.get("single_level") else c["embedding_dim"]
@@ -514,7 +514,8 @@ class FlowBlock(_InterBlock):
         latent = self.analysis(self.encoder_norm(x, step, training), embedding)
         radius = self.c["motion_search_radius"]
         if radius:
-            latent = torch.cat([block_motion_search(target, previous, radius), latent[:, 2:]], 1)
+            motion = block_motion_search(target, previous, radius, self.c["motion_search_penalty"])
+            latent = torch.cat([motion, latent[:, 2:]], 1)
         return latent
 
     def decode(self, latent_hat, previous, predicted, state, embedding, step, training):

@@ -204,7 +204,8 @@ class FlowBlock(_InterBlock):
         latent = self.analysis(inputs, embedding)
         radius = self.config.motion_search_radius
         if radius:  # deviation (model/motion.py): channels 0-1 carry the searched block motion.
-            latent = tf.concat([block_motion_search(target, previous, radius), latent[..., 2:]], axis=-1)
+            motion = block_motion_search(target, previous, radius, self.config.motion_search_penalty)
+            latent = tf.concat([motion, latent[..., 2:]], axis=-1)
         return latent
 
     def decode(self, latent_hat, previous, predicted_flow, state, embedding, training=False):

@@ -34,7 +34,7 @@ QUANT_WIDTH_FIELDS = (
 #: Config fields that change the computation but no weight (model/motion.py's encoder-side block
 #: search and the decoder's block-motion path). A checkpoint differing only in them loads as is,
 #: and the model id hashes them only when set, like QUANT_WIDTH_FIELDS.
-WEIGHT_FREE_FIELDS = ("motion_search_radius",)
+WEIGHT_FREE_FIELDS = ("motion_search_radius", "motion_search_penalty")
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class ModelConfig:
     # (pixels) into flow latent channels 0-1 and adds them, upsampled, to the decoded flow.
     # 0 is the paper's flow block.
     motion_search_radius: int = 0
+    motion_search_penalty: float = 0.002  # per pixel of |dx| + |dy|, in mean |luma difference|.
     # Channel normalization (App. C).
     norm_freeze_steps: int = 2000
     # Ablations (Table 3).
@@ -94,10 +95,12 @@ class ModelConfig:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-                if field.name not in ("norm_freeze_steps", "motion_search_radius"):
+                if field.name not in ("norm_freeze_steps", "motion_search_radius", "motion_search_penalty"):
                     raise ValueError(f"config {self.name!r}: {field.name} must be positive, got {value}")
         if self.motion_search_radius < 0 or self.motion_search_radius != int(self.motion_search_radius):
             raise ValueError(f"config {self.name!r}: motion_search_radius must be an integer >= 0, got {self.motion_search_radius}")
+        if self.motion_search_penalty < 0:
+            raise ValueError(f"config {self.name!r}: motion_search_penalty must be >= 0, got {self.motion_search_penalty}")
         if self.motion_search_radius and self.latent_channels < 2:
             raise ValueError(f"config {self.name!r}: motion_search_radius needs latent_channels >= 2")
         if (self.flow_quant_width_first is None) != (self.flow_quant_width_last is None):

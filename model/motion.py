@@ -27,8 +27,9 @@ import tensorflow as tf
 
 #: Motion block size: the stride of the flow codelayer's latent grid (§3.2's 16x).
 BLOCK = 16
-#: Cost added per pixel of |dx| + |dy| (in mean absolute luma difference, pixels in [0, 1]): ties
-#: and near-ties in flat areas go to the shorter vector, which costs fewer bits.
+#: Default cost added per pixel of |dx| + |dy| (in mean absolute luma difference, pixels in
+#: [0, 1]; `config.motion_search_penalty`): ties and near-ties in flat areas go to the shorter
+#: vector, which costs fewer bits.
 MOTION_PENALTY = 0.002
 
 
@@ -44,15 +45,17 @@ def _edge_padded(image, radius: int):
     return tf.gather(tf.gather(image, rows, axis=1), cols, axis=2)
 
 
-def block_motion_search(target, reference, radius: int):
+def block_motion_search(target, reference, radius: int, penalty: float = MOTION_PENALTY):
     """Exhaustive integer block search: [B, H, W, 3] x 2 -> [B, H/16, W/16, 2] (dx, dy) pixels.
 
     Each 16x16 block of `target` gets the shift s minimizing mean |luma(target(p)) -
-    luma(reference(p + s))| + MOTION_PENALTY (|dx| + |dy|) over |dx|, |dy| <= radius; the
+    luma(reference(p + s))| + penalty (|dx| + |dy|) over |dx|, |dy| <= radius; the
     reference is edge-clamped outside the frame. H and W must be multiples of 16. No gradient.
     """
     if radius < 1:
         raise ValueError(f"motion search radius must be >= 1, got {radius}")
+    if penalty < 0:
+        raise ValueError(f"motion search penalty must be >= 0, got {penalty}")
     target = tf.stop_gradient(_luma(tf.convert_to_tensor(target, tf.float32)))
     reference = tf.stop_gradient(_luma(tf.convert_to_tensor(reference, tf.float32)))
     height, width = tf.shape(target)[1], tf.shape(target)[2]
@@ -63,8 +66,8 @@ def block_motion_search(target, reference, radius: int):
     columns = tf.concat([padded[:, :, radius + dx : radius + dx + width] for dx in span], axis=-1)
     candidates = tf.concat([columns[:, radius + dy : radius + dy + height] for dy in span], axis=-1)
     vectors = [(float(dx), float(dy)) for dy in span for dx in span]
-    penalty = tf.constant([MOTION_PENALTY * (abs(dx) + abs(dy)) for dx, dy in vectors], tf.float32)
-    costs = tf.nn.avg_pool2d(tf.abs(target - candidates), BLOCK, BLOCK, "VALID") + penalty
+    lengths = tf.constant([penalty * (abs(dx) + abs(dy)) for dx, dy in vectors], tf.float32)
+    costs = tf.nn.avg_pool2d(tf.abs(target - candidates), BLOCK, BLOCK, "VALID") + lengths
     best = tf.argmin(costs, axis=-1)
     return tf.gather(tf.constant(vectors, tf.float32), best)
 

@@ -57,6 +57,10 @@ flags.DEFINE_integer(
     "motion_search_radius", None,
     "Encoder-side block motion search radius in pixels feeding flow latents 0-1 (model/motion.py; 0 = the paper's flow block; default: the config's).",
 )
+flags.DEFINE_float(
+    "motion_search_penalty", None,
+    "Motion search cost per pixel of |dx| + |dy| in mean |luma difference| (model/motion.py; default: the config's).",
+)
 flags.DEFINE_integer("gop", 3, "Frames per training GOP (1 = I-frame codec only; §4.1 uses IPPP = 4).")
 flags.DEFINE_string("crop", "128", "Crop size: N (square) or HxW, multiples of 64.")
 flags.DEFINE_integer("batch", 4, "Global batch size (split over replicas).")
@@ -571,6 +575,8 @@ def _configs_from_flags():
         overrides["flow_quant_width_first"], overrides["flow_quant_width_last"] = first, last
     if FLAGS.motion_search_radius is not None:
         overrides["motion_search_radius"] = FLAGS.motion_search_radius
+    if FLAGS.motion_search_penalty is not None:
+        overrides["motion_search_penalty"] = FLAGS.motion_search_penalty
     model_config = get_config(FLAGS.config, FLAGS.ablation, **overrides)
     data_config = DataConfig(
         path=FLAGS.data,

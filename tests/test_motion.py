@@ -58,9 +58,20 @@ def test_search_stays_in_range(base):
     assert np.abs(found).max() <= 2
 
 
-def test_search_rejects_a_bad_radius(base):
+def test_search_rejects_a_bad_radius_or_penalty(base):
     with pytest.raises(ValueError, match="radius"):
         block_motion_search(base[:, :64, :64], base[:, :64, :64], radius=0)
+    with pytest.raises(ValueError, match="penalty"):
+        block_motion_search(base[:, :64, :64], base[:, :64, :64], radius=2, penalty=-0.1)
+
+
+def test_the_penalty_trades_match_for_vector_length(base):
+    # Noise: the true shift matches exactly and any other costs a mean |luma difference| near 0.2,
+    # far above 0.002 per pixel of length; a penalty of 1 per pixel makes every vector but zero lose.
+    reference = _window(base, 24, 24)
+    target = _window(base, 24 + 1, 24 - 2)
+    np.testing.assert_array_equal(block_motion_search(target, reference, radius=3, penalty=0.002).numpy()[..., 0], -2.0)
+    np.testing.assert_array_equal(block_motion_search(target, reference, radius=3, penalty=1.0).numpy(), 0.0)
 
 
 def test_upsample_blocks_is_nearest_per_16x16_block():
@@ -69,11 +80,16 @@ def test_upsample_blocks_is_nearest_per_16x16_block():
     np.testing.assert_array_equal(upsample_blocks(tf.constant(field)).numpy(), expected)
 
 
-def test_config_checks_the_radius():
+def test_config_checks_the_search_fields():
+    from model.motion import MOTION_PENALTY
+
     for bad in (-1, 2.5):
         with pytest.raises(ValueError, match="motion_search_radius"):
             get_config("small", motion_search_radius=bad)
+    with pytest.raises(ValueError, match="motion_search_penalty"):
+        get_config("small", motion_search_penalty=-0.01)
     assert get_config("small").motion_search_radius == 0  # the paper's flow block by default
+    assert get_config("small").motion_search_penalty == MOTION_PENALTY
 
 
 def test_pframe_flow_follows_the_searched_motion_within_half_a_quantization_step(base):
