@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from model.sampling import area_downscale, level_random_walk  # TF-free (model/__init__ imports nothing)
+
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 
 
@@ -35,15 +37,6 @@ class TrainError(RuntimeError):
 
 
 # -- data -------------------------------------------------------------------------------------
-def area_downscale(frame: np.ndarray, factor: int) -> np.ndarray:
-    """model.data.area_downscale."""
-    if factor == 1:
-        return frame
-    h, w = frame.shape[0] // factor, frame.shape[1] // factor
-    blocks = frame[: h * factor, : w * factor].reshape(h, factor, w, factor, -1).astype(np.float32)
-    return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
-
-
 def decode_video(path: pathlib.Path, downscale: int) -> np.ndarray:
     """All frames as uint8 RGB [N, H/d, W/d, 3] (OpenCV, else imageio-ffmpeg)."""
     frames = []
@@ -110,12 +103,7 @@ class GpuSampler:
         self.device = device
 
     def level_walk(self, batch: int):
-        """model.losses.level_random_walk."""
-        rng, levels = self.rng, np.empty((batch, self.gop), np.int64)
-        levels[:, 0] = rng.integers(0, self.num_levels, size=batch)
-        for t in range(1, self.gop):
-            levels[:, t] = np.clip(np.rint(levels[:, t - 1] + rng.normal(0.0, 0.5, size=batch)), 0, self.num_levels - 1)
-        return levels
+        return level_random_walk(self.rng, batch, self.gop, self.num_levels).astype(np.int64)
 
     def batch(self, size: int):
         import torch

@@ -1,4 +1,5 @@
-"""ELF-VC model (Rippel et al., "ELF-VC: Efficient Learned Flexible-Rate Video Coding")."""
+"""ELF-VC model (Rippel et al., "ELF-VC: Efficient Learned Flexible-Rate Video Coding").
 
-from model.config import FRAME_MULTIPLE, ModelConfig, config_names, get_config  # noqa: F401
-from model.entropy import QuantMode  # noqa: F401
+Import the submodules (model.config, model.elfvc, ...): the package itself imports nothing, so the
+TF-free ones (model.config, model.sampling) load where TensorFlow is absent (gpu_train/).
+"""

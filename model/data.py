@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.config import FRAME_MULTIPLE
-from model.losses import level_random_walk
+from model.sampling import area_downscale, level_random_walk  # noqa: F401  (re-exported)
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".y4m", ".m4v", ".mpg", ".mpeg", ".flv", ".ts", ".wmv"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -58,15 +58,6 @@ class DataConfig:
         for size in self.crop:
             if size < FRAME_MULTIPLE or size % FRAME_MULTIPLE:
                 raise DataError(f"crop {self.crop[0]}x{self.crop[1]}: each side must be a multiple of {FRAME_MULTIPLE}")
-
-
-def area_downscale(frame: np.ndarray, factor: int) -> np.ndarray:
-    """Averages factor x factor blocks of a uint8 [H, W, 3] frame (edges that do not fill a block are cut)."""
-    if factor == 1:
-        return frame
-    h, w = frame.shape[0] // factor, frame.shape[1] // factor
-    blocks = frame[: h * factor, : w * factor].reshape(h, factor, w, factor, -1).astype(np.float32)
-    return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
 
 
 # -- clips ------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from typing import Tuple
 import numpy as np
 import tensorflow as tf
 
+from model.sampling import level_random_walk  # noqa: F401  (re-exported)
+
 #: §4.1's lambda ranges (largest first: level 0 is the lowest rate).
 LAMBDA_RANGES = {
     "low": (10 ** -1.7, 10 ** -3.7),
@@ -43,19 +45,6 @@ def lambdas(lambda_range: Tuple[float, float], num_levels: int) -> np.ndarray:
     if num_levels == 1:
         return np.array([first], np.float32)
     return np.logspace(math.log10(first), math.log10(last), num_levels).astype(np.float32)
-
-
-def level_random_walk(rng: np.random.Generator, batch: int, length: int, num_levels: int, sigma: float = 0.5):
-    """§4.1: l_0 uniform on {0..L-1}; l_t = clip(round(l_{t-1} + N(0, sigma)), 0, L-1).
-
-    Returns int32 [batch, length], one independent walk per batch element.
-    """
-    levels = np.empty((batch, length), np.int32)
-    levels[:, 0] = rng.integers(0, num_levels, size=batch)
-    for t in range(1, length):
-        step = rng.normal(0.0, sigma, size=batch)
-        levels[:, t] = np.clip(np.rint(levels[:, t - 1] + step), 0, num_levels - 1)
-    return levels
 
 
 # -- distortion -------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ The paper's flow encoder E0 sees (x_t, x_hat_{t-1}, f_bar, s_{t-1}) and must lea
 estimation end to end (§2, §3.3), which takes far more steps than a CPU can give: WORKSPACE "Model
 decisions" measures a flow block that, trained alone on a warp loss with no rate and no
 quantization, still warps no better than copying after 400 steps, while a classical block search
-gains +5.5 dB on the same pairs. With `config.motion_search_radius = R > 0`:
+gains 3.4-5.2 dB on the same pairs (benchmarks/flow_probe.py). With `config.motion_search_radius = R > 0`:
 
   encoder:  the first two channels of the flow latent y are the integer block motion (dx, dy)
             in pixels of each 16x16 block (the codelayer's own grid), found by exhaustive search
