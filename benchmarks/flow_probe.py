@@ -60,7 +60,7 @@ def _psnr(mse):
     return float(-10.0 * np.log10(max(float(mse), 1e-10)))
 
 
-def _pairs(sampler, batch: int, rng):
+def _pairs(sampler, batch: int):
     import numpy as np
 
     out = []
@@ -102,7 +102,6 @@ def probe(data: str, model_dir=None, steps: int = 400, batch: int = 8, lr: float
     data_config = model_data.DataConfig(path=data, gop=2, crop=(CROP, CROP), downscale=2, max_stride=2,
                                          cache_dir=cache_dir)
     sampler = model_data.Sampler(model_data.find_clips(data_config, warn=lambda m: None), data_config, config.levels, seed)
-    rng = np.random.default_rng(seed)
     level = tf.fill([batch], LEVEL)
     embedding = model.embed(level)
     radius = config.motion_search_radius or SEARCH_RADIUS
@@ -148,9 +147,9 @@ def probe(data: str, model_dir=None, steps: int = 400, batch: int = 8, lr: float
         }
 
     rows, window = [], []
-    fixed = tf.constant(_pairs(sampler, batch, rng)) if free_flow else None  # a free field fits one batch
+    fixed = tf.constant(_pairs(sampler, batch)) if free_flow else None  # a free field fits one batch
     for i in range(1, steps + 1):
-        window.append({k: float(v) for k, v in step(fixed if free_flow else tf.constant(_pairs(sampler, batch, rng))).items()})
+        window.append({k: float(v) for k, v in step(fixed if free_flow else tf.constant(_pairs(sampler, batch))).items()})
         if i % WINDOW == 0 or i == steps:
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             row = {"step": i, "warp_psnr": _psnr(mean["warp"]), "copy_psnr": _psnr(mean["copy"]),
