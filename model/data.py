@@ -119,9 +119,16 @@ def decode_video(path: pathlib.Path, downscale: int) -> np.ndarray:
 
 
 def _cache_name(path: pathlib.Path, downscale: int) -> str:
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{downscale}".encode()
-    return f"{path.stem}-{hashlib.sha1(key).hexdigest()[:12]}.npy"
+    """The cache entry of `path` at `downscale`, keyed by the file's bytes (not its path or mtime).
+
+    Hashing a compressed video costs milliseconds against seconds to decode it, and a content key
+    survives what a path/mtime key does not: a data folder re-created, copied or moved keeps its
+    cache, while an edited file (even one of the same size and time stamp) gets a new entry."""
+    digest = hashlib.sha1(f"downscale={downscale}|".encode())
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.stem}-{digest.hexdigest()[:12]}.npy"
 
 
 def load_video(path: pathlib.Path, downscale: int, cache_dir: Optional[str]) -> ArrayClip:

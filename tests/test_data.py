@@ -1,5 +1,7 @@
 """Training data: the three layouts, the decode cache, sampling and clear errors for bad input."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -38,6 +40,24 @@ def test_video_is_decoded_once_into_a_memory_mapped_cache(tmp_path):
     (again,) = find_clips(config)
     assert isinstance(again.frames, np.memmap)
     np.testing.assert_array_equal(again.read([0, 249]), clip.read([0, 249]))
+
+
+def test_decode_cache_is_keyed_by_content_not_path_or_mtime(tmp_path):
+    from model.data import _cache_name
+
+    first = tmp_path / "a" / "clip.mp4"
+    first.parent.mkdir()
+    first.write_bytes(b"some video bytes")
+    moved = tmp_path / "b" / "clip.mp4"
+    moved.parent.mkdir()
+    moved.write_bytes(first.read_bytes())
+    os.utime(moved, ns=(1, 1))  # another folder and another time stamp, the same bytes
+    assert _cache_name(first, 2) == _cache_name(moved, 2)
+    assert _cache_name(first, 2) != _cache_name(first, 1)
+    stat = moved.stat()
+    moved.write_bytes(b"Some video bytes")  # same size, same time stamp, other content
+    os.utime(moved, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert _cache_name(first, 2) != _cache_name(moved, 2)
 
 
 def test_sampler_takes_strided_crops_of_consecutive_frames():
