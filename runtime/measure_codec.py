@@ -189,15 +189,11 @@ def measure(bundle, backend, frames: np.ndarray, clip: str, level: float, gop: i
 
 
 def main(argv: Sequence[str]) -> int:
-    FLAGS.unparse_flags()  # every call parses from the defaults (main is called in-process by tests)
-    try:
-        rest = FLAGS(list(argv) if argv else ["measure_codec"])
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if len(rest) > 1:
-        print(f"error: unexpected arguments {' '.join(rest[1:])}", file=sys.stderr)
-        return 2
+    from benchmarks._cli import parse_argv
+
+    status = parse_argv(FLAGS, argv)  # from the defaults every call (main runs in-process in tests)
+    if status is not None:
+        return status
     from runtime.backends import get_backend
     from runtime.bundle import default_bundle, load_bundle
     from runtime.video_io import read_video
