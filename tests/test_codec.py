@@ -15,6 +15,7 @@ from runtime import bitstream as bs
 from runtime.backends import get_backend
 from _codec_shared import bundle_and_backend
 from runtime.codec import Decoder, Encoder
+from runtime.entropy_coding import SubstreamLayout
 from runtime.stream import decode_video, encode_video, inspect
 from runtime.types import CodecError, FrameType
 
@@ -113,6 +114,27 @@ def test_stream_structure(coded, bundle):
     assert [f.num_bytes * 8 for f in info.frames] == [f.bits for f in summary.frames]
     assert all(f.level == np.float32(LEVEL) for f in info.frames)
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_substream_layout_changes_the_packing_not_the_pictures(tmp_path, clip, bundle, backend):
+    """A stream cut into more substreams (3 channel groups x 64-pixel tiles: 12 per q0 codelayer
+    of this 130x98 clip) decodes to the same frames as the default layout (one group, one tile),
+    and costs more: each substream adds two length varints and a range-coder flush."""
+    results = {}
+    for name, layout in [("default", SubstreamLayout()), ("split", SubstreamLayout(channel_groups=3, tile=4))]:
+        path = tmp_path / f"{name}.elfvc"
+        summary = encode_video(list(clip), path, fps=25, gop=3, controller=Constant(LEVEL), backend=backend,
+                               bundle=bundle, scenecut=0, layout=layout)  # fmt: skip
+        frames = []
+        decode_video(path, frames.append, backend, bundle)
+        results[name] = summary, inspect(path), frames
+    (default, default_info, default_frames), (split, split_info, split_frames) = results["default"], results["split"]
+    assert (default_info.channel_groups, split_info.channel_groups, split_info.tile) == (1, 3, 4)
+    assert all(len(a.substreams) > len(b.substreams) for a, b in zip(split_info.frames, default_info.frames))
+    assert len(split_frames) == len(default_frames) == len(clip)
+    for a, b in zip(split_frames, default_frames):
+        np.testing.assert_array_equal(a, b)
+    assert split.total_bytes > default.total_bytes
 
 
 def test_estimate_matches_actual_size(bundle, backend, bikes_frames):
