@@ -1,14 +1,18 @@
 """Quality and rate against the continuous level (§3.1, App. E): does quality rise monotonically?
 
-    python -m benchmarks.level_sweep --clip=CLIP --step=0.5 [--frames=8] [--model=DIR]
+    python -m benchmarks.level_sweep --clip=CLIP --step=0.5 [--frames=8] [--model=DIR] [--out=JSON]
+    python -m benchmarks.level_sweep --load=B.json --anchor=A.json      # compare two saved sweeps
 
 Codes the clip at levels 0, step, 2 step, ..., L-1 through real .elfvc files (a fixed GOP of 16,
 no scene-cut I-frames; the default model unless --model), and prints bpp (file size), the mean
 RGB PSNR of the decoded frames, the worst frame's PSNR (a P-frame loop that drifts over the GOP
 shows here first: the model trains on IPPP, §4.1, and is unrolled to 16 frames), and whether
 rate and mean PSNR are monotone in the level. Writes the table, with every frame's PSNR, as JSON
-with --out. Exit status
-2 for a bad command line, 1 for a clip or model that cannot be used.
+with --out. With --anchor=A.json (an earlier sweep of the same clip, another model, say) it also
+prints the BD-rate of this sweep against A in PSNR-RGB (`benchmarks.bdrate.bd_rate`: cubic in
+log-rate, over the PSNR range both cover; negative = fewer bits); --load=B.json reads a saved
+sweep instead of coding one. Exit status 2 for a bad command line, 1 for a clip, model or
+sweep file that cannot be used.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ flags.DEFINE_integer("frames", 8, "Frames to code (an I-frame then P-frames).", 
 flags.DEFINE_string("model", None, "Model folder (default: the shipped model).", flag_values=FLAGS)
 flags.DEFINE_string("backend", "tf", "Backend.", flag_values=FLAGS)
 flags.DEFINE_string("out", None, "Optional JSON output.", flag_values=FLAGS)
+flags.DEFINE_string("anchor", None, "A saved sweep (--out) to report this one's BD-rate against.", flag_values=FLAGS)
+flags.DEFINE_string("load", None, "Read this saved sweep instead of coding --clip.", flag_values=FLAGS)
 
 
 def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="tf") -> list:
@@ -73,25 +79,64 @@ def monotone(values) -> bool:
     return all(b > a for a, b in zip(values, values[1:]))
 
 
+def load_rows(path) -> list:
+    """A sweep written by --out: a list of rows with a positive finite bpp and a finite psnr_rgb."""
+    import math
+
+    try:
+        with open(path) as f:
+            rows = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a JSON sweep ({err.msg} at line {err.lineno})") from None
+    ok = isinstance(rows, list) and len(rows) >= 2 and all(
+        isinstance(r, dict)
+        and all(isinstance(r.get(k), (int, float)) and math.isfinite(r[k]) for k in ("level", "bpp", "psnr_rgb"))
+        and r["bpp"] > 0
+        for r in rows
+    )
+    if not ok:
+        raise ValueError(f"{path}: not a level sweep (want a list of >= 2 rows with level, bpp > 0 and psnr_rgb)")
+    return rows
+
+
+def bd_rate_against(anchor_rows, rows) -> float:
+    """BD-rate (%) of `rows` against `anchor_rows` in PSNR-RGB."""
+    from benchmarks.bdrate import bd_rate
+
+    return bd_rate(
+        [r["bpp"] for r in anchor_rows], [r["psnr_rgb"] for r in anchor_rows], [r["bpp"] for r in rows], [r["psnr_rgb"] for r in rows]
+    )
+
+
 def main(argv) -> int:
     from runtime.types import CodecError
 
     status = parse_argv(FLAGS, argv)
     if status is not None:
         return status
-    if not FLAGS.clip or FLAGS.step <= 0:
-        problem = "--clip is required" if not FLAGS.clip else f"--step must be positive, got {FLAGS.step:g}"
+    problem = None
+    if FLAGS.load and FLAGS.clip:
+        problem = "give --clip (code a sweep) or --load (read one), not both"
+    elif not FLAGS.load and not FLAGS.clip:
+        problem = "--clip is required"
+    elif FLAGS.step <= 0:
+        problem = f"--step must be positive, got {FLAGS.step:g}"
+    if problem:
         print(f"level_sweep: error: {problem}", file=sys.stderr)
         return 2
     try:
-        rows = sweep(FLAGS.clip, FLAGS.step, FLAGS.frames, FLAGS.model, FLAGS.backend)
+        anchor = load_rows(FLAGS.anchor) if FLAGS.anchor else None
+        rows = load_rows(FLAGS.load) if FLAGS.load else sweep(FLAGS.clip, FLAGS.step, FLAGS.frames, FLAGS.model, FLAGS.backend)
+        bd = bd_rate_against(anchor, rows) if anchor else None
     except (CodecError, ValueError, OSError) as err:
         print(f"level_sweep: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     print(f"{'level':>6} {'bpp':>8} {'PSNR':>7} {'worst':>7}")
     for row in rows:
-        print(f"{row['level']:>6.2f} {row['bpp']:>8.4f} {row['psnr_rgb']:>7.2f} {row['psnr_rgb_worst_frame']:>7.2f}")
+        print(f"{row['level']:>6.2f} {row['bpp']:>8.4f} {row['psnr_rgb']:>7.2f} {row.get('psnr_rgb_worst_frame', float('nan')):>7.2f}")
     print(f"bpp monotone: {monotone([r['bpp'] for r in rows])}; PSNR monotone: {monotone([r['psnr_rgb'] for r in rows])}")
+    if anchor:
+        print(f"BD-rate against {FLAGS.anchor} (PSNR-RGB): {bd:+.2f}%")
     if FLAGS.out:
         tmp = f"{FLAGS.out}.tmp{os.getpid()}"
         with open(tmp, "w") as f:

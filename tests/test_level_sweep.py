@@ -39,6 +39,41 @@ def test_monotone_is_strict():
     assert not level_sweep.monotone([1.0, 3.0, 2.0])
 
 
+def _write_sweep(path, rates, psnrs):
+    path.write_text(json.dumps([{"level": float(i), "bpp": r, "psnr_rgb": q} for i, (r, q) in enumerate(zip(rates, psnrs))]))
+    return path
+
+
+def test_saved_sweeps_compare_by_bd_rate(tmp_path, capsys):
+    """The same PSNRs at 0.8x the rates is a BD-rate of exactly -20% (the fit is in log-rate, so a
+    constant rate ratio is a constant shift), and the anchor against itself is 0."""
+    rates, psnrs = [0.04, 0.06, 0.09, 0.14, 0.21], [20.7, 21.5, 22.2, 22.8, 23.1]
+    anchor = _write_sweep(tmp_path / "a.json", rates, psnrs)
+    better = _write_sweep(tmp_path / "b.json", [0.8 * r for r in rates], psnrs)
+    assert level_sweep.main(["level_sweep", f"--load={better}", f"--anchor={anchor}"]) == 0
+    out = capsys.readouterr().out
+    assert f"BD-rate against {anchor} (PSNR-RGB): -20.00%" in out and "bpp monotone: True" in out
+    assert level_sweep.bd_rate_against(level_sweep.load_rows(anchor), level_sweep.load_rows(anchor)) == pytest.approx(0, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("not json", "not a JSON sweep"),
+        ('[{"level": 0, "bpp": 0.1, "psnr_rgb": 20}]', "not a level sweep"),
+        ('[{"level": 0, "bpp": 0, "psnr_rgb": 20}, {"level": 1, "bpp": 0.2, "psnr_rgb": 21}]', "not a level sweep"),
+        ('[{"level": 0, "bpp": 0.1, "psnr_rgb": 20}, {"level": 1, "bpp": 0.2, "psnr_rgb": 21}]', "do not overlap"),
+    ],
+)
+def test_bad_saved_sweeps_end_with_one_line(tmp_path, capsys, content, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    anchor = _write_sweep(tmp_path / "a.json", [0.04, 0.06, 0.09], [30.0, 31.0, 32.0])  # no PSNR overlap with row 4
+    assert level_sweep.main(["level_sweep", f"--load={bad}", f"--anchor={anchor}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("level_sweep: error:") and message in err and "\n" not in err, err
+
+
 @pytest.mark.parametrize(
     "args, status, message",
     [
@@ -46,6 +81,8 @@ def test_monotone_is_strict():
         ([], 2, "--clip is required"),
         (["--clip=x.y4m", "--step=0"], 2, "--step must be positive"),
         (["--clip=x.y4m", "stray"], 2, "unexpected arguments"),
+        (["--clip=x.y4m", "--load=x.json"], 2, "not both"),
+        (["--load={missing}"], 1, "missing.y4m"),
         (["--clip={missing}"], 1, "missing.y4m"),
         (["--clip={bikes}", "--model={missing}"], 1, "level_sweep: error:"),
     ],
