@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.config import MOTION_SEARCH_PENALTY  # TF-free
+
 SCALE_MIN = 0.11  # model.entropy.SCALE_MIN
 LIKELIHOOD_MIN = 2.0**-16  # model.entropy.LIKELIHOOD_MIN
 
@@ -416,7 +418,7 @@ def upsample_blocks(field):
 def _cfg(config: dict) -> dict:
     c = dict(config)
     c.setdefault("motion_search_radius", 0)
-    c.setdefault("motion_search_penalty", 0.002)  # model.motion.MOTION_PENALTY
+    c.setdefault("motion_search_penalty", MOTION_SEARCH_PENALTY)
     levels = 1 if c.get("single_level") else c["num_levels"]
     c["levels"] = levels
     c["embedding_width"] = 1 if c.get("single_level") else c["embedding_dim"]

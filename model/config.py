@@ -36,6 +36,10 @@ QUANT_WIDTH_FIELDS = (
 #: and the model id hashes them only when set, like QUANT_WIDTH_FIELDS.
 WEIGHT_FREE_FIELDS = ("motion_search_radius", "motion_search_penalty")
 
+#: Default cost per pixel of |dx| + |dy| in model/motion.py's block search (mean |luma difference|,
+#: pixels in [0, 1]); here, not in model/motion.py, so TF-free gpu_train/ shares it.
+MOTION_SEARCH_PENALTY = 0.002
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -79,7 +83,7 @@ class ModelConfig:
     # (pixels) into flow latent channels 0-1 and adds them, upsampled, to the decoded flow.
     # 0 is the paper's flow block.
     motion_search_radius: int = 0
-    motion_search_penalty: float = 0.002  # per pixel of |dx| + |dy|, in mean |luma difference|.
+    motion_search_penalty: float = MOTION_SEARCH_PENALTY  # per pixel of |dx| + |dy|, in mean |luma difference|.
     # Channel normalization (App. C).
     norm_freeze_steps: int = 2000
     # Ablations (Table 3).
@@ -95,7 +99,7 @@ class ModelConfig:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-                if field.name not in ("norm_freeze_steps", "motion_search_radius", "motion_search_penalty"):
+                if field.name not in ("norm_freeze_steps", *WEIGHT_FREE_FIELDS):
                     raise ValueError(f"config {self.name!r}: {field.name} must be positive, got {value}")
         if self.motion_search_radius < 0 or self.motion_search_radius != int(self.motion_search_radius):
             raise ValueError(f"config {self.name!r}: motion_search_radius must be an integer >= 0, got {self.motion_search_radius}")

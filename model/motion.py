@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from model.config import MOTION_SEARCH_PENALTY
+
 #: Motion block size: the stride of the flow codelayer's latent grid (§3.2's 16x).
 BLOCK = 16
 #: Default cost added per pixel of |dx| + |dy| (in mean absolute luma difference, pixels in
 #: [0, 1]; `config.motion_search_penalty`): ties and near-ties in flat areas go to the shorter
 #: vector, which costs fewer bits.
-MOTION_PENALTY = 0.002
+MOTION_PENALTY = MOTION_SEARCH_PENALTY
 
 
 def _luma(image):
