@@ -390,9 +390,29 @@ def scale_space_warp(image, flow, levels: int = 5, sigma0: float = 1.0):
 MOTION_BLOCK = 16  # model.motion.BLOCK
 
 
+def level_from_embedding(embedding, num_levels: int):
+    """model.level.level_from_embedding (the inverse of eq. 4-8): [B, E] -> [B] levels."""
+    width = embedding.shape[1]
+    if num_levels == 1 or width == 1:
+        return torch.zeros_like(embedding[:, 0])
+    ramp = torch.arange(width, dtype=torch.float32, device=embedding.device) * ((num_levels - 1) / (width - 1))
+    return (embedding * ramp).sum(1)
+
+
+def level_penalty(c: dict, embedding):
+    """model.motion.level_penalty: [B] search penalties, or the config's constant."""
+    top = c.get("motion_search_penalty_top")
+    if top is None:
+        return c["motion_search_penalty"]
+    first = c["motion_search_penalty"]
+    level = level_from_embedding(embedding, c["levels"])
+    return first * torch.exp(math.log(top / first) * level / (c["levels"] - 1))
+
+
 @torch.no_grad()
-def block_motion_search(target, reference, radius: int, penalty: float):
-    """model.motion.block_motion_search: [B, 3, H, W] x 2 -> [B, 2, H/16, W/16] (dx, dy) pixels."""
+def block_motion_search(target, reference, radius: int, penalty):
+    """model.motion.block_motion_search: [B, 3, H, W] x 2 -> [B, 2, H/16, W/16] (dx, dy) pixels;
+    `penalty` a number or a [B] tensor."""
     target, reference = target.mean(1, keepdim=True), reference.mean(1, keepdim=True)
     height, width = target.shape[2:]
     device = target.device
@@ -403,8 +423,12 @@ def block_motion_search(target, reference, radius: int, penalty: float):
     columns = torch.cat([padded[:, :, :, radius + dx : radius + dx + width] for dx in span], 1)
     candidates = torch.cat([columns[:, :, radius + dy : radius + dy + height] for dy in span], 1)
     vectors = [(float(dx), float(dy)) for dy in span for dx in span]
-    lengths = torch.tensor([penalty * (abs(dx) + abs(dy)) for dx, dy in vectors], device=device)
-    costs = F.avg_pool2d((target - candidates).abs(), MOTION_BLOCK) + lengths[None, :, None, None]
+    if torch.is_tensor(penalty):
+        norms = torch.tensor([abs(dx) + abs(dy) for dx, dy in vectors], device=device)
+        lengths = penalty.float().reshape(-1, 1, 1, 1) * norms[None, :, None, None]
+    else:
+        lengths = torch.tensor([penalty * (abs(dx) + abs(dy)) for dx, dy in vectors], device=device)[None, :, None, None]
+    costs = F.avg_pool2d((target - candidates).abs(), MOTION_BLOCK) + lengths
     best = costs.argmin(1)
     return torch.tensor(vectors, device=device)[best].permute(0, 3, 1, 2)
 
@@ -419,6 +443,7 @@ def _cfg(config: dict) -> dict:
     c = dict(config)
     c.setdefault("motion_search_radius", 0)
     c.setdefault("motion_search_penalty", MOTION_SEARCH_PENALTY)
+    c.setdefault("motion_search_penalty_top", None)
     levels = 1 if c.get("single_level") else c["num_levels"]
     c["levels"] = levels
     c["embedding_width"] = 1 if c.get("single_level") else c["embedding_dim"]
@@ -516,7 +541,7 @@ class FlowBlock(_InterBlock):
         latent = self.analysis(self.encoder_norm(x, step, training), embedding)
         radius = self.c["motion_search_radius"]
         if radius:
-            motion = block_motion_search(target, previous, radius, self.c["motion_search_penalty"])
+            motion = block_motion_search(target, previous, radius, level_penalty(self.c, embedding))
             latent = torch.cat([motion, latent[:, 2:]], 1)
         return latent
 

@@ -38,7 +38,7 @@ from model.config import ModelConfig
 from model.entropy import QuantMode
 from model.layers import ChannelNorm, DMBlock, TwoScaleDMBlock, conv
 from model.level import interpolate_rows, with_level_map
-from model.motion import block_motion_search, upsample_blocks
+from model.motion import block_motion_search, level_penalty, upsample_blocks
 from model.transforms import Analysis, Synthesis
 from model.warp import scale_space_warp
 
@@ -204,7 +204,7 @@ class FlowBlock(_InterBlock):
         latent = self.analysis(inputs, embedding)
         radius = self.config.motion_search_radius
         if radius:  # deviation (model/motion.py): channels 0-1 carry the searched block motion.
-            motion = block_motion_search(target, previous, radius, self.config.motion_search_penalty)
+            motion = block_motion_search(target, previous, radius, level_penalty(self.config, embedding))
             latent = tf.concat([motion, latent[..., 2:]], axis=-1)
         return latent
 

@@ -34,7 +34,7 @@ QUANT_WIDTH_FIELDS = (
 #: Config fields that change the computation but no weight (model/motion.py's encoder-side block
 #: search and the decoder's block-motion path). A checkpoint differing only in them loads as is,
 #: and the model id hashes them only when set, like QUANT_WIDTH_FIELDS.
-WEIGHT_FREE_FIELDS = ("motion_search_radius", "motion_search_penalty")
+WEIGHT_FREE_FIELDS = ("motion_search_radius", "motion_search_penalty", "motion_search_penalty_top")
 
 #: Default cost per pixel of |dx| + |dy| in model/motion.py's block search (mean |luma difference|,
 #: pixels in [0, 1]); here, not in model/motion.py, so TF-free gpu_train/ shares it.
@@ -84,6 +84,11 @@ class ModelConfig:
     # 0 is the paper's flow block.
     motion_search_radius: int = 0
     motion_search_penalty: float = MOTION_SEARCH_PENALTY  # per pixel of |dx| + |dy|, in mean |luma difference|.
+    # None: motion_search_penalty at every level. Set: the penalty at the top level, and
+    # motion_search_penalty the one at level 0, geometric in between (fractional levels too), so
+    # the search weighs a vector's bits like the level's lambda does: dear at low rates, cheap at
+    # high ones (model/motion.py, level_penalty).
+    motion_search_penalty_top: Optional[float] = None
     # Channel normalization (App. C).
     norm_freeze_steps: int = 2000
     # Ablations (Table 3).
@@ -105,6 +110,15 @@ class ModelConfig:
             raise ValueError(f"config {self.name!r}: motion_search_radius must be an integer >= 0, got {self.motion_search_radius}")
         if self.motion_search_penalty < 0:
             raise ValueError(f"config {self.name!r}: motion_search_penalty must be >= 0, got {self.motion_search_penalty}")
+        if self.motion_search_penalty_top is not None:
+            if self.motion_search_penalty_top <= 0 or self.motion_search_penalty <= 0:
+                raise ValueError(
+                    f"config {self.name!r}: a motion_search_penalty_top needs motion_search_penalty and "
+                    f"motion_search_penalty_top > 0 (they are interpolated geometrically), got "
+                    f"{self.motion_search_penalty} and {self.motion_search_penalty_top}"
+                )
+            if self.levels == 1:
+                raise ValueError(f"config {self.name!r}: a motion_search_penalty_top needs more than one level")
         if self.motion_search_radius and self.latent_channels < 2:
             raise ValueError(f"config {self.name!r}: motion_search_radius needs latent_channels >= 2")
         if (self.flow_quant_width_first is None) != (self.flow_quant_width_last is None):

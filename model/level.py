@@ -44,6 +44,22 @@ def level_embedding(level, num_levels: int, embedding_dim: int):
     return alpha[..., None] * tf.one_hot(u, embedding_dim) + beta[..., None] * tf.one_hot(v, embedding_dim)
 
 
+def level_from_embedding(embedding, num_levels: int):
+    """The inverse of eq. (4)-(8): [B, E] embeddings -> [B] levels.
+
+    An embedding holds alpha at u and 1 - alpha at u + 1, so sum_i i e_i = u + 1 - alpha = s
+    (eq. 4-7), and level = s (L - 1) / (L_e - 1). Exact for every level in [0, L - 1], fractional
+    ones included; graphs that receive only the embedding (the exported subgraphs) read the level
+    this way. A single-level model (L = 1 or L_e = 1) is always at level 0.
+    """
+    embedding = tf.convert_to_tensor(embedding, tf.float32)
+    width = int(embedding.shape[-1])
+    if num_levels == 1 or width == 1:
+        return tf.zeros_like(embedding[:, 0])
+    ramp = tf.range(width, dtype=tf.float32) * ((num_levels - 1) / (width - 1))
+    return tf.reduce_sum(embedding * ramp, axis=-1)
+
+
 def interpolate_rows(table, level):
     """Linearly interpolates rows of `table` [L, C] at continuous `level` [B] -> [B, C].
 

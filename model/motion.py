@@ -17,15 +17,25 @@ hyperprior learns their distribution and Q_w their precision, and the bitstream 
 change (the model id does, through the config). The search runs in the encoder only, like motion
 estimation in any codec; decoders never repeat it.
 
+Rate awareness: the search minimizes MAD + penalty (|dx| + |dy|), the penalty standing in for the
+bits of a vector. A vector's bits matter more at low rates, so with `config.motion_search_penalty_top`
+set the penalty follows the level (level_penalty): motion_search_penalty at level 0,
+motion_search_penalty_top at the top, geometric in between, like the lambdas of §4.1. The flow
+encoder receives only the level embedding, and reads the level back from it exactly
+(model/level.py, level_from_embedding), so the exported subgraphs keep their inputs.
+
 Sign convention (the warp's, model/warp.py): x_comp(p) = x_hat_{t-1}(p + f(p)), so a block whose
 content moved right by 3 px between the reference and the target gets dx = -3.
 """
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
-from model.config import MOTION_SEARCH_PENALTY
+from model.config import MOTION_SEARCH_PENALTY, ModelConfig
+from model.level import level_from_embedding
 
 #: Motion block size: the stride of the flow codelayer's latent grid (§3.2's 16x).
 BLOCK = 16
@@ -52,11 +62,13 @@ def block_motion_search(target, reference, radius: int, penalty: float = MOTION_
 
     Each 16x16 block of `target` gets the shift s minimizing mean |luma(target(p)) -
     luma(reference(p + s))| + penalty (|dx| + |dy|) over |dx|, |dy| <= radius; the
-    reference is edge-clamped outside the frame. H and W must be multiples of 16. No gradient.
+    reference is edge-clamped outside the frame. `penalty` is a number >= 0 or a [B] tensor (one
+    per example). H and W must be multiples of 16. No gradient.
     """
     if radius < 1:
         raise ValueError(f"motion search radius must be >= 1, got {radius}")
-    if penalty < 0:
+    per_example = tf.is_tensor(penalty)  # [B] penalties (level_penalty), or one number.
+    if not per_example and penalty < 0:
         raise ValueError(f"motion search penalty must be >= 0, got {penalty}")
     target = tf.stop_gradient(_luma(tf.convert_to_tensor(target, tf.float32)))
     reference = tf.stop_gradient(_luma(tf.convert_to_tensor(reference, tf.float32)))
@@ -68,10 +80,27 @@ def block_motion_search(target, reference, radius: int, penalty: float = MOTION_
     columns = tf.concat([padded[:, :, radius + dx : radius + dx + width] for dx in span], axis=-1)
     candidates = tf.concat([columns[:, radius + dy : radius + dy + height] for dy in span], axis=-1)
     vectors = [(float(dx), float(dy)) for dy in span for dx in span]
-    lengths = tf.constant([penalty * (abs(dx) + abs(dy)) for dx, dy in vectors], tf.float32)
+    if per_example:
+        norms = tf.constant([abs(dx) + abs(dy) for dx, dy in vectors], tf.float32)
+        lengths = tf.reshape(tf.cast(penalty, tf.float32), [-1, 1, 1, 1]) * norms
+    else:
+        lengths = tf.constant([penalty * (abs(dx) + abs(dy)) for dx, dy in vectors], tf.float32)
     costs = tf.nn.avg_pool2d(tf.abs(target - candidates), BLOCK, BLOCK, "VALID") + lengths
     best = tf.argmin(costs, axis=-1)
     return tf.gather(tf.constant(vectors, tf.float32), best)
+
+
+def level_penalty(config: ModelConfig, embedding):
+    """The search penalty of each example: [B, E] level embeddings -> [B] penalties, or the
+    constant `config.motion_search_penalty` (a number) when no top-level penalty is set.
+
+    penalty(l) = p_0 (p_top / p_0)^(l / (L - 1)), l read back from the embedding.
+    """
+    if config.motion_search_penalty_top is None:
+        return config.motion_search_penalty
+    first = config.motion_search_penalty
+    level = level_from_embedding(embedding, config.levels)
+    return first * tf.exp(math.log(config.motion_search_penalty_top / first) * level / config.max_level)
 
 
 def upsample_blocks(field):

@@ -41,6 +41,8 @@ TENSORRT_OPS = {
     "Where", "Gemm",
     # The motion search (model/motion.py) in flow_analysis; all three are in onnx-tensorrt's list.
     "And", "ArgMin", "AveragePool", "ReduceMean",
+    # Its per-level penalty (model/motion.py, level_penalty): also in onnx-tensorrt's list.
+    "Exp",
 }
 
 
@@ -303,13 +305,14 @@ def test_gather_warp_lowering_also_passes(tmp_path):
 
 
 
-def test_motion_search_model_exports_within_tolerance(tmp_path):
+@pytest.mark.parametrize("penalty_top", [None, 0.001], ids=["constant-penalty", "level-penalty"])
+def test_motion_search_model_exports_within_tolerance(tmp_path, penalty_top):
     """A model with the encoder-side block motion search (model/motion.py) converts and checks like
-    the default one, in ops TensorRT parses: the search is in flow_analysis, the block-motion path
-    in flow_synthesis."""
+    the default one, in ops TensorRT parses: the search is in flow_analysis (with a per-level
+    penalty read back from the embedding, too), the block-motion path in flow_synthesis."""
     from runtime.bundle import untrained_bundle
 
-    bundle = untrained_bundle("small", motion_search_radius=3)
+    bundle = untrained_bundle("small", motion_search_radius=3, motion_search_penalty_top=penalty_top)
     names = ("flow_analysis", "flow_synthesis")
     manifest = export_bundle(bundle, tmp_path / "motion", ExportOptions(saved_model=False, subgraphs=names))
     for graph in manifest.subgraphs:

@@ -53,8 +53,10 @@ def perturbed(arrays: dict, seed: int = 0) -> dict:
     return out
 
 
-@pytest.mark.parametrize("motion_search_radius", [0, 4])
-def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays, motion_search_radius):
+@pytest.mark.parametrize(
+    "motion_search_radius, penalty_top", [(0, None), (4, None), (4, 0.001)], ids=["no-search", "search", "level-penalty"]
+)
+def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays, motion_search_radius, penalty_top):
     import dataclasses
 
     from model.checkpoints import load_config, write_json
@@ -63,7 +65,10 @@ def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays, motion_search_r
 
     arrays = perturbed(default_arrays)
     np.savez(tmp_path / "w.npz", **arrays)
-    config = dataclasses.replace(load_config(DEFAULT / "config.json"), motion_search_radius=motion_search_radius)
+    config = dataclasses.replace(
+        load_config(DEFAULT / "config.json"), motion_search_radius=motion_search_radius,
+        motion_search_penalty_top=penalty_top,
+    )
     write_json(tmp_path / "config.json", config.to_dict())
     model = ELFVC(config).build_weights()
     assign_keras(model, arrays)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model.level import interpolate_rows, level_embedding
+from model.level import interpolate_rows, level_embedding, level_from_embedding
 
 
 @pytest.mark.parametrize("num_levels", [2, 5, 8])
@@ -43,3 +43,15 @@ def test_quant_width_interpolates_rows():
     table = tf.constant([[0.0, 1.0], [2.0, 3.0], [4.0, 7.0]])
     out = interpolate_rows(table, tf.constant([0.0, 0.5, 1.25, 2.0])).numpy()
     np.testing.assert_allclose(out, [[0, 1], [1, 2], [2.5, 4.0], [4, 7]], atol=1e-6)
+
+
+@pytest.mark.parametrize("num_levels,dim", [(8, 8), (8, 4), (32, 8), (8, 3)])
+def test_level_reads_back_from_its_embedding(num_levels, dim):
+    levels = np.concatenate([np.arange(num_levels), np.linspace(0, num_levels - 1, 97)]).astype(np.float32)
+    back = level_from_embedding(level_embedding(levels, num_levels, dim), num_levels).numpy()
+    np.testing.assert_allclose(back, levels, atol=1e-5 * num_levels)
+
+
+def test_a_single_level_model_reads_level_zero():
+    emb = level_embedding(np.array([0.0, 0.0], np.float32), 1, 4)
+    np.testing.assert_array_equal(level_from_embedding(emb, 1).numpy(), 0.0)

@@ -11,7 +11,8 @@ import tensorflow as tf
 from model.config import get_config
 from model.elfvc import ELFVC, ReferenceState
 from model.entropy import QuantMode
-from model.motion import block_motion_search, upsample_blocks
+from model.level import level_embedding
+from model.motion import block_motion_search, level_penalty, upsample_blocks
 
 
 def _window(base, top, left, size=64):
@@ -74,6 +75,27 @@ def test_the_penalty_trades_match_for_vector_length(base):
     np.testing.assert_array_equal(block_motion_search(target, reference, radius=3, penalty=1.0).numpy(), 0.0)
 
 
+def test_per_example_penalties_act_like_separate_searches(base):
+    # Example 0 gets a penalty that keeps the true shift, example 1 one that forces zero vectors:
+    # the [B] form must give each example exactly what a search at its own number gives.
+    reference = _window(base, 24, 24)
+    target = _window(base, 24 + 1, 24 - 2)
+    both = block_motion_search(target, reference, radius=3, penalty=tf.constant([0.002, 1.0])).numpy()
+    np.testing.assert_array_equal(both[0], block_motion_search(target, reference, radius=3, penalty=0.002).numpy()[0])
+    np.testing.assert_array_equal(both[1], block_motion_search(target, reference, radius=3, penalty=1.0).numpy()[1])
+    assert both[0, ..., 0].min() == -2.0 and np.all(both[1] == 0.0)
+
+
+def test_level_penalty_is_geometric_from_level_zero_to_the_top():
+    config = get_config("small", motion_search_radius=8, motion_search_penalty=0.04, motion_search_penalty_top=0.01)
+    levels = np.array([0.0, 3.5, 7.0, 1.25], np.float32)
+    got = level_penalty(config, level_embedding(levels, config.num_levels, config.embedding_dim)).numpy()
+    np.testing.assert_allclose(got, 0.04 * (0.25 ** (levels / 7.0)), rtol=1e-5)
+    np.testing.assert_allclose(got[[0, 2]], [0.04, 0.01], rtol=1e-6)
+    # No top penalty: the constant, as a number (the search then builds the same graph as before).
+    assert level_penalty(get_config("small", motion_search_penalty=0.03), None) == 0.03
+
+
 def test_upsample_blocks_is_nearest_per_16x16_block():
     field = np.random.default_rng(1).normal(size=(2, 3, 5, 2)).astype(np.float32)
     expected = np.repeat(np.repeat(field, 16, axis=1), 16, axis=2)
@@ -88,6 +110,12 @@ def test_config_checks_the_search_fields():
             get_config("small", motion_search_radius=bad)
     with pytest.raises(ValueError, match="motion_search_penalty"):
         get_config("small", motion_search_penalty=-0.01)
+    for first, top in ((0.0, 0.01), (0.01, 0.0), (0.01, -1.0)):
+        with pytest.raises(ValueError, match="motion_search_penalty_top"):
+            get_config("small", motion_search_penalty=first, motion_search_penalty_top=top)
+    with pytest.raises(ValueError, match="more than one level"):
+        get_config("small", motion_search_penalty_top=0.01, single_level=True)
+    assert get_config("small").motion_search_penalty_top is None
     assert get_config("small").motion_search_radius == 0  # the paper's flow block by default
     assert get_config("small").motion_search_penalty == MOTION_PENALTY
 
@@ -123,6 +151,9 @@ def test_the_motion_search_changes_the_model_id_only_when_on():
 
     assert "motion_search_radius" not in identity_config(get_config("small"))
     assert identity_config(get_config("small", motion_search_radius=8))["motion_search_radius"] == 8
+    assert "motion_search_penalty_top" not in identity_config(get_config("small", motion_search_radius=8))
+    scheduled = get_config("small", motion_search_radius=8, motion_search_penalty_top=0.01)
+    assert identity_config(scheduled)["motion_search_penalty_top"] == 0.01
 
 
 def test_a_checkpoint_without_the_search_warm_starts_a_model_with_it(tmp_path):
