@@ -410,7 +410,7 @@ def level_penalty(c: dict, embedding):
 
 
 @torch.no_grad()
-def block_motion_search(target, reference, radius: int, penalty, zero_bias: float = 0.0):
+def block_motion_search(target, reference, radius: int, penalty):
     """model.motion.block_motion_search: [B, 3, H, W] x 2 -> [B, 2, H/16, W/16] (dx, dy) pixels;
     `penalty` a number or a [B] tensor."""
     target, reference = target.mean(1, keepdim=True), reference.mean(1, keepdim=True)
@@ -423,11 +423,11 @@ def block_motion_search(target, reference, radius: int, penalty, zero_bias: floa
     columns = torch.cat([padded[:, :, :, radius + dx : radius + dx + width] for dx in span], 1)
     candidates = torch.cat([columns[:, :, radius + dy : radius + dy + height] for dy in span], 1)
     vectors = [(float(dx), float(dy)) for dy in span for dx in span]
-    norms = [abs(dx) + abs(dy) + (zero_bias if dx or dy else 0.0) for dx, dy in vectors]
     if torch.is_tensor(penalty):
-        lengths = penalty.float().reshape(-1, 1, 1, 1) * torch.tensor(norms, device=device)[None, :, None, None]
+        norms = torch.tensor([abs(dx) + abs(dy) for dx, dy in vectors], device=device)
+        lengths = penalty.float().reshape(-1, 1, 1, 1) * norms[None, :, None, None]
     else:
-        lengths = torch.tensor([penalty * n for n in norms], device=device)[None, :, None, None]
+        lengths = torch.tensor([penalty * (abs(dx) + abs(dy)) for dx, dy in vectors], device=device)[None, :, None, None]
     costs = F.avg_pool2d((target - candidates).abs(), MOTION_BLOCK) + lengths
     best = costs.argmin(1)
     return torch.tensor(vectors, device=device)[best].permute(0, 3, 1, 2)
@@ -444,7 +444,6 @@ def _cfg(config: dict) -> dict:
     c.setdefault("motion_search_radius", 0)
     c.setdefault("motion_search_penalty", MOTION_SEARCH_PENALTY)
     c.setdefault("motion_search_penalty_top", None)
-    c.setdefault("motion_search_zero_bias", 0.0)
     levels = 1 if c.get("single_level") else c["num_levels"]
     c["levels"] = levels
     c["embedding_width"] = 1 if c.get("single_level") else c["embedding_dim"]
@@ -542,9 +541,7 @@ class FlowBlock(_InterBlock):
         latent = self.analysis(self.encoder_norm(x, step, training), embedding)
         radius = self.c["motion_search_radius"]
         if radius:
-            motion = block_motion_search(
-                target, previous, radius, level_penalty(self.c, embedding), self.c["motion_search_zero_bias"]
-            )
+            motion = block_motion_search(target, previous, radius, level_penalty(self.c, embedding))
             latent = torch.cat([motion, latent[:, 2:]], 1)
         return latent
 

@@ -204,9 +204,7 @@ class FlowBlock(_InterBlock):
         latent = self.analysis(inputs, embedding)
         radius = self.config.motion_search_radius
         if radius:  # deviation (model/motion.py): channels 0-1 carry the searched block motion.
-            motion = block_motion_search(
-                target, previous, radius, level_penalty(self.config, embedding), self.config.motion_search_zero_bias
-            )
+            motion = block_motion_search(target, previous, radius, level_penalty(self.config, embedding))
             latent = tf.concat([motion, latent[..., 2:]], axis=-1)
         return latent
 

@@ -34,9 +34,7 @@ QUANT_WIDTH_FIELDS = (
 #: Config fields that change the computation but no weight (model/motion.py's encoder-side block
 #: search and the decoder's block-motion path). A checkpoint differing only in them loads as is,
 #: and the model id hashes them only when set, like QUANT_WIDTH_FIELDS.
-WEIGHT_FREE_FIELDS = (
-    "motion_search_radius", "motion_search_penalty", "motion_search_penalty_top", "motion_search_zero_bias",
-)
+WEIGHT_FREE_FIELDS = ("motion_search_radius", "motion_search_penalty", "motion_search_penalty_top")
 
 #: Default cost per pixel of |dx| + |dy| in model/motion.py's block search (mean |luma difference|,
 #: pixels in [0, 1]); here, not in model/motion.py, so TF-free gpu_train/ shares it.
@@ -91,9 +89,6 @@ class ModelConfig:
     # the search weighs a vector's bits like the level's lambda does: dear at low rates, cheap at
     # high ones (model/motion.py, level_penalty).
     motion_search_penalty_top: Optional[float] = None
-    # Extra length, in pixels, charged to every non-zero vector (the cost of leaving the zero
-    # vector at all, which a hyperprior centred on its neighbours charges whatever the length).
-    motion_search_zero_bias: float = 0.0
     # Channel normalization (App. C).
     norm_freeze_steps: int = 2000
     # Ablations (Table 3).
@@ -115,8 +110,6 @@ class ModelConfig:
             raise ValueError(f"config {self.name!r}: motion_search_radius must be an integer >= 0, got {self.motion_search_radius}")
         if self.motion_search_penalty < 0:
             raise ValueError(f"config {self.name!r}: motion_search_penalty must be >= 0, got {self.motion_search_penalty}")
-        if self.motion_search_zero_bias < 0:
-            raise ValueError(f"config {self.name!r}: motion_search_zero_bias must be >= 0, got {self.motion_search_zero_bias}")
         if self.motion_search_penalty_top is not None:
             if self.motion_search_penalty_top <= 0 or self.motion_search_penalty <= 0:
                 raise ValueError(

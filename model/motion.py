@@ -17,9 +17,8 @@ hyperprior learns their distribution and Q_w their precision, and the bitstream 
 change (the model id does, through the config). The search runs in the encoder only, like motion
 estimation in any codec; decoders never repeat it.
 
-Rate awareness: the search minimizes MAD + penalty (|dx| + |dy| + zero_bias [v != 0]), the penalty
-standing in for the bits of a vector (`config.motion_search_zero_bias` charges leaving the zero
-vector at all: on near-static content, noise alone makes short vectors win by a hair). A vector's bits matter more at low rates, so with `config.motion_search_penalty_top`
+Rate awareness: the search minimizes MAD + penalty (|dx| + |dy|), the penalty standing in for the
+bits of a vector. A vector's bits matter more at low rates, so with `config.motion_search_penalty_top`
 set the penalty follows the level (level_penalty): motion_search_penalty at level 0,
 motion_search_penalty_top at the top, geometric in between, like the lambdas of §4.1. The flow
 encoder receives only the level embedding, and reads the level back from it exactly
@@ -58,21 +57,19 @@ def _edge_padded(image, radius: int):
     return tf.gather(tf.gather(image, rows, axis=1), cols, axis=2)
 
 
-def block_motion_search(target, reference, radius: int, penalty: float = MOTION_PENALTY, zero_bias: float = 0.0):
+def block_motion_search(target, reference, radius: int, penalty: float = MOTION_PENALTY):
     """Exhaustive integer block search: [B, H, W, 3] x 2 -> [B, H/16, W/16, 2] (dx, dy) pixels.
 
     Each 16x16 block of `target` gets the shift s minimizing mean |luma(target(p)) -
-    luma(reference(p + s))| + penalty (|dx| + |dy| + zero_bias [s != 0]) over |dx|, |dy| <=
-    radius; the reference is edge-clamped outside the frame. `penalty` is a number >= 0 or a [B]
-    tensor (one per example). H and W must be multiples of 16. No gradient.
+    luma(reference(p + s))| + penalty (|dx| + |dy|) over |dx|, |dy| <= radius; the
+    reference is edge-clamped outside the frame. `penalty` is a number >= 0 or a [B] tensor (one
+    per example). H and W must be multiples of 16. No gradient.
     """
     if radius < 1:
         raise ValueError(f"motion search radius must be >= 1, got {radius}")
     per_example = tf.is_tensor(penalty)  # [B] penalties (level_penalty), or one number.
     if not per_example and penalty < 0:
         raise ValueError(f"motion search penalty must be >= 0, got {penalty}")
-    if zero_bias < 0:
-        raise ValueError(f"motion search zero bias must be >= 0, got {zero_bias}")
     target = tf.stop_gradient(_luma(tf.convert_to_tensor(target, tf.float32)))
     reference = tf.stop_gradient(_luma(tf.convert_to_tensor(reference, tf.float32)))
     height, width = tf.shape(target)[1], tf.shape(target)[2]
@@ -83,11 +80,11 @@ def block_motion_search(target, reference, radius: int, penalty: float = MOTION_
     columns = tf.concat([padded[:, :, radius + dx : radius + dx + width] for dx in span], axis=-1)
     candidates = tf.concat([columns[:, radius + dy : radius + dy + height] for dy in span], axis=-1)
     vectors = [(float(dx), float(dy)) for dy in span for dx in span]
-    norms = [abs(dx) + abs(dy) + (zero_bias if dx or dy else 0.0) for dx, dy in vectors]
     if per_example:
-        lengths = tf.reshape(tf.cast(penalty, tf.float32), [-1, 1, 1, 1]) * tf.constant(norms, tf.float32)
+        norms = tf.constant([abs(dx) + abs(dy) for dx, dy in vectors], tf.float32)
+        lengths = tf.reshape(tf.cast(penalty, tf.float32), [-1, 1, 1, 1]) * norms
     else:
-        lengths = tf.constant([penalty * n for n in norms], tf.float32)
+        lengths = tf.constant([penalty * (abs(dx) + abs(dy)) for dx, dy in vectors], tf.float32)
     costs = tf.nn.avg_pool2d(tf.abs(target - candidates), BLOCK, BLOCK, "VALID") + lengths
     best = tf.argmin(costs, axis=-1)
     return tf.gather(tf.constant(vectors, tf.float32), best)

@@ -66,10 +66,6 @@ flags.DEFINE_float(
     "Motion search penalty at the top level; --motion_search_penalty is then level 0's, geometric in between "
     "(model/motion.py, level_penalty; default: the config's).",
 )
-flags.DEFINE_float(
-    "motion_search_zero_bias", None,
-    "Extra length in pixels charged to every non-zero searched vector (model/motion.py; default: the config's).",
-)
 flags.DEFINE_integer("gop", 3, "Frames per training GOP (1 = I-frame codec only; §4.1 uses IPPP = 4).")
 flags.DEFINE_string("crop", "128", "Crop size: N (square) or HxW, multiples of 64.")
 flags.DEFINE_integer("batch", 4, "Global batch size (split over replicas).")
@@ -588,8 +584,6 @@ def _configs_from_flags():
         overrides["motion_search_penalty"] = FLAGS.motion_search_penalty
     if FLAGS.motion_search_penalty_top is not None:
         overrides["motion_search_penalty_top"] = FLAGS.motion_search_penalty_top
-    if FLAGS.motion_search_zero_bias is not None:
-        overrides["motion_search_zero_bias"] = FLAGS.motion_search_zero_bias
     model_config = get_config(FLAGS.config, FLAGS.ablation, **overrides)
     data_config = DataConfig(
         path=FLAGS.data,

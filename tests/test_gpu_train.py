@@ -54,11 +54,9 @@ def perturbed(arrays: dict, seed: int = 0) -> dict:
 
 
 @pytest.mark.parametrize(
-    "motion_search_radius, penalty_top, zero_bias",
-    [(0, None, 0.0), (4, None, 0.0), (4, 0.001, 0.0), (4, 0.001, 3.0)],
-    ids=["no-search", "search", "level-penalty", "zero-bias"],
+    "motion_search_radius, penalty_top", [(0, None), (4, None), (4, 0.001)], ids=["no-search", "search", "level-penalty"]
 )
-def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays, motion_search_radius, penalty_top, zero_bias):
+def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays, motion_search_radius, penalty_top):
     import dataclasses
 
     from model.checkpoints import load_config, write_json
@@ -69,7 +67,7 @@ def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays, motion_search_r
     np.savez(tmp_path / "w.npz", **arrays)
     config = dataclasses.replace(
         load_config(DEFAULT / "config.json"), motion_search_radius=motion_search_radius,
-        motion_search_penalty_top=penalty_top, motion_search_zero_bias=zero_bias,
+        motion_search_penalty_top=penalty_top,
     )
     write_json(tmp_path / "config.json", config.to_dict())
     model = ELFVC(config).build_weights()

@@ -75,19 +75,6 @@ def test_the_penalty_trades_match_for_vector_length(base):
     np.testing.assert_array_equal(block_motion_search(target, reference, radius=3, penalty=1.0).numpy(), 0.0)
 
 
-def test_the_zero_bias_charges_leaving_the_zero_vector_only(base):
-    # The true shift (-2, 1) beats zero by a mean |luma difference| near 0.2 (noise). Charged
-    # 0.002 (3 + 50) = 0.106 it still wins; at 0.002 (3 + 150) = 0.306 the zero vector does.
-    reference = _window(base, 24, 24)
-    target = _window(base, 24 + 1, 24 - 2)
-    kept = block_motion_search(target, reference, radius=3, penalty=0.002, zero_bias=50.0).numpy()
-    np.testing.assert_array_equal(kept[..., 0], -2.0)
-    np.testing.assert_array_equal(kept[..., 1], 1.0)
-    np.testing.assert_array_equal(block_motion_search(target, reference, radius=3, penalty=0.002, zero_bias=150.0).numpy(), 0.0)
-    with pytest.raises(ValueError, match="zero bias"):
-        block_motion_search(target, reference, radius=3, zero_bias=-1.0)
-
-
 def test_per_example_penalties_act_like_separate_searches(base):
     # Example 0 gets a penalty that keeps the true shift, example 1 one that forces zero vectors:
     # the [B] form must give each example exactly what a search at its own number gives.
@@ -126,8 +113,6 @@ def test_config_checks_the_search_fields():
     for first, top in ((0.0, 0.01), (0.01, 0.0), (0.01, -1.0)):
         with pytest.raises(ValueError, match="motion_search_penalty_top"):
             get_config("small", motion_search_penalty=first, motion_search_penalty_top=top)
-    with pytest.raises(ValueError, match="motion_search_zero_bias"):
-        get_config("small", motion_search_zero_bias=-1.0)
     with pytest.raises(ValueError, match="more than one level"):
         get_config("small", motion_search_penalty_top=0.01, single_level=True)
     assert get_config("small").motion_search_penalty_top is None
@@ -169,7 +154,6 @@ def test_the_motion_search_changes_the_model_id_only_when_on():
     assert "motion_search_penalty_top" not in identity_config(get_config("small", motion_search_radius=8))
     scheduled = get_config("small", motion_search_radius=8, motion_search_penalty_top=0.01)
     assert identity_config(scheduled)["motion_search_penalty_top"] == 0.01
-    assert identity_config(get_config("small", motion_search_zero_bias=2.0))["motion_search_zero_bias"] == 2.0
 
 
 def test_a_checkpoint_without_the_search_warm_starts_a_model_with_it(tmp_path):
