@@ -423,11 +423,8 @@ def block_motion_search(target, reference, radius: int, penalty):
     columns = torch.cat([padded[:, :, :, radius + dx : radius + dx + width] for dx in span], 1)
     candidates = torch.cat([columns[:, :, radius + dy : radius + dy + height] for dy in span], 1)
     vectors = [(float(dx), float(dy)) for dy in span for dx in span]
-    if torch.is_tensor(penalty):
-        norms = torch.tensor([abs(dx) + abs(dy) for dx, dy in vectors], device=device)
-        lengths = penalty.float().reshape(-1, 1, 1, 1) * norms[None, :, None, None]
-    else:
-        lengths = torch.tensor([penalty * (abs(dx) + abs(dy)) for dx, dy in vectors], device=device)[None, :, None, None]
+    norms = torch.tensor([abs(dx) + abs(dy) for dx, dy in vectors], device=device)[None, :, None, None]
+    lengths = torch.as_tensor(penalty, dtype=torch.float32, device=device).reshape(-1, 1, 1, 1) * norms
     costs = F.avg_pool2d((target - candidates).abs(), MOTION_BLOCK) + lengths
     best = costs.argmin(1)
     return torch.tensor(vectors, device=device)[best].permute(0, 3, 1, 2)

@@ -67,8 +67,7 @@ def block_motion_search(target, reference, radius: int, penalty: float = MOTION_
     """
     if radius < 1:
         raise ValueError(f"motion search radius must be >= 1, got {radius}")
-    per_example = tf.is_tensor(penalty)  # [B] penalties (level_penalty), or one number.
-    if not per_example and penalty < 0:
+    if not tf.is_tensor(penalty) and penalty < 0:  # a [B] tensor comes from level_penalty (> 0).
         raise ValueError(f"motion search penalty must be >= 0, got {penalty}")
     target = tf.stop_gradient(_luma(tf.convert_to_tensor(target, tf.float32)))
     reference = tf.stop_gradient(_luma(tf.convert_to_tensor(reference, tf.float32)))
@@ -80,11 +79,8 @@ def block_motion_search(target, reference, radius: int, penalty: float = MOTION_
     columns = tf.concat([padded[:, :, radius + dx : radius + dx + width] for dx in span], axis=-1)
     candidates = tf.concat([columns[:, radius + dy : radius + dy + height] for dy in span], axis=-1)
     vectors = [(float(dx), float(dy)) for dy in span for dx in span]
-    if per_example:
-        norms = tf.constant([abs(dx) + abs(dy) for dx, dy in vectors], tf.float32)
-        lengths = tf.reshape(tf.cast(penalty, tf.float32), [-1, 1, 1, 1]) * norms
-    else:
-        lengths = tf.constant([penalty * (abs(dx) + abs(dy)) for dx, dy in vectors], tf.float32)
+    norms = tf.constant([abs(dx) + abs(dy) for dx, dy in vectors], tf.float32)
+    lengths = tf.reshape(tf.cast(penalty, tf.float32), [-1, 1, 1, 1]) * norms  # [1 or B, 1, 1, K]
     costs = tf.nn.avg_pool2d(tf.abs(target - candidates), BLOCK, BLOCK, "VALID") + lengths
     best = tf.argmin(costs, axis=-1)
     return tf.gather(tf.constant(vectors, tf.float32), best)
