@@ -117,8 +117,10 @@ class ModelConfig:
                     f"motion_search_penalty_top > 0 (they are interpolated geometrically), got "
                     f"{self.motion_search_penalty} and {self.motion_search_penalty_top}"
                 )
-            if self.levels == 1:
-                raise ValueError(f"config {self.name!r}: a motion_search_penalty_top needs more than one level")
+            if self.levels == 1 or self.embedding_width == 1:  # else level_from_embedding cannot tell levels apart.
+                raise ValueError(
+                    f"config {self.name!r}: a motion_search_penalty_top needs more than one level and an embedding_dim > 1"
+                )
         if self.motion_search_radius and self.latent_channels < 2:
             raise ValueError(f"config {self.name!r}: motion_search_radius needs latent_channels >= 2")
         if (self.flow_quant_width_first is None) != (self.flow_quant_width_last is None):

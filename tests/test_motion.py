@@ -115,6 +115,8 @@ def test_config_checks_the_search_fields():
             get_config("small", motion_search_penalty=first, motion_search_penalty_top=top)
     with pytest.raises(ValueError, match="more than one level"):
         get_config("small", motion_search_penalty_top=0.01, single_level=True)
+    with pytest.raises(ValueError, match="embedding_dim > 1"):
+        get_config("small", motion_search_penalty_top=0.01, embedding_dim=1)
     assert get_config("small").motion_search_penalty_top is None
     assert get_config("small").motion_search_radius == 0  # the paper's flow block by default
     assert get_config("small").motion_search_penalty == MOTION_PENALTY
