@@ -37,9 +37,12 @@ flags.DEFINE_string("backend", "tf", "Backend.", flag_values=FLAGS)
 flags.DEFINE_string("out", None, "Optional JSON output.", flag_values=FLAGS)
 flags.DEFINE_string("anchor", None, "A saved sweep (--out) to report this one's BD-rate against.", flag_values=FLAGS)
 flags.DEFINE_string("load", None, "Read this saved sweep instead of coding --clip.", flag_values=FLAGS)
+flags.DEFINE_bool("motion_refine", False, "Encoder-side rate-distortion choice of the quantized block motion "
+                  "(runtime/motion_refine.py).", flag_values=FLAGS)
+flags.DEFINE_float("motion_lambda_scale", 1.0, "Scale of the motion refinement's lambda.", flag_values=FLAGS)
 
 
-def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="tf") -> list:
+def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="tf", motion_refinement=None) -> list:
     import numpy as np
 
     from runtime import metrics, video_io
@@ -60,7 +63,8 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
             path = os.path.join(tmp, f"{level:g}.elfvc")
             # scenecut=0: a fixed GOP, so a P-frame loop that drifts shows instead of being cut short.
             encode_video(frames, path, fps=info.fps, gop=16, controller=ConstantLevel(float(level)),
-                         backend=backend, bundle=bundle, scenecut=0)
+                         backend=backend, bundle=bundle, scenecut=0,
+                         motion_refinement=motion_refinement)
             decoded = []
             decode_video(path, decoded.append, backend, bundle)
             size = os.path.getsize(path)
@@ -126,7 +130,14 @@ def main(argv) -> int:
         return 2
     try:
         anchor = load_rows(FLAGS.anchor) if FLAGS.anchor else None
-        rows = load_rows(FLAGS.load) if FLAGS.load else sweep(FLAGS.clip, FLAGS.step, FLAGS.frames, FLAGS.model, FLAGS.backend)
+        refinement = None
+        if FLAGS.motion_refine:
+            from runtime.motion_refine import MotionRefinement
+
+            refinement = MotionRefinement(lambda_scale=FLAGS.motion_lambda_scale)
+        rows = load_rows(FLAGS.load) if FLAGS.load else sweep(
+            FLAGS.clip, FLAGS.step, FLAGS.frames, FLAGS.model, FLAGS.backend, refinement
+        )
         bd = bd_rate_against(anchor, rows) if anchor else None
     except (CodecError, ValueError, OSError) as err:
         print(f"level_sweep: error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -29,6 +29,7 @@ from model.config import FRAME_MULTIPLE
 from runtime.bitstream import FrameUnit, write_frame
 from runtime.entropy_coding import SYMBOL_LIMIT, EntropyCoder, Substream, SubstreamLayout, estimated_bits
 from runtime.integer_hyper import quantize_embedding
+from runtime import motion_refine
 from runtime.types import CodecError, FrameType, TrialResult
 
 
@@ -267,8 +268,16 @@ class Encoder:
         layout: SubstreamLayout = SubstreamLayout(),
         workers: Optional[int] = None,
         observer: Optional[Callable] = None,
+        motion_refinement: Optional[motion_refine.MotionRefinement] = None,
     ):
         self._half = _DecoderHalf(bundle, backend, layout, workers)
+        # The encoder-side choice of the quantized block motion (runtime/motion_refine.py); None or
+        # disabled: plain rounding. A no-op for a model without the block-motion path.
+        self.motion_refinement = (
+            motion_refinement
+            if motion_refinement is not None and motion_refinement.enabled and bundle.config.motion_search_radius
+            else None
+        )
         # observer(block, latent, layer: CodedLayer, ctx: LevelContext) sees every coded
         # codelayer (measurements, e.g. runtime/measure_codec.py); it must not modify anything.
         self.observer = observer
@@ -298,13 +307,19 @@ class Encoder:
         padded = np.pad(frame, [(0, height - frame.shape[0]), (0, width - frame.shape[1]), (0, 0)], mode="edge")
         return frame, (padded.astype(np.float32) / np.float32(255.0))[None]
 
-    def _code_layer(self, block: str, latent: np.ndarray, ctx: LevelContext) -> Tuple[CodedLayer, List[Substream]]:
+    def _code_layer(
+        self, block: str, latent: np.ndarray, ctx: LevelContext, choose: Optional[Callable] = None
+    ) -> Tuple[CodedLayer, List[Substream]]:
+        """Quantizes and range-codes one codelayer. `choose(mean, indices, quant_width, symbols)`,
+        if given, may replace the rounded symbols before they are coded (the hyper path is fixed)."""
         half = self._half
         hyper = half.run(f"{block}_hyper_analysis", latent=latent, embedding=ctx.embedding)["hyper_latent"][0]
         hyper_symbols = _round_symbols(hyper)
         mean, indices = half.entropy_parameters(block, hyper_symbols, ctx)
         quant_width = ctx.quant_width(block)
         symbols = _round_symbols(((latent - mean) / quant_width)[0])
+        if choose is not None:
+            symbols = choose(mean, indices, quant_width, symbols)
         hyper_indices = half.hyper_indices(block, hyper_symbols.shape)
         substreams = half.encode_symbols(hyper_symbols, hyper_indices, hyper=True)
         substreams += half.encode_symbols(symbols, indices, hyper=False)
@@ -312,6 +327,27 @@ class Encoder:
         if self.observer is not None:
             self.observer(block, latent, layer, ctx)
         return layer, substreams
+
+    def _motion_chooser(self, latent, image, previous: References, predicted, ctx: LevelContext, decoded: dict):
+        """A `_code_layer` chooser for the flow layer: runtime/motion_refine.py's per-block choice
+        of the two motion symbols. Leaves the flow decoder's output for the chosen symbols in
+        `decoded["flow"]` (so encode_frame need not run it again)."""
+        half = self._half
+        rd_lambda = self.motion_refinement.rd_lambda(ctx.level, self.bundle.config.max_level)
+
+        def choose(mean, indices, quant_width, symbols):
+            result = motion_refine.refine(
+                symbols,
+                ((latent - mean) / quant_width)[0],
+                indices,
+                lambda trial: half.flow_synthesis(half.dequantize(mean, trial, quant_width), previous, predicted, ctx),
+                image,
+                rd_lambda,
+            )
+            decoded["flow"] = result.flow
+            return result.symbols
+
+        return choose
 
     def encode_frame(self, frame, level: float, frame_type: FrameType, commit: bool = True) -> EncodedFrame:
         frame_type = FrameType(frame_type)
@@ -336,8 +372,14 @@ class Encoder:
                 state=previous.state,
                 embedding=ctx.embedding,
             )["latent"]
-            flow_layer, substreams = self._code_layer("flow", latent, ctx)
-            flow = half.flow_synthesis(flow_layer.latent_hat, previous, predicted, ctx)
+            decoded: dict = {}
+            chooser = None
+            if self.motion_refinement is not None:
+                chooser = self._motion_chooser(latent, image, previous, predicted, ctx, decoded)
+            flow_layer, substreams = self._code_layer("flow", latent, ctx, chooser)
+            flow = decoded.get("flow")
+            if flow is None:
+                flow = half.flow_synthesis(flow_layer.latent_hat, previous, predicted, ctx)
             latent = half.run(
                 "residue_analysis",
                 residual=image - flow["compensated"],

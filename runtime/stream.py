@@ -29,6 +29,7 @@ from runtime.bitstream import (
 )
 from runtime.codec import Decoder, EncodedFrame, Encoder
 from runtime.entropy_coding import SubstreamLayout
+from runtime.motion_refine import MotionRefinement
 from runtime.types import DEFAULT_SCENECUT, CodecError, FrameType, RateController, TrialResult
 
 
@@ -134,6 +135,7 @@ def encode_video(
     layout: SubstreamLayout = SubstreamLayout(),
     input_path=None,
     scenecut: float = DEFAULT_SCENECUT,
+    motion_refinement: Optional[MotionRefinement] = None,
 ) -> EncodeSummary:
     """Encodes uint8 [H, W, 3] frames into `out_path` (written to a temporary name in the same
     folder and renamed on success; nothing is left behind on failure).
@@ -162,7 +164,7 @@ def encode_video(
     tmp = pathlib.Path(tmp_name)
     records = []
     try:
-        with os.fdopen(fd, "wb") as f, Encoder(bundle, backend, layout) as encoder:
+        with os.fdopen(fd, "wb") as f, Encoder(bundle, backend, layout, motion_refinement=motion_refinement) as encoder:
             header = None
             last_intra = None  # (index, bits) of the last I-frame
             for index, frame in enumerate(frames):
