@@ -74,6 +74,7 @@ class RDConfig:
     with_vmaf: bool = True
     bd_method: str = "cubic"
     keep_streams: bool = False
+    motion_refine: bool = False  # this codec's encoder-side motion choice (runtime/motion_refine.py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,7 +93,7 @@ class ElfRun:
 class ElfCodec:
     """This codec for one model and backend: encodes frames to a real file and decodes it."""
 
-    def __init__(self, spec: ModelSpec, backend_name: str, gop: int):
+    def __init__(self, spec: ModelSpec, backend_name: str, gop: int, motion_refine: bool = False):
         from runtime.backends import get_backend
         from runtime.bundle import default_bundle, load_bundle
 
@@ -100,6 +101,7 @@ class ElfCodec:
         self.bundle = load_bundle(spec.path) if spec.path else default_bundle()
         self.backend = get_backend(backend_name, self.bundle)
         self.gop = gop
+        self.motion_refine = motion_refine
 
     @property
     def trained(self) -> bool:
@@ -114,12 +116,14 @@ class ElfCodec:
         return f"{self.spec.label}: {self.bundle.source} ({self.bundle.config.name} config, {state}, id {self.bundle.model_id_hex[:12]})"
 
     def run(self, frames: np.ndarray, fps, level: float, stream: pathlib.Path) -> ElfRun:
+        from runtime.motion_refine import MotionRefinement
         from runtime.ratecontrol import ConstantLevel
         from runtime.stream import decode_video, encode_video
 
         start = time.perf_counter()
         encode_video(iter(frames), stream, fps=fps, gop=self.gop, controller=ConstantLevel(level),
-                     backend=self.backend, bundle=self.bundle)  # fmt: skip
+                     backend=self.backend, bundle=self.bundle,
+                     motion_refinement=MotionRefinement(enabled=self.motion_refine))  # fmt: skip
         encode_s = time.perf_counter() - start
         decoded: list[np.ndarray] = []
         start = time.perf_counter()
@@ -187,7 +191,7 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
         raise BenchError(f"unknown BD method {cfg.bd_method!r}; choose one of {', '.join(METHODS)}")
     anchors = [anchors_lib.get_anchor(a) for a in cfg.anchors]
     points: list[RDPoint] = []
-    elf_codecs = [ElfCodec(spec, cfg.backend, cfg.gop) for spec in cfg.models]
+    elf_codecs = [ElfCodec(spec, cfg.backend, cfg.gop, cfg.motion_refine) for spec in cfg.models]
     try:
         for codec in elf_codecs:
             bad = [lv for lv in cfg.levels if not 0 <= lv <= codec.max_level]
@@ -234,6 +238,7 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
             "trained": all(c.trained for c in elf_codecs),
             "backend": cfg.backend,
             "gop": cfg.gop,
+            "motion_refine": cfg.motion_refine,
             "max_frames": cfg.max_frames,
             "bd_method": cfg.bd_method,
             "bd_rate_axis": "bpp (file bytes); quality: mean of per-frame values",
@@ -283,6 +288,8 @@ flags.DEFINE_integer("gop", 16, "This codec's GOP length (an I-frame every N fra
 flags.DEFINE_string("backend", "tf", "This codec's backend: tf, onnx or tensorrt.", flag_values=FLAGS)
 flags.DEFINE_boolean("vmaf", True, "Measure VMAF (libvmaf through ffmpeg).", flag_values=FLAGS)
 flags.DEFINE_enum("bd_method", "cubic", list(METHODS), "BD-rate interpolation.", flag_values=FLAGS)
+flags.DEFINE_boolean("motion_refine", False, "This codec's encoder-side rate-distortion choice of the block "
+                     "motion (runtime/motion_refine.py).", flag_values=FLAGS)
 flags.DEFINE_boolean("keep_streams", False, "Keep every codec's stream under OUT_DIR/streams.", flag_values=FLAGS)
 
 
@@ -330,7 +337,7 @@ def config_from_flags() -> RDConfig:
         clips=clips, out_dir=out_dir, levels=_floats(FLAGS.levels, "levels"),
         models=tuple(models) or (ModelSpec("default"),), anchors=tuple(FLAGS.anchors), sweeps=sweeps,
         max_frames=FLAGS.max_frames, gop=FLAGS.gop, backend=FLAGS.backend, with_vmaf=FLAGS.vmaf,
-        bd_method=FLAGS.bd_method, keep_streams=FLAGS.keep_streams,
+        bd_method=FLAGS.bd_method, keep_streams=FLAGS.keep_streams, motion_refine=FLAGS.motion_refine,
     )  # fmt: skip
 
 

@@ -152,6 +152,19 @@ def test_encode_info_decode_round_trip(tmp_path, workdir, stream):
     fails(["decode", str(path), str(y4m)], 1, "exists", tmp_path)
 
 
+def test_motion_refine_streams_decode_to_what_the_encoder_measured(tmp_path, workdir):
+    """--motion_refine changes only the encoder's choices: a plain decoder reproduces its frames
+    (the same PSNR against the source), and decode refuses the flag rather than ignore it."""
+    out = tmp_path / "refined.elfvc"
+    code, encode_out, err = run_cli_raw(["encode", str(workdir / "clip.y4m"), str(out), "--level=2.5", "--motion_refine"])
+    assert code == 0, err
+    code, decode_out, err = run_cli_raw(["decode", str(out), str(tmp_path / "refined.y4m"),
+                                         "--reference", str(workdir / "clip.y4m")])  # fmt: skip
+    assert code == 0, err
+    assert summary_psnr(decode_out) == summary_psnr(encode_out)
+    fails(["decode", str(out), str(tmp_path / "x.y4m"), "--motion_refine"], 2, "decode does not take --motion_refine", tmp_path)
+
+
 def test_scenecut_flag_turns_a_cut_into_an_iframe(tmp_path, bikes_frames):
     """A cut from bikes to flat grey after 3 frames, --gop=4: --scenecut=0 keeps the fixed pattern;
     a low threshold makes the cut an I-frame and restarts the GOP there."""
