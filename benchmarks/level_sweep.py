@@ -125,6 +125,10 @@ def main(argv) -> int:
         problem = "--clip is required"
     elif FLAGS.step <= 0:
         problem = f"--step must be positive, got {FLAGS.step:g}"
+    elif not FLAGS.motion_lambda_scale >= 0:  # NaN too
+        problem = f"--motion_lambda_scale must be >= 0, got {FLAGS.motion_lambda_scale:g}"
+    elif FLAGS["motion_lambda_scale"].present and not FLAGS.motion_refine:
+        problem = "--motion_lambda_scale needs --motion_refine"
     if problem:
         print(f"level_sweep: error: {problem}", file=sys.stderr)
         return 2
