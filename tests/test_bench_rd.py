@@ -117,13 +117,15 @@ def test_tiny_end_to_end_against_x264(tmp_path, capsys):
 
     With the shipped (trained) model the curves overlap and the BD-rate must be finite; the
     untrained fallback model codes at about 6 dB, where no x264 setting reaches, and the
-    report must then say exactly that instead of inventing a number.
+    report must then say exactly that instead of inventing a number. This codec runs with the
+    encoder-side motion refinement (recorded in the report's meta).
     """
     out = tmp_path / "rd"
     argv = ["bench_rd", f"--clips={bikes_path()}", "--max_frames=3", "--levels=1,6", "--anchors=x264",
-            "--x264_crf=18,45", f"--out_dir={out}"]  # fmt: skip
+            "--x264_crf=18,45", f"--out_dir={out}", "--motion_refine"]  # fmt: skip
     assert bench_rd.main(argv) == 0, capsys.readouterr().err
     report = RDReport.load(out / "results.json")
+    assert report.meta["motion_refine"] is True
     assert sorted((p.codec, p.setting) for p in report.points) == [
         ("elfvc", "level=1"), ("elfvc", "level=6"), ("x264", "crf=18"), ("x264", "crf=45")]  # fmt: skip
     for p in report.points:
