@@ -222,7 +222,7 @@ def load_model(fv: flags.FlagValues):
         bundle = default_bundle()
     for note in bundle.notes:
         _note(f"note: {one_line(note)}")
-    if fv["motion_refine"].present and fv.motion_refine and not bundle.config.motion_search_radius:
+    if fv.motion_refine and not bundle.config.motion_search_radius:
         _note("note: --motion_refine does nothing for this model (it has no block motion search)")
     if not bundle.trained and not any("UNTRAINED" in note for note in bundle.notes):
         _note(f"note: using an UNTRAINED model ({bundle.source}): its quality and bitrate mean nothing")
