@@ -17,10 +17,10 @@ fi
 # lent GPU machines that have torch but no TensorFlow). torch and TF 2.14 do not share one
 # environment here. Only a CPU build is taken (never PyPI's CUDA build, gigabytes); where none is
 # available the step is skipped and tests/test_gpu_train.py says so. ELFVC_SKIP_TORCH=1 skips it.
-if [ "${ELFVC_SKIP_TORCH:-0}" != 1 ] && ! .venv-torch/bin/python -c 'import torch, imageio_ffmpeg' 2>/dev/null; then
+if [ "${ELFVC_SKIP_TORCH:-0}" != 1 ] && ! .venv-torch/bin/python -c "import torch, imageio_ffmpeg, PIL" 2>/dev/null; then
   rm -rf .venv-torch
   if ! { "$PYTHON" -m venv .venv-torch && .venv-torch/bin/python -m pip install --quiet --disable-pip-version-check \
-      --only-binary=:all: "torch==2.13.0+cpu" "numpy<2" "imageio-ffmpeg==0.8.1"; }; then
+      --only-binary=:all: "torch==2.13.0+cpu" "numpy<2" "imageio-ffmpeg==0.8.1" "pillow==10.4.0"; }; then
     echo "warning: no CPU torch 2.13.0+cpu wheel here; skipping .venv-torch (gpu_train tests will skip)" >&2
     rm -rf .venv-torch
   fi

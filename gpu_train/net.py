@@ -38,7 +38,7 @@ LIKELIHOOD_MIN = 2.0**-16  # model.entropy.LIKELIHOOD_MIN
 def space_to_depth(x, block: int):
     """tf.nn.space_to_depth on NCHW: channel (i * b + j) * C + c holds pixel (i, j) of a block."""
     b, c, h, w = x.shape
-    x = x.view(b, c, h // block, block, w // block, block)
+    x = x.reshape(b, c, h // block, block, w // block, block)
     return x.permute(0, 3, 5, 1, 2, 4).reshape(b, block * block * c, h // block, w // block)
 
 
@@ -46,7 +46,7 @@ def depth_to_space(x, block: int):
     """tf.nn.depth_to_space on NCHW (the inverse of space_to_depth above)."""
     b, c, h, w = x.shape
     out = c // (block * block)
-    x = x.view(b, block, block, out, h, w)
+    x = x.reshape(b, block, block, out, h, w)
     return x.permute(0, 3, 4, 1, 5, 2).reshape(b, out, h * block, w * block)
 
 
@@ -58,6 +58,11 @@ def _same_padding(size: int, kernel: int, stride: int):
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
+
+
+#: Convolutions in channels_last layout (NHWC in memory, NCHW in shape), the layout the GPU's
+#: tensor cores use; set by gpu_train/train.py on CUDA. Values are the same either way.
+CHANNELS_LAST = False
 
 
 class Conv(nn.Module):
@@ -77,6 +82,9 @@ class Conv(nn.Module):
 
     def forward(self, x):
         weight = self.kernel.permute(3, 2, 0, 1)
+        if CHANNELS_LAST:
+            weight = weight.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.stride == 1 and self.k % 2 == 1:
             y = F.conv2d(x, weight, self.bias, padding=self.k // 2)
         else:
@@ -304,6 +312,11 @@ class Codelayer(nn.Module):
         self.raw_hyper_scale = nn.Parameter(torch.full((cfg["hyper_latent_channels"],), 0.55))
 
     def forward(self, latent, embedding, quant_width, mode: str, noise=None) -> Code:
+        # Rates and quantization in FP32 whatever the autocast around (bf16 training keeps them exact).
+        with torch.autocast(latent.device.type, enabled=False):
+            return self._forward(latent.float(), embedding.float(), quant_width.float(), mode, noise)
+
+    def _forward(self, latent, embedding, quant_width, mode: str, noise=None) -> Code:
         z = self.hyper_analysis(latent, embedding)
         z_hat, z_rate = quantize(z, 0.0, 1.0, mode, None if noise is None else noise[0])
         hyper_bits = codelength_bits(z_rate, F.softplus(self.raw_hyper_scale)[None, :, None, None])
@@ -325,14 +338,32 @@ def _symmetric_index(n: int, radius: int, device):
     return torch.where(i >= n, 2 * n - i - 1, i)
 
 
+_CONSTANTS: dict = {}
+
+
+def _constant(key, make):
+    """A tensor built once per key (dtype and device in the key) and kept: no host-to-device copy
+    per call, which CUDA-graph capture forbids (gpu_train/train.py captures the training step)."""
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = make()
+    return _CONSTANTS[key]
+
+
+def _gaussian_kernel(sigma: float, radius: int, dtype, device):
+    def make():
+        xs = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        k = torch.exp(-0.5 * (xs / sigma) ** 2)
+        return (k / k.sum()).to(dtype).to(device)
+
+    return _constant(("gauss", sigma, radius, dtype, str(device)), make)
+
+
 def gaussian_blur(image, sigma: float):
     """model.warp.gaussian_blur: separable, SYMMETRIC (edge-repeating mirror) borders."""
     if sigma <= 0.0:
         return image
     radius = max(1, int(math.ceil(3.0 * sigma)))
-    xs = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (xs / sigma) ** 2)
-    k = (k / k.sum()).to(image.dtype).to(image.device)
+    k = _gaussian_kernel(sigma, radius, image.dtype, image.device)
     c, h, w = image.shape[1], image.shape[2], image.shape[3]
     padded = image.index_select(2, _symmetric_index(h, radius, image.device))
     padded = padded.index_select(3, _symmetric_index(w, radius, image.device))
@@ -423,11 +454,17 @@ def block_motion_search(target, reference, radius: int, penalty):
     columns = torch.cat([padded[:, :, :, radius + dx : radius + dx + width] for dx in span], 1)
     candidates = torch.cat([columns[:, :, radius + dy : radius + dy + height] for dy in span], 1)
     vectors = [(float(dx), float(dy)) for dy in span for dx in span]
-    norms = torch.tensor([abs(dx) + abs(dy) for dx, dy in vectors], device=device)[None, :, None, None]
-    lengths = torch.as_tensor(penalty, dtype=torch.float32, device=device).reshape(-1, 1, 1, 1) * norms
+    table = _constant(("motion_vectors", radius, str(device)), lambda: torch.tensor(vectors, device=device))
+    norms = _constant(
+        ("motion_norms", radius, str(device)),
+        lambda: torch.tensor([abs(dx) + abs(dy) for dx, dy in vectors], device=device)[None, :, None, None],
+    )
+    if not torch.is_tensor(penalty):
+        penalty = _constant(("penalty", float(penalty), str(device)), lambda: torch.tensor(float(penalty), device=device))
+    lengths = penalty.float().reshape(-1, 1, 1, 1) * norms
     costs = F.avg_pool2d((target - candidates).abs(), MOTION_BLOCK) + lengths
     best = costs.argmin(1)
-    return torch.tensor(vectors, device=device)[best].permute(0, 3, 1, 2)
+    return table[best].permute(0, 3, 1, 2)
 
 
 def upsample_blocks(field):
@@ -478,7 +515,7 @@ class IFrameCodec(nn.Module):
         qw = torch.exp(interpolate_rows(self.log_quant_width, level))
         code = self.codelayer(latent, embedding, qw, mode, noise)
         features = self.synthesis(code.latent_hat, embedding)
-        return 0.5 + depth_to_space(self.image_head(features), 4), self.state_head(features), code
+        return 0.5 + depth_to_space(self.image_head(features).float(), 4), self.state_head(features).float(), code
 
 
 class FlowPredictor(nn.Module):
@@ -496,7 +533,7 @@ class FlowPredictor(nn.Module):
         h = self.stem(with_level_map(self.norm(x, step, training), embedding))
         for block in self.blocks:
             h = block(h)
-        return self.scale * depth_to_space(self.head(h), 4)
+        return self.scale * depth_to_space(self.head(h).float(), 4)
 
 
 class _InterBlock(nn.Module):
@@ -545,7 +582,7 @@ class FlowBlock(_InterBlock):
     def decode(self, latent_hat, previous, predicted, state, embedding, step, training):
         c = self.c
         h = self.decoder_features(latent_hat, torch.cat([space_to_depth(predicted, 4), state], 1), embedding, step, training)
-        out = depth_to_space(self.flow_head(h), 4)
+        out = depth_to_space(self.flow_head(h).float(), 4)
         mask_logits, delta = out[:, :3], c["flow_output_scale"] * out[:, 3:]
         if c["motion_search_radius"]:
             block_flow = upsample_blocks(latent_hat[:, :2])
@@ -556,7 +593,7 @@ class FlowBlock(_InterBlock):
         else:
             flow = delta
         compensated = scale_space_warp(previous, flow, c["scale_space_levels"], c["scale_space_sigma0"])
-        new_state = self.state_head(h) if c["use_state"] else state
+        new_state = self.state_head(h).float() if c["use_state"] else state
         return flow, compensated, new_state
 
 
@@ -573,8 +610,8 @@ class ResidueBlock(_InterBlock):
 
     def decode(self, latent_hat, compensated, state, embedding, step, training):
         h = self.decoder_features(latent_hat, state, embedding, step, training)
-        residue = depth_to_space(self.image_head(h), 4)
-        new_state = self.state_head(h) if self.c["use_state"] else state
+        residue = depth_to_space(self.image_head(h).float(), 4)
+        new_state = self.state_head(h).float() if self.c["use_state"] else state
         return compensated + residue, new_state
 
 
@@ -667,8 +704,8 @@ class LossModulator:
         has = count > 0
         batch_mean = dist_sum / count.clamp(min=1.0)
         decay = torch.where(self.seen > 0, torch.full_like(self.seen, self.decay), torch.zeros_like(self.seen))
-        self.average = torch.where(has, decay * self.average + (1 - decay) * batch_mean, self.average)
-        self.seen = self.seen + has.float()
+        self.average.copy_(torch.where(has, decay * self.average + (1 - decay) * batch_mean, self.average))
+        self.seen.add_(has.float())
         if not self.enabled:
             return
         known = (self.seen > 0) & (self.seen[:1] > 0)
@@ -676,4 +713,4 @@ class LossModulator:
         move = torch.where(behind, self.step, -self.step) * known.float()
         mu = (self.mu + move).clamp(1.0, 10.0)
         mu[0] = 1.0
-        self.mu = mu
+        self.mu.copy_(mu)  # in place: a captured training step (CUDA graph) reads this tensor

@@ -5,31 +5,57 @@ modulator, Adam, learning rate / 5 at 80% and / 25 at 95% of the run), with the 
 given in minutes instead of steps because a lent GPU machine is held for a fixed time: the
 schedule moves at 80% and 95% of the budget. Data are model/data.py's: every clip decoded once,
 area-downscaled, random GOP crops weighted by frames x pixels, temporal stride 1..max_stride,
-horizontal flips; the whole set sits on the GPU as uint8.
+horizontal flips; the whole set sits on the device as uint8.
 
-    python -m gpu_train.train --config=CONFIG.json --init=WEIGHTS.npz --data=DIR --out_dir=DIR \
+Two phases: with --image_frac > 0 the run first trains the I-frame codec alone (GOPs of one
+frame) on crops of photos (--photos) and video frames for that fraction of the budget, then
+whole GOPs. Image-phase steps do not advance the model's `step` (it counts GOP steps, which
+App. C's normalization freeze is measured in); progress.json counts both.
+
+Throughput (a lent GPU is held for minutes): --precision tf32 (FP32 weights, TF32 matmuls and
+convolutions; the default), bf16 (autocast; rates, quantization and the loss stay FP32) or fp32;
+channels_last on CUDA; --graphs captures the whole training step (forward, backward, Adam) in a
+CUDA graph per phase and replays it, removing the launch overhead of the GOP loop's thousands of
+small kernels (a capture failure falls back to eager steps and says so). The log reports the
+model-FLOP utilization: FLOPs of one step counted once (torch.utils.flop_counter), over the
+step time, over the device's dense peak for the precision (--peak_tflops, else a table).
+
+    python -m gpu_train.train --config=CONFIG.json --init=WEIGHTS.npz --data=DIR --out_dir=DIR \\
         --minutes=20 --batch=16 --gop=16 --crop=128 --lambda_range=0.25,0.0026 [--reinit=flow]
 
-Writes OUT_DIR/latest.npz (weights, gpu_train.weights' format) every --save_every_secs and at
-the end, OUT_DIR/progress.json beside it, and one log line per --log_every steps. A SIGTERM
-saves and stops. Needs torch and numpy; decoding needs OpenCV (cv2) or imageio-ffmpeg.
+Writes OUT_DIR/weights-NN.npz (FP32 shards of at most 15 MiB; gpu_train.weights reads the
+folder) every --save_every_secs and at the end, OUT_DIR/progress.json beside them, and one log
+line per --log_every steps. A SIGTERM saves and stops. Needs torch and numpy; decoding needs
+OpenCV (cv2), else imageio-ffmpeg and Pillow.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import pathlib
 import signal
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
 from model.sampling import area_downscale, level_random_walk  # TF-free (model/__init__ imports nothing)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+#: Dense peak TFLOP/s by device-name substring and precision (vendor datasheets, SXM parts); the
+#: MFU in the log is measured against these. KINDS.md measured 769-798 TFLOP/s bf16 on an H200.
+PEAK_TFLOPS = {
+    "H200": {"bf16": 989.0, "tf32": 494.7, "fp32": 66.9},
+    "H100": {"bf16": 989.0, "tf32": 494.7, "fp32": 66.9},
+    "A100": {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5},
+}
 
 
 class TrainError(RuntimeError):
@@ -37,8 +63,9 @@ class TrainError(RuntimeError):
 
 
 # -- data -------------------------------------------------------------------------------------
-def decode_video(path: pathlib.Path, downscale: int) -> np.ndarray:
+def decode_video(path, downscale: int) -> np.ndarray:
     """All frames as uint8 RGB [N, H/d, W/d, 3] (OpenCV, else imageio-ffmpeg)."""
+    path = pathlib.Path(path)
     frames = []
     try:
         import cv2
@@ -62,29 +89,81 @@ def decode_video(path: pathlib.Path, downscale: int) -> np.ndarray:
     return np.stack(frames)
 
 
-def load_clips(root, downscale: int, cache_dir=None):
+def _decode_or_error(args):
+    path, downscale = args
+    try:
+        return decode_video(path, downscale), None
+    except (TrainError, OSError, RuntimeError, ValueError) as e:
+        return None, str(e)
+
+
+def load_clips(root, downscale: int, cache_dir=None, workers: int = 1):
+    """[(name, uint8 [N, H, W, 3])] of every video under root, decoded by `workers` processes."""
     root = pathlib.Path(root)
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
     if not paths:
         raise TrainError(f"no videos under {root}")
-    clips = []
+    cached, todo = {}, []
     for path in paths:
         cache = pathlib.Path(cache_dir) / f"{path.stem}-d{downscale}.npy" if cache_dir else None
         if cache is not None and cache.exists():
-            clips.append((path.name, np.load(cache)))
+            cached[path] = np.load(cache)
+        else:
+            todo.append(path)
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(min(workers, len(todo))) as pool:
+            results = list(pool.map(_decode_or_error, [(p, downscale) for p in todo]))
+    else:
+        results = [_decode_or_error((p, downscale)) for p in todo]
+    clips = []
+    decoded = dict(zip(todo, results))
+    for path in paths:
+        if path in cached:
+            clips.append((path.name, cached[path]))
             continue
-        try:
-            frames = decode_video(path, downscale)
-        except (TrainError, OSError, RuntimeError, ValueError) as e:
-            print(f"warning: skipping {path.name}: {e}", file=sys.stderr)
+        frames, error = decoded[path]
+        if frames is None:
+            print(f"warning: skipping {path.name}: {error}", file=sys.stderr)
             continue
-        if cache is not None:
+        if cache_dir:
+            cache = pathlib.Path(cache_dir) / f"{path.stem}-d{downscale}.npy"
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.save(cache, frames)
         clips.append((path.name, frames))
     if not clips:
         raise TrainError(f"no readable videos under {root}")
     return clips
+
+
+def _read_photo(path):
+    try:
+        import cv2
+
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            return None
+        return np.ascontiguousarray(bgr[:, :, ::-1])
+    except ImportError:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+
+
+def load_photos(root, workers: int = 1):
+    """[uint8 [H, W, 3]] of every photo under root (already at training scale: gpu_train.pack)."""
+    paths = sorted(p for p in pathlib.Path(root).rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+    if not paths:
+        raise TrainError(f"no photos under {root}")
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            photos = list(pool.map(_read_photo, paths, chunksize=8))
+    else:
+        photos = [_read_photo(p) for p in paths]
+    photos = [p for p in photos if p is not None]
+    if not photos:
+        raise TrainError(f"no readable photos under {root}")
+    return photos
 
 
 class GpuSampler:
@@ -94,7 +173,10 @@ class GpuSampler:
         import torch
 
         self.gop, self.crop, self.max_stride, self.num_levels = gop, crop, max_stride, num_levels
-        self.clips = [(n, torch.from_numpy(f).to(device)) for n, f in clips if f.shape[0] >= gop and min(f.shape[1:3]) >= crop]
+        self.clips = [
+            (n, (f if torch.is_tensor(f) else torch.from_numpy(f)).to(device))
+            for n, f in clips if f.shape[0] >= gop and min(f.shape[1:3]) >= crop
+        ]
         if not self.clips:
             raise TrainError(f"no clip has {gop} frames of at least {crop}x{crop}")
         sizes = np.array([float(f.shape[0] * f.shape[1] * f.shape[2]) for _, f in self.clips])
@@ -122,6 +204,183 @@ class GpuSampler:
             out.append(x)
         frames = torch.stack(out).permute(0, 1, 4, 2, 3).float().div_(255.0)  # [B, T, 3, h, w]
         return frames, torch.from_numpy(self.level_walk(size)).to(self.device)
+
+
+class StillSampler:
+    """Single-frame crops for the I-frame phase: photos and video frames, each half the time
+    (when both exist), every source weighted by its pixels; uniform random levels."""
+
+    def __init__(self, photos, clips, crop: int, num_levels: int, device, seed: int):
+        import torch
+
+        self.crop, self.num_levels, self.device = crop, num_levels, device
+        self.photos = [torch.from_numpy(p).to(device) for p in photos if min(p.shape[:2]) >= crop]
+        self.clips = [torch.from_numpy(f).to(device) for _, f in clips if min(f.shape[1:3]) >= crop]
+        if not self.photos and not self.clips:
+            raise TrainError(f"no photo or video frame is at least {crop}x{crop}")
+        self.photo_w = np.array([float(p.shape[0] * p.shape[1]) for p in self.photos])
+        self.clip_w = np.array([float(f.shape[0] * f.shape[1] * f.shape[2]) for f in self.clips])
+        self.rng = np.random.default_rng(seed)
+
+    def _one(self):
+        rng = self.rng
+        use_photo = bool(self.photos) and (not self.clips or rng.random() < 0.5)
+        if use_photo:
+            image = self.photos[rng.choice(len(self.photos), p=self.photo_w / self.photo_w.sum())]
+        else:
+            clip = self.clips[rng.choice(len(self.clips), p=self.clip_w / self.clip_w.sum())]
+            image = clip[int(rng.integers(0, clip.shape[0]))]
+        h, w = image.shape[:2]
+        top, left = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
+        x = image[top : top + self.crop, left : left + self.crop]
+        return x.flip(1) if rng.random() < 0.5 else x
+
+    def batch(self, size: int):
+        import torch
+
+        frames = torch.stack([self._one() for _ in range(size)])[:, None].permute(0, 1, 4, 2, 3).float().div_(255.0)
+        levels = self.rng.integers(0, self.num_levels, size=(size, 1)).astype(np.int64)
+        return frames, torch.from_numpy(levels).to(self.device)
+
+
+# -- precision, FLOPs ---------------------------------------------------------------------------
+def set_precision(precision: str):
+    """Sets TF32 on or off; returns the autocast dtype (None: no autocast)."""
+    import torch
+
+    tf32 = precision in ("tf32", "bf16")
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def peak_tflops(device, precision: str, override: float = 0.0):
+    """Dense peak TFLOP/s of `device` at `precision`, or None where unknown (CPU, other GPUs)."""
+    import torch
+
+    if override > 0:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, table in PEAK_TFLOPS.items():
+        if key in name:
+            return table[precision]
+    return None
+
+
+# -- one training step ----------------------------------------------------------------------------
+class Stepper:
+    """The loss and one optimizer step of model/train.py's recipe, eager or replayed from a CUDA graph.
+
+    Outputs are device tensors (no host sync per step): loss, dist [B, T], bpp [B, T], warp [B, T-1].
+    """
+
+    def __init__(self, model, lam, modulator, args, device, autocast_dtype, capturable: bool):
+        import torch
+
+        self.model, self.lam, self.modulator, self.args, self.device = model, lam, modulator, args, device
+        self.autocast_dtype = autocast_dtype
+        self.params = [q for q in model.parameters() if q.requires_grad]
+        lr = torch.tensor(args.lr, device=device) if capturable else args.lr
+        self.opt = torch.optim.Adam(self.params, lr=lr, betas=(0.9, 0.999), eps=1e-7, capturable=capturable)
+        self.graphs = {}  # key -> (graph, static frames, static levels, static outputs)
+        self.graph_failed = None  # the error that turned graphs off, if any
+        self.warp_weight = torch.zeros((), device=device)
+
+    def set_lr(self, lr: float):
+        for g in self.opt.param_groups:
+            if hasattr(g["lr"], "fill_"):
+                g["lr"].fill_(lr)
+            else:
+                g["lr"] = lr
+
+    def set_warp_weight(self, weight: float):
+        self.warp_weight.fill_(weight)
+
+    def _autocast(self):
+        import torch
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _loss(self, frames, levels):
+        import torch
+
+        from gpu_train.net import multilevel_loss
+
+        args = self.args
+        with self._autocast():
+            out = self.model.forward_gop(frames, levels.float(), "noise", training=True)
+        recon = out.reconstructions.float()
+        dist = (frames - recon).pow(2).mean(dim=(2, 3, 4))
+        bpp = out.bits.float() / (frames.shape[3] * frames.shape[4])
+        loss = multilevel_loss(dist, bpp, levels, self.modulator.mu, self.lam)
+        if out.compensated:
+            warp = torch.stack([(frames[:, t + 1] - c.float()).pow(2).mean(dim=(1, 2, 3)) for t, c in enumerate(out.compensated)], 1)
+            loss = loss + self.warp_weight * warp.sum() / (frames.shape[0] * frames.shape[1])
+        else:
+            warp = torch.zeros(frames.shape[0], 0, device=frames.device)
+        return loss, dist, bpp, warp
+
+    def _train(self, frames, levels):
+        import torch
+
+        loss, dist, bpp, warp = self._loss(frames, levels)
+        loss.backward()
+        if self.args.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.args.clip_norm, foreach=True)
+        self.opt.step()
+        return loss.detach(), dist.detach(), bpp.detach(), warp.detach()
+
+    def eager(self, frames, levels):
+        self.opt.zero_grad(set_to_none=True)
+        return self._train(frames, levels)
+
+    def graphed(self, key, frames, levels, warmup: int = 3):
+        """Replays the step captured for `key` (capturing it first, after `warmup` eager steps on a
+        side stream); returns None, once and for all, if capture fails."""
+        import torch
+
+        if self.graph_failed is not None:
+            return None
+        if key not in self.graphs:
+            try:
+                static_frames, static_levels = frames.clone(), levels.clone()
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(warmup):
+                        self.eager(static_frames, static_levels)
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                self.opt.zero_grad(set_to_none=True)
+                with torch.cuda.graph(graph):
+                    outputs = self._train(static_frames, static_levels)
+                self.graphs[key] = (graph, static_frames, static_levels, outputs)
+            except Exception as e:  # noqa: BLE001 - any capture failure means: run eagerly
+                self.graph_failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                self.graphs.clear()
+                self.opt.zero_grad(set_to_none=True)
+                torch.cuda.synchronize()
+                return None
+        graph, static_frames, static_levels, outputs = self.graphs[key]
+        static_frames.copy_(frames)
+        static_levels.copy_(levels)
+        graph.replay()
+        return outputs
+
+
+def count_step_flops(stepper, frames, levels) -> float:
+    """FLOPs of one training step (forward and backward), counted by torch.utils.flop_counter on
+    one real step (which also trains: it is a step like any other)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        stepper.eager(frames, levels)
+    return float(counter.get_total_flops())
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -162,30 +421,44 @@ def check_args(args) -> None:
     """Rejects values the model or the loop cannot use, naming the flag."""
     if args.minutes <= 0:
         raise TrainError(f"--minutes must be positive, got {args.minutes:g}")
-    for flag in ("batch", "gop", "downscale", "max_stride", "log_every"):
+    for flag in ("batch", "gop", "downscale", "max_stride", "log_every", "image_batch", "workers"):
         if getattr(args, flag) < 1:
             raise TrainError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    if args.crop < 64 or args.crop % 64:
-        raise TrainError(f"--crop must be a multiple of 64 (the model's frame multiple), got {args.crop}")
+    for flag in ("crop", "image_crop"):
+        value = getattr(args, flag)
+        if value < 64 or value % 64:
+            raise TrainError(f"--{flag} must be a multiple of 64 (the model's frame multiple), got {value}")
     if args.lr <= 0 or args.warp_loss < 0 or args.clip_norm < 0:
         raise TrainError("--lr must be positive, --warp_loss and --clip_norm non-negative")
+    if not 0 <= args.image_frac < 1:
+        raise TrainError(f"--image_frac must be in [0, 1), got {args.image_frac:g}")
+    if args.image_frac > 0 and args.gop < 2:
+        raise TrainError("--image_frac needs --gop >= 2 (the image phase already trains single frames)")
+    if args.graphs and args.device == "cpu":
+        raise TrainError("--graphs needs a CUDA device")
     for path, flag in ((args.config, "--config"), (args.init, "--init")):
-        if path and not pathlib.Path(path).is_file():
+        if path and not pathlib.Path(path).exists():
             raise TrainError(f"{flag}: {path}: no such file")
+    if args.photos and not pathlib.Path(args.photos).is_dir():
+        raise TrainError(f"--photos: {args.photos}: no such folder")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gpu_train.train", description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True)
-    p.add_argument("--init", help="initial weights (.npz from gpu_train.weights to_npz)")
+    p.add_argument("--config", required=True, help="model config .json (a shipped folder's config.json)")
+    p.add_argument("--init", help="initial weights: an .npz, comma-separated shards, or a folder of shards")
     p.add_argument("--reinit", default="", help="comma list of parameter prefixes to re-initialize, e.g. flow")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help="folder of videos (searched recursively)")
+    p.add_argument("--photos", default="", help="folder of photos for the I-frame phase")
     p.add_argument("--cache_dir")
     p.add_argument("--out_dir", required=True)
-    p.add_argument("--minutes", type=float, required=True)
+    p.add_argument("--minutes", type=float, required=True, help="wall-clock budget, data loading excluded")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--gop", type=int, default=16)
     p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--image_frac", type=float, default=0.0, help="fraction of the budget spent on the I-frame phase")
+    p.add_argument("--image_batch", type=int, default=32)
+    p.add_argument("--image_crop", type=int, default=256)
     p.add_argument("--downscale", type=int, default=2)
     p.add_argument("--max_stride", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -193,121 +466,262 @@ def main(argv=None) -> int:
     p.add_argument("--warp_loss", type=float, default=0.0)
     p.add_argument("--warp_loss_frac", type=float, default=0.0, help="fraction of the budget the warp loss is on (0: all)")
     p.add_argument("--clip_norm", type=float, default=0.0)
+    p.add_argument("--precision", choices=("tf32", "bf16", "fp32"), default="tf32")
+    p.add_argument("--graphs", action="store_true", help="capture the training step in CUDA graphs (CUDA only)")
+    p.add_argument("--channels_last", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+                   help="convolutions in channels_last layout (default: on for CUDA)")
+    p.add_argument("--peak_tflops", type=float, default=0.0, help="device peak for the MFU (0: from the table)")
+    p.add_argument("--workers", type=int, default=1, help="processes decoding the data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log_every", type=int, default=50)
     p.add_argument("--save_every_secs", type=float, default=120)
     p.add_argument("--device", default="cuda")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         check_args(args)
-        return _train(args)
+        return train(args)
     except TrainError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
 
-def _train(args) -> int:
-    import torch
+class Run:
+    """One training run's state: model, stepper, log window and checkpoints."""
 
-    from gpu_train.net import ELFVC, LossModulator, lambdas, multilevel_loss
-    from gpu_train.weights import load_npz, save_npz
+    def __init__(self, args, model, stepper, device, num_levels, out_dir, flops_peak):
+        import torch
 
-    torch.backends.cudnn.allow_tf32 = False  # FP32 training, as model/train.py
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.benchmark = True
-    torch.manual_seed(args.seed)
-    out_dir = pathlib.Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        self.args, self.model, self.stepper, self.device = args, model, stepper, device
+        self.num_levels, self.out_dir, self.peak = num_levels, out_dir, flops_peak
+        self.start = time.time()
+        self.budget = args.minutes * 60.0
+        self.step0 = int(model.step)
+        self.image_steps = 0
+        self.gop_steps = 0
+        self.flops = {}  # phase -> FLOPs per step
+        self.history = []
+        self.torch = torch
+        self.reset_window()
+
+    def reset_window(self):
+        torch, L = self.torch, self.num_levels
+        z = lambda *s: torch.zeros(*s, device=self.device)  # noqa: E731
+        self.window = {"n": 0, "loss": z(()), "mse": z(2, L), "bpp": z(2, L), "count": z(2, L), "warp": z(()), "warp_n": 0}
+        self.window_start = time.time()
+
+    def accumulate(self, outputs, levels):
+        torch = self.torch
+        loss, dist, bpp, warp = outputs
+        w = self.window
+        w["n"] += 1
+        w["loss"] += loss
+        onehot = torch.nn.functional.one_hot(levels, self.num_levels).float()  # [B, T, L]
+        for kind, sl in ((0, slice(0, 1)), (1, slice(1, None))):
+            if dist[:, sl].numel():
+                w["mse"][kind] += (onehot[:, sl] * dist[:, sl, None]).sum((0, 1))
+                w["bpp"][kind] += (onehot[:, sl] * bpp[:, sl, None]).sum((0, 1))
+                w["count"][kind] += onehot[:, sl].sum((0, 1))
+        if warp.numel():
+            w["warp"] += warp.mean()
+            w["warp_n"] += 1
+
+    def log(self, phase: str, frames_per_step: int, pixels: int, lr: float, frac: float):
+        w = self.window
+        n = w["n"]
+        mean_loss = float(w["loss"]) / n
+        if not math.isfinite(mean_loss):
+            raise TrainError(f"loss became non-finite at model step {int(self.model.step)} ({phase} phase)")
+        dt = time.time() - self.window_start
+        sps = n / dt
+        count = w["count"].clamp(min=1)
+        psnr = (-10 * self.torch.log10(w["mse"] / count)).cpu().numpy()
+        rate = (w["bpp"] / count).cpu().numpy()
+        seen = (w["count"] > 0).cpu().numpy()
+        flops = self.flops.get(phase)
+        tflops = flops * sps / 1e12 if flops else None
+        mfu = tflops / self.peak if (tflops and self.peak) else None
+        record = {
+            "phase": phase, "model_step": int(self.model.step), "image_steps": self.image_steps, "gop_steps": self.gop_steps,
+            "elapsed_s": round(time.time() - self.start, 1), "budget_frac": round(frac, 3), "lr": lr,
+            "steps_per_s": round(sps, 3), "frames_per_s": round(sps * frames_per_step, 1),
+            "megapixels_per_s": round(sps * frames_per_step * pixels / 1e6, 2),
+            "tflops": None if tflops is None else round(tflops, 2), "mfu": None if mfu is None else round(mfu, 4),
+            "loss": round(mean_loss, 6),
+            "i_psnr": [round(float(v), 2) if s else None for v, s in zip(psnr[0], seen[0])],
+            "i_bpp": [round(float(v), 4) if s else None for v, s in zip(rate[0], seen[0])],
+            "p_psnr": [round(float(v), 2) if s else None for v, s in zip(psnr[1], seen[1])],
+            "p_bpp": [round(float(v), 4) if s else None for v, s in zip(rate[1], seen[1])],
+            "warp_psnr": round(float(-10 * math.log10(float(w["warp"]) / w["warp_n"])), 2) if w["warp_n"] else None,
+        }
+        self.history.append(record)
+        fmt = lambda xs: " ".join("-" if v is None else f"{v:g}" for v in xs)  # noqa: E731
+        util = f", {tflops:.1f} TFLOP/s" if tflops else ""
+        util += f", MFU {100 * mfu:.1f}%" if mfu else ""
+        print(
+            f"[{phase}] step {record['model_step']} (image {self.image_steps}, gop {self.gop_steps}; {sps:.2f} steps/s, "
+            f"{record['frames_per_s']:g} frames/s{util}; {100 * frac:.0f}% of budget, lr {lr:.1e}) loss {mean_loss:.5f}\n"
+            f"    I dB by level: {fmt(record['i_psnr'])} | I bpp: {fmt(record['i_bpp'])}\n"
+            f"    P dB by level: {fmt(record['p_psnr'])} | P bpp: {fmt(record['p_bpp'])}"
+            + (f" | warp {record['warp_psnr']} dB" if record["warp_psnr"] is not None else ""),
+            flush=True,
+        )
+        self.reset_window()
+
+    def save(self, final=False, extra=None):
+        from gpu_train.weights import save_npz_shards
+
+        files = save_npz_shards(self.model, self.out_dir, "weights")
+        progress = {
+            "model_step": int(self.model.step), "steps_here": int(self.model.step) - self.step0,
+            "image_steps": self.image_steps, "gop_steps": self.gop_steps,
+            "elapsed_s": round(time.time() - self.start, 1), "final": final, "weights": [f.name for f in files],
+            "mu": self.stepper.modulator.mu.cpu().numpy().round(3).tolist(), "flops_per_step": self.flops,
+            "graphs": bool(self.args.graphs) and self.stepper.graph_failed is None, "graph_error": self.stepper.graph_failed,
+            "args": vars(self.args), "log": self.history,
+        }
+        if extra:
+            progress.update(extra)
+        tmp = self.out_dir / ".progress.json.tmp"
+        tmp.write_text(json.dumps(progress, indent=1))
+        tmp.replace(self.out_dir / "progress.json")
+
+
+def build_model(args, device):
+    """The mirror with its initial weights, on `device`, channels_last on CUDA."""
+    from gpu_train.net import ELFVC
+    from gpu_train.weights import WeightsError, load_npz
+
     config = json.loads(pathlib.Path(args.config).read_text())
-    device = torch.device(args.device)
     model = ELFVC(config)
     if args.init:
-        load_npz(model, args.init)
+        try:
+            load_npz(model, args.init)
+        except WeightsError as e:
+            raise TrainError(f"--init: {e}") from None
     reinit = [s for s in args.reinit.split(",") if s]
     if reinit:
         names = reinitialize(model, reinit, args.seed + 1)
         print(f"re-initialized {len(names)} tensors under {','.join(reinit)}", flush=True)
-    model.to(device).train()
+    model.to(device)
+    model.train()
     model.step_int = int(model.step)
-    num_levels = model.c["levels"]
-    lam = lambdas(*parse_pair(args.lambda_range, "--lambda_range"), num_levels).to(device)
+    return model
+
+
+def load_data(args, num_levels, device):
     t0 = time.time()
-    clips = load_clips(args.data, args.downscale, args.cache_dir)
+    clips = load_clips(args.data, args.downscale, args.cache_dir, args.workers)
+    photos = load_photos(args.photos, args.workers) if args.photos else []
     sampler = GpuSampler(clips, args.gop, args.crop, args.max_stride, num_levels, device, args.seed)
-    print(f"{len(sampler.clips)} clips, {sum(f.shape[0] for _, f in sampler.clips)} frames loaded in {time.time() - t0:.0f}s", flush=True)
-    params = [q for q in model.parameters() if q.requires_grad]
-    opt = torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.999), eps=1e-7)
+    stills = StillSampler(photos, clips, args.image_crop, num_levels, device, args.seed + 7) if args.image_frac > 0 else None
+    frames = sum(f.shape[0] for _, f in sampler.clips)
+    print(f"{len(sampler.clips)} clips, {frames} frames, {len(photos)} photos loaded in {time.time() - t0:.0f}s", flush=True)
+    return sampler, stills
+
+
+def train(args, stop_flag=None, model=None, data=None) -> int:
+    """Runs the training loop of `args` (build_parser's flags); `model` and `data` (the
+    (GpuSampler, StillSampler) pair of load_data) may be passed in already built, as
+    gpu_train.campaign does after its throughput probe."""
+    import torch
+
+    from gpu_train.net import LossModulator, lambdas
+
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError("--device cuda: no CUDA device is available")
+    autocast_dtype = set_precision(args.precision)
+    from gpu_train import net
+
+    net.CHANNELS_LAST = args.channels_last if args.channels_last is not None else device.type == "cuda"
+    torch.backends.cudnn.benchmark = True
+    out_dir = pathlib.Path(args.out_dir)
+    lam_pair = parse_pair(args.lambda_range, "--lambda_range")
+    model = model if model is not None else build_model(args, device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_levels = model.c["levels"]
+    lam = lambdas(*lam_pair, num_levels).to(device)
+    sampler, stills = data if data is not None else load_data(args, num_levels, device)
     modulator = LossModulator(args.gop, num_levels, device)
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
-    budget = args.minutes * 60.0
-    start = last_save = time.time()
-    step0 = int(model.step)
-    # Sums over the log window, kept on the device (no host sync per step); logged as means.
-    def empty_window():
-        zeros = torch.zeros(args.gop, device=device)
-        return {"n": 0, "loss": torch.zeros((), device=device), "mse": zeros, "bpp": zeros.clone(), "warp": torch.zeros((), device=device)}
-
-    window = empty_window()
-    window_start = time.time()
-
-    def save(final=False):
-        save_npz(model, out_dir / "latest.npz")
-        (out_dir / "progress.json").write_text(json.dumps({
-            "model_step": int(model.step), "steps_here": int(model.step) - step0,
-            "elapsed_s": round(time.time() - start, 1), "final": final, "mu": modulator.mu.cpu().numpy().round(3).tolist(),
-            "args": vars(args),
-        }, indent=1))
-
+    image_modulator = LossModulator(1, num_levels, device)
+    use_graphs = bool(args.graphs)
+    stepper = Stepper(model, lam, modulator, args, device, autocast_dtype, capturable=use_graphs)
+    image_stepper = None
+    if stills is not None:
+        image_stepper = Stepper(model, lam, image_modulator, args, device, autocast_dtype, capturable=use_graphs)
+        image_stepper.opt = stepper.opt  # one optimizer state for the whole run
+        image_stepper.params = stepper.params
+    run = Run(args, model, stepper, device, num_levels, out_dir, peak_tflops(device, args.precision, args.peak_tflops))
+    stop = stop_flag if stop_flag is not None else {"flag": False}
+    if stop_flag is None:
+        signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    last_save = time.time()
+    phase = None
     while True:
-        frac = (time.time() - start) / budget
+        frac = (time.time() - run.start) / run.budget
         if frac >= 1.0 or stop["flag"]:
             break
         lr = args.lr * (1.0 if frac < 0.8 else 0.2 if frac < 0.95 else 0.04)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        frames, levels = sampler.batch(args.batch)
-        out = model.forward_gop(frames, levels.float(), "noise", training=True)
-        dist = (frames - out.reconstructions).pow(2).mean(dim=(2, 3, 4))
-        bpp = out.bits / (frames.shape[3] * frames.shape[4])
-        loss = multilevel_loss(dist, bpp, levels, modulator.mu, lam)
-        warp = torch.stack([(frames[:, t + 1] - c).pow(2).mean(dim=(1, 2, 3)) for t, c in enumerate(out.compensated)], 1)
-        if args.warp_loss > 0 and (args.warp_loss_frac <= 0 or frac < args.warp_loss_frac):
-            loss = loss + args.warp_loss * warp.sum() / (args.batch * args.gop)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if args.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, args.clip_norm)
-        opt.step()
-        modulator.update(dist.detach(), levels)
-        model.step += 1
-        model.step_int += 1
-        window["n"] += 1
-        window["loss"] += loss.detach()
-        window["mse"] += dist.detach().mean(0)
-        window["bpp"] += bpp.detach().mean(0)
-        window["warp"] += warp.detach().mean()
-        if window["n"] == args.log_every:
-            n = window["n"]
-            mean_loss = float(window["loss"]) / n
-            if not math.isfinite(mean_loss):
-                raise TrainError(f"loss became non-finite at step {int(model.step)}")
-            psnr = (-10 * torch.log10(window["mse"] / n)).cpu().numpy()
-            rate = (window["bpp"] / n).cpu().numpy()
-            sps = n / (time.time() - window_start)
-            print(
-                f"step {int(model.step)} ({int(model.step) - step0} here, {sps:.2f}/s, {100 * frac:.0f}% of budget, lr {lr:.1e}) "
-                f"loss {mean_loss:.5f} | I {psnr[0]:.2f} dB {rate[0]:.4f} bpp | P mean {psnr[1:].mean():.2f} dB "
-                f"{rate[1:].mean():.4f} bpp | last P {psnr[-1]:.2f} dB | warp PSNR {float(-10 * torch.log10(window['warp'] / n)):.2f}",
-                flush=True,
-            )
-            window = empty_window()
-            window_start = time.time()
+        new_phase = "image" if stills is not None and frac < args.image_frac else "gop"
+        if new_phase != phase:
+            if phase is not None and run.window["n"]:
+                run.log(phase, frames_per_step, pixels, lr, frac)
+            phase = new_phase
+            run.reset_window()
+            print(f"phase {phase}: " + (
+                f"I-frame crops, batch {args.image_batch} x {args.image_crop}^2" if phase == "image"
+                else f"GOPs, batch {args.batch} x {args.gop} x {args.crop}^2"), flush=True)
+        active = image_stepper if phase == "image" else stepper
+        source = stills if phase == "image" else sampler
+        size = args.image_batch if phase == "image" else args.batch
+        frames_per_step = size * (1 if phase == "image" else args.gop)
+        pixels = (args.image_crop if phase == "image" else args.crop) ** 2
+        active.set_lr(lr)
+        warp_on = args.warp_loss > 0 and (args.warp_loss_frac <= 0 or frac < args.warp_loss_frac)
+        active.set_warp_weight(args.warp_loss if warp_on else 0.0)
+        frames, levels = source.batch(size)
+        outputs = None
+        if phase not in run.flops:
+            run.flops[phase] = count_step_flops(active, frames, levels)
+            outputs = None  # the counted step trained; take a fresh batch for the logged ones
+            counted = True
+        else:
+            counted = False
+        if not counted:
+            if use_graphs:
+                key = (phase, model.step_int >= model.c["norm_freeze_steps"])
+                outputs = active.graphed(key, frames, levels)
+                if outputs is None and active.graph_failed is not None:
+                    print(f"warning: CUDA graph capture failed ({active.graph_failed}); training eagerly", flush=True)
+                    use_graphs = False
+            if outputs is None:
+                outputs = active.eager(frames, levels)
+            active.modulator.update(outputs[1], levels)
+            run.accumulate(outputs, levels)
+        if phase == "image":
+            run.image_steps += 1
+        else:
+            model.step += 1
+            model.step_int += 1
+            run.gop_steps += 1
+        if run.window["n"] >= args.log_every:
+            run.log(phase, frames_per_step, pixels, lr, frac)
         if time.time() - last_save >= args.save_every_secs:
-            save()
+            run.save()
             last_save = time.time()
-    save(final=True)
-    print(f"done: model step {int(model.step)}, {int(model.step) - step0} steps in {time.time() - start:.0f}s", flush=True)
+    if run.window["n"] and phase is not None:
+        run.log(phase, frames_per_step, pixels, lr, min(frac, 1.0))
+    run.save(final=True)
+    print(
+        f"done: model step {int(model.step)}, {run.gop_steps} GOP steps and {run.image_steps} image steps "
+        f"in {time.time() - run.start:.0f}s", flush=True,
+    )
     return 0
 
 

@@ -77,13 +77,35 @@ def assign_keras(model, arrays: dict) -> None:
         raise WeightsError(f"{len(missing)} model variables have no weight, e.g. {missing[0]}")
 
 
+def read_arrays(spec) -> dict:
+    """{name: array} from one .npz, a comma-separated list of .npz shards, or a folder of shards
+    (every *.npz in it, as gpu_train.train writes them: weights-00.npz, weights-01.npz, ...)."""
+    spec = str(spec)
+    path = pathlib.Path(spec)
+    if path.is_dir():
+        files = sorted(path.glob("*.npz"))
+        if not files:
+            raise WeightsError(f"{spec}: no .npz files in the folder")
+    else:
+        files = [pathlib.Path(p) for p in spec.split(",") if p]
+    arrays: dict = {}
+    for f in files:
+        if not f.is_file():
+            raise WeightsError(f"{f}: no such file")
+        with np.load(f) as data:
+            for k in data.files:
+                if k in arrays:
+                    raise WeightsError(f"{f}: weight {k!r} is also in another shard")
+                arrays[k] = np.array(data[k])
+    return arrays
+
+
 def from_npz(npz, config_path, out_dir, metadata: dict) -> pathlib.Path:
     from model import checkpoints as ckpt
     from model.elfvc import ELFVC
 
     config = ckpt.load_config(config_path)
-    with np.load(npz) as data:
-        arrays = {k: data[k] for k in data.files}
+    arrays = {k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in read_arrays(npz).items()}
     model = ELFVC(config).build_weights()
     assign_keras(model, arrays)
     return ckpt.export_model(model, config, metadata, out_dir)
@@ -91,11 +113,11 @@ def from_npz(npz, config_path, out_dir, metadata: dict) -> pathlib.Path:
 
 # -- torch side -------------------------------------------------------------------------------
 def load_npz(module, path) -> None:
-    """Loads an .npz (keys = state_dict names) into a gpu_train.net.ELFVC, strictly."""
+    """Loads weights (keys = state_dict names; one .npz, shards: see read_arrays) into a
+    gpu_train.net.ELFVC, strictly. FP16 copies are widened to the module's dtypes."""
     import torch
 
-    with np.load(path) as data:
-        state = {k: torch.from_numpy(np.array(data[k])) for k in data.files}
+    state = {k: torch.from_numpy(v) for k, v in read_arrays(path).items()}
     own = module.state_dict()
     for key, value in state.items():
         if key in own and tuple(own[key].shape) != tuple(value.shape):
@@ -114,6 +136,35 @@ def save_npz(module, path) -> None:
     tmp.replace(path)
 
 
+def save_npz_shards(module, folder, stem: str = "weights", max_bytes: int = 15 * 2**20, dtype=None) -> list:
+    """Writes a module's state_dict as .npz shards of at most max_bytes of array data each (a lent
+    GPU machine returns files of at most 16 MiB), atomically: every shard is written under a
+    temporary name first, then all are renamed, then shards of an older, larger set are removed.
+    `dtype` (e.g. np.float16) narrows floating-point arrays for a compact warm-start copy."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    groups, current, size = [], {}, 0
+    for key, value in module.state_dict().items():
+        array = value.detach().cpu().numpy()
+        if dtype is not None and np.issubdtype(array.dtype, np.floating) and array.dtype != np.float64:
+            array = array.astype(dtype)
+        if current and size + array.nbytes > max_bytes:
+            groups.append(current)
+            current, size = {}, 0
+        current[key] = array
+        size += array.nbytes
+    groups.append(current)
+    names = [f"{stem}-{i:02d}.npz" for i in range(len(groups))]
+    for name, arrays in zip(names, groups):
+        np.savez(folder / f".{name}.tmp.npz", **arrays)
+    for name in names:
+        (folder / f".{name}.tmp.npz").replace(folder / name)
+    for old in folder.glob(f"{stem}-*.npz"):
+        if old.name not in names:
+            old.unlink()
+    return [folder / n for n in names]
+
+
 # -- CLI --------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpu_train.weights", description=__doc__.splitlines()[0])
@@ -122,7 +173,7 @@ def main(argv=None) -> int:
     a.add_argument("--model", required=True, help="shipped-model folder, train dir or checkpoint prefix")
     a.add_argument("--out", required=True)
     b = sub.add_parser("from_npz", help=".npz -> shipped-model folder")
-    b.add_argument("--npz", required=True)
+    b.add_argument("--npz", required=True, help="an .npz, comma-separated shards, or a folder of shards")
     b.add_argument("--config", required=True, help="the model's config.json")
     b.add_argument("--out", required=True, help="new shipped-model folder (must not exist)")
     b.add_argument("--metadata", help="JSON file recorded as the folder's training.json")
@@ -138,7 +189,7 @@ def main(argv=None) -> int:
             tmp.replace(out)
             print(f"{len(arrays)} arrays -> {out}")
         else:
-            for p in (args.npz, args.config) + ((args.metadata,) if args.metadata else ()):
+            for p in (args.config,) + ((args.metadata,) if args.metadata else ()):
                 if not pathlib.Path(p).is_file():
                     raise WeightsError(f"{p}: no such file")
             metadata = json.loads(pathlib.Path(args.metadata).read_text()) if args.metadata else {}

@@ -192,6 +192,31 @@ _PRESETS = {
         predictor_channels=24,
         predictor_blocks=1,
     ),
+    # Sized for quality (issue "a codec worth using"): the 32-channel latent of `small` caps the
+    # I-frame near 25.7 dB on street (the best linear 32-number code of a 16x16x3 block), so the
+    # latent is 4x wider and the I-frame / residue decoders 3x / 2.5x; the encoder is as wide as
+    # the size budget allows (7.4M parameters: an FP32 checkpoint under 30 MB). docs/DESIGN.md
+    # records the measurements behind each width.
+    "base": ModelConfig(
+        name="base",
+        encoder_channels=80,
+        iframe_decoder_channels=96,
+        flow_decoder_channels=32,
+        residue_decoder_channels=80,
+        latent_channels=128,
+        hyper_channels=48,
+        hyper_latent_channels=32,
+        state_channels=32,
+        predictor_channels=32,
+        predictor_blocks=1,
+        quant_width_first=64.0,
+        quant_width_last=1.4,
+        pframe_quant_width=True,
+        flow_quant_width_first=4.0,
+        flow_quant_width_last=1.0,
+        motion_search_radius=8,
+        motion_search_penalty=0.01,
+    ),
 }
 
 #: Table 3's ablations as named overrides, applied with `get_config("small", ablation=...)`.

@@ -1,0 +1,288 @@
+"""The one call to make whenever a GPU is lent: Table 2 timing, a throughput probe, then training.
+
+A lent GPU machine is held for minutes (15 in all per session, start-up included, at most ~9.5
+per call), so everything it should do runs in one call, unattended, within --budget_s:
+
+  1. checks the GPU (else a one-line error and exit 1 at once, spending no time);
+  2. starts the Table 2 timing (gpu_train.table2) in a subprocess, and meanwhile decodes the
+     travelled data (gpu_train.pack's folder: photos and videos) into uint8 on the GPU;
+  3. probes throughput settings for at most --probe_s (eager against CUDA-graph steps, TF32
+     against bf16 autocast; then the `small` config at the reference batch 16 x GOP 16 x 128^2)
+     on real batches, and picks the fastest (bf16 only if at least --bf16_gain faster);
+  4. trains the model (--config, from its newest weights: --init, by default the committed
+     warm-start copy gpu_train/warm/CONFIG/ when there is one) for the rest of the budget,
+     writing FP32 weight shards and progress.json into --out every --save_every_secs;
+  5. leaves in --out: weights-NN.npz (FP32, at most 15 MiB each), progress.json (the training
+     log: steps, throughput, MFU, loss, bpp and PSNR per level), campaign.json (GPU, probe,
+     data, timings) and table2.json: at most 8 files, as a device call returns.
+
+    python3 -m gpu_train.campaign --out=$OUT            # on the device, from the repository root
+
+If the call is cut, the last complete checkpoint is already in --out. The command to run from
+the development machine, and what to do with what comes back, is in docs/TRAINING.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+#: Tried in this order; each entry (name, graphs, precision).
+PROBE_SETTINGS = (("eager-tf32", False, "tf32"), ("graph-tf32", True, "tf32"), ("graph-bf16", True, "bf16"))
+
+
+class CampaignError(RuntimeError):
+    pass
+
+
+def default_init(config_name: str) -> str:
+    """The committed warm-start weights of a config (a folder of shards), or '' (from scratch)."""
+    folder = REPO / "gpu_train" / "warm" / config_name
+    return str(folder) if folder.is_dir() and any(folder.glob("*.npz")) else ""
+
+
+def gpu_facts() -> dict:
+    import torch
+
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "name": props.name, "memory_gib": round(props.total_memory / 2**30, 1), "multiprocessors": props.multi_processor_count,
+        "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+    }
+
+
+def start_table2(out: pathlib.Path, budget_s: float):
+    """Starts gpu_train.table2 in its own process (its crash cannot touch the training)."""
+    if not (REPO / "gpu_train" / "table2.py").exists():
+        return None
+    cmd = [
+        sys.executable, "-m", "gpu_train.table2", "--configs=paper,base,shipped", "--sizes=1080p,720p,vga,cif",
+        f"--budget_s={budget_s:.0f}", f"--out={out / 'table2.json'}", "--device=cuda",
+    ]
+    log = open(out / "table2.log", "w")
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), log, cmd
+
+
+def finish_table2(handle, timeout_s: float) -> dict:
+    if handle is None:
+        return {"status": "gpu_train/table2.py not present"}
+    proc, log, cmd = handle
+    try:
+        rc = proc.wait(timeout=max(1.0, timeout_s))
+        status = "ok" if rc == 0 else f"exit {rc}"
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        status = "killed at its time limit"
+    log.close()
+    return {"status": status, "command": " ".join(cmd)}
+
+
+def time_steps(stepper, sampler, batch: int, graphs: bool, steps: int, key) -> float:
+    """Steps per second of `stepper` over `steps` timed steps after warm-up (graphs: after capture)."""
+    import torch
+
+    frames, levels = sampler.batch(batch)
+    if graphs:
+        if stepper.graphed(key, frames, levels) is None:
+            raise CampaignError(f"CUDA graph capture failed: {stepper.graph_failed}")
+    else:
+        stepper.eager(frames, levels)
+    torch.cuda.synchronize()
+    batches = [sampler.batch(batch) for _ in range(steps)]
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for frames, levels in batches:
+        out = stepper.graphed(key, frames, levels) if graphs else stepper.eager(frames, levels)
+        stepper.modulator.update(out[1], levels)
+    torch.cuda.synchronize()
+    loss = float(out[0])
+    if loss != loss or loss in (float("inf"), float("-inf")):
+        raise CampaignError(f"non-finite loss {loss}")
+    return steps / (time.perf_counter() - t0)
+
+
+def probe(args, model, sampler, train_args, deadline: float) -> dict:
+    """Times each PROBE_SETTINGS on the run's GOP batches (real steps: the model trains), then the
+    `small` config at the reference setting; stops at `deadline`. Returns the results and choice."""
+    import torch
+
+    from gpu_train import train as T
+    from gpu_train.net import ELFVC, LossModulator, lambdas
+
+    results, frames_per_step = {}, train_args.batch * train_args.gop
+    num_levels = model.c["levels"]
+    lam = lambdas(*T.parse_pair(train_args.lambda_range, "--lambda_range"), num_levels).cuda()
+    for name, graphs, precision in PROBE_SETTINGS:
+        if time.time() > deadline:
+            results[name] = {"skipped": "probe time spent"}
+            continue
+        t0 = time.time()
+        try:
+            dtype = T.set_precision(precision)
+            stepper = T.Stepper(model, lam, LossModulator(train_args.gop, num_levels, "cuda"), train_args, torch.device("cuda"), dtype, capturable=graphs)
+            sps = time_steps(stepper, sampler, train_args.batch, graphs, args.probe_steps, ("probe", name))
+            results[name] = {"steps_per_s": round(sps, 3), "frames_per_s": round(sps * frames_per_step, 1), "seconds": round(time.time() - t0, 1)}
+        except Exception as e:  # noqa: BLE001 - a failed setting is a result, not the end of the call
+            results[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", "seconds": round(time.time() - t0, 1)}
+        finally:
+            stepper = None
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+        print(f"probe {name}: {results[name]}", flush=True)
+    speed = {n: r["steps_per_s"] for n, r in results.items() if "steps_per_s" in r}
+    if not speed:
+        raise CampaignError(f"every probe setting failed: {results}")
+    tf32 = {n: s for n, s in speed.items() if n.endswith("tf32")}
+    best_tf32 = max(tf32, key=tf32.get) if tf32 else None
+    choice = best_tf32 or max(speed, key=speed.get)
+    if "graph-bf16" in speed and (best_tf32 is None or speed["graph-bf16"] >= args.bf16_gain * speed[best_tf32]):
+        choice = "graph-bf16"
+    # The reference point of the GPU issue: the `small` config at batch 16 x GOP 16 x 128^2.
+    if time.time() < deadline and choice.startswith("graph"):
+        reference = {}
+        for name, graphs in (("small-graph", True), ("small-eager", False)):
+            if time.time() > deadline:
+                break
+            t0 = time.time()
+            try:
+                small = ELFVC(json.loads((REPO / "runtime/checkpoints/default/config.json").read_text())).cuda().train()
+                small.step_int = 10**6  # normalization frozen, as in the shipped model
+                ref_args = argparse.Namespace(**{**vars(train_args), "batch": 16, "gop": 16, "crop": 128})
+                ref_sampler = T.GpuSampler(sampler.clips, 16, 128, 2, small.c["levels"], torch.device("cuda"), 5)
+                T.set_precision("tf32")
+                stepper = T.Stepper(small, lam, LossModulator(16, small.c["levels"], "cuda"), ref_args, torch.device("cuda"), None, capturable=graphs)
+                sps = time_steps(stepper, ref_sampler, 16, graphs, args.probe_steps, ("reference", name))
+                reference[name] = {"steps_per_s": round(sps, 3), "seconds": round(time.time() - t0, 1)}
+            except Exception as e:  # noqa: BLE001
+                reference[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            finally:
+                stepper = small = ref_sampler = None
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+            print(f"reference {name} (small, 16 x 16 x 128^2, tf32): {reference[name]}", flush=True)
+        results["reference_small"] = reference
+    return {"results": results, "choice": choice}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python3 -m gpu_train.campaign", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=os.environ.get("OUT", ""), help="folder whose files come back (default $OUT)")
+    p.add_argument("--budget_s", type=float, default=500.0, help="wall-clock seconds for the whole call")
+    p.add_argument("--pack", default=".gpu/pack", help="gpu_train.pack's folder (photos/, video/, MANIFEST.json)")
+    p.add_argument("--config", default="base", help="a config name (model/config.py) or a config.json")
+    p.add_argument("--init", default="auto", help="initial weights; 'auto': gpu_train/warm/CONFIG if present; '' from scratch")
+    p.add_argument("--table2_s", type=float, default=75.0, help="seconds for the Table 2 timing (0: skip)")
+    p.add_argument("--probe_s", type=float, default=45.0)
+    p.add_argument("--probe_steps", type=int, default=4)
+    p.add_argument("--bf16_gain", type=float, default=1.15, help="bf16 is chosen only if this much faster than TF32")
+    p.add_argument("--reserve_s", type=float, default=20.0, help="seconds kept for the final save")
+    p.add_argument("--image_frac", type=float, default=-1.0, help="I-frame phase share (-1: 0.3 from scratch, 0.1 warm)")
+    p.add_argument("train_flags", nargs="*", help="extra gpu_train.train flags after --, e.g. -- --lr=1e-4")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    start = time.time()
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CampaignError("no CUDA GPU here; this command is for a lent GPU machine (it spent no time)")
+        if not args.out:
+            raise CampaignError("--out not given and $OUT not set")
+        return run(args, start)
+    except CampaignError as e:
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def run(args, start: float) -> int:
+    import torch
+
+    from gpu_train import train as T
+    from model.config import get_config  # TF-free
+
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pack = pathlib.Path(args.pack)
+    if not (pack / "video").is_dir():
+        raise CampaignError(f"--pack: {pack}/video: no such folder (make it with python -m gpu_train.pack)")
+    deadline = start + args.budget_s
+    facts = {"gpu": gpu_facts(), "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start))}
+    print(f"GPU: {facts['gpu']}", flush=True)
+    if str(args.config).endswith(".json"):
+        config_path = pathlib.Path(args.config)
+    else:
+        config_path = pathlib.Path("/tmp/elfvc_campaign/config.json")  # not in --out: a call returns at most 8 files
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(json.dumps(get_config(args.config).to_dict(), indent=1))
+    init = default_init(json.loads(config_path.read_text())["name"]) if args.init == "auto" else args.init
+    image_frac = args.image_frac if args.image_frac >= 0 else (0.1 if init else 0.3)
+    train_argv = [
+        f"--config={config_path}", f"--data={pack / 'video'}", f"--out_dir={out}", "--minutes=1",
+        "--batch=16", "--gop=8", "--crop=256", "--image_batch=32", "--image_crop=256", f"--image_frac={image_frac}",
+        "--lr=2e-4", "--lambda_range=0.2,0.001", "--clip_norm=1", "--workers=12", "--log_every=100",
+        "--save_every_secs=90", "--device=cuda",
+    ]
+    if (pack / "photos").is_dir():
+        train_argv.append(f"--photos={pack / 'photos'}")
+    if init:
+        train_argv.append(f"--init={init}")
+    train_args = T.build_parser().parse_args(train_argv + list(args.train_flags))
+    try:
+        T.check_args(train_args)
+    except T.TrainError as e:
+        raise CampaignError(str(e)) from None
+    facts["init"] = init or "from scratch"
+    facts["config"] = json.loads(config_path.read_text())
+    facts["train_argv"] = train_argv + list(args.train_flags)
+    # 2. Table 2 in the background while the data decode.
+    table2 = start_table2(out, args.table2_s) if args.table2_s > 0 else None
+    t0 = time.time()
+    model = T.build_model(train_args, torch.device("cuda"))
+    data = T.load_data(train_args, model.c["levels"], torch.device("cuda"))
+    facts["data_load_s"] = round(time.time() - t0, 1)
+    manifest = pack / "MANIFEST.json"
+    if manifest.exists():
+        m = json.loads(manifest.read_text())
+        facts["data"] = {"photos": len(m["photos"]), "videos": [v["source"] for v in m["videos"]], "bytes": m["total_bytes"], "seed": m["seed"]}
+    facts["table2"] = finish_table2(table2, args.table2_s + 20 - (time.time() - t0)) if table2 else {"status": "skipped"}
+    print(f"table2: {facts['table2']['status']}", flush=True)
+    # 3. Probe.
+    from gpu_train import net
+
+    net.CHANNELS_LAST = True
+    torch.backends.cudnn.benchmark = True
+    t0 = time.time()
+    facts["probe"] = probe(args, model, data[0], train_args, min(deadline - 60, time.time() + args.probe_s))
+    facts["probe_s"] = round(time.time() - t0, 1)
+    choice = facts["probe"]["choice"]
+    print(f"probe chose {choice} in {facts['probe_s']}s", flush=True)
+    train_args.graphs = choice.startswith("graph")
+    train_args.precision = choice.split("-")[1]
+    # 4. Train for the rest.
+    train_args.minutes = (deadline - time.time() - args.reserve_s) / 60.0
+    if train_args.minutes <= 0.2:
+        raise CampaignError(f"no time left to train ({train_args.minutes * 60:.0f}s)")
+    facts["train_minutes"] = round(train_args.minutes, 2)
+    (out / "campaign.json").write_text(json.dumps(facts, indent=1))
+    rc = T.train(train_args, stop_flag={"flag": False}, model=model, data=data)
+    facts["train_rc"] = rc
+    facts["elapsed_s"] = round(time.time() - start, 1)
+    (out / "campaign.json").write_text(json.dumps(facts, indent=1))
+    print(f"campaign done in {facts['elapsed_s']}s", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The GPU campaign's CPU-checkable parts: the data pack, weight shards, the fast paths (channels_last,
+bf16 autocast) against the plain mirror, the two-phase trainer, and the campaign's refusal without a GPU.
+
+CUDA graphs and the throughput probe need a GPU; what a lent GPU measured is in docs/TRAINING.md.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from test_gpu_train import run_torch
+
+SCRIPT_FAST_PATHS = r"""
+import json, sys, torch
+from gpu_train import net
+from model.config import get_config
+torch.manual_seed(0)
+config = get_config("base", encoder_channels=16, iframe_decoder_channels=16, flow_decoder_channels=8,
+                    residue_decoder_channels=16, latent_channels=16, hyper_channels=8, hyper_latent_channels=8,
+                    state_channels=8, predictor_channels=8, motion_search_radius=4).to_dict()
+model = net.ELFVC(config).eval()
+with torch.no_grad():  # move the zero-initialized heads so every path carries signal
+    for name, p in model.named_parameters():
+        if "head" in name and name.endswith("kernel"):
+            p.add_(0.01 * torch.randn_like(p))
+frames = torch.rand(2, 3, 3, 64, 128)
+levels = torch.tensor([[0.0, 2.5, 7.0], [7.0, 3.25, 0.5]])
+with torch.no_grad():
+    plain = model.forward_gop(frames, levels, "round")
+    net.CHANNELS_LAST = True
+    cl = model.forward_gop(frames, levels, "round")
+    net.CHANNELS_LAST = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf = model.forward_gop(frames, levels, "round")
+print(json.dumps({
+    "cl_recon": float((plain.reconstructions - cl.reconstructions).abs().max()),
+    "cl_bits": float(((plain.bits - cl.bits).abs() / plain.bits).max()),
+    "bf_recon": float((plain.reconstructions - bf.reconstructions).abs().mean()),
+    "bf_bits_dtype": str(bf.bits.dtype), "bf_recon_dtype": str(bf.reconstructions.dtype),
+    "bf_bits_rel": float(((plain.bits - bf.bits).abs() / plain.bits).mean()),
+}))
+"""
+
+
+def test_fast_paths_match_the_plain_mirror():
+    """channels_last computes the same function (float32 reordering only); bf16 autocast keeps
+    the rates, quantization and outputs in float32 and stays near the float32 result."""
+    result = run_torch(["-c", SCRIPT_FAST_PATHS])
+    assert result.returncode == 0, result.stderr[-2000:]
+    d = json.loads(result.stdout.strip().splitlines()[-1])
+    assert d["cl_recon"] < 1e-5 and d["cl_bits"] < 1e-5, d
+    assert d["bf_bits_dtype"] == d["bf_recon_dtype"] == "torch.float32", d
+    # bf16 has an 8-bit mantissa (relative error 2^-9 per operation): a few 1e-3 after a network.
+    assert 0 < d["bf_recon"] < 2e-2 and d["bf_bits_rel"] < 5e-2, d
+
+
+def _fake_train_set(root: pathlib.Path, videos: int = 3):
+    import imageio_ffmpeg
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "images" / "sub").mkdir(parents=True)
+    (root / "video").mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (300 + 40 * i, 500, 3), dtype=np.uint8)).save(root / "images" / "sub" / f"p{i}.png")
+    for i in range(videos):
+        writer = imageio_ffmpeg.write_frames(str(root / "video" / f"v{i}.mp4"), (128, 128), quality=9, macro_block_size=1)
+        writer.send(None)
+        base = rng.integers(0, 255, (160, 160, 3), dtype=np.uint8)
+        for t in range(6):
+            writer.send(np.ascontiguousarray(base[t : t + 128, t : t + 128]))
+        writer.close()
+
+
+def test_pack_fits_its_budget_and_records_what_travelled(tmp_path):
+    from gpu_train import pack
+
+    _fake_train_set(tmp_path / "train")
+    photos_only = sum(len(pack.encode_photo(p, 256, 95)[0]) for p in sorted((tmp_path / "train/images").rglob("*.png")))
+    video_size = (tmp_path / "train/video/v0.mp4").stat().st_size
+    budget_mb = (photos_only + 1.5 * video_size) / 2**20  # room for one video, not two
+    assert pack.main([f"--train={tmp_path / 'train'}", f"--out={tmp_path / 'p'}", f"--max_mb={budget_mb}", "--photo_side=256"]) == 0
+    m = json.loads((tmp_path / "p" / "MANIFEST.json").read_text())
+    assert len(m["photos"]) == 3 and all(max(x["size"]) <= 256 for x in m["photos"])
+    assert len(m["videos"]) + len(m["videos_left_out"]) == 3 and len(m["videos"]) >= 1
+    on_disk = sum(f.stat().st_size for f in (tmp_path / "p").rglob("*") if f.is_file() and f.name != "MANIFEST.json")
+    assert on_disk == m["total_bytes"] <= budget_mb * 2**20
+    # Another seed takes the videos in another order; an existing folder is refused.
+    assert pack.main([f"--train={tmp_path / 'train'}", f"--out={tmp_path / 'p'}"]) == 1
+    assert pack.main([f"--train={tmp_path / 'none'}", f"--out={tmp_path / 'q'}"]) == 1
+    assert not (tmp_path / "q").exists()
+
+
+SCRIPT_SHARDS = r"""
+import sys, numpy as np, torch
+from gpu_train import weights
+from gpu_train.net import ELFVC
+from model.config import get_config
+m = ELFVC(get_config("small").to_dict())
+files = weights.save_npz_shards(m, sys.argv[1], max_bytes=2**20)
+assert len(files) >= 6, files
+again = ELFVC(get_config("small").to_dict())
+weights.load_npz(again, sys.argv[1])
+for (k, a), (_, b) in zip(m.state_dict().items(), again.state_dict().items()):
+    assert torch.equal(a, b), k
+half = weights.save_npz_shards(m, sys.argv[2], dtype=np.float16)
+arrays = weights.read_arrays(sys.argv[2])
+assert arrays["iframe.analysis.stem.kernel"].dtype == np.float16 and arrays["step"].dtype == np.int64
+weights.load_npz(again, sys.argv[2])
+assert again.iframe.analysis.stem.kernel.dtype == torch.float32
+# A smaller set replaces a larger one: no stale shard is left to be read with it.
+weights.save_npz_shards(m, sys.argv[1], max_bytes=2**30)
+assert len(list(__import__("pathlib").Path(sys.argv[1]).glob("*.npz"))) == 1
+print("ok", len(files), len(half))
+"""
+
+
+def test_weight_shards_round_trip(tmp_path):
+    result = run_torch(["-c", SCRIPT_SHARDS, str(tmp_path / "a"), str(tmp_path / "b")])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("ok")
+
+
+def test_two_phase_training_on_cpu(tmp_path):
+    """The I-frame phase then the GOP phase, bf16 autocast: both phases log, only GOP steps advance
+    the model step, the weights come back as shards that load."""
+    _fake_train_set(tmp_path / "train", videos=2)
+    config = tmp_path / "config.json"
+    from model.config import get_config
+
+    config.write_text(json.dumps(get_config(
+        "base", encoder_channels=16, iframe_decoder_channels=16, flow_decoder_channels=8, residue_decoder_channels=16,
+        latent_channels=16, hyper_channels=8, hyper_latent_channels=8, state_channels=8, predictor_channels=8).to_dict()))
+    result = run_torch([
+        "-m", "gpu_train.train", f"--config={config}", f"--data={tmp_path / 'train/video'}",
+        f"--photos={tmp_path / 'train/images'}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.3", "--batch=2",
+        "--gop=3", "--crop=64", "--image_frac=0.5", "--image_batch=2", "--image_crop=128", "--device=cpu",
+        "--log_every=2", "--precision=bf16", "--clip_norm=1", "--workers=2",
+    ])
+    assert result.returncode == 0, result.stderr[-2000:]
+    progress = json.loads((tmp_path / "out" / "progress.json").read_text())
+    assert progress["image_steps"] >= 2 and progress["gop_steps"] >= 2, progress
+    assert progress["model_step"] == progress["gop_steps"]
+    phases = {r["phase"] for r in progress["log"]}
+    assert phases == {"image", "gop"}, phases
+    gop_log = [r for r in progress["log"] if r["phase"] == "gop"]
+    assert any(v is not None for r in gop_log for v in r["p_psnr"])
+    assert progress["flops_per_step"]["gop"] > progress["flops_per_step"]["image"] > 0
+    assert "[image]" in result.stdout and "[gop]" in result.stdout
+
+
+def test_campaign_without_a_gpu_stops_at_once():
+    result = run_torch(["-m", "gpu_train.campaign", "--out=/tmp/never-written"])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "python3 -m gpu_train.campaign: error: no CUDA GPU here; this command is for a lent GPU machine (it spent no time)"
+    ]
+    assert not pathlib.Path("/tmp/never-written").exists()
