@@ -48,9 +48,26 @@ def default_init(config_name: str) -> str:
     return str(folder) if folder.is_dir() and any(folder.glob("*.npz")) else ""
 
 
-def gpu_facts() -> dict:
+def sync(device) -> None:
     import torch
 
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def release(device) -> None:
+    import torch
+
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def gpu_facts(device) -> dict:
+    import torch
+
+    if device.type != "cuda":
+        return {"name": "cpu (a rehearsal: --device=cpu)", "torch": torch.__version__}
     props = torch.cuda.get_device_properties(0)
     return {
         "name": props.name, "memory_gib": round(props.total_memory / 2**30, 1), "multiprocessors": props.multi_processor_count,
@@ -58,13 +75,14 @@ def gpu_facts() -> dict:
     }
 
 
-def start_table2(out: pathlib.Path, budget_s: float):
+def start_table2(out: pathlib.Path, budget_s: float, device: str):
     """Starts gpu_train.table2 in its own process (its crash cannot touch the training)."""
     if not (REPO / "gpu_train" / "table2.py").exists():
         return None
     cmd = [
-        sys.executable, "-m", "gpu_train.table2", "--configs=paper,base,shipped", "--sizes=1080p,720p,vga,cif",
-        f"--budget_s={budget_s:.0f}", f"--out={out / 'table2.json'}", "--device=cuda",
+        sys.executable, "-m", "gpu_train.table2", "--configs=paper,base,small",
+        f"--config_json={REPO / 'runtime/checkpoints/default/config.json'}", "--sizes=1080p,720p,vga,cif",
+        f"--budget_s={budget_s:.0f}", f"--out={out / 'table2.json'}", f"--device={device}",
     ]
     log = open(out / "table2.log", "w")
     return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), log, cmd
@@ -87,22 +105,21 @@ def finish_table2(handle, timeout_s: float) -> dict:
 
 def time_steps(stepper, sampler, batch: int, graphs: bool, steps: int, key) -> float:
     """Steps per second of `stepper` over `steps` timed steps after warm-up (graphs: after capture)."""
-    import torch
-
+    device = stepper.device
     frames, levels = sampler.batch(batch)
     if graphs:
         if stepper.graphed(key, frames, levels) is None:
             raise CampaignError(f"CUDA graph capture failed: {stepper.graph_failed}")
     else:
         stepper.eager(frames, levels)
-    torch.cuda.synchronize()
+    sync(device)
     batches = [sampler.batch(batch) for _ in range(steps)]
-    torch.cuda.synchronize()
+    sync(device)
     t0 = time.perf_counter()
     for frames, levels in batches:
         out = stepper.graphed(key, frames, levels) if graphs else stepper.eager(frames, levels)
         stepper.modulator.update(out[1], levels)
-    torch.cuda.synchronize()
+    sync(device)
     loss = float(out[0])
     if loss != loss or loss in (float("inf"), float("-inf")):
         raise CampaignError(f"non-finite loss {loss}")
@@ -117,25 +134,25 @@ def probe(args, model, sampler, train_args, deadline: float) -> dict:
     from gpu_train import train as T
     from gpu_train.net import ELFVC, LossModulator, lambdas
 
+    device = torch.device(train_args.device)
     results, frames_per_step = {}, train_args.batch * train_args.gop
     num_levels = model.c["levels"]
-    lam = lambdas(*T.parse_pair(train_args.lambda_range, "--lambda_range"), num_levels).cuda()
-    for name, graphs, precision in PROBE_SETTINGS:
-        if time.time() > deadline:
+    lam = lambdas(*T.parse_pair(train_args.lambda_range, "--lambda_range"), num_levels).to(device)
+    for i, (name, graphs, precision) in enumerate(PROBE_SETTINGS):
+        if i and time.time() > deadline:  # the first setting always runs: training needs a choice
             results[name] = {"skipped": "probe time spent"}
             continue
         t0 = time.time()
         try:
             dtype = T.set_precision(precision)
-            stepper = T.Stepper(model, lam, LossModulator(train_args.gop, num_levels, "cuda"), train_args, torch.device("cuda"), dtype, capturable=graphs)
+            stepper = T.Stepper(model, lam, LossModulator(train_args.gop, num_levels, device), train_args, device, dtype, capturable=graphs and device.type == "cuda")
             sps = time_steps(stepper, sampler, train_args.batch, graphs, args.probe_steps, ("probe", name))
             results[name] = {"steps_per_s": round(sps, 3), "frames_per_s": round(sps * frames_per_step, 1), "seconds": round(time.time() - t0, 1)}
         except Exception as e:  # noqa: BLE001 - a failed setting is a result, not the end of the call
             results[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", "seconds": round(time.time() - t0, 1)}
         finally:
             stepper = None
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
+            release(device)
         print(f"probe {name}: {results[name]}", flush=True)
     speed = {n: r["steps_per_s"] for n, r in results.items() if "steps_per_s" in r}
     if not speed:
@@ -146,28 +163,28 @@ def probe(args, model, sampler, train_args, deadline: float) -> dict:
     if "graph-bf16" in speed and (best_tf32 is None or speed["graph-bf16"] >= args.bf16_gain * speed[best_tf32]):
         choice = "graph-bf16"
     # The reference point of the GPU issue: the `small` config at batch 16 x GOP 16 x 128^2.
-    if time.time() < deadline and choice.startswith("graph"):
+    if time.time() < deadline:
+        rb, rg, rc = args.reference
         reference = {}
         for name, graphs in (("small-graph", True), ("small-eager", False)):
             if time.time() > deadline:
                 break
             t0 = time.time()
             try:
-                small = ELFVC(json.loads((REPO / "runtime/checkpoints/default/config.json").read_text())).cuda().train()
+                small = ELFVC(json.loads((REPO / "runtime/checkpoints/default/config.json").read_text())).to(device).train()
                 small.step_int = 10**6  # normalization frozen, as in the shipped model
-                ref_args = argparse.Namespace(**{**vars(train_args), "batch": 16, "gop": 16, "crop": 128})
-                ref_sampler = T.GpuSampler(sampler.clips, 16, 128, 2, small.c["levels"], torch.device("cuda"), 5)
+                ref_args = argparse.Namespace(**{**vars(train_args), "batch": rb, "gop": rg, "crop": rc})
+                ref_sampler = T.GpuSampler(sampler.clips, rg, rc, 2, small.c["levels"], device, 5)
                 T.set_precision("tf32")
-                stepper = T.Stepper(small, lam, LossModulator(16, small.c["levels"], "cuda"), ref_args, torch.device("cuda"), None, capturable=graphs)
-                sps = time_steps(stepper, ref_sampler, 16, graphs, args.probe_steps, ("reference", name))
+                stepper = T.Stepper(small, lam, LossModulator(rg, small.c["levels"], device), ref_args, device, None, capturable=graphs and device.type == "cuda")
+                sps = time_steps(stepper, ref_sampler, rb, graphs, args.probe_steps, ("reference", name))
                 reference[name] = {"steps_per_s": round(sps, 3), "seconds": round(time.time() - t0, 1)}
             except Exception as e:  # noqa: BLE001
                 reference[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
             finally:
                 stepper = small = ref_sampler = None
-                torch.cuda.synchronize()
-                torch.cuda.empty_cache()
-            print(f"reference {name} (small, 16 x 16 x 128^2, tf32): {reference[name]}", flush=True)
+                release(device)
+            print(f"reference {name} (small, {rb} x {rg} x {rc}^2, tf32): {reference[name]}", flush=True)
         results["reference_small"] = reference
     return {"results": results, "choice": choice}
 
@@ -185,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16_gain", type=float, default=1.15, help="bf16 is chosen only if this much faster than TF32")
     p.add_argument("--reserve_s", type=float, default=20.0, help="seconds kept for the final save")
     p.add_argument("--image_frac", type=float, default=-1.0, help="I-frame phase share (-1: 0.3 from scratch, 0.1 warm)")
+    p.add_argument("--reference", type=lambda v: tuple(int(x) for x in v.split(",")), default=(16, 16, 128),
+                   help="batch,gop,crop of the `small` reference timing (the GPU issue's 16,16,128)")
+    p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # 'cpu': a rehearsal for the tests
     p.add_argument("train_flags", nargs="*", help="extra gpu_train.train flags after --, e.g. -- --lr=1e-4")
     return p
 
@@ -196,7 +216,7 @@ def main(argv=None) -> int:
     try:
         import torch
 
-        if not torch.cuda.is_available():
+        if args.device == "cuda" and not torch.cuda.is_available():
             raise CampaignError("no CUDA GPU here; this command is for a lent GPU machine (it spent no time)")
         if not args.out:
             raise CampaignError("--out not given and $OUT not set")
@@ -218,7 +238,8 @@ def run(args, start: float) -> int:
     if not (pack / "video").is_dir():
         raise CampaignError(f"--pack: {pack}/video: no such folder (make it with python -m gpu_train.pack)")
     deadline = start + args.budget_s
-    facts = {"gpu": gpu_facts(), "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start))}
+    device = torch.device(args.device)
+    facts = {"gpu": gpu_facts(device), "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start))}
     print(f"GPU: {facts['gpu']}", flush=True)
     if str(args.config).endswith(".json"):
         config_path = pathlib.Path(args.config)
@@ -232,7 +253,7 @@ def run(args, start: float) -> int:
         f"--config={config_path}", f"--data={pack / 'video'}", f"--out_dir={out}", "--minutes=1",
         "--batch=16", "--gop=8", "--crop=256", "--image_batch=32", "--image_crop=256", f"--image_frac={image_frac}",
         "--lr=2e-4", "--lambda_range=0.2,0.001", "--clip_norm=1", "--workers=12", "--log_every=100",
-        "--save_every_secs=90", "--device=cuda",
+        "--save_every_secs=90", f"--device={args.device}",
     ]
     if (pack / "photos").is_dir():
         train_argv.append(f"--photos={pack / 'photos'}")
@@ -247,10 +268,10 @@ def run(args, start: float) -> int:
     facts["config"] = json.loads(config_path.read_text())
     facts["train_argv"] = train_argv + list(args.train_flags)
     # 2. Table 2 in the background while the data decode.
-    table2 = start_table2(out, args.table2_s) if args.table2_s > 0 else None
+    table2 = start_table2(out, args.table2_s, args.device) if args.table2_s > 0 else None
     t0 = time.time()
-    model = T.build_model(train_args, torch.device("cuda"))
-    data = T.load_data(train_args, model.c["levels"], torch.device("cuda"))
+    model = T.build_model(train_args, device)
+    data = T.load_data(train_args, model.c["levels"], device)
     facts["data_load_s"] = round(time.time() - t0, 1)
     manifest = pack / "MANIFEST.json"
     if manifest.exists():
@@ -261,14 +282,14 @@ def run(args, start: float) -> int:
     # 3. Probe.
     from gpu_train import net
 
-    net.CHANNELS_LAST = True
+    net.CHANNELS_LAST = device.type == "cuda"
     torch.backends.cudnn.benchmark = True
     t0 = time.time()
-    facts["probe"] = probe(args, model, data[0], train_args, min(deadline - 60, time.time() + args.probe_s))
+    facts["probe"] = probe(args, model, data[0], train_args, min(deadline - min(60.0, 0.3 * args.budget_s), time.time() + args.probe_s))
     facts["probe_s"] = round(time.time() - t0, 1)
     choice = facts["probe"]["choice"]
     print(f"probe chose {choice} in {facts['probe_s']}s", flush=True)
-    train_args.graphs = choice.startswith("graph")
+    train_args.graphs = choice.startswith("graph") and device.type == "cuda"
     train_args.precision = choice.split("-")[1]
     # 4. Train for the rest.
     train_args.minutes = (deadline - time.time() - args.reserve_s) / 60.0
@@ -276,7 +297,12 @@ def run(args, start: float) -> int:
         raise CampaignError(f"no time left to train ({train_args.minutes * 60:.0f}s)")
     facts["train_minutes"] = round(train_args.minutes, 2)
     (out / "campaign.json").write_text(json.dumps(facts, indent=1))
-    rc = T.train(train_args, stop_flag={"flag": False}, model=model, data=data)
+    try:
+        rc = T.train(train_args, stop_flag={"flag": False}, model=model, data=data)
+    except Exception as e:  # noqa: BLE001 - the periodic checkpoint in --out stands; say what stopped it
+        rc = 1
+        facts["train_error"] = f"{type(e).__name__}: {e}"
+        print(f"training stopped: {facts['train_error']}", flush=True)
     facts["train_rc"] = rc
     facts["elapsed_s"] = round(time.time() - start, 1)
     (out / "campaign.json").write_text(json.dumps(facts, indent=1))

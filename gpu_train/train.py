@@ -303,7 +303,8 @@ class Stepper:
 
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        # No cast cache: a cached bf16 weight copy would be stale inside a replayed CUDA graph.
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=False)
 
     def _loss(self, frames, levels):
         import torch
