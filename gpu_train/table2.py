@@ -796,7 +796,14 @@ def main(argv=None) -> int:
             if time.monotonic() >= deadline:
                 break
             try:
-                model = build_model(config, weights.get(name), args.seed)
+                try:
+                    model = build_model(config, weights.get(name), args.seed)
+                except Exception as e:  # noqa: BLE001 - speed does not depend on the weights
+                    if not weights.get(name):
+                        raise
+                    entry["weights"], entry["weights_error"] = "random init (the weights did not load)", _one_line(e)
+                    print(f"{name}: {weights[name]} did not load ({entry['weights_error']}); random init", flush=True)
+                    model = build_model(config, None, args.seed)
                 entry["parameters"] = int(sum(p.numel() for p in model.parameters()))
                 frames = FrameNetworks(model, args.level, device, half=half, channels_last=cuda)
             except Exception as e:  # noqa: BLE001
