@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default="auto", help="initial weights; 'auto': gpu_train/warm/CONFIG if present; '' from scratch")
     p.add_argument("--table2_s", type=float, default=75.0, help="seconds for the Table 2 timing (0: skip)")
     p.add_argument("--probe_s", type=float, default=45.0)
+    p.add_argument("--choice", choices=[n for n, _, _ in PROBE_SETTINGS], help="skip the probe and train with this setting")
     p.add_argument("--probe_steps", type=int, default=4)
     p.add_argument("--bf16_gain", type=float, default=1.15, help="bf16 is chosen only if this much faster than TF32")
     p.add_argument("--reserve_s", type=float, default=20.0, help="seconds kept for the final save")
@@ -220,7 +221,12 @@ def main(argv=None) -> int:
             raise CampaignError("no CUDA GPU here; this command is for a lent GPU machine (it spent no time)")
         if not args.out:
             raise CampaignError("--out not given and $OUT not set")
-        return run(args, start)
+        from gpu_train.train import TrainError
+
+        try:
+            return run(args, start)
+        except TrainError as e:
+            raise CampaignError(str(e)) from None
     except CampaignError as e:
         print(f"{p.prog}: error: {e}", file=sys.stderr)
         return 1
@@ -285,7 +291,10 @@ def run(args, start: float) -> int:
     net.CHANNELS_LAST = device.type == "cuda"
     torch.backends.cudnn.benchmark = True
     t0 = time.time()
-    facts["probe"] = probe(args, model, data[0], train_args, min(deadline - min(60.0, 0.3 * args.budget_s), time.time() + args.probe_s))
+    if args.choice:
+        facts["probe"] = {"results": {}, "choice": args.choice, "note": "--choice given: no probe"}
+    else:
+        facts["probe"] = probe(args, model, data[0], train_args, min(deadline - min(60.0, 0.3 * args.budget_s), time.time() + args.probe_s))
     facts["probe_s"] = round(time.time() - t0, 1)
     choice = facts["probe"]["choice"]
     print(f"probe chose {choice} in {facts['probe_s']}s", flush=True)

@@ -57,12 +57,13 @@ def encode_photo(path: pathlib.Path, max_side: int, quality: int) -> tuple[bytes
     return buf.getvalue(), image.size
 
 
-def build(train: pathlib.Path, out: pathlib.Path, max_mb: float, seed: int, photo_side: int = 1024, quality: int = 95) -> dict:
+def build(train: pathlib.Path, out: pathlib.Path, max_mb: float, seed: int, photo_side: int = 1024, quality: int = 95,
+          photos: bool = True) -> dict:
     if not train.is_dir():
         raise PackError(f"--train: {train}: no such folder")
     if out.exists():
         raise PackError(f"--out: {out} exists; remove it or choose another folder")
-    photos = sorted(p for p in (train / "images").rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+    photos = sorted(p for p in (train / "images").rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES) if photos else []
     videos = sorted(p for p in (train / "video").rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
     if not photos and not videos:
         raise PackError(f"{train}: no photos under images/ and no videos under video/")
@@ -108,11 +109,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="order in which videos are taken")
     p.add_argument("--photo_side", type=int, default=1024, help="longest photo side after downscaling")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of the photos")
+    p.add_argument("--no_photos", action="store_true", help="videos only (a run without the I-frame phase)")
     args = p.parse_args(argv)
     try:
         if args.max_mb <= 0 or args.photo_side < 64 or not 1 <= args.quality <= 100:
             raise PackError("--max_mb must be positive, --photo_side >= 64, --quality in 1..100")
-        m = build(pathlib.Path(args.train), pathlib.Path(args.out), args.max_mb, args.seed, args.photo_side, args.quality)
+        m = build(pathlib.Path(args.train), pathlib.Path(args.out), args.max_mb, args.seed, args.photo_side, args.quality, not args.no_photos)
     except PackError as e:
         print(f"{p.prog}: error: {e}", file=sys.stderr)
         return 1

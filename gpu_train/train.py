@@ -90,15 +90,23 @@ def decode_video(path, downscale: int) -> np.ndarray:
 
 
 def _decode_or_error(args):
-    path, downscale = args
+    path, downscale, min_side = args
     try:
-        return decode_video(path, downscale), None
+        frames = decode_video(path, downscale)
+        # A clip too small for the crop at this downscale is taken at the largest factor that fits.
+        if min(frames.shape[1:3]) < min_side and downscale > 1:
+            side = min(frames.shape[1:3]) * downscale
+            fit = max(1, min(downscale, side // min_side))
+            if fit != downscale:
+                frames = decode_video(path, fit)
+        return frames, None
     except (TrainError, OSError, RuntimeError, ValueError) as e:
         return None, str(e)
 
 
-def load_clips(root, downscale: int, cache_dir=None, workers: int = 1):
-    """[(name, uint8 [N, H, W, 3])] of every video under root, decoded by `workers` processes."""
+def load_clips(root, downscale: int, cache_dir=None, workers: int = 1, min_side: int = 0):
+    """[(name, uint8 [N, H, W, 3])] of every video under root, decoded by `workers` processes,
+    area-downscaled by `downscale`, or less where that would leave less than `min_side` pixels."""
     root = pathlib.Path(root)
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
     if not paths:
@@ -112,9 +120,9 @@ def load_clips(root, downscale: int, cache_dir=None, workers: int = 1):
             todo.append(path)
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(min(workers, len(todo))) as pool:
-            results = list(pool.map(_decode_or_error, [(p, downscale) for p in todo]))
+            results = list(pool.map(_decode_or_error, [(p, downscale, min_side) for p in todo]))
     else:
-        results = [_decode_or_error((p, downscale)) for p in todo]
+        results = [_decode_or_error((p, downscale, min_side)) for p in todo]
     clips = []
     decoded = dict(zip(todo, results))
     for path in paths:
@@ -616,7 +624,7 @@ def build_model(args, device):
 
 def load_data(args, num_levels, device):
     t0 = time.time()
-    clips = load_clips(args.data, args.downscale, args.cache_dir, args.workers)
+    clips = load_clips(args.data, args.downscale, args.cache_dir, args.workers, min_side=args.crop)
     photos = load_photos(args.photos, args.workers) if args.photos else []
     sampler = GpuSampler(clips, args.gop, args.crop, args.max_stride, num_levels, device, args.seed)
     stills = StillSampler(photos, clips, args.image_crop, num_levels, device, args.seed + 7) if args.image_frac > 0 else None
