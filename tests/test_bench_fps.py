@@ -4,6 +4,7 @@ and the CLI's errors. Speed itself is recorded by running the benchmark, never a
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import types
 
@@ -80,3 +81,33 @@ def test_cli_rejects_bad_flags(flag, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gpu_table_combines_gpu_networks_with_this_cpus_range_coder(tmp_path, capsys):
+    """--gpu_table: FPS = 16 / (t_I + 15 t_P) with t = the table's GPU network time + the range
+    coder's time measured here, for every thread count; rows the table lacks are left out."""
+    table = {
+        "gpu": "Test GPU", "rows": [
+            {"config": "small", "size": "cif", "functions": {
+                "i_encode": {"ms": 1.0}, "i_decode": {"ms": 0.5}, "p_encode": {"ms": 3.0}, "p_decode": {"ms": 2.0}}},
+            {"config": "paper", "size": "cif", "functions": {"i_encode": {"error": "capture failed"}}},
+        ],
+    }
+    path = tmp_path / "table2.json"
+    path.write_text(json.dumps(table))
+    assert bench_fps.main(["prog", f"--gpu_table={path}", "--rc_threads=1,2", f"--out_dir={tmp_path / 'o'}"]) == 0
+    data = json.loads((tmp_path / "o" / "fps_gpu.json").read_text())
+    assert [(r["config"], r["rc_threads"]) for r in data["rows"]] == [("small", 1), ("small", 2)]
+    for r in data["rows"]:
+        n, c = r["net_ms"], r["rc_ms"]
+        assert r["networks_encode_fps"] == pytest.approx(16000 / (1.0 + 15 * 3.0))
+        assert r["encode_fps"] == pytest.approx(16000 / (n["i_encode"] + c["encode_i"] + 15 * (n["p_encode"] + c["encode_p"])))
+        assert r["decode_fps"] == pytest.approx(16000 / (n["i_decode"] + c["decode_i"] + 15 * (n["p_decode"] + c["decode_p"])))
+        assert 0 < r["encode_fps"] < r["networks_encode_fps"]
+        assert r["rc_bpp"] == pytest.approx(0.2, rel=0.05)  # the drawn symbols cost what was asked
+    assert data["meta"]["networks_on"] == "Test GPU" and "CPUs" in data["meta"]["range_coding_on"]
+    assert "Range coding: this CPU" in capsys.readouterr().out
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"rows": []}))
+    assert bench_fps.main(["prog", f"--gpu_table={empty}", f"--out_dir={tmp_path / 'e'}"]) == 1
+    assert bench_fps.main(["prog", f"--gpu_table={path}", "--rc_threads=0", f"--out_dir={tmp_path / 'e'}"]) == 2
