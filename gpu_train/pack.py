@@ -12,7 +12,7 @@ video), and a device call carries at most 64 MiB with the code and weights. What
   * MANIFEST.json: every file that travelled with its source, size and (photos) dimensions, and
     every video left out, so each run records exactly what it trained on.
 
-    python -m gpu_train.pack --train=../shared/data/train --out=.gpu/pack --max_mb=44 --seed=0
+    python -m gpu_train.pack --train=../shared/data/train --out=.gpu/pack --max_mb=36 --seed=0
 
 Needs numpy and Pillow only (the project's .venv has both). Refuses an existing --out.
 """
@@ -70,8 +70,9 @@ def build(train: pathlib.Path, out: pathlib.Path, max_mb: float, seed: int, phot
     budget = int(max_mb * 2**20)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "photos").mkdir(parents=True)
-    (tmp / "video").mkdir()
+    (tmp / "video").mkdir(parents=True)
+    if photos:
+        (tmp / "photos").mkdir()
     manifest = {"train": str(train), "seed": seed, "photo_side": photo_side, "jpeg_quality": quality, "photos": [], "videos": [], "videos_left_out": []}
     used = 0
     for i, path in enumerate(photos):
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m gpu_train.pack", description=__doc__.splitlines()[0])
     p.add_argument("--train", default="../shared/data/train", help="the training set (never eval/)")
     p.add_argument("--out", required=True, help="new folder to write")
-    p.add_argument("--max_mb", type=float, default=44.0, help="MiB the pack may take")
+    p.add_argument("--max_mb", type=float, default=36.0, help="MiB the pack may take (the call carries 64 MiB with the code and the warm-start weights)")
     p.add_argument("--seed", type=int, default=0, help="order in which videos are taken")
     p.add_argument("--photo_side", type=int, default=1024, help="longest photo side after downscaling")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of the photos")

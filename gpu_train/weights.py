@@ -136,16 +136,15 @@ def save_npz(module, path) -> None:
     tmp.replace(path)
 
 
-def save_npz_shards(module, folder, stem: str = "weights", max_bytes: int = 15 * 2**20, dtype=None) -> list:
-    """Writes a module's state_dict as .npz shards of at most max_bytes of array data each (a lent
-    GPU machine returns files of at most 16 MiB), atomically: every shard is written under a
+def write_shards(arrays: dict, folder, stem: str = "weights", max_bytes: int = 15 * 2**20, dtype=None) -> list:
+    """Writes {name: array} as .npz shards of at most max_bytes of array data each (a lent GPU
+    machine returns files of at most 16 MiB), atomically: every shard is written under a
     temporary name first, then all are renamed, then shards of an older, larger set are removed.
     `dtype` (e.g. np.float16) narrows floating-point arrays for a compact warm-start copy."""
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     groups, current, size = [], {}, 0
-    for key, value in module.state_dict().items():
-        array = value.detach().cpu().numpy()
+    for key, array in arrays.items():
         if dtype is not None and np.issubdtype(array.dtype, np.floating) and array.dtype != np.float64:
             array = array.astype(dtype)
         if current and size + array.nbytes > max_bytes:
@@ -155,14 +154,20 @@ def save_npz_shards(module, folder, stem: str = "weights", max_bytes: int = 15 *
         size += array.nbytes
     groups.append(current)
     names = [f"{stem}-{i:02d}.npz" for i in range(len(groups))]
-    for name, arrays in zip(names, groups):
-        np.savez(folder / f".{name}.tmp.npz", **arrays)
+    for name, group in zip(names, groups):
+        np.savez(folder / f".{name}.tmp.npz", **group)
     for name in names:
         (folder / f".{name}.tmp.npz").replace(folder / name)
     for old in folder.glob(f"{stem}-*.npz"):
         if old.name not in names:
             old.unlink()
     return [folder / n for n in names]
+
+
+def save_npz_shards(module, folder, stem: str = "weights", max_bytes: int = 15 * 2**20, dtype=None) -> list:
+    """A module's state_dict through write_shards."""
+    arrays = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    return write_shards(arrays, folder, stem, max_bytes, dtype)
 
 
 # -- CLI --------------------------------------------------------------------------------------
@@ -177,9 +182,21 @@ def main(argv=None) -> int:
     b.add_argument("--config", required=True, help="the model's config.json")
     b.add_argument("--out", required=True, help="new shipped-model folder (must not exist)")
     b.add_argument("--metadata", help="JSON file recorded as the folder's training.json")
+    c = sub.add_parser("to_warm", help="weights (.npz / shards / folder) -> an FP16 warm-start folder (gpu_train/warm/NAME)")
+    c.add_argument("--npz", required=True, help="an .npz, comma-separated shards, or a folder of shards")
+    c.add_argument("--config", required=True, help="the model's config.json (copied beside the weights)")
+    c.add_argument("--out", required=True, help="the warm-start folder; its old shards are replaced")
     args = parser.parse_args(argv)
     try:
-        if args.command == "to_npz":
+        if args.command == "to_warm":
+            config = json.loads(pathlib.Path(args.config).read_text())
+            arrays = read_arrays(args.npz)
+            if "step" not in arrays:
+                raise WeightsError(f"{args.npz}: no 'step' array: not a model's weights")
+            files = write_shards(arrays, args.out, dtype=np.float16)
+            (pathlib.Path(args.out) / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+            print(f"model step {int(arrays['step'])}: {len(arrays)} arrays -> {', '.join(str(f) for f in files)} (FP16)")
+        elif args.command == "to_npz":
             out = pathlib.Path(args.out)
             if out.exists():
                 raise WeightsError(f"{out} already exists; remove it or choose another")
