@@ -23,7 +23,7 @@ setup(
     package_data={"runtime": ["checkpoints/*/*"]},
     install_requires=REQUIREMENTS,
     extras_require={
-        # GPU deployment (issue 5). TensorRT 10.x on purpose: it keeps the FP16 builder flag and
+        # GPU deployment. TensorRT 10.x on purpose: it keeps the FP16 builder flag and
         # per-layer precision constraints that keep the hyperprior decoder in FP32; TensorRT 11
         # moves precision into the ONNX graph (strongly typed networks).
         "gpu": ["tensorrt-cu12==10.7.0", "pycuda==2024.1.2"],

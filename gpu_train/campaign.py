@@ -130,8 +130,8 @@ def time_steps(stepper, sampler, batch: int, graphs: bool, steps: int, key) -> f
 
 
 def probe(args, model, sampler, train_args, deadline: float) -> dict:
-    """Times the `small` config at the reference setting (the GPU issue's batch 16 x GOP 16 x
-    128^2, CUDA graphs and eager; throwaway weights), then each PROBE_SETTINGS on the run's GOP
+    """Times the `small` config at the reference setting (batch 16 x GOP 16 x 128^2,
+    CUDA graphs and eager; throwaway weights), then each PROBE_SETTINGS on the run's GOP
     batches (real steps: the model trains); stops at `deadline`. Returns the results and choice."""
     import torch
 
@@ -142,7 +142,7 @@ def probe(args, model, sampler, train_args, deadline: float) -> dict:
     results, frames_per_step = {}, train_args.batch * train_args.gop
     num_levels = model.c["levels"]
     lam = lambdas(*T.parse_pair(train_args.lambda_range, "--lambda_range"), num_levels).to(device)
-    # The reference point of the GPU issue: the `small` config at batch 16 x GOP 16 x 128^2.
+    # The reference point: the `small` config at batch 16 x GOP 16 x 128^2.
     if args.reference:
         ref_deadline = time.time() + 0.4 * max(0.0, deadline - time.time())
         rb, rg, rc = args.reference

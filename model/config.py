@@ -69,7 +69,7 @@ class ModelConfig:
     pframe_quant_width: bool = False
     # The flow codelayer's own initial spread (None: the one above). Training noise is
     # U(-Q_w/2, Q_w/2) in latent units, so a coarse flow Q_w teaches the flow decoder to ignore
-    # its latents; 1, 1 gives the flow the paper's Q_w = 1 at every level (session 4).
+    # its latents; 1, 1 gives the flow the paper's Q_w = 1 at every level (docs/DESIGN.md).
     flow_quant_width_first: Optional[float] = None
     flow_quant_width_last: Optional[float] = None
     # P-frame specifics (§2, §3.3).
@@ -192,7 +192,7 @@ _PRESETS = {
         predictor_channels=24,
         predictor_blocks=1,
     ),
-    # Sized for quality (issue "a codec worth using"): the 32-channel latent of `small` caps the
+    # Sized for quality: the 32-channel latent of `small` caps the
     # I-frame near 25.7 dB on street (the best linear 32-number code of a 16x16x3 block), so the
     # latent is 4x wider and the I-frame / residue decoders 3x / 2.5x; the encoder is as wide as
     # the size budget allows (7.4M parameters: an FP32 checkpoint under 30 MB). docs/DESIGN.md

@@ -7,8 +7,8 @@
       t >= 1: predictor -> flow block -> warp -> residue block -> x_hat_t, s_t, f_t
     -> GopOutput(reconstructions [B, T, H, W, 3], bits [B, T], bit_maps [B, T, H/16, W/16])
 
-References are always the model's own reconstructions, never the originals. The runtime (issue
-4) calls the same `iframe_step` / `pframe_step` pieces with hard rounding, so there is one
+References are always the model's own reconstructions, never the originals. The runtime
+calls the same `iframe_step` / `pframe_step` pieces with hard rounding, so there is one
 implementation of the decoder half.
 """
 

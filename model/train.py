@@ -117,7 +117,7 @@ class TrainOptions:
     # Auxiliary motion loss (our gap-filling, DVC-style): + warp_loss * MSE(x_comp, x_t) for every
     # P-frame, normalized like eq. 1's terms (sum / (B T)), for the first warp_loss_steps steps of
     # the stage (0: all). It rewards the flow block for a good motion-compensated prediction
-    # directly, not only through the residue. (Session 4: it did not revive a collapsed flow.)
+    # directly, not only through the residue. (Measured: it did not revive a collapsed flow.)
     warp_loss: float = 0.0
     warp_loss_steps: int = 0
     log_every: int = 20

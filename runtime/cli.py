@@ -1,4 +1,4 @@
-"""`elfvc`: the command-line codec (issue 4), a thin layer over runtime.stream.
+"""`elfvc`: the command-line codec, a thin layer over runtime.stream.
 
     elfvc encode IN OUT.elfvc [--level S | --target_kbps K] [--max_bpp_i B] [--max_bpp_p B]
                               [--min_psnr DB] [--gop N] [--frames N] [--fps R]

@@ -15,7 +15,7 @@ def test_sweep_of_the_shipped_model_rises_with_the_level(tmp_path, capsys):
     """One 16-frame GOP (I + 15 P, what the R-D benchmark codes) at levels 0, 3.5 and 7: rate rises
     with the level, and no P-frame falls far below the I-frame it is predicted from (a P-frame
     loop that diverges past the GOP it was trained on drops to single-digit dB within 16 frames:
-    session 3's diverged checkpoint went from 19 dB to 6 dB on bikes at level 0). The I-frame
+    a diverged stage-4 checkpoint went from 19 dB to 6 dB on bikes at level 0). The I-frame
     itself may be the worst frame: at level 0 it is coded coarsely and the P-frames improve on it."""
     out = tmp_path / "sweep.json"
     assert level_sweep.main(["level_sweep", f"--clip={bikes_path()}", "--frames=16", "--step=3.5", f"--out={out}"]) == 0
