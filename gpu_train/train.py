@@ -277,6 +277,97 @@ def peak_tflops(device, precision: str, override: float = 0.0):
     return None
 
 
+# -- several processes (torchrun) ----------------------------------------------------------------
+class Replicas:
+    """Data parallelism over the processes torchrun starts (WORLD_SIZE > 1), as the Keras trainer
+    scales through tf.distribute: the same initial weights everywhere (rank 0's, broadcast), a
+    different data stream per rank, the gradients averaged by one all-reduce of their flattened
+    concatenation every step (before clipping, so every rank takes the identical Adam step), App.
+    C's normalization statistics averaged while they still update, the loss modulator fed every
+    rank's distortions, and the schedule (stop, learning rate, phase) decided by rank 0 every
+    `sync_every` steps. NCCL on CUDA, gloo on CPU. With one process every method is a no-op."""
+
+    def __init__(self, device_type: str):
+        import torch.distributed as dist
+
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.dist = dist if self.world > 1 else None
+        if self.dist is not None and not dist.is_initialized():
+            dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast_state(self, model) -> None:
+        if self.dist is None:
+            return
+        for tensor in model.state_dict().values():
+            self.dist.broadcast(tensor, 0)
+
+    def average_gradients(self, params) -> None:
+        import torch
+
+        if self.dist is None:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        self.dist.all_reduce(flat)
+        flat.div_(self.world)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def average_norm_statistics(self, model) -> None:
+        if self.dist is None:
+            return
+        for name, buffer in model.named_buffers():
+            if name.endswith(("moving_mean", "moving_variance")):
+                self.dist.all_reduce(buffer)
+                buffer.div_(self.world)
+
+    def gather(self, tensor):
+        import torch
+
+        if self.dist is None:
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world)]
+        self.dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    def decide(self, frac: float, stop: bool, device):
+        """Rank 0's (budget fraction, stop) for everyone."""
+        import torch
+
+        if self.dist is None:
+            return frac, stop
+        t = torch.tensor([frac, 1.0 if stop else 0.0], dtype=torch.float64, device=device)
+        self.dist.broadcast(t, 0)
+        return float(t[0]), bool(t[1] > 0)
+
+    def max_weight_difference(self, model) -> float:
+        """The largest |weight - rank 0's weight| over every parameter and buffer, on every rank."""
+        import torch
+
+        if self.dist is None:
+            return 0.0
+        worst = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
+        for tensor in model.state_dict().values():
+            reference = tensor.clone()
+            self.dist.broadcast(reference, 0)
+            if tensor.is_floating_point():
+                worst = torch.maximum(worst, (tensor - reference).abs().max().double())
+        self.dist.all_reduce(worst, op=self.dist.ReduceOp.MAX)
+        return float(worst)
+
+    def close(self) -> None:
+        if self.dist is not None and self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
+
 # -- one training step ----------------------------------------------------------------------------
 class Stepper:
     """The loss and one optimizer step of model/train.py's recipe, eager or replayed from a CUDA graph.
@@ -295,6 +386,7 @@ class Stepper:
         self.graphs = {}  # key -> (graph, static frames, static levels, static outputs)
         self.graph_failed = None  # the error that turned graphs off, if any
         self.warp_weight = torch.zeros((), device=device)
+        self.replicas = None  # a Replicas with several processes: gradients are averaged
 
     def set_lr(self, lr: float):
         for g in self.opt.param_groups:
@@ -338,6 +430,8 @@ class Stepper:
 
         loss, dist, bpp, warp = self._loss(frames, levels)
         loss.backward()
+        if self.replicas is not None:
+            self.replicas.average_gradients(self.params)
         if self.args.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.args.clip_norm, foreach=True)
         self.opt.step()
@@ -515,6 +609,7 @@ class Run:
         self.flops = {}  # phase -> FLOPs per step
         self.history = []
         self.torch = torch
+        self.quiet = False  # set on every process but rank 0 of several
         self.reset_window()
 
     def reset_window(self):
@@ -568,6 +663,9 @@ class Run:
             "warp_psnr": round(float(-10 * math.log10(float(w["warp"]) / w["warp_n"])), 2) if w["warp_n"] else None,
         }
         self.history.append(record)
+        if self.quiet:
+            self.reset_window()
+            return
         fmt = lambda xs: " ".join("-" if v is None else f"{v:g}" for v in xs)  # noqa: E731
         util = f", {tflops:.1f} TFLOP/s" if tflops else ""
         util += f", MFU {100 * mfu:.1f}%" if mfu else ""
@@ -645,6 +743,15 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda: no CUDA device is available")
+    replicas = Replicas(device.type)
+    if replicas.dist is not None:
+        if device.type == "cuda":
+            device = torch.device("cuda", replicas.local_rank)
+            torch.cuda.set_device(device)
+        args.seed += 1000 * replicas.rank  # each rank its own data and noise (the weights come from rank 0)
+        torch.manual_seed(args.seed)
+        if not replicas.main:
+            args.out_dir = str(pathlib.Path(args.out_dir) / f"rank{replicas.rank}")
     autocast_dtype = set_precision(args.precision)
     from gpu_train import net
 
@@ -653,6 +760,7 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
     out_dir = pathlib.Path(args.out_dir)
     lam_pair = parse_pair(args.lambda_range, "--lambda_range")
     model = model if model is not None else build_model(args, device)
+    replicas.broadcast_state(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     num_levels = model.c["levels"]
     lam = lambdas(*lam_pair, num_levels).to(device)
@@ -666,15 +774,26 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
         image_stepper = Stepper(model, lam, image_modulator, args, device, autocast_dtype, capturable=use_graphs)
         image_stepper.opt = stepper.opt  # one optimizer state for the whole run
         image_stepper.params = stepper.params
+    if replicas.dist is not None:
+        if use_graphs:
+            raise TrainError("--graphs with several processes is not supported yet: run without --graphs")
+        stepper.replicas = replicas
+        if image_stepper is not None:
+            image_stepper.replicas = replicas
     run = Run(args, model, stepper, device, num_levels, out_dir, peak_tflops(device, args.precision, args.peak_tflops))
+    run.quiet = not replicas.main
     stop = stop_flag if stop_flag is not None else {"flag": False}
     if stop_flag is None:
         signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     last_save = time.time()
     phase = None
+    sync_every = 10 if replicas.dist is not None else 1
+    iteration = 0
     while True:
-        frac = (time.time() - run.start) / run.budget
-        if frac >= 1.0 or stop["flag"]:
+        if iteration % sync_every == 0:
+            frac, stopping = replicas.decide((time.time() - run.start) / run.budget, stop["flag"], device)
+        iteration += 1
+        if frac >= 1.0 or stopping:
             break
         lr = args.lr * (1.0 if frac < 0.8 else 0.2 if frac < 0.95 else 0.04)
         new_phase = "image" if stills is not None and frac < args.image_frac else "gop"
@@ -711,7 +830,9 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
                     use_graphs = False
             if outputs is None:
                 outputs = active.eager(frames, levels)
-            active.modulator.update(outputs[1], levels)
+            active.modulator.update(replicas.gather(outputs[1]), replicas.gather(levels))
+            if model.step_int < model.c["norm_freeze_steps"]:
+                replicas.average_norm_statistics(model)
             run.accumulate(outputs, levels)
         if phase == "image":
             run.image_steps += 1
@@ -721,16 +842,26 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
             run.gop_steps += 1
         if run.window["n"] >= args.log_every:
             run.log(phase, frames_per_step, pixels, lr, frac)
-        if time.time() - last_save >= args.save_every_secs:
+        if replicas.main and time.time() - last_save >= args.save_every_secs:
             run.save()
             last_save = time.time()
     if run.window["n"] and phase is not None:
         run.log(phase, frames_per_step, pixels, lr, min(frac, 1.0))
-    run.save(final=True)
-    print(
-        f"done: model step {int(model.step)}, {run.gop_steps} GOP steps and {run.image_steps} image steps "
-        f"in {time.time() - run.start:.0f}s", flush=True,
-    )
+    extra = None
+    if replicas.dist is not None:
+        difference = replicas.max_weight_difference(model)
+        extra = {"replicas": replicas.world, "replica_max_weight_difference": difference}
+        if replicas.main:
+            print(f"replicas: {replicas.world} processes, largest weight difference from rank 0: {difference:g}", flush=True)
+        replicas.close()
+        if difference > 0:
+            raise TrainError(f"the {replicas.world} replicas' weights diverged (largest difference {difference:g})")
+    run.save(final=True, extra=extra)
+    if replicas.main:
+        print(
+            f"done: model step {int(model.step)}, {run.gop_steps} GOP steps and {run.image_steps} image steps "
+            f"in {time.time() - run.start:.0f}s", flush=True,
+        )
     return 0
 
 
