@@ -1,6 +1,6 @@
 """ONNX Runtime sessions, configured once for the exporter's checks and the `onnx` backend.
 
-CPU only. Choices (measured in WORKSPACE.md, "Export and deployment"):
+CPU only. Choices (measured in docs/DESIGN.md, export decisions):
 - intra-op threads = the CPUs this process may run on (os.sched_getaffinity; onnxruntime's
   own default counts the host's cores, which in a container can exceed the share granted)
   minus one, at least one. The spare core is for the host side of the pipeline in the same

@@ -1,7 +1,6 @@
 """PyTorch mirror of model/'s forward pass, for training on a lent GPU machine.
 
-Why a mirror: the GPU machines this project is lent sometimes (see WORKSPACE "Training on a lent
-GPU") carry PyTorch but no TensorFlow, have no network, and take at most 64 MiB per call, so
+Why a mirror: the GPU machines this project is lent sometimes (see docs/GPU.md) carry PyTorch but no TensorFlow, have no network, and take at most 64 MiB per call, so
 TF 2.14 cannot run there. Everything the codec ships (export, runtime, bitstream) stays Keras;
 this module only trains weights, which `gpu_train.weights` moves between the two.
 

@@ -18,7 +18,7 @@ channel normalization (App. C).
 
 Every codelayer quantizes on a grid of width Q_w (§3.1, App. A): the I-frame's is learned per
 level and channel as in the paper; the flow and residue codelayers have Q_w = 1 unless
-`config.pframe_quant_width` gives them their own (our deviation, see WORKSPACE "Model decisions").
+`config.pframe_quant_width` gives them their own (our deviation, see docs/DESIGN.md).
 
 The P-frame output heads (predictor flow, flow mask/delta, residue) start at zero (gap): an
 untrained P-frame is then an exact copy of its reference (f_bar = 0, m = 1/2, df = 0, r = 0),

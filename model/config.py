@@ -4,7 +4,7 @@ The paper (§3.2, Table 3) fixes the backbone widths of the flow and residue cod
 three DM-256 blocks at 4x-8x-16x, flow / residue decoders three DM-64 / DM-128 blocks at
 16x-8x-4x. Everything its Figure 8 would have told us (codelayer widths, hyperprior widths, state
 width, predictor width) is a gap; the values below are our choices and are recorded in
-WORKSPACE.md together with the parameter counts they give.
+docs/DESIGN.md together with the parameter counts they give.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class ModelConfig:
     # initialised geometrically from quant_width_first (level 0, lowest rate) to quant_width_last.
     quant_width_first: float = 1.0
     quant_width_last: float = 1.0
-    # Deviation (WORKSPACE "Model decisions"): §3.1 gives only the I-frame a per-level Q_w; with
+    # Deviation (docs/DESIGN.md): §3.1 gives only the I-frame a per-level Q_w; with
     # this on, the flow and residue codelayers get their own, so the levels separate in rate from
     # the first step instead of only as fast as Adam can teach the level maps.
     pframe_quant_width: bool = False

@@ -1,8 +1,8 @@
 """Encoder-side block motion search and the decoder's block-motion path (our deviation from §2).
 
 The paper's flow encoder E0 sees (x_t, x_hat_{t-1}, f_bar, s_{t-1}) and must learn motion
-estimation end to end (§2, §3.3), which takes far more steps than a CPU can give: WORKSPACE "Model
-decisions" measures a flow block that, trained alone on a warp loss with no rate and no
+estimation end to end (§2, §3.3), which takes far more steps than a CPU can give: docs/DESIGN.md ("An encoder-side block motion search")
+measures a flow block that, trained alone on a warp loss with no rate and no
 quantization, still warps no better than copying after 400 steps, while a classical block search
 gains 3.4-5.2 dB on the same pairs (benchmarks/flow_probe.py). With `config.motion_search_radius = R > 0`:
 

@@ -55,7 +55,7 @@ HYPER_LATENT_LIMIT = 2047
 #: Every accumulation stays strictly below this: float32 represents all integers up to 2^24.
 EXACT_LIMIT = 2**24
 #: Hidden activation ranges are calibrated to this multiple of the largest value seen, so content
-#: busier than the calibration frames rarely saturates the 8-bit range (measured in WORKSPACE.md).
+#: busier than the calibration frames rarely saturates the 8-bit range (measured in docs/DESIGN.md).
 CALIBRATION_HEADROOM = 1.5
 #: Block names, in the order the bundle stores them.
 BLOCKS = ("iframe", "flow", "residue")

@@ -1,4 +1,4 @@
-"""Measures the codec on real clips (the numbers of WORKSPACE.md "Codec").
+"""Measures the codec on real clips (the numbers of docs/BENCHMARKS.md).
 
 For each clip and level it codes the first --frames frames (an I-frame, then P-frames) through
 the encoder, decodes them again (checking the reconstructions match bit for bit) and reports:

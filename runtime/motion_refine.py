@@ -26,7 +26,7 @@ whole-frame cost is no larger than plain rounding's, so the refinement never los
 criterion. A decoder sees ordinary symbols: streams stay bit-exact across encoders.
 
 Cost: four more flow_synthesis runs per P-frame (the round-only one is reused): encoding about
-2x slower on CPU. Measured on the shipped model (WORKSPACE.md, "Model decisions"): 3.1% (street,
+2x slower on CPU. Measured on the shipped model (docs/DESIGN.md): 3.1% (street,
 a pan) and 0.4% (bedroom) fewer bits at equal PSNR-RGB, so it is an encoder option
 (`elfvc encode --motion_refine`), off by default.
 """

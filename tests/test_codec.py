@@ -142,7 +142,7 @@ def test_estimate_matches_actual_size(bundle, backend, bikes_frames):
     header (marker, type, level, count, CRC: 12 bytes) and 2 length bytes + 2 flush bytes per
     substream. I-frames and first P-frames only: an untrained model's later P-frames diverge
     (PSNR < 10 dB), its latents then sit far outside its own scales, and the escape code and
-    App. A's floored likelihood part ways by design (WORKSPACE.md has real-model numbers)."""
+    App. A's floored likelihood part ways by design (docs/BENCHMARKS.md has real-model numbers)."""
     frames = bikes_frames[:2, :, :256]
     for level in (0.0, 3.5, 7.0):
         with Encoder(bundle, backend) as encoder:

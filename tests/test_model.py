@@ -83,7 +83,7 @@ def test_ablations_build_and_run(ablation):
 
 def test_paper_config_parameter_counts_near_table_3():
     counts = parameter_counts(ELFVC(get_config("paper")).build_weights())
-    # Table 3: encoder 38M, decoder 11M; our gaps (WORKSPACE.md) land within 25%.
+    # Table 3: encoder 38M, decoder 11M; our gaps (docs/DESIGN.md) land within 25%.
     assert 0.75 * 38e6 < counts["encoder"] < 1.25 * 38e6, counts
     assert 0.75 * 11e6 < counts["decoder"] < 1.25 * 14e6, counts
 
