@@ -3,6 +3,7 @@
     elfvc encode IN OUT.elfvc [--level S | --target_kbps K] [--max_bpp_i B] [--max_bpp_p B]
                               [--min_psnr DB] [--gop N] [--frames N] [--fps R]
     elfvc decode IN.elfvc OUT [--reference SRC]     OUT: .y4m, .mkv/.avi/.mp4/.mov, or a folder
+    encode, decode: [--max_pixels N]                 picture-size limit (default 8K, runtime/limits.py)
     elfvc info IN.elfvc
     elfvc plot_rc IN OUT.png [--frames N]            Fig. 3: every rate controller on one clip
     elfvc visualize IN OUT.png [--frame T] [--level S]  Fig. 5 P-frame tensors (OUT.png) and
@@ -41,6 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import flags  # noqa: E402
 
 from runtime import video_io  # noqa: E402
+from runtime.limits import MAX_PIXELS, check_picture_size  # noqa: E402
 from runtime.progress import Progress  # noqa: E402
 from runtime.types import DEFAULT_SCENECUT, CodecError  # noqa: E402
 
@@ -56,8 +58,8 @@ _CODING = ("model", "backend", "progress")
 #: The flags each command accepts (others given explicitly are an error, not silently ignored).
 COMMAND_FLAGS = {
     "encode": {"level", "gop", "scenecut", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
-               "motion_refine", *_CODING},
-    "decode": {"reference", "overwrite", *_CODING},
+               "motion_refine", "max_pixels", *_CODING},
+    "decode": {"reference", "overwrite", "max_pixels", *_CODING},
     "info": set(),
     "plot_rc": {"level", "gop", "scenecut", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
                 "motion_refine", *_CODING},
@@ -97,6 +99,9 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_string("model", None, "Model folder (config.json + checkpoint; default: the shipped model).", flag_values=fv)
     flags.DEFINE_string("backend", "tf", "Inference backend: tf, onnx or tensorrt.", flag_values=fv)
     flags.DEFINE_string("reference", None, "decode: the source video, to report the PSNR of the decoded frames.", flag_values=fv)
+    flags.DEFINE_integer("max_pixels", MAX_PIXELS, "Refuse pictures larger than this many pixels (width x height; "
+                         "the default covers 8K, 8192x4352, about 21 GB to decode with the shipped model; "
+                         "docs/HOSTILE_STREAMS.md).", lower_bound=1, flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace OUT if it exists (never the input).", flag_values=fv)
     flags.DEFINE_boolean("progress", None, "Show a progress bar (default: when stderr is a terminal).", flag_values=fv)
     return fv
@@ -308,7 +313,7 @@ def encode(fv: flags.FlagValues, src: str, out: str) -> int:
         raise CodecError(f"{out} is a folder; an ELF-VC stream is one file")
     if out_path.suffix.lower() in _NOT_A_STREAM_NAME:
         raise UsageError(f"{out}: an ELF-VC stream is not a {out_path.suffix} file; name it e.g. {out_path.stem}.elfvc")
-    with video_io.open_video(src, parse_fps(fv.fps)) as reader:
+    with video_io.open_video(src, parse_fps(fv.fps), max_pixels=fv.max_pixels) as reader:
         src_info = reader.info
         controller_from_flags(fv, None, src_info.fps)
         bundle = load_model(fv)
@@ -334,6 +339,7 @@ def decode(fv: flags.FlagValues, src: str, out: str) -> int:
     out_path = video_io.check_output(out, overwrite=fv.overwrite, inputs=[src] + ([fv.reference] if fv.reference else []))
     stream = inspect(src)
     width, height, fps, count = _stream_geometry(stream)
+    check_picture_size(width, height, fv.max_pixels, what=src)  # before the model loads; the decoder checks again
     psnrs: List[float] = []
     with contextlib.ExitStack() as stack:
         reference = None
@@ -356,7 +362,7 @@ def decode(fv: flags.FlagValues, src: str, out: str) -> int:
                 psnrs.append(float(psnr_rgb(ref[None], frame[None])[0]))
             bar.update()
 
-        decode_video(src, sink, backend, bundle)
+        decode_video(src, sink, backend, bundle, max_pixels=fv.max_pixels)
     seconds = time.perf_counter() - start
     total_bits = 8 * pathlib.Path(src).stat().st_size
     print(summary_line("decoded", writer.frames, width, height, fps, total_bits, mean_psnr(psnrs), seconds, f"-> {out}"))

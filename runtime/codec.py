@@ -29,6 +29,7 @@ from model.config import FRAME_MULTIPLE
 from runtime.bitstream import FrameUnit, write_frame
 from runtime.entropy_coding import SYMBOL_LIMIT, EntropyCoder, Substream, SubstreamLayout, estimated_bits
 from runtime.integer_hyper import quantize_embedding
+from runtime.limits import MAX_PIXELS, check_picture_size
 from runtime import motion_refine
 from runtime.types import CodecError, FrameType, TrialResult
 
@@ -430,9 +431,13 @@ class Encoder:
 
 
 class Decoder:
-    """Decodes frame units of a stream of `width` x `height` frames."""
+    """Decodes frame units of a stream of `width` x `height` frames: CodecError at once for a
+    picture over `max_pixels` (runtime/limits.py) or one whose decoding would not fit in memory."""
 
-    def __init__(self, bundle, backend, width: int, height: int, layout: SubstreamLayout = SubstreamLayout(), workers: Optional[int] = None):
+    def __init__(self, bundle, backend, width: int, height: int, layout: SubstreamLayout = SubstreamLayout(),
+                 workers: Optional[int] = None, max_pixels: int = MAX_PIXELS):  # fmt: skip
+        # Before anything is allocated: a stream may claim any size (runtime/limits.py).
+        self.memory_estimate = check_picture_size(width, height, max_pixels, config=bundle.config)
         self._half = _DecoderHalf(bundle, backend, layout, workers)
         self.bundle = bundle
         self.backend = backend

@@ -29,6 +29,7 @@ from runtime.bitstream import (
 )
 from runtime.codec import Decoder, EncodedFrame, Encoder
 from runtime.entropy_coding import SubstreamLayout
+from runtime.limits import MAX_PIXELS, check_picture_size
 from runtime.motion_refine import MotionRefinement
 from runtime.types import DEFAULT_SCENECUT, CodecError, FrameType, RateController, TrialResult
 
@@ -136,6 +137,7 @@ def encode_video(
     input_path=None,
     scenecut: float = DEFAULT_SCENECUT,
     motion_refinement: Optional[MotionRefinement] = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> EncodeSummary:
     """Encodes uint8 [H, W, 3] frames into `out_path` (written to a temporary name in the same
     folder and renamed on success; nothing is left behind on failure).
@@ -147,7 +149,9 @@ def encode_video(
     type from its frame unit.
 
     `progress(index, encoded_frame)` is called after each frame; `input_path` (or an
-    `frames.path` attribute) names the source, which is never overwritten.
+    `frames.path` attribute) names the source, which is never overwritten. Frames over
+    `max_pixels` (runtime/limits.py; the readers of runtime/video_io.py refuse them first) are
+    refused before the networks run.
     """
     out_path = pathlib.Path(out_path)
     source = input_path if input_path is not None else getattr(frames, "path", None)
@@ -172,6 +176,7 @@ def encode_video(
                 if header is None:
                     if frame.ndim != 3 or frame.shape[2:] != (3,) or frame.dtype != np.uint8:
                         raise CodecError(f"a frame must be uint8 [H, W, 3], got {frame.dtype} {list(frame.shape)}")
+                    check_picture_size(frame.shape[1], frame.shape[0], max_pixels, what="the input", memory=False)
                     header = StreamHeader(
                         model_id=bundle.model_id,
                         width=frame.shape[1],
@@ -273,8 +278,11 @@ def _open_stream(in_path) -> Tuple[Reader, StreamHeader, object]:
     return reader, header, f
 
 
-def decode_video(in_path, sink: Callable[[np.ndarray], None], backend, bundle) -> DecodeSummary:
+def decode_video(in_path, sink: Callable[[np.ndarray], None], backend, bundle, *, max_pixels: int = MAX_PIXELS) -> DecodeSummary:
     """Decodes every frame of `in_path` and hands each (uint8 [H, W, 3]) to `sink`.
+
+    A stream whose picture is over `max_pixels` (width x height; default 8K, runtime/limits.py)
+    or would need more memory than the machine has is refused before anything is allocated.
 
     CodecError for anything wrong with the stream: not a stream, truncated, corrupted, encoded
     with another model, trailing data. Frames already handed to `sink` stay handed; callers
@@ -288,8 +296,9 @@ def decode_video(in_path, sink: Callable[[np.ndarray], None], backend, bundle) -
                 f"wrong model: the stream was encoded with model {header.model_id.hex()}, "
                 f"this decoder has {bundle.model_id.hex()}"
             )
+        check_picture_size(header.width, header.height, max_pixels, what=str(in_path), config=bundle.config)
         layout = SubstreamLayout(header.channel_groups, header.tile)
-        with Decoder(bundle, backend, header.width, header.height, layout) as decoder:
+        with Decoder(bundle, backend, header.width, header.height, layout, max_pixels=max_pixels) as decoder:
             for index in range(header.frame_count):
                 if reader.at_end():
                     raise CodecError(f"truncated stream: the header announces {header.frame_count} frames, the file holds {index}")

@@ -33,6 +33,12 @@ through imageio-ffmpeg's bundled binary). Writers (`open_writer`, chosen by the 
 `.avi`: FFV1 in RGB; `.mp4` / `.mov`: libx264rgb at QP 0). Writers write to a temporary name
 beside the output and rename on success; `check_output` refuses to overwrite an input, and an
 existing output unless asked to. Every problem is a `CodecError` with a one-line message.
+
+Hostile inputs (docs/HOSTILE_STREAMS.md): every reader refuses a picture over `max_pixels`
+(runtime/limits.py, the decoder's limit: 8K by default) from its header, before reading a frame;
+a y4m file's frame structure is checked against its size up front (a header whose W x H does not
+match the data is an error before anything is decoded); a PNG folder's sizes are all read from
+the PNG headers up front (mixed sizes are an error before the first frame is decoded).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from typing import Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
+from runtime.limits import MAX_PIXELS, check_max_pixels, check_picture_size
 from runtime.types import CodecError
 
 PathLike = Union[str, os.PathLike]
@@ -229,8 +236,9 @@ class Y4mReader(VideoReader):
 
     MAX_HEADER = 4096
 
-    def __init__(self, path: PathLike, fps: Optional[Fraction] = None):
+    def __init__(self, path: PathLike, fps: Optional[Fraction] = None, max_pixels: int = MAX_PIXELS):
         self.path = str(path)
+        self._max_pixels = check_max_pixels(max_pixels)
         try:
             self._file = open(self.path, "rb")
         except OSError as err:
@@ -266,6 +274,7 @@ class Y4mReader(VideoReader):
                 colour_range = value.split("=", 1)[1].upper()
         if width is None or height is None:
             raise CodecError(f"{self.path}: the y4m header lacks the frame size (W and H tags)")
+        check_picture_size(width, height, self._max_pixels, what=self.path, memory=False)
         if chroma not in Y4M_420_TAGS:
             raise CodecError(
                 f"{self.path}: y4m chroma format C{chroma} is not supported (only 8-bit 4:2:0: "
@@ -280,21 +289,44 @@ class Y4mReader(VideoReader):
                 raise CodecError(f"{self.path}: the y4m header states no frame rate (F tag); give one (--fps)")
             fps = rate
         self._frame_bytes = width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
-        payload = os.fstat(self._file.fileno()).st_size - len(header)
-        # Exact when every frame header is a bare "FRAME\n" (what ffmpeg and we write).
-        count, rest = divmod(payload, len(b"FRAME\n") + self._frame_bytes)
-        if payload == 0:
-            raise CodecError(f"{self.path}: no video frames")
-        return VideoInfo(self.path, "y4m", width, height, fps, num_frames=count if rest == 0 else None)
+        self._whole_frames, self._problem = self._scan(len(header), width, height)
+        if self._whole_frames == 0:
+            raise CodecError(self._problem)
+        return VideoInfo(self.path, "y4m", width, height, fps,
+                         num_frames=self._whole_frames if self._problem is None else None)  # fmt: skip
+
+    def _scan(self, start: int, width: int, height: int):
+        """Walks the frame headers (a seek per frame, no frame data read) -> (whole frames before
+        the first problem, the problem's one-line message or None). Iterating stops with that
+        message when it reaches the problem, before reading a byte of it (frames before it stay
+        readable: `--frames` may never get there)."""
+        size = os.fstat(self._file.fileno()).st_size
+        if size == start:
+            return 0, f"{self.path}: no video frames"
+        count, position = 0, start
+        try:
+            while position < size:
+                self._file.seek(position)
+                line = self._file.readline(self.MAX_HEADER)
+                if not line.startswith(b"FRAME") or not line.endswith(b"\n"):
+                    return count, f"{self.path}: frame {count}: bad y4m frame header"
+                left = size - position - len(line)
+                if left < self._frame_bytes:
+                    return count, (
+                        f"{self.path}: frame {count} is truncated ({left} of {self._frame_bytes} bytes: "
+                        f"the header's {width}x{height} does not match the data)"
+                    )
+                position += len(line) + self._frame_bytes
+                count += 1
+        finally:
+            self._file.seek(start)
+        return count, None
 
     def _frames(self) -> Iterator[np.ndarray]:
         w, h = self.info.width, self.info.height
         cw, ch = (w + 1) // 2, (h + 1) // 2
-        index = 0
-        while True:
+        for index in range(self._whole_frames):
             line = self._file.readline(self.MAX_HEADER)
-            if not line:
-                return
             if not line.startswith(b"FRAME") or not line.endswith(b"\n"):
                 raise CodecError(f"{self.path}: frame {index}: bad y4m frame header")
             data = self._file.read(self._frame_bytes)
@@ -305,10 +337,15 @@ class Y4mReader(VideoReader):
             u = buf[w * h : w * h + cw * ch].reshape(ch, cw)
             v = buf[w * h + cw * ch :].reshape(ch, cw)
             yield yuv420_to_rgb((y, u, v))
-            index += 1
+        if self._problem is not None:
+            raise CodecError(self._problem)
 
     def close(self) -> None:
         self._file.close()
+
+
+def one_line(error) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _natural_key(name: str):
@@ -319,8 +356,9 @@ class PngFolderReader(VideoReader):
     """Every *.png in a folder, in natural order (frame2 before frame10), all the same size.
     Grey and palette images become RGB; an alpha channel is accepted only if fully opaque."""
 
-    def __init__(self, path: PathLike, fps: Optional[Fraction] = None):
+    def __init__(self, path: PathLike, fps: Optional[Fraction] = None, max_pixels: int = MAX_PIXELS):
         self.path = str(path)
+        max_pixels = check_max_pixels(max_pixels)
         try:
             names = [n for n in os.listdir(self.path) if n.lower().endswith(".png")]
         except OSError as err:
@@ -328,9 +366,28 @@ class PngFolderReader(VideoReader):
         if not names:
             raise CodecError(f"{self.path}: no PNG files in the folder")
         self._files = [os.path.join(self.path, n) for n in sorted(names, key=_natural_key)]
-        first = self._load(self._files[0])
-        height, width = first.shape[:2]
+        # Every size from the PNG headers (no pixel is decoded): the first against the limit,
+        # the others against the first.
+        width, height = self._size(self._files[0])
+        check_picture_size(width, height, max_pixels, what=self._files[0], memory=False)
+        for file in self._files[1:]:
+            if self._size(file) != (width, height):
+                w, h = self._size(file)
+                raise CodecError(
+                    f"{file} is {w}x{h}, the first frame is {width}x{height}: all PNGs must be the same size"
+                )
         self.info = VideoInfo(self.path, "png", width, height, fps or DEFAULT_PNG_FPS, num_frames=len(self._files))
+
+    @staticmethod
+    def _size(file: str):
+        """(width, height) from a PNG's header, without decoding it."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(file) as image:
+                return image.size
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+            raise CodecError(f"cannot read {file}: {one_line(err)}") from None
 
     @staticmethod
     def _load(file: str) -> np.ndarray:
@@ -347,10 +404,10 @@ class PngFolderReader(VideoReader):
                         raise CodecError(f"{file}: has transparent pixels; the codec takes opaque RGB")
                     return np.ascontiguousarray(rgba[..., :3])
                 return np.asarray(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as err:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
             if isinstance(err, CodecError):
                 raise
-            raise CodecError(f"cannot read {file}: {err}") from None
+            raise CodecError(f"cannot read {file}: {one_line(err)}") from None
 
     def _frames(self) -> Iterator[np.ndarray]:
         for file in self._files:
@@ -388,16 +445,22 @@ class FfmpegReader(VideoReader):
 
     PROBE_TIMEOUT_S = 120
 
-    def __init__(self, path: PathLike, fps: Optional[Fraction] = None):
+    def __init__(self, path: PathLike, fps: Optional[Fraction] = None, max_pixels: int = MAX_PIXELS):
         self.path = str(path)
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", self.path, "-map", "0:v:0", "-frames:v", "1",
-               "-f", "yuv4mpegpipe", "-pix_fmt", "yuv420p", "-"]  # fmt: skip
+        self._max_pixels = check_max_pixels(max_pixels)
+        # ffmpeg's own decoder limit: a picture over it is never decoded (the probe would hold
+        # one frame of it in memory), and its size is then read from ffmpeg's stream line.
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-max_pixels", str(min(max_pixels, (1 << 31) - 1)),
+               "-i", self.path, "-map", "0:v:0", "-frames:v", "1", "-f", "yuv4mpegpipe", "-pix_fmt", "yuv420p", "-"]  # fmt: skip
         try:
             probe = subprocess.run(cmd, capture_output=True, timeout=self.PROBE_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
             raise CodecError(f"{self.path}: ffmpeg took over {self.PROBE_TIMEOUT_S} s to open it") from None
         header = probe.stdout.split(b"\n", 1)[0]
         if probe.returncode != 0 or not header.startswith(Y4M_MAGIC):
+            stated = re.search(rb"Stream #0:\d+.*?: Video: .*?, (\d+)x(\d+)", probe.stderr)
+            if stated:
+                check_picture_size(int(stated.group(1)), int(stated.group(2)), max_pixels, what=self.path, memory=False)
             if b"matches no streams" in probe.stderr:
                 raise CodecError(f"{self.path}: has no video stream")
             raise CodecError(f"cannot read {self.path}: {_ffmpeg_problem(probe.stderr, 'ffmpeg could not decode it')}")
@@ -405,6 +468,7 @@ class FfmpegReader(VideoReader):
             raise CodecError(f"{self.path}: no video frames")
         tags = {t[:1]: t[1:] for t in header[len(Y4M_MAGIC):].decode("ascii", "replace").split()}
         width, height = int(tags["W"]), int(tags["H"])
+        check_picture_size(width, height, max_pixels, what=self.path, memory=False)
         rate = _parse_fraction(tags.get("F", "0:0"), "frame rate", self.path)
         if fps is None:
             if rate <= 0:
@@ -421,7 +485,8 @@ class FfmpegReader(VideoReader):
     def _frames(self) -> Iterator[np.ndarray]:
         w, h = self.info.width, self.info.height
         size = w * h * 3
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", self.path, "-map", "0:v:0",
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error",
+               "-max_pixels", str(min(self._max_pixels, (1 << 31) - 1)), "-i", self.path, "-map", "0:v:0",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]  # fmt: skip
         with tempfile.TemporaryFile() as log:
             # The log goes to a file, not a pipe: a chatty ffmpeg can then never block on it.
@@ -455,16 +520,17 @@ class FfmpegReader(VideoReader):
         self._stop()
 
 
-def open_video(path: PathLike, fps: Optional[Fraction] = None) -> VideoReader:
+def open_video(path: PathLike, fps: Optional[Fraction] = None, max_pixels: int = MAX_PIXELS) -> VideoReader:
     """A reader for `path`: a folder of PNGs, a y4m file (by its magic) or anything ffmpeg
-    reads. `fps` overrides the stated frame rate (needed for PNG folders, default 25)."""
+    reads. `fps` overrides the stated frame rate (needed for PNG folders, default 25). A picture
+    over `max_pixels` (width x height; runtime/limits.py) is refused from the header."""
     p = pathlib.Path(path)
     if fps is not None:
         fps = Fraction(fps)
         if fps <= 0:
             raise CodecError(f"frame rate must be positive, got {fps}")
     if p.is_dir():
-        return PngFolderReader(p, fps)
+        return PngFolderReader(p, fps, max_pixels)
     if not p.exists():
         raise CodecError(f"{path}: no such file or folder")
     try:
@@ -475,14 +541,15 @@ def open_video(path: PathLike, fps: Optional[Fraction] = None) -> VideoReader:
     if not magic:
         raise CodecError(f"{path}: the file is empty")
     if magic == Y4M_MAGIC:
-        return Y4mReader(p, fps)
-    return FfmpegReader(p, fps)
+        return Y4mReader(p, fps, max_pixels)
+    return FfmpegReader(p, fps, max_pixels)
 
 
-def read_video(path: PathLike, max_frames: Optional[int] = None, fps: Optional[Fraction] = None):
+def read_video(path: PathLike, max_frames: Optional[int] = None, fps: Optional[Fraction] = None,
+               max_pixels: int = MAX_PIXELS):  # fmt: skip
     """All (or the first `max_frames`) frames of a video: (uint8 [T, H, W, 3], VideoInfo)."""
     frames = []
-    with open_video(path, fps) as reader:
+    with open_video(path, fps, max_pixels) as reader:
         if max_frames is not None and max_frames <= 0:
             raise CodecError(f"max_frames must be positive, got {max_frames}")
         iterator = iter(reader)
