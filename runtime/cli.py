@@ -99,7 +99,7 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_string("model", None, "Model folder (config.json + checkpoint; default: the shipped model).", flag_values=fv)
     flags.DEFINE_string("backend", "tf", "Inference backend: tf, onnx or tensorrt.", flag_values=fv)
     flags.DEFINE_string("reference", None, "decode: the source video, to report the PSNR of the decoded frames.", flag_values=fv)
-    flags.DEFINE_integer("max_pixels", MAX_PIXELS, "Refuse pictures larger than this many pixels (width x height; "
+    flags.DEFINE_integer("max_pixels", MAX_PIXELS, "Refuse pictures larger than this many pixels (padded to the codec's multiple of 64; "
                          "the default covers 8K, 8192x4352, about 21 GB to decode with the shipped model; "
                          "docs/HOSTILE_STREAMS.md).", lower_bound=1, flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace OUT if it exists (never the input).", flag_values=fv)

@@ -45,7 +45,9 @@ streams in batches and reports one JSON line per stream. The parent records:
     crash       the worker died by a signal (or exit status) inside the stream -- a finding
     hang        no answer within --timeout_s -- a finding
 
-and per stream the peak RSS (VmHWM, reset before every stream through /proc/self/clear_refs).
+and per stream the peak RSS (VmHWM, reset before every stream through /proc/self/clear_refs, so
+it is the larger of the RSS the stream started with, `mb0`, and the stream's own peak: memory
+freed by an earlier stream may stay in the process).
 A crash or hang restarts the worker at the next stream. Results go to OUT.jsonl (one line per
 stream; `--resume` skips the indices already there) and the summary to OUT (JSON).
 """
@@ -519,6 +521,14 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def _reset_peak() -> None:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -619,10 +629,12 @@ def worker(args) -> int:
             out.write(json.dumps({"start": index}) + "\n")
             out.flush()
             _reset_peak()
+            before = _rss_mb()
             start = time.perf_counter()
             outcome, message, frames = run_one(path, data, bundle, backend, args.max_pixels)
             out.write(json.dumps({"i": index, "m": name, "o": outcome, "msg": message, "f": frames, "n": len(data),
-                                  "s": round(time.perf_counter() - start, 4), "mb": round(_peak_rss_mb(), 1)}) + "\n")  # fmt: skip
+                                  "s": round(time.perf_counter() - start, 4), "mb": round(_peak_rss_mb(), 1),
+                                  "mb0": round(before, 1)}) + "\n")  # fmt: skip
             out.flush()
     finally:
         try:
@@ -782,6 +794,8 @@ class Run:
         accepted = [r for r in records if r["o"] == "ok" and r.get("mb") is not None]
         measured = [r for r in records if r.get("mb") is not None]
         worst_ok = max(accepted, key=lambda r: r["mb"], default=None)
+        growth = [r for r in measured if r.get("mb0") is not None]
+        worst_growth = max(growth, key=lambda r: r["mb"] - r["mb0"], default=None)
         worst_any = max(measured, key=lambda r: r["mb"], default=None)
         slowest = max((r for r in records if r.get("s") is not None), key=lambda r: r["s"], default=None)
         wall = self.previous_seconds + time.time() - self.started
@@ -800,7 +814,8 @@ class Run:
             "findings": findings[:500],
             "per_mutator": dict(sorted(per_mutator.items())),
             "decoded_frames": sum(r.get("f", 0) or 0 for r in records),
-            "worst_accepted_stream": worst_ok and {k: worst_ok.get(k) for k in ("i", "m", "mb", "s", "n", "f")},
+            "worst_accepted_stream": worst_ok and {k: worst_ok.get(k) for k in ("i", "m", "mb", "mb0", "s", "n", "f")},
+            "largest_rss_growth_in_one_stream": worst_growth and {k: worst_growth.get(k) for k in ("i", "m", "o", "mb", "mb0", "s")},
             "worst_stream_any_outcome": worst_any and {k: worst_any.get(k) for k in ("i", "m", "o", "mb", "s")},
             "slowest_stream": slowest and {k: slowest.get(k) for k in ("i", "m", "o", "s")},
             "baseline_rss_mb": min((r["mb"] for r in measured), default=None),

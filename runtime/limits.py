@@ -6,10 +6,12 @@ claiming 20000x20000 crashed the decoder. Decoders of record cap what a stream m
 allocate (ffmpeg's `max_pixels`, dav1d's frame size limit); so does this one, and the video
 readers the encoder takes its frames from (runtime/video_io.py) share the same limit.
 
-    MAX_PIXELS = 8192 x 4352 = 35,651,584 pixels (width x height as the stream states it)
+    MAX_PIXELS = 8192 x 4352 = 35,651,584 pixels of the padded picture
 
 covers 8K: 7680x4320 (8K UHD) and 8192x4320 (8K DCI) both pad to at most 8192x4352, the codec's
-multiple of 64. Callers raise it with `max_pixels=` (Decoder, decode_video, open_video) or
+multiple of 64. The limit counts the padded picture (what the networks run on), not width x
+height: the fuzzer found that a 1x65536 stream (65,536 pixels) pads to 64x65536 and allocates
+as much as a 2048x2048 one (4.2M pixels, 3 GB). Callers raise it with `max_pixels=` (Decoder, decode_video, open_video) or
 `elfvc decode|encode --max_pixels=N`.
 
 Before anything is allocated the decoder also estimates the memory of decoding the stream
@@ -34,7 +36,7 @@ from typing import Optional
 
 from runtime.types import CodecError
 
-#: Default picture-size limit (width x height before padding): 8K, see above.
+#: Default picture-size limit (pixels of the picture padded to a multiple of 64): 8K, see above.
 MAX_PIXELS = 8192 * 4352
 #: The frame multiple of the codec (model.config.FRAME_MULTIPLE; repeated here so that the video
 #: readers need not import the model package).
@@ -87,16 +89,19 @@ def check_max_pixels(max_pixels) -> int:
 
 def check_picture_size(width: int, height: int, max_pixels: int = MAX_PIXELS, *, what: str = "the stream",
                        config=None, memory: bool = True) -> int:  # fmt: skip
-    """CodecError (one line) unless a width x height picture is within `max_pixels` and, with
-    `memory`, decoding it fits this machine's physical memory. Returns the memory estimate."""
+    """CodecError (one line) unless a width x height picture, padded to the codec's multiple of
+    64, is within `max_pixels` and, with `memory`, decoding it fits this machine's physical
+    memory. Returns the memory estimate."""
     max_pixels = check_max_pixels(max_pixels)
     if width < 1 or height < 1:
         raise CodecError(f"{what}: bad picture size {width}x{height}")
-    pixels = width * height
+    pixels = padded_pixels(width, height)
     estimate = decoder_memory_bytes(width, height, config)
     if pixels > max_pixels:
+        padded = f"{width + (-width % _MULTIPLE)}x{height + (-height % _MULTIPLE)}"
+        size = f"{width}x{height}" + ("" if padded == f"{width}x{height}" else f", padded {padded}")
         raise CodecError(
-            f"{what}: picture {width}x{height} ({pixels:,} pixels) exceeds the limit of {max_pixels:,} pixels "
+            f"{what}: picture {size} ({pixels:,} pixels) exceeds the limit of {max_pixels:,} pixels "
             f"(decoding would need about {gigabytes(estimate)} of memory); raise it with --max_pixels if intended"
         )
     if memory:

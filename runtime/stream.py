@@ -281,7 +281,7 @@ def _open_stream(in_path) -> Tuple[Reader, StreamHeader, object]:
 def decode_video(in_path, sink: Callable[[np.ndarray], None], backend, bundle, *, max_pixels: int = MAX_PIXELS) -> DecodeSummary:
     """Decodes every frame of `in_path` and hands each (uint8 [H, W, 3]) to `sink`.
 
-    A stream whose picture is over `max_pixels` (width x height; default 8K, runtime/limits.py)
+    A stream whose padded picture is over `max_pixels` (default 8K, runtime/limits.py)
     or would need more memory than the machine has is refused before anything is allocated.
 
     CodecError for anything wrong with the stream: not a stream, truncated, corrupted, encoded

@@ -458,7 +458,9 @@ class FfmpegReader(VideoReader):
             raise CodecError(f"{self.path}: ffmpeg took over {self.PROBE_TIMEOUT_S} s to open it") from None
         header = probe.stdout.split(b"\n", 1)[0]
         if probe.returncode != 0 or not header.startswith(Y4M_MAGIC):
-            stated = re.search(rb"Stream #0:\d+.*?: Video: .*?, (\d+)x(\d+)", probe.stderr)
+            stated = re.search(rb"Picture size (\d+)x(\d+) exceeds", probe.stderr) or re.search(
+                rb"Stream #0:\d+.*?: Video: .*?, (\d+)x(\d+)", probe.stderr
+            )
             if stated:
                 check_picture_size(int(stated.group(1)), int(stated.group(2)), max_pixels, what=self.path, memory=False)
             if b"matches no streams" in probe.stderr:
@@ -523,7 +525,7 @@ class FfmpegReader(VideoReader):
 def open_video(path: PathLike, fps: Optional[Fraction] = None, max_pixels: int = MAX_PIXELS) -> VideoReader:
     """A reader for `path`: a folder of PNGs, a y4m file (by its magic) or anything ffmpeg
     reads. `fps` overrides the stated frame rate (needed for PNG folders, default 25). A picture
-    over `max_pixels` (width x height; runtime/limits.py) is refused from the header."""
+    over `max_pixels` (padded to a multiple of 64; runtime/limits.py) is refused from the header."""
     p = pathlib.Path(path)
     if fps is not None:
         fps = Fraction(fps)
