@@ -17,14 +17,15 @@ as much as a 2048x2048 one (4.2M pixels, 3 GB). Callers raise it with `max_pixel
 Before anything is allocated the decoder also estimates the memory of decoding the stream
 (`decoder_memory_bytes`) and refuses a stream that would need more than this machine's physical
 memory, whatever the limit (raising the limit can then not get the process killed for memory).
-The estimate is per padded pixel, measured on the TF backend as the peak RSS growth of
-decoding P-frames (the largest of the two frame types) at 1024x1024 and 2048x1024:
+The estimate is per padded pixel, measured on the TF backend (CPU) as the peak RSS growth of
+decoding a P-frame (I-frames take a quarter of it) at 1024x1024, 2048x1024 and 2048x2048:
 
     shipped model (`small` widths)  549-561 bytes / pixel     untrained `paper` widths  592
     estimate: 540 + (flow_decoder + residue_decoder + state + predictor channels) / 4
               = 564 (small), 620 (paper) bytes / pixel, plus RUNTIME_BYTES for TF and the model
 
-so the default limit means about 20.1 GB of frame buffers (21.1 GB with the runtime) for the
+(2048x2048 with the shipped model: 2.24 GiB measured, 2.20 GiB estimated + RUNTIME_BYTES) so
+the default limit means about 20.1 GB of frame buffers (21.2 GB with the runtime) for the
 shipped model: an 8K stream decodes on a machine with 24 GB, not on a laptop; the limit exists
 to refuse absurd pictures with one line instead of swapping or crashing.
 """
