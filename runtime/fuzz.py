@@ -798,6 +798,12 @@ class Run:
         worst_growth = max(growth, key=lambda r: r["mb"] - r["mb0"], default=None)
         worst_any = max(measured, key=lambda r: r["mb"], default=None)
         slowest = max((r for r in records if r.get("s") is not None), key=lambda r: r["s"], default=None)
+        # Not failures, but what the limit is for: a stream that makes the worker grow by more
+        # than --memory_finding_mb, or takes more than --slow_s.
+        heavy = [{k: r.get(k) for k in ("i", "m", "o", "mb", "mb0", "s")} for r in growth
+                 if r["mb"] - r["mb0"] > self.args.memory_finding_mb]  # fmt: skip
+        slow = [{k: r.get(k) for k in ("i", "m", "o", "mb", "s")} for r in records
+                if r.get("s") is not None and r["s"] > self.args.slow_s and r["o"] != "hang"]  # fmt: skip
         wall = self.previous_seconds + time.time() - self.started
         return {
             "command": " ".join(["python -m runtime.fuzz"] + self.args.argv),
@@ -818,6 +824,10 @@ class Run:
             "largest_rss_growth_in_one_stream": worst_growth and {k: worst_growth.get(k) for k in ("i", "m", "o", "mb", "mb0", "s")},
             "worst_stream_any_outcome": worst_any and {k: worst_any.get(k) for k in ("i", "m", "o", "mb", "s")},
             "slowest_stream": slowest and {k: slowest.get(k) for k in ("i", "m", "o", "s")},
+            "memory_outliers": heavy[:100],
+            "memory_outliers_total": len(heavy),
+            "slow_streams": slow[:100],
+            "slow_streams_total": len(slow),
             "baseline_rss_mb": min((r["mb"] for r in measured), default=None),
             "worker_restarts": self.restarts,
             "top_errors": dict(sorted(messages.items(), key=lambda kv: -kv[1])[:40]),
@@ -871,6 +881,10 @@ def parse_args(argv: Sequence[str]):
     p.add_argument("--max_pixels", type=int, default=FUZZ_MAX_PIXELS, help="the decoder's picture-size limit")
     p.add_argument("--cache", default="out/fuzz/bases", help="folder for the base streams")
     p.add_argument("--scratch", default="/dev/shm" if os.path.isdir("/dev/shm") else "/tmp")
+    p.add_argument("--memory_finding_mb", type=float, default=500.0,
+                   help="summary: list streams whose RSS grew by more than this")
+    p.add_argument("--slow_s", type=float, default=10.0, help="summary: list streams slower than this")
+    p.add_argument("--summary_only", action="store_true", help="rewrite OUT from OUT.jsonl without running")
     p.add_argument("--replay", default=None, help="comma-separated indices: run them here, verbosely")
     p.add_argument("--save", default=None, help="with --replay: a folder to save the streams in")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -887,6 +901,11 @@ def main(argv: Sequence[str]) -> int:
     if args.replay is not None:
         return replay(args)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    if args.summary_only:
+        args.resume = True
+        summary = Run(args).write_summary()
+        print(json.dumps({k: summary[k] for k in ("streams_run", "wall_seconds", "outcomes", "findings_total")}))
+        return 1 if summary["findings_total"] else 0
     run = Run(args)
     last = args.first + args.streams
     chunk = max(1, args.batch)

@@ -1,8 +1,8 @@
 """What an untrusted stream or input may make the codec allocate (docs/HOSTILE_STREAMS.md).
 
 A stream header states the picture size, and everything the decoder allocates scales with it: a
-323-byte stream with valid CRCs claiming 4096x4096 decoded to a 25 MB picture using 2.7 GB, one
-claiming 20000x20000 crashed the decoder. Decoders of record cap what a stream may make them
+323-byte stream with valid CRCs claiming 4096x4096 decoded to a 25 MB picture using 2.8 GB
+(2.6 GiB), one claiming 20000x20000 crashed the decoder. Decoders of record cap what a stream may make them
 allocate (ffmpeg's `max_pixels`, dav1d's frame size limit); so does this one, and the video
 readers the encoder takes its frames from (runtime/video_io.py) share the same limit.
 
@@ -43,7 +43,7 @@ MAX_PIXELS = 8192 * 4352
 #: readers need not import the model package).
 _MULTIPLE = 64
 #: Process overhead of a decoder besides the frame buffers: TensorFlow and the model (measured
-#: 0.53-0.88 GB of RSS before the first frame).
+#: 0.52-0.86 GiB of RSS before the first frame).
 RUNTIME_BYTES = 1 << 30
 #: Bytes per padded pixel that do not depend on the model's widths (pixel-space tensors: the
 #: scale-space volume, the warp, the references).
