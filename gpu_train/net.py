@@ -390,8 +390,49 @@ def bilinear_sample(image, x, y):
     return top * (1.0 - wy) + bottom * wy
 
 
+def _level_weights(sigma, sigmas):
+    """The tent weights of each scale-space level at blur `sigma` [B, H, W] -> list of [B, H, W]."""
+    weights = []
+    for k, s in enumerate(sigmas):
+        lo = sigmas[k - 1] if k > 0 else None
+        hi = sigmas[k + 1] if k + 1 < len(sigmas) else None
+        weight = torch.ones_like(sigma)
+        if lo is not None:
+            weight = torch.where(sigma < s, (sigma - lo) / (s - lo), weight)
+        if hi is not None:
+            weight = torch.where(sigma > s, (hi - sigma) / (hi - s), weight)
+        weights.append(weight.clamp(0.0, 1.0))
+    return weights
+
+
+#: The warp samples every scale-space level with one F.grid_sample call (bilinear, border
+#: clamping, align_corners: model.warp's sampling exactly, up to float rounding of the
+#: coordinates) instead of four gathers per level; scale_space_warp_reference keeps the
+#: gather form, which tests compare it with.
+FUSED_WARP = True
+
+
 def scale_space_warp(image, flow, levels: int = 5, sigma0: float = 1.0):
     """model.warp.scale_space_warp: flow [B, 3, H, W] = (dx, dy, sigma) in pixels."""
+    if not FUSED_WARP:
+        return scale_space_warp_reference(image, flow, levels, sigma0)
+    b, c, h, w = image.shape
+    sigmas = scale_space_sigmas(levels, sigma0)
+    xs = torch.arange(w, dtype=flow.dtype, device=flow.device)
+    ys = torch.arange(h, dtype=flow.dtype, device=flow.device)
+    x = xs[None, None, :] + flow[:, 0]
+    y = ys[None, :, None] + flow[:, 1]
+    # Pixel coordinates -> grid_sample's [-1, 1] (align_corners=True: -1 and 1 are the edge pixels' centres).
+    grid = torch.stack([x * (2.0 / max(w - 1, 1)) - 1.0, y * (2.0 / max(h - 1, 1)) - 1.0], dim=-1)
+    stack = torch.cat([gaussian_blur(image, s) for s in sigmas], 1)  # [B, L*C, H, W]
+    sampled = F.grid_sample(stack, grid.to(stack.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+    sigma = flow[:, 2].clamp(0.0, sigmas[-1])
+    weights = torch.stack(_level_weights(sigma, sigmas), 1)  # [B, L, H, W]
+    return (sampled.view(b, len(sigmas), c, h, w) * weights[:, :, None]).sum(1)
+
+
+def scale_space_warp_reference(image, flow, levels: int = 5, sigma0: float = 1.0):
+    """model.warp.scale_space_warp in its gather form (bilinear_sample per level)."""
     b, _, h, w = image.shape
     gy, gx = torch.meshgrid(
         torch.arange(h, dtype=image.dtype, device=image.device),
@@ -403,15 +444,7 @@ def scale_space_warp(image, flow, levels: int = 5, sigma0: float = 1.0):
     sigmas = scale_space_sigmas(levels, sigma0)
     sigma = flow[:, 2].clamp(0.0, sigmas[-1])
     out = torch.zeros_like(image)
-    for k, s in enumerate(sigmas):
-        lo = sigmas[k - 1] if k > 0 else None
-        hi = sigmas[k + 1] if k + 1 < len(sigmas) else None
-        weight = torch.ones_like(sigma)
-        if lo is not None:
-            weight = torch.where(sigma < s, (sigma - lo) / (s - lo), weight)
-        if hi is not None:
-            weight = torch.where(sigma > s, (hi - sigma) / (hi - s), weight)
-        weight = weight.clamp(0.0, 1.0)
+    for weight, s in zip(_level_weights(sigma, sigmas), sigmas):
         out = out + weight[:, None] * bilinear_sample(gaussian_blur(image, s), x, y)
     return out
 

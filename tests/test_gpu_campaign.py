@@ -195,3 +195,29 @@ def test_two_processes_train_as_one(tmp_path):
     assert p0["gop_steps"] == p1["gop_steps"] >= 2 and p0["replicas"] == 2
     # Each rank saw its own crops: their logged losses differ.
     assert [r["loss"] for r in p0["log"]] != [r["loss"] for r in p1["log"]]
+
+
+SCRIPT_WARP = r"""
+import json, torch
+from gpu_train import net
+torch.manual_seed(1)
+worst = [0.0, 0.0, 0.0]
+for h, w in [(64, 96), (48, 80)]:
+    img = torch.rand(2, 3, h, w, dtype=torch.float64, requires_grad=True)
+    flow = torch.cat([torch.randn(2, 2, h, w, dtype=torch.float64) * 6,  # beyond the borders too
+                      torch.rand(2, 1, h, w, dtype=torch.float64) * 10 - 1], 1).requires_grad_(True)
+    fused, ref = net.scale_space_warp(img, flow), net.scale_space_warp_reference(img, flow)
+    g1, g2 = torch.autograd.grad(fused.sum(), [img, flow]), torch.autograd.grad(ref.sum(), [img, flow])
+    worst = [max(worst[0], float((fused - ref).abs().max())),
+             max(worst[1], float((g1[0] - g2[0]).abs().max())), max(worst[2], float((g1[1] - g2[1]).abs().max()))]
+print(json.dumps(worst))
+"""
+
+
+def test_fused_warp_is_the_gather_warp():
+    """The one-grid_sample warp computes model.warp's function and its gradients (float64: to
+    rounding), flows past the borders and blur beyond the last level included."""
+    result = run_torch(["-c", SCRIPT_WARP])
+    assert result.returncode == 0, result.stderr[-2000:]
+    value, grad_image, grad_flow = json.loads(result.stdout.strip().splitlines()[-1])
+    assert value < 1e-12 and grad_image < 1e-11 and grad_flow < 1e-11, (value, grad_image, grad_flow)
