@@ -40,10 +40,52 @@ def read_video_frames(path, count: int) -> np.ndarray:
     return np.stack(frames)
 
 
+#: id(bundle) -> (bundle, its coding subgraph functions): see reuse_traced_subgraphs.
+_TRACED_SUBGRAPHS: dict = {}
+
+
+@pytest.fixture(scope="module")
+def reuse_traced_subgraphs():
+    """Within a module that uses it, every TF backend (and export) of one bundle object shares that
+    bundle's tf.functions, traced once per session instead of once per backend.
+
+    Tracing the ~13 subgraphs costs a few CPU seconds per fresh backend, and the CLI, benchmarks
+    and demo open a fresh one on every call: that, not coding, was most of their tests' time. The
+    functions are a pure function of the bundle (the same weights and pinned integer networks), so
+    sharing them changes no result; only bundles (with pinned integer hyper syntheses) are cached,
+    never a bare model (whose calibration follows its weights). Opt in per module:
+    `pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")`."""
+    import runtime.subgraphs as subgraphs
+
+    original = subgraphs.coding_subgraph_functions
+
+    def shared(bundle_or_model):
+        if getattr(bundle_or_model, "integer_hyper", None) is None:
+            return original(bundle_or_model)
+        key = id(bundle_or_model)
+        if key not in _TRACED_SUBGRAPHS:  # the bundle is kept alive with its entry: ids stay unique
+            _TRACED_SUBGRAPHS[key] = (bundle_or_model, original(bundle_or_model))
+        return dict(_TRACED_SUBGRAPHS[key][1])
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(subgraphs, "coding_subgraph_functions", shared)
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def bikes_frames() -> np.ndarray:
     """First 8 frames of bikes.mp4 (640x272), uint8 [8, 272, 640, 3]."""
     return read_video_frames(bikes_path(), 8)
+
+
+def pytest_sessionfinish(session):
+    # Drop the shared traces while TensorFlow is still whole (at interpreter exit their
+    # destructors print "Exception ignored" noise).
+    import gc
+
+    _TRACED_SUBGRAPHS.clear()
+    gc.collect()
 
 
 def pytest_configure(config):

@@ -23,6 +23,8 @@ from runtime.metrics import psnr_rgb
 from runtime.ratecontrol import ConstantLevel
 from runtime.stream import decode_video, encode_video
 
+pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
+
 LEVEL = 3.375
 
 

@@ -13,6 +13,8 @@ from benchmarks import bench_rd, plot
 from benchmarks.schema import METRICS, RDPoint, RDReport, SchemaError, merged_curve
 from tests.conftest import bikes_path
 
+pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
+
 
 def _pt(codec, bpp, psnr, clip="c", model="", setting=None):
     # 80 frames of 100x100 at 25 fps: bytes = bpp * 1e5, whole for the rates used here.

@@ -20,6 +20,8 @@ from runtime import cli
 from runtime import video_io as vio
 from runtime.progress import Progress
 
+pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
+
 W, H = 130, 98  # odd size: pads to 192x128 inside the codec, cropped back on decode.
 
 

@@ -2,8 +2,12 @@
 
 import re
 
+import pytest
+
 from runtime import demo
 from tests.conftest import bikes_path
+
+pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
 
 
 def test_demo_encodes_decodes_and_reports(tmp_path, capsys):

@@ -31,6 +31,8 @@ from export.warp_onnx import _Builder, warp_nodes
 from model.warp import scale_space_warp
 from runtime.subgraphs import CODING_SUBGRAPHS, coding_subgraph_functions
 
+pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
+
 #: Operators TensorRT 10's ONNX parser implements (its support matrix), restricted to what an
 #: export may reasonably use. Compress, NonZero, Loop, ScatterND etc. would fail or crawl there.
 TENSORRT_OPS = {

@@ -10,6 +10,8 @@ import pytest
 from benchmarks import level_sweep
 from tests.conftest import bikes_path
 
+pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
+
 
 def test_sweep_of_the_shipped_model_rises_with_the_level(tmp_path, capsys):
     """One 16-frame GOP (I + 15 P, what the R-D benchmark codes) at levels 0, 3.5 and 7: rate rises

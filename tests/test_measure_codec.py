@@ -11,6 +11,8 @@ import pytest
 from runtime import measure_codec
 from tests.conftest import bikes_path
 
+pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
+
 
 @pytest.fixture(scope="module")
 def shipped():
