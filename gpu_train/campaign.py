@@ -6,13 +6,15 @@ per call), so everything it should do runs in one call, unattended, within --bud
   1. checks the GPU (else a one-line error and exit 1 at once, spending no time);
   2. starts the Table 2 timing (gpu_train.table2) in a subprocess, and meanwhile decodes the
      travelled data (gpu_train.pack's folder: photos and videos) into uint8 on the GPU;
-  3. probes throughput settings for at most --probe_s (eager against CUDA-graph steps, TF32
+  3. runs gpu_train.diagnose (does the I-frame transform pair learn, against a plain conv
+     autoencoder of the same bottleneck: --diagnose_s each, results in campaign.json);
+  4. probes throughput settings for at most --probe_s (eager against CUDA-graph steps, TF32
      against bf16 autocast; then the `small` config at the reference batch 16 x GOP 16 x 128^2)
      on real batches, and picks the fastest (bf16 only if at least --bf16_gain faster);
-  4. trains the model (--config, from its newest weights: --init, by default the committed
+  5. trains the model (--config, from its newest weights: --init, by default the committed
      warm-start copy gpu_train/warm/CONFIG/ when there is one) for the rest of the budget,
      writing FP32 weight shards and progress.json into --out every --save_every_secs;
-  5. leaves in --out: weights-NN.npz (FP32, at most 15 MiB each), progress.json (the training
+  6. leaves in --out: weights-NN.npz (FP32, at most 15 MiB each), progress.json (the training
      log: steps, throughput, MFU, loss, bpp and PSNR per level), campaign.json (GPU, probe,
      data, timings) and table2.json: at most 8 files, as a device call returns.
 
@@ -204,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default="auto", help="initial weights; 'auto': gpu_train/warm/CONFIG if present; '' from scratch")
     p.add_argument("--table2_s", type=float, default=75.0, help="seconds for the Table 2 timing (0: skip)")
     p.add_argument("--probe_s", type=float, default=45.0)
+    p.add_argument("--diagnose_s", type=float, default=20.0, help="seconds per model of gpu_train.diagnose (0: skip)")
     p.add_argument("--choice", choices=CHOICES, help="skip the probe and train with this setting")
     p.add_argument("--probe_steps", type=int, default=4)
     p.add_argument("--bf16_gain", type=float, default=1.15, help="bf16 is chosen only if this much faster than TF32")
@@ -291,7 +294,21 @@ def run(args, start: float) -> int:
         facts["data"] = {"photos": len(m["photos"]), "videos": [v["source"] for v in m["videos"]], "bytes": m["total_bytes"], "seed": m["seed"]}
     facts["table2"] = finish_table2(table2, args.table2_s + 20 - (time.time() - t0)) if table2 else {"status": "skipped"}
     print(f"table2: {facts['table2']['status']}", flush=True)
-    # 3. Probe.
+    # 3. Diagnose the I-frame transforms (gpu_train/diagnose.py): a few seconds of pure autoencoders.
+    if args.diagnose_s > 0 and data[1] is not None and data[1].photos:
+        from gpu_train import diagnose
+
+        t0 = time.time()
+        try:
+            photos = [p.cpu().numpy() for p in data[1].photos]
+            sides = sorted(min(p.shape[:2]) for p in photos)
+            crop = max(64, min(256, sides[len(sides) // 2] // 64 * 64))  # one most photos can give
+            facts["diagnose"] = diagnose.run(photos, json.loads(config_path.read_text()), args.diagnose_s, 16, crop, 2e-4, device)
+        except Exception as e:  # noqa: BLE001 - a diagnostic never stops the training
+            facts["diagnose"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        facts["diagnose_s"] = round(time.time() - t0, 1)
+        release(device)
+    # 4. Probe.
     from gpu_train import net
 
     net.CHANNELS_LAST = device.type == "cuda"
@@ -306,10 +323,12 @@ def run(args, start: float) -> int:
     print(f"probe chose {choice} in {facts['probe_s']}s", flush=True)
     train_args.graphs = choice.startswith("graph") and device.type == "cuda"
     train_args.precision = choice.split("-")[1]
-    # 4. Train for the rest.
+    # 5. Train for the rest.
     train_args.minutes = (deadline - time.time() - args.reserve_s) / 60.0
     if train_args.minutes <= 0.2:
-        raise CampaignError(f"no time left to train ({train_args.minutes * 60:.0f}s)")
+        facts["train_error"] = f"no time left to train ({train_args.minutes * 60:.0f}s)"
+        (out / "campaign.json").write_text(json.dumps(facts, indent=1))
+        raise CampaignError(facts["train_error"])
     facts["train_minutes"] = round(train_args.minutes, 2)
     (out / "campaign.json").write_text(json.dumps(facts, indent=1))
     try:

@@ -155,7 +155,7 @@ def _read_photo(path):
         from PIL import Image
 
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
 
 
 def load_photos(root, workers: int = 1):

@@ -221,3 +221,20 @@ def test_fused_warp_is_the_gather_warp():
     assert result.returncode == 0, result.stderr[-2000:]
     value, grad_image, grad_flow = json.loads(result.stdout.strip().splitlines()[-1])
     assert value < 1e-12 and grad_image < 1e-11 and grad_flow < 1e-11, (value, grad_image, grad_flow)
+
+
+def test_diagnose_trains_both_autoencoders_on_cpu(tmp_path):
+    _fake_train_set(tmp_path / "train", videos=1)
+    result = run_torch([
+        "-m", "gpu_train.diagnose", f"--photos={tmp_path / 'train/images'}", "--seconds=2", "--batch=2", "--crop=128",
+        f"--out={tmp_path / 'd.json'}", "--device=cpu",
+    ])
+    assert result.returncode == 0, result.stderr[-2000:]
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert set(d["results"]) == {"elf", "plain"}
+    for r in d["results"].values():
+        assert r["steps"] >= 1 and r["parameters"] > 0
+    # Same bottleneck: the ELF transforms have the config's parameter budget, the plain one is comparable.
+    assert d["results"]["elf"]["parameters"] > 1e6
+    bad = run_torch(["-m", "gpu_train.diagnose", f"--photos={tmp_path}", "--out=/tmp/x.json", "--device=cuda"])
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
