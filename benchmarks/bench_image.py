@@ -52,11 +52,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Optional, Sequence
 
+from model import clikit  # first: quiets TensorFlow's C++ log
+
 import numpy as np
 from absl import flags
 
 from benchmarks import anchors as anchors_lib
-from benchmarks._cli import parse_argv
 from benchmarks.bdrate import METHODS, BDError, bd_rate
 from benchmarks.bench_rd import BenchError, ElfCodec, ModelSpec, bd_entries, bd_pairs
 from benchmarks.plot import bd_markdown, plot_rd, points_markdown
@@ -496,14 +497,14 @@ def write_outputs(report: RDReport, out_dir: pathlib.Path, per_image_plots: bool
 
 # Own flag registry (not absl's global one): the CLIs of this repository are imported side by
 # side in one test process, and several define the same flag names.
+PROG = "bench_image"
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("images", None, f"A folder of images or a comma list of image files (default: Kodak, {DEFAULT_IMAGES}).",
                     flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_integer("limit", None, "Use only the first N images.", flag_values=FLAGS)
 flags.DEFINE_string("name", None, "Name of the image set (its averaged curve's clip name); default 'kodak' for the "
                     "default images, else the folder's name, else 'images'.", flag_values=FLAGS)  # fmt: skip
-flags.DEFINE_string("model", None, "A shipped-model folder (config.json + checkpoint); default: the shipped default model.",
-                    flag_values=FLAGS)  # fmt: skip
+clikit.define_model(FLAGS, "A shipped-model folder (config.json + checkpoint); default: the shipped default model.")
 flags.DEFINE_list("levels", [f"{lv:g}" for lv in DEFAULT_LEVELS], "This codec's levels (continuous).", flag_values=FLAGS)
 flags.DEFINE_list("anchors", list(ANCHOR_NAMES), "Anchors: any of jpeg, x264, x265, svtav1 (empty: none).", flag_values=FLAGS)
 flags.DEFINE_list("jpeg_quality", None, "JPEG quality sweep (default 90,70,50,30,15,8,4,2).", flag_values=FLAGS)
@@ -511,7 +512,7 @@ flags.DEFINE_list("x264_crf", None, "x264 CRF sweep (default 22,27,...,47,51).",
 flags.DEFINE_list("x265_crf", None, "x265 CRF sweep (default 22,27,...,47,51).", flag_values=FLAGS)
 flags.DEFINE_list("svtav1_crf", None, "SVT-AV1 CRF sweep (default 20,28,36,44,52,58,63).", flag_values=FLAGS)
 flags.DEFINE_string("out_dir", "out/image", "Output folder (results.json, results.md, rd_<name>.png).", flag_values=FLAGS)
-flags.DEFINE_string("backend", "tf", "This codec's backend: tf, onnx or tensorrt.", flag_values=FLAGS)
+clikit.define_backend(FLAGS, help="This codec's backend: tf, onnx or tensorrt.")
 flags.DEFINE_boolean("vmaf", False, "Also measure VMAF (libvmaf through ffmpeg; slow per image).", flag_values=FLAGS)
 flags.DEFINE_enum("bd_method", "cubic", list(METHODS), "BD-rate interpolation.", flag_values=FLAGS)
 flags.DEFINE_boolean("keep_streams", False, "Keep every codec's file under OUT_DIR/streams.", flag_values=FLAGS)
@@ -568,26 +569,19 @@ def config_from_flags() -> ImageConfig:
                        keep_streams=FLAGS.keep_streams)  # fmt: skip
 
 
-HELP_FLAGS = ("--help", "-help", "-h", "--helpfull", "-?")
-
-
 def main(argv: Sequence[str]) -> int:
-    if any(a in HELP_FLAGS for a in list(argv)[1:]):
-        print(__doc__.strip() + "\n\nFlags:\n" + FLAGS.get_help())
-        return 0
-    status = parse_argv(FLAGS, argv)
-    if status is not None:
-        return status
+    return clikit.run(PROG, _main, argv, tracebacks=True,
+                      failures=(BenchError, anchors_lib.AnchorError, metrics_lib.MetricError, CodecError, ValueError, OSError))
+
+
+def _main(argv: Sequence[str]) -> int:
+    clikit.parse_flags(FLAGS, argv, PROG, __doc__)
     try:
         cfg = config_from_flags()
         report = run_benchmark(cfg)
         written = write_outputs(report, cfg.out_dir, FLAGS.per_image_plots)
     except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (BenchError, anchors_lib.AnchorError, metrics_lib.MetricError, CodecError, ValueError, OSError) as err:
-        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
-        return 1
+        raise clikit.UsageError(err) from None
     if not report.meta.get("trained", True):
         print("NOTE: the model is UNTRAINED: its R-D points say nothing about ELF-VC's quality.")
     print(bd_markdown(_subset(report, report.meta["set"]["name"])))

@@ -33,11 +33,12 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from model import clikit  # first: quiets TensorFlow's C++ log
+
 import numpy as np
 from absl import flags
 
 from benchmarks import anchors as anchors_lib
-from benchmarks._cli import parse_argv
 from benchmarks.bdrate import METHODS, BDError, bd_rate
 from benchmarks.plot import bd_markdown, plot_rd, points_markdown
 from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport, merged_curve
@@ -273,6 +274,7 @@ def write_outputs(report: RDReport, out_dir: pathlib.Path) -> list[pathlib.Path]
 
 # Own flag registry (not absl's global one): the CLIs of this repository are imported side by
 # side in one test process, and several define the same flag names.
+PROG = "bench_rd"
 FLAGS = flags.FlagValues()
 flags.DEFINE_list("clips", None, "Video files (y4m, mp4, ...) to benchmark on.", flag_values=FLAGS)
 flags.DEFINE_string("out_dir", "out/rd", "Output folder (results.json, results.md, PNGs).", flag_values=FLAGS)
@@ -285,7 +287,7 @@ flags.DEFINE_list("x265_crf", None, "x265 CRF sweep (default 18,23,...,43).", fl
 flags.DEFINE_list("svtav1_qp", None, "SVT-AV1 QP sweep (default 20,28,...,60).", flag_values=FLAGS)
 flags.DEFINE_integer("max_frames", None, "Use only the first N frames of each clip.", flag_values=FLAGS)
 flags.DEFINE_integer("gop", 16, "This codec's GOP length (an I-frame every N frames).", flag_values=FLAGS)
-flags.DEFINE_string("backend", "tf", "This codec's backend: tf, onnx or tensorrt.", flag_values=FLAGS)
+clikit.define_backend(FLAGS, help="This codec's backend: tf, onnx or tensorrt.")
 flags.DEFINE_boolean("vmaf", True, "Measure VMAF (libvmaf through ffmpeg).", flag_values=FLAGS)
 flags.DEFINE_enum("bd_method", "cubic", list(METHODS), "BD-rate interpolation.", flag_values=FLAGS)
 flags.DEFINE_boolean("motion_refine", False, "This codec's encoder-side rate-distortion choice of the block "
@@ -342,16 +344,15 @@ def config_from_flags() -> RDConfig:
 
 
 def main(argv: Sequence[str]) -> int:
-    status = parse_argv(FLAGS, argv)
-    if status is not None:
-        return status
-    try:
-        cfg = config_from_flags()
-        report = run_benchmark(cfg)
-        written = write_outputs(report, cfg.out_dir)
-    except (BenchError, anchors_lib.AnchorError, metrics_lib.MetricError, CodecError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return clikit.run(PROG, _main, argv, tracebacks=True,
+                      failures=(BenchError, anchors_lib.AnchorError, metrics_lib.MetricError, CodecError, ValueError))
+
+
+def _main(argv: Sequence[str]) -> int:
+    clikit.parse_flags(FLAGS, argv, PROG, __doc__)
+    cfg = config_from_flags()
+    report = run_benchmark(cfg)
+    written = write_outputs(report, cfg.out_dir)
     if not report.meta.get("trained", True):
         print("NOTE: the model is UNTRAINED: its R-D points say nothing about ELF-VC's quality.")
     print(bd_markdown(report))

@@ -27,15 +27,14 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from model import clikit  # first: quiets TensorFlow's C++ log
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from benchmarks._cli import parse_argv  # noqa: E402
-
+PROG = "flow_probe"
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("data", None, "Training footage (a folder of videos); never the eval set.", flag_values=FLAGS)
-flags.DEFINE_string("model", None, "Model folder (default: the shipped model).", flag_values=FLAGS)
+clikit.define_model(FLAGS)
 flags.DEFINE_integer("steps", 400, "Adam steps.", flag_values=FLAGS)
 flags.DEFINE_integer("batch", 8, "Pairs per step.", flag_values=FLAGS)
 flags.DEFINE_float("lr", 1e-3, "Adam learning rate (a free field wants ~0.05).", flag_values=FLAGS)
@@ -167,9 +166,11 @@ def main(argv) -> int:
     from model.checkpoints import CheckpointError
     from model.data import DataError
 
-    status = parse_argv(FLAGS, argv)
-    if status is not None:
-        return status
+    return clikit.run(PROG, _main, argv, failures=(DataError, CheckpointError, ValueError, OSError), tracebacks=True)
+
+
+def _main(argv) -> int:
+    clikit.parse_flags(FLAGS, argv, PROG, __doc__)
     problem = None
     if not FLAGS.data:
         problem = "--data is required (training footage; never the eval set)"
@@ -178,15 +179,10 @@ def main(argv) -> int:
     elif FLAGS.motion_search_radius is not None and FLAGS.motion_search_radius < 0:
         problem = "--motion_search_radius must be >= 0"
     if problem:
-        print(f"flow_probe: error: {problem}", file=sys.stderr)
-        return 2
-    try:
-        rows = probe(FLAGS.data, FLAGS.model, FLAGS.steps, FLAGS.batch, FLAGS.lr, FLAGS.reinit, FLAGS.reference,
-                     FLAGS.quantization, FLAGS.rate_weight, FLAGS.motion_search_radius, FLAGS.free_flow, FLAGS.seed,
-                     FLAGS.cache_dir)
-    except (DataError, CheckpointError, ValueError, OSError) as err:
-        print(f"flow_probe: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
+        raise clikit.UsageError(problem)
+    rows = probe(FLAGS.data, FLAGS.model, FLAGS.steps, FLAGS.batch, FLAGS.lr, FLAGS.reinit, FLAGS.reference,
+                 FLAGS.quantization, FLAGS.rate_weight, FLAGS.motion_search_radius, FLAGS.free_flow, FLAGS.seed,
+                 FLAGS.cache_dir)
     print(json.dumps(rows[-1]))
     return 0
 

@@ -22,18 +22,17 @@ import os
 import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from model import clikit  # first: quiets TensorFlow's C++ log
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from benchmarks._cli import parse_argv  # noqa: E402
-
+PROG = "level_sweep"
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("clip", None, "Video to code (y4m, mp4, ...).", flag_values=FLAGS)
 flags.DEFINE_float("step", 0.5, "Level spacing (fractional levels interpolate, App. E).", flag_values=FLAGS)
-flags.DEFINE_integer("frames", 8, "Frames to code (an I-frame then P-frames).", flag_values=FLAGS)
-flags.DEFINE_string("model", None, "Model folder (default: the shipped model).", flag_values=FLAGS)
-flags.DEFINE_string("backend", "tf", "Backend.", flag_values=FLAGS)
+clikit.define_frames(FLAGS, 8, "Frames to code (an I-frame then P-frames).", lower_bound=None)
+clikit.define_model(FLAGS)
+clikit.define_backend(FLAGS)
 flags.DEFINE_string("out", None, "Optional JSON output.", flag_values=FLAGS)
 flags.DEFINE_string("anchor", None, "A saved sweep (--out) to report this one's BD-rate against.", flag_values=FLAGS)
 flags.DEFINE_string("load", None, "Read this saved sweep instead of coding --clip.", flag_values=FLAGS)
@@ -115,9 +114,11 @@ def bd_rate_against(anchor_rows, rows) -> float:
 def main(argv) -> int:
     from runtime.types import CodecError
 
-    status = parse_argv(FLAGS, argv)
-    if status is not None:
-        return status
+    return clikit.run(PROG, _main, argv, failures=(CodecError, ValueError, OSError), tracebacks=True)
+
+
+def _main(argv) -> int:
+    clikit.parse_flags(FLAGS, argv, PROG, __doc__)
     problem = None
     if FLAGS.load and FLAGS.clip:
         problem = "give --clip (code a sweep) or --load (read one), not both"
@@ -130,22 +131,17 @@ def main(argv) -> int:
     elif FLAGS["motion_lambda_scale"].present and not FLAGS.motion_refine:
         problem = "--motion_lambda_scale needs --motion_refine"
     if problem:
-        print(f"level_sweep: error: {problem}", file=sys.stderr)
-        return 2
-    try:
-        anchor = load_rows(FLAGS.anchor) if FLAGS.anchor else None
-        refinement = None
-        if FLAGS.motion_refine:
-            from runtime.motion_refine import MotionRefinement
+        raise clikit.UsageError(problem)
+    anchor = load_rows(FLAGS.anchor) if FLAGS.anchor else None
+    refinement = None
+    if FLAGS.motion_refine:
+        from runtime.motion_refine import MotionRefinement
 
-            refinement = MotionRefinement(lambda_scale=FLAGS.motion_lambda_scale)
-        rows = load_rows(FLAGS.load) if FLAGS.load else sweep(
-            FLAGS.clip, FLAGS.step, FLAGS.frames, FLAGS.model, FLAGS.backend, refinement
-        )
-        bd = bd_rate_against(anchor, rows) if anchor else None
-    except (CodecError, ValueError, OSError) as err:
-        print(f"level_sweep: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
+        refinement = MotionRefinement(lambda_scale=FLAGS.motion_lambda_scale)
+    rows = load_rows(FLAGS.load) if FLAGS.load else sweep(
+        FLAGS.clip, FLAGS.step, FLAGS.frames, FLAGS.model, FLAGS.backend, refinement
+    )
+    bd = bd_rate_against(anchor, rows) if anchor else None
     print(f"{'level':>6} {'bpp':>8} {'PSNR':>7} {'worst':>7}")
     for row in rows:
         print(f"{row['level']:>6.2f} {row['bpp']:>8.4f} {row['psnr_rgb']:>7.2f} {row.get('psnr_rgb_worst_frame', float('nan')):>7.2f}")

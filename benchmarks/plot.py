@@ -11,9 +11,10 @@ import pathlib
 import sys
 from typing import Sequence
 
+from model import clikit  # first: quiets TensorFlow's C++ log
+
 from absl import flags
 
-from benchmarks._cli import parse_argv
 from benchmarks.schema import ELFVC, METRICS, RDReport, SchemaError, merged_curve
 
 LABELS = {
@@ -121,27 +122,24 @@ def bd_markdown(report: RDReport) -> str:
 
 # Own flag registry (not absl's global one): the CLIs of this repository are imported side by
 # side in one test process, and several define the same flag names.
+PROG = "plot"
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("results", None, "An R-D results JSON (benchmarks/schema.py).", flag_values=FLAGS)
 flags.DEFINE_string("out_dir", None, "Folder for the PNGs (default: beside the results).", flag_values=FLAGS)
 
 
 def main(argv: Sequence[str]) -> int:
-    status = parse_argv(FLAGS, argv)
-    if status is not None:
-        return status
+    return clikit.run(PROG, _main, argv, failures=(SchemaError,), tracebacks=True)
+
+
+def _main(argv: Sequence[str]) -> int:
+    clikit.parse_flags(FLAGS, argv, PROG, __doc__)
     if not FLAGS.results:
-        print("error: --results is required", file=sys.stderr)
-        return 2
-    try:
-        report = RDReport.load(FLAGS.results)
-    except SchemaError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        raise clikit.UsageError("--results is required")
+    report = RDReport.load(FLAGS.results)
     out_dir = pathlib.Path(FLAGS.out_dir or pathlib.Path(FLAGS.results).parent)
     if not out_dir.is_dir():
-        print(f"error: {out_dir} is not a folder", file=sys.stderr)
-        return 1
+        raise clikit.Failed(f"{out_dir} is not a folder")
     for path in plot_rd(report, out_dir):
         print(path)
     print(bd_markdown(report))

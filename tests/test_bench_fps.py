@@ -79,7 +79,7 @@ def test_markdown_table_gives_ratios_to_x264():
 def test_cli_rejects_bad_flags(flag, message, tmp_path, capsys):
     assert bench_fps.main(["bench_fps", flag, f"--out_dir={tmp_path}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert len(err) == 1 and err[0].startswith("bench_fps: error: ") and message in err[0]
     assert list(tmp_path.iterdir()) == []
 
 

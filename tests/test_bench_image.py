@@ -164,7 +164,7 @@ def test_bad_flags_exit_2_with_one_line(crops_dir, tmp_path, capsys):
     for args in cases:
         assert bench_image.main(["bench_image", *args]) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: "), (args, err)
+        assert len(err) == 1 and err[0].startswith("bench_image: error: "), (args, err)
     assert not (tmp_path / "o" / "results.json").exists()
 
 
@@ -178,7 +178,7 @@ def test_failures_exit_1_with_one_line(crops_dir, tmp_path, capsys):
     argv = ["bench_image", f"--images={crops_dir}", f"--model={empty_model}", f"--out_dir={tmp_path / 'o'}"]
     assert bench_image.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("error: ") for line in err), err
+    assert len(err) == 2 and all(line.startswith("bench_image: error: ") for line in err), err
     assert "cannot read the image" in err[0] and "config.json" in err[1]
 
 

@@ -108,7 +108,7 @@ def test_bench_rd_cli_rejects_bad_input(tmp_path, capsys):
     assert bench_rd.main(["bench_rd", f"--clips={clip}", "--anchors=x266", f"--out_dir={tmp_path}"]) == 1
     assert bench_rd.main(["bench_rd", "--no_such_flag"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 5 and all(line.startswith("error: ") for line in err)
+    assert len(err) == 5 and all(line.startswith("bench_rd: error: ") for line in err)
     assert "unknown anchor 'x266'" in err[3]
     assert not (tmp_path / "results.json").exists()
 
