@@ -17,13 +17,17 @@ frame size (the codec pads to its multiple of 64 and crops on decode). Rate cont
 and a target average bitrate; caps win over the floor. Every failure ends with one line
 `elfvc: error: ...` on stderr and a non-zero exit (2: bad command line, 1: bad input or
 stream, 130: interrupted), and leaves no output file behind. Set ELFVC_DEBUG=1 to get the
-traceback of an unexpected (internal) error.
+traceback of an unexpected (internal) error. `elfvc --help` and `elfvc COMMAND --help` print the
+flags. (The behaviour every entry point shares is model/clikit.py's.)
 """
 
 from __future__ import annotations
 
+# First: TensorFlow's C++ start-up chatter (CUDA plugin registration) is not for a codec's user;
+# real failures still surface as Python exceptions.
+from model import clikit
+
 import contextlib
-import io
 import itertools
 import math
 import os
@@ -35,16 +39,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable, Iterator, List, Optional, Sequence
 
-# TensorFlow's C++ start-up chatter (CUDA plugin registration) is not for a codec's user; real
-# failures still surface as Python exceptions.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from runtime import video_io  # noqa: E402
-from runtime.limits import MAX_PIXELS, check_picture_size  # noqa: E402
-from runtime.progress import Progress  # noqa: E402
-from runtime.types import DEFAULT_SCENECUT, CodecError  # noqa: E402
+from runtime import video_io
+from runtime.limits import MAX_PIXELS, check_picture_size
+from runtime.progress import Progress
+from runtime.types import DEFAULT_SCENECUT, CodecError
 
 PROG = "elfvc"
 COMMANDS = {
@@ -70,17 +70,15 @@ _NOT_A_STREAM_NAME = video_io.OUTPUT_SUFFIXES + (".png",)
 PLOT_RC_FRAMES = 16
 
 
-class UsageError(Exception):
-    """A bad command line: exit status 2."""
+UsageError = clikit.UsageError  # a bad command line: exit status 2
 
 
 def define_flags() -> flags.FlagValues:
     """A fresh set of the CLI's flags (one per call: no process-wide flag state)."""
     fv = flags.FlagValues()
-    flags.DEFINE_float("level", None, "Constant level in [0, L-1] (continuous; default: the middle "
-                       "of the model's range, or the top when only caps are given).", flag_values=fv)
-    flags.DEFINE_integer("gop", 16, "Frames per group of pictures (an I-frame, then P-frames; 0: "
-                         "one I-frame, then only P-frames).", lower_bound=0, upper_bound=65535, flag_values=fv)
+    clikit.define_level(fv, None, "Constant level in [0, L-1] (continuous; default: the middle "
+                        "of the model's range, or the top when only caps are given).")
+    clikit.define_gop(fv, 16)
     flags.DEFINE_float("scenecut", DEFAULT_SCENECUT, "A P-frame costing more than this multiple of the last I-frame "
                        "is tried as an I-frame, kept if no larger and no worse in PSNR; the next GOP counts from it (0: off).",
                        lower_bound=0.0, flag_values=fv)
@@ -93,11 +91,10 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_float("target_kbps", None, "Target average bitrate over the clip, kbit/s.", flag_values=fv)
     flags.DEFINE_string("fps", None, "Frame rate of the input, e.g. 25 or 30000/1001 (default: the "
                         "input's; 25 for a PNG folder).", flag_values=fv)
-    flags.DEFINE_integer("frames", None, "Code at most this many frames (plot_rc: default "
-                         f"{PLOT_RC_FRAMES}).", lower_bound=1, flag_values=fv)
+    clikit.define_frames(fv, None, f"Code at most this many frames (plot_rc: default {PLOT_RC_FRAMES}).")
     flags.DEFINE_integer("frame", 2, "visualize: the P-frame to draw (>= 1; frame 0 is the I-frame).", flag_values=fv)
-    flags.DEFINE_string("model", None, "Model folder (config.json + checkpoint; default: the shipped model).", flag_values=fv)
-    flags.DEFINE_string("backend", "tf", "Inference backend: tf, onnx or tensorrt.", flag_values=fv)
+    clikit.define_model(fv)
+    clikit.define_backend(fv)
     flags.DEFINE_string("reference", None, "decode: the source video, to report the PSNR of the decoded frames.", flag_values=fv)
     flags.DEFINE_integer("max_pixels", MAX_PIXELS, "Refuse pictures larger than this many pixels (padded to the codec's multiple of 64; "
                          "the default covers 8K, 8192x4352, about 21 GB to decode with the shipped model; "
@@ -108,7 +105,7 @@ def define_flags() -> flags.FlagValues:
 
 
 def usage(fv: Optional[flags.FlagValues] = None) -> str:
-    lines = [f"usage: {PROG} COMMAND ARGS [--flags]", "", "commands:"]
+    lines = [f"usage: {PROG} COMMAND ARGS [--flags]   ({PROG} COMMAND --help: one command's flags)", "", "commands:"]
     lines += [f"  {name + ' ' + args:<20} {text}" for name, (args, text) in COMMANDS.items()]
     fv = fv or define_flags()
     lines += ["", "flags:"]
@@ -117,19 +114,28 @@ def usage(fv: Optional[flags.FlagValues] = None) -> str:
         users = [c for c, allowed in COMMAND_FLAGS.items() if name in allowed]
         default = "" if flag.default is None else f" (default: {flag.default_as_str})"
         lines.append(f"  --{name}: {flag.help}{default} [{', '.join(users)}]")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", clikit.QUIET_TF_NOTE])
 
 
-def one_line(text: str) -> str:
-    return " ".join(str(text).split()) or "unknown error"
+def command_usage(command: str) -> str:
+    """`elfvc COMMAND --help`: the command's arguments and only the flags it takes."""
+    args, text = COMMANDS[command]
+    fv = define_flags()
+    own = flags.FlagValues()
+    for name in sorted(COMMAND_FLAGS[command]):
+        own[name] = fv[name]
+    return clikit.help_text(f"{PROG} {command}", text, own, args)
+
+
+one_line = clikit.one_line
 
 
 def _error(message: str) -> None:
-    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)
+    clikit.error(PROG, message)
 
 
 def _note(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr)
+    clikit.note(PROG, message)
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,29 +143,10 @@ def _note(message: str) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Runs one command line (argv[0] is the program name); returns the exit status."""
-    try:
-        return _dispatch(list(argv))
-    except UsageError as err:
-        _error(f"{err} (see '{PROG} --help')")
-        return 2
-    except CodecError as err:
-        _error(str(err))
-        return 1
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
-    except BrokenPipeError:  # stdout closed early (`elfvc info x | head`): stop quietly.
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError, io.UnsupportedOperation):
-            pass
-        return 141
-    except Exception as err:  # a bug, not bad input: one line unless asked for the traceback.
-        if os.environ.get("ELFVC_DEBUG"):
-            raise
-        _error(f"internal error: {type(err).__name__}: {err} (ELFVC_DEBUG=1 shows the traceback)")
-        return 1
+    """Runs one command line (argv[0] is the program name); returns the exit status: 0, 1 (bad
+    input or stream), 2 (bad command line), 130 (interrupted), 141 (stdout closed early, as in
+    `elfvc info x | head`). A bug, not bad input, is one line unless ELFVC_DEBUG=1."""
+    return clikit.run(PROG, _dispatch, argv, failures=(CodecError,))
 
 
 def run() -> None:
@@ -175,6 +162,9 @@ def _dispatch(argv: List[str]) -> int:
     command = args[0]
     if command not in COMMANDS:
         raise UsageError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+    if clikit.wants_help(args[1:]):
+        print(command_usage(command))
+        return 0
     fv = define_flags()
     try:
         rest = fv([PROG] + args[1:])[1:]
