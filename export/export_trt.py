@@ -18,6 +18,8 @@ are present, `on` fails without them. --verify_engines compares every engine wit
 
 from __future__ import annotations
 
+from model import clikit  # first: quiets TensorFlow's C++ log
+
 import json
 import logging
 import os
@@ -30,14 +32,13 @@ from absl import flags
 PROG = "export_trt"
 
 
-class UsageError(Exception):
-    """A bad command line: exit status 2."""
+UsageError = clikit.UsageError  # a bad command line: exit status 2
 
 
 def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
-    flags.DEFINE_string("model", None, "Model folder (config.json + checkpoint); default: the shipped model.", flag_values=fv)
-    flags.DEFINE_string("out_dir", None, "Export folder to create.", flag_values=fv)
+    clikit.define_model(fv)
+    clikit.define_out_dir(fv, None, "Export folder to create.")
     flags.DEFINE_boolean("overwrite", False, "Replace --out_dir if it exists.", flag_values=fv)
     flags.DEFINE_list("subgraphs", [], "Export only these subgraphs (default: all).", flag_values=fv)
     flags.DEFINE_integer("opset", 17, "ONNX opset.", lower_bound=13, flag_values=fv)
@@ -68,17 +69,6 @@ def parse_size(text: str, flag: str) -> Tuple[int, int]:
     return height, width
 
 
-def report_error(prog: str, err: BaseException) -> int:
-    """Prints `err` as one line `prog: error: ...` on stderr and returns its exit status: 2 for a
-    UsageError (a bad command line), 1 for anything else (bad input files, a failing backend)."""
-    print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
-    return 2 if isinstance(err, UsageError) else 1
-
-
-def _error(message: str) -> None:
-    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
-
-
 def main(argv: Sequence[str]) -> int:
     """Runs one command line (argv[0] is the program); returns the exit status."""
     from export.exporter import ExportError
@@ -86,32 +76,13 @@ def main(argv: Sequence[str]) -> int:
     from export.tensorrt_build import EngineBuildError, TensorRTUnavailable
     from runtime.types import CodecError
 
-    try:
-        return _run(list(argv))
-    except UsageError as err:
-        _error(f"{err} (see --help)")
-        return 2
-    except (ExportError, ManifestError, EngineBuildError, TensorRTUnavailable, CodecError, OSError) as err:
-        _error(str(err))
-        return 1
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
-    except Exception as err:  # a bug, not bad input: one line unless asked for the traceback.
-        if os.environ.get("ELFVC_DEBUG"):
-            raise
-        _error(f"internal error: {type(err).__name__}: {err} (ELFVC_DEBUG=1 shows the traceback)")
-        return 1
+    failures = (ExportError, ManifestError, EngineBuildError, TensorRTUnavailable, CodecError, OSError)
+    return clikit.run(PROG, _run, argv, failures=failures)
 
 
 def _run(argv) -> int:
     fv = define_flags()
-    try:
-        rest = fv(argv or [PROG])
-    except flags.Error as err:
-        raise UsageError(str(err)) from None
-    if len(rest) > 1:
-        raise UsageError(f"unexpected arguments: {' '.join(rest[1:])}")
+    clikit.parse_flags(fv, argv, PROG, __doc__)
     if not fv.out_dir:
         raise UsageError("--out_dir is required")
     logging.basicConfig(level=logging.INFO if fv.verbose else logging.WARNING, format=f"{PROG}: %(message)s")

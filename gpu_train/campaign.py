@@ -34,6 +34,8 @@ import subprocess
 import sys
 import time
 
+from model import clikit  # --help, one error line, exit statuses (model/clikit.py)
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 #: Tried in this order; each entry (name, graphs, precision).
@@ -198,7 +200,7 @@ def probe(args, model, sampler, train_args, deadline: float) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m gpu_train.campaign", description=__doc__.splitlines()[0])
+    p = clikit.ArgumentParser(prog="python3 -m gpu_train.campaign", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.environ.get("OUT", ""), help="folder whose files come back (default $OUT)")
     p.add_argument("--budget_s", type=float, default=500.0, help="wall-clock seconds for the whole call")
     p.add_argument("--pack", default=".gpu/pack", help="gpu_train.pack's folder (photos/, video/, MANIFEST.json)")
@@ -220,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """argv: the arguments after the program (default: sys.argv[1:]); returns the exit status."""
+    return clikit.run("python3 -m gpu_train.campaign", _main, sys.argv[1:] if argv is None else argv, tracebacks=True)
+
+
+def _main(argv) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     start = time.time()

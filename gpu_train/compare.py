@@ -14,14 +14,28 @@ import sys
 
 import numpy as np
 
+from model import clikit  # --help, one error line, exit statuses (model/clikit.py)
 
-def main(argv) -> int:
+PROG = "python -m gpu_train.compare"
+
+
+def main(argv=None) -> int:
+    """argv: the arguments after the program (default: sys.argv[1:]); returns the exit status."""
+    return clikit.run(PROG, _main, sys.argv[1:] if argv is None else argv, failures=(OSError,), tracebacks=True)
+
+
+def _main(argv) -> int:
+    p = clikit.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("case", metavar="CASE.npz", help="frames, levels and Keras' reconstructions and bits")
+    p.add_argument("weights", metavar="WEIGHTS.npz", help="the model's weights (gpu_train.weights to_npz)")
+    p.add_argument("config", metavar="CONFIG.json", help="the model's config.json")
+    args = p.parse_args(argv)
     import torch
 
     from gpu_train.net import ELFVC
     from gpu_train.weights import load_npz
 
-    case_path, weights_path, config_path = argv
+    case_path, weights_path, config_path = args.case, args.weights, args.config
     torch.use_deterministic_algorithms(True)
     with open(config_path) as f:
         model = ELFVC(json.load(f))
@@ -42,4 +56,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

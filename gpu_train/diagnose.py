@@ -22,13 +22,14 @@ optimization (learning rate, data) is.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 import time
 
 import numpy as np
+
+from model import clikit  # --help, one error line, exit statuses (model/clikit.py)
 
 
 def make_models(config: dict, device):
@@ -102,7 +103,12 @@ def run(photos, config: dict, seconds: float, batch: int, crop: int, lr: float, 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gpu_train.diagnose", description=__doc__.splitlines()[0])
+    """argv: the arguments after the program (default: sys.argv[1:]); returns the exit status."""
+    return clikit.run("python -m gpu_train.diagnose", _main, sys.argv[1:] if argv is None else argv, tracebacks=True)
+
+
+def _main(argv) -> int:
+    p = clikit.ArgumentParser(prog="python -m gpu_train.diagnose", description=__doc__.splitlines()[0])
     p.add_argument("--photos", required=True)
     p.add_argument("--config", default="base", help="a config name or a config.json")
     p.add_argument("--seconds", type=float, default=20.0, help="training time of each model")

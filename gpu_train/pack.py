@@ -19,7 +19,6 @@ Needs numpy and Pillow only (the project's .venv has both). Refuses an existing 
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import pathlib
@@ -27,6 +26,8 @@ import shutil
 import sys
 
 import numpy as np
+
+from model import clikit  # --help, one error line, exit statuses (model/clikit.py)
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
@@ -103,7 +104,12 @@ def build(train: pathlib.Path, out: pathlib.Path, max_mb: float, seed: int, phot
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gpu_train.pack", description=__doc__.splitlines()[0])
+    """argv: the arguments after the program (default: sys.argv[1:]); returns the exit status."""
+    return clikit.run("python -m gpu_train.pack", _main, sys.argv[1:] if argv is None else argv, tracebacks=True)
+
+
+def _main(argv) -> int:
+    p = clikit.ArgumentParser(prog="python -m gpu_train.pack", description=__doc__.splitlines()[0])
     p.add_argument("--train", default="../shared/data/train", help="the training set (never eval/)")
     p.add_argument("--out", required=True, help="new folder to write")
     p.add_argument("--max_mb", type=float, default=36.0, help="MiB the pack may take (the call carries 64 MiB with the code and the warm-start weights)")

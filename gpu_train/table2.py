@@ -55,7 +55,6 @@ encoder reconstruction; FP16 vs FP32 symbol agreement), max_memory_gib, wall_s) 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
@@ -66,6 +65,8 @@ import re
 import sys
 import threading
 import time
+
+from model import clikit  # --help, one error line, exit statuses (model/clikit.py)
 import traceback
 from typing import Dict, List, Optional, Tuple
 
@@ -621,7 +622,7 @@ def _recover(device):
 
 
 def _parse_args(argv):
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = clikit.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="paper,small", help="comma-separated model.config presets, in order of importance")
     parser.add_argument("--config_json", help="a config.json (e.g. a shipped model's); replaces the preset of its name, or is added")
     parser.add_argument("--weights_small", help=".npz (gpu_train.weights) for the config named small; random init otherwise")
@@ -691,6 +692,11 @@ def _configs(args) -> List[Tuple[str, dict, str]]:
 
 
 def main(argv=None) -> int:
+    """argv: the arguments after the program (default: sys.argv[1:]); returns the exit status."""
+    return clikit.run(PROG, _main, sys.argv[1:] if argv is None else argv, tracebacks=True)
+
+
+def _main(argv) -> int:
     started = time.monotonic()
     args = _parse_args(argv)
     if not args.budget_s > 0:

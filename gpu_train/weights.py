@@ -14,12 +14,13 @@ existing one. Both need TensorFlow; the torch side (`load_npz` / `save_npz`) nee
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
 
 import numpy as np
+
+from model import clikit  # --help, one error line, exit statuses (model/clikit.py)
 
 _SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -172,7 +173,12 @@ def save_npz_shards(module, folder, stem: str = "weights", max_bytes: int = 15 *
 
 # -- CLI --------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gpu_train.weights", description=__doc__.splitlines()[0])
+    """argv: the arguments after the program (default: sys.argv[1:]); returns the exit status."""
+    return clikit.run("python -m gpu_train.weights", _main, sys.argv[1:] if argv is None else argv, tracebacks=True)
+
+
+def _main(argv) -> int:
+    parser = clikit.ArgumentParser(prog="python -m gpu_train.weights", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("to_npz", help="Keras checkpoint -> .npz")
     a.add_argument("--model", required=True, help="shipped-model folder, train dir or checkpoint prefix")
@@ -212,7 +218,7 @@ def main(argv=None) -> int:
             metadata = json.loads(pathlib.Path(args.metadata).read_text()) if args.metadata else {}
             print(f"exported {from_npz(args.npz, args.config, args.out, metadata)}")
     except (WeightsError, OSError, ValueError) as e:
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"{parser.prog}: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
     return 0
 

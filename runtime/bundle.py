@@ -19,6 +19,9 @@ stream whose identity differs from its own.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m runtime.bundle: the CLI kit before TensorFlow loads (quiet C++ log)
+    from model import clikit  # noqa: F401
+
 import dataclasses
 import functools
 import hashlib
@@ -273,24 +276,34 @@ def pin_integer_hyper(path, frames: Optional[np.ndarray] = None) -> pathlib.Path
     return target
 
 
+BUNDLE_PROG = "python -m runtime.bundle"
+
+
 def main(argv: Sequence[str]) -> int:
-    """python -m runtime.bundle {pin|info} DIR"""
-    args = list(argv[1:])
-    if len(args) != 2 or args[0] not in ("pin", "info"):
-        print("usage: python -m runtime.bundle {pin|info} MODEL_DIR", file=sys.stderr)
-        return 2
-    try:
-        if args[0] == "pin":
-            target = pin_integer_hyper(args[1])
-            print(f"wrote {target}; model id {load_bundle(args[1]).model_id_hex}")
-        else:
-            bundle = load_bundle(args[1])
-            for note in bundle.notes:
-                print(f"NOTE: {note}")
-            print(f"{bundle.source}: config {bundle.config.name}, model id {bundle.model_id_hex}")
-    except CodecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    """python -m runtime.bundle {pin|info} DIR (argv[0]: the program); returns the exit status."""
+    from model import clikit
+
+    return clikit.run(BUNDLE_PROG, _main, list(argv)[1:], failures=(CodecError,), tracebacks=True)
+
+
+def _main(args: List[str]) -> int:
+    from model import clikit
+
+    parser = clikit.ArgumentParser(prog=BUNDLE_PROG, description="Pin or describe a model folder.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{pin,info}")
+    pin = commands.add_parser("pin", help="calibrate the integer hyper synthesis and write it into MODEL_DIR")
+    pin.add_argument("model_dir", metavar="MODEL_DIR")
+    info = commands.add_parser("info", help="print the folder's config and model id")
+    info.add_argument("model_dir", metavar="MODEL_DIR")
+    args = parser.parse_args(args)
+    if args.command == "pin":
+        target = pin_integer_hyper(args.model_dir)
+        print(f"wrote {target}; model id {load_bundle(args.model_dir).model_id_hex}")
+    else:
+        bundle = load_bundle(args.model_dir)
+        for note in bundle.notes:
+            print(f"NOTE: {note}")
+        print(f"{bundle.source}: config {bundle.config.name}, model id {bundle.model_id_hex}")
     return 0
 
 

@@ -11,20 +11,21 @@ Writes OUT_DIR/bikes.elfvc and OUT_DIR/bikes_side_by_side.png (original | decode
 
 from __future__ import annotations
 
+from model import clikit  # first: quiets TensorFlow's C++ log
+
 import os
 import pathlib
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from absl import flags
 
-from absl import flags  # noqa: E402
-
+PROG = "demo"
 FLAGS = flags.FlagValues()
-flags.DEFINE_integer("frames", 16, "Frames of the clip to code (one 16-frame GOP by default).", flag_values=FLAGS)
-flags.DEFINE_float("level", 4.0, "Constant level (continuous, 0 = lowest rate).", flag_values=FLAGS)
-flags.DEFINE_string("backend", "tf", "Backend: tf, onnx or tensorrt.", flag_values=FLAGS)
-flags.DEFINE_string("model", None, "Model folder (default: the shipped model).", flag_values=FLAGS)
+clikit.define_frames(FLAGS, 16, "Frames of the clip to code (one 16-frame GOP by default).", lower_bound=None)
+clikit.define_level(FLAGS, 4.0, "Constant level (continuous, 0 = lowest rate).")
+clikit.define_backend(FLAGS)
+clikit.define_model(FLAGS)
 flags.DEFINE_string("input", None, "Clip to code instead of bikes.mp4.", flag_values=FLAGS)
 flags.DEFINE_string("out_dir", "out/demo", "Where the stream and the PNG go.", flag_values=FLAGS)
 
@@ -118,16 +119,12 @@ def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_pa
 def main(argv) -> int:
     from runtime.types import CodecError
 
-    try:
-        FLAGS(list(argv))
-    except flags.Error as err:
-        print(f"demo: error: {err}", file=sys.stderr)
-        return 2
-    try:
-        r = run(FLAGS.frames, FLAGS.level, FLAGS.backend, FLAGS.model, FLAGS.input, FLAGS.out_dir)
-    except (CodecError, ValueError, FileNotFoundError, OSError) as err:
-        print(f"demo: error: {err}", file=sys.stderr)
-        return 1
+    return clikit.run(PROG, _main, argv, failures=(CodecError, ValueError, OSError))
+
+
+def _main(argv) -> int:
+    clikit.parse_flags(FLAGS, argv, PROG, __doc__)
+    r = run(FLAGS.frames, FLAGS.level, FLAGS.backend, FLAGS.model, FLAGS.input, FLAGS.out_dir)
     print(f"{r['clip']}: {r['frames']} frames {r['size']}, level {r['level']:g}: "
           f"{r['bpp']:.4f} bpp ({r['bytes']} bytes), PSNR {r['psnr_rgb']:.2f} dB, MS-SSIM {r['ms_ssim']:.4f}, "
           f"encode {r['encode_fps']:.2f} fps, decode {r['decode_fps']:.2f} fps"

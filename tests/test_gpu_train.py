@@ -123,7 +123,7 @@ def test_weights_errors_name_the_problem(tmp_path, default_arrays, capsys):
     assert weights.main(["to_npz", f"--model={tmp_path / 'nothing'}", f"--out={tmp_path / 'x.npz'}"]) == 1
     assert weights.main(["from_npz", f"--npz={tmp_path / 'none.npz'}", f"--config={DEFAULT / 'config.json'}", f"--out={tmp_path / 'c'}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("error: ") for line in err), err
+    assert len(err) == 3 and all(line.startswith("python -m gpu_train.weights: error: ") for line in err), err
 
 
 def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
