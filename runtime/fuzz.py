@@ -620,6 +620,8 @@ def worker(args) -> int:
     ctx = {"geometry": Geometry(bundle.config.latent_channels, bundle.config.hyper_latent_channels),
            "max_level": float(bundle.config.max_level), "max_pixels": args.max_pixels}  # fmt: skip
     path = os.path.join(args.scratch, f"elfvc-fuzz-{os.getpid()}.elfvc")
+    crash_at = int(os.environ.get("ELFVC_FUZZ_TEST_CRASH_AT", "-1"))
+    hang_at = int(os.environ.get("ELFVC_FUZZ_TEST_HANG_AT", "-1"))
     out = sys.stdout
     out.write(json.dumps({"ready": True, "rss_mb": _peak_rss_mb()}) + "\n")
     out.flush()
@@ -628,6 +630,10 @@ def worker(args) -> int:
             name, data = mutate(bases, bases_bytes, args.seed, index, ctx)
             out.write(json.dumps({"start": index}) + "\n")
             out.flush()
+            if index == crash_at:  # the parent's crash and hang handling, tested (tests/test_hostile_streams.py)
+                os.kill(os.getpid(), signal.SIGSEGV)
+            if index == hang_at:
+                time.sleep(1e6)
             _reset_peak()
             before = _rss_mb()
             start = time.perf_counter()

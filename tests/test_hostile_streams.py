@@ -330,6 +330,32 @@ def test_fuzz_serializer_round_trips_the_bases(fuzz_bases):
     assert [fuzz.fix_crcs(d) for d in data] == list(data)
 
 
+def test_fuzz_classifies_what_is_not_a_clean_error():
+    def raised(make):
+        try:
+            make()
+        except Exception as error:  # noqa: BLE001
+            return fuzz.classify(error)
+
+    def wrapped():
+        try:
+            [][1]
+        except IndexError as inner:
+            raise CodecError("corrupt frame: decoding failed (IndexError)") from inner
+
+    def twice():
+        try:
+            wrapped()
+        except CodecError as inner:
+            raise CodecError(f"frame 0: {inner}") from inner
+
+    assert raised(lambda: (_ for _ in ()).throw(CodecError("bad header"))) == ("error", "bad header")
+    assert raised(twice)[0] == "wrapped" and raised(twice)[1].startswith("IndexError")
+    assert raised(lambda: (_ for _ in ()).throw(CodecError("two\nlines")))[0] == "multiline"
+    outcome, message = raised(lambda: {}["x"])
+    assert outcome == "exception" and message.startswith("KeyError") and "test_hostile_streams.py" in message
+
+
 def _run(fuzz_bases, codec, seed, index):
     bundle, backend = codec
     bases, data, ctx, scratch = fuzz_bases
@@ -365,3 +391,20 @@ def test_fuzz_run_thousands_of_streams(tmp_path):
     assert report["streams_run"] == 3000, result.stderr[-2000:]
     assert report["findings_total"] == 0, report["findings"][:5]
     assert result.returncode == 0
+
+
+@pytest.mark.slow
+def test_fuzz_parent_records_crashes_and_hangs(tmp_path):
+    """A worker killed by SIGSEGV inside stream 2 and one stuck in stream 4 (test hooks in the
+    worker): both recorded as findings, the worker restarted at the next stream each time."""
+    out = tmp_path / "report.json"
+    env = dict(os.environ, ELFVC_FUZZ_TEST_CRASH_AT="2", ELFVC_FUZZ_TEST_HANG_AT="4")
+    result = subprocess.run([sys.executable, "-m", "runtime.fuzz", "--streams=6", "--seed=3", f"--out={out}",
+                             f"--cache={tmp_path / 'bases'}", "--timeout_s=5", "--batch=6"],
+                            cwd=REPO, capture_output=True, text=True, env=env)  # fmt: skip
+    report = json.loads(out.read_text())
+    assert result.returncode == 1 and report["streams_run"] == 6, result.stderr[-2000:]
+    assert report["outcomes"]["crash"] == 1 and report["outcomes"]["hang"] == 1
+    found = {f["o"]: f for f in report["findings"]}
+    assert found["crash"]["i"] == 2 and "SIGSEGV" in found["crash"]["msg"]
+    assert found["hang"]["i"] == 4 and report["worker_restarts"] == 2
