@@ -1,4 +1,4 @@
-"""Structure-aware fuzzing of the stream decoder (docs/HOSTILE_STREAMS.md, issue 22).
+"""Structure-aware fuzzing of the stream decoder (docs/HOSTILE_STREAMS.md).
 
     python -m runtime.fuzz --streams=100000 --seed=1 --out=out/fuzz/report.json [--resume]
     python -m runtime.fuzz --replay=123,456 --seed=1 --out=...    (re-run single streams, verbose)
@@ -15,7 +15,7 @@ recompute every CRC, so they reach past the CRC checks):
                     version, model id byte) set to a boundary or random value
     resize          a new picture size (tiny to absurd), every frame rebuilt with the substream
                     count that size needs (empty, recycled or random substreams): the 323-byte
-                    "4096x4096" attack of issue 22 and its relatives
+                    "4096x4096" attack (docs/HOSTILE_STREAMS.md §1) and its relatives
     layout          new channel groups / tile, substream counts rebuilt to match
     substream_count substreams dropped, duplicated or inserted in one frame
     substream_split the boundary between range code and escape list (or between two
@@ -54,6 +54,8 @@ stream; `--resume` skips the indices already there) and the summary to OUT (JSON
 
 from __future__ import annotations
 
+from model import clikit  # first: quiets TensorFlow's C++ log
+
 import json
 import math
 import os
@@ -70,6 +72,7 @@ import zlib
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
+PROG = "python -m runtime.fuzz"
 MAGIC = b"\x8bELFVC\r\n"
 _HEADER = struct.Struct("<16sIIIIIHBH")
 #: Header fields (name, struct format width in bits) after magic + version.
@@ -812,7 +815,7 @@ class Run:
                 if r.get("s") is not None and r["s"] > self.args.slow_s and r["o"] != "hang"]  # fmt: skip
         wall = self.previous_seconds + time.time() - self.started
         return {
-            "command": " ".join(["python -m runtime.fuzz"] + self.args.argv),
+            "command": " ".join([PROG] + self.args.argv),
             "seed": self.args.seed,
             "streams_requested": self.args.streams,
             "streams_run": len(records),
@@ -872,7 +875,7 @@ def replay(args) -> int:
 def parse_args(argv: Sequence[str]):
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m runtime.fuzz", description=__doc__.split("\n\n")[0])
+    p = clikit.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--streams", type=int, default=1000, help="mutated streams to run")
     p.add_argument("--first", type=int, default=0, help="index of the first stream")
     p.add_argument("--seed", type=int, default=1)
@@ -901,6 +904,11 @@ def parse_args(argv: Sequence[str]):
 
 
 def main(argv: Sequence[str]) -> int:
+    """argv[0]: the program. Exit status 1 when the run found anything (model/clikit.py)."""
+    return clikit.run(PROG, _main, list(argv)[1:], tracebacks=True)
+
+
+def _main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker(args)
@@ -949,4 +957,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv))

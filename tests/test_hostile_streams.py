@@ -1,7 +1,7 @@
-"""Hostile streams and inputs (issue 22, docs/HOSTILE_STREAMS.md): what a stream with valid CRCs
+"""Hostile streams and inputs (docs/HOSTILE_STREAMS.md): what a stream with valid CRCs
 and a consistent structure, or an input file with a lying header, can make the codec allocate.
 
-- crafted streams: the issue's 323-byte "4096x4096" stream and its 20000x20000 sibling (which
+- crafted streams: the 323-byte "4096x4096" stream and its 20000x20000 sibling (which
   crashed the decoder with SIGSEGV before the limit), the 8K edge, the limit raised;
 - the CLI: one error line, exit 1, nothing written, `info` still describes such a stream;
 - encoder inputs: y4m / PNG / video headers claiming absurd sizes, mixed PNG sizes, a y4m
@@ -73,10 +73,10 @@ def one_line_error(excinfo) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Crafted streams: the issue's findings, reproduced, and the limit.
+# Crafted streams: the original findings, reproduced, and the limit.
 
 
-def test_the_issue_streams_are_valid_and_tiny(codec):
+def test_the_crafted_streams_are_valid_and_tiny(codec):
     bundle, _ = codec
     for (width, height), size, count in (((4096, 4096), 323, 64 + 64), ((20000, 20000), 6467, 1600 + 1600)):
         data = crafted_stream(bundle.model_id, width, height)
