@@ -664,13 +664,17 @@ def _limit_memory(limit_bytes: int):
     return apply
 
 
+def _log_path(out: str) -> str:
+    return out[: -len(".json")] + ".jsonl" if out.endswith(".json") else out + ".jsonl"
+
+
 class Run:
     """Hands out index ranges to worker processes, restarts them after a crash or hang, and keeps
     the per-stream log and the summary."""
 
     def __init__(self, args):
         self.args = args
-        self.log_path = args.out[: -len(".json")] + ".jsonl" if args.out.endswith(".json") else args.out + ".jsonl"
+        self.log_path = _log_path(args.out)
         self.done: Dict[int, dict] = {}
         if args.resume and os.path.exists(self.log_path):
             with open(self.log_path) as f:
@@ -876,11 +880,12 @@ def parse_args(argv: Sequence[str]):
     import argparse
 
     p = clikit.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--streams", type=int, default=1000, help="mutated streams to run")
+    p.add_argument("--streams", type=int, default=None, help="mutated streams to run (required)")
     p.add_argument("--first", type=int, default=0, help="index of the first stream")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", default="out/fuzz/report.json", help="summary JSON (per-stream log: OUT.jsonl)")
+    p.add_argument("--out", default=None, help="summary JSON, e.g. out/fuzz/report.json (required; per-stream log: OUT.jsonl)")
     p.add_argument("--resume", action="store_true", help="skip the streams OUT.jsonl already holds (same seed)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh over an existing OUT.jsonl")
     p.add_argument("--batch", type=int, default=2000, help="streams per worker process")
     p.add_argument("--workers", type=int, default=1, help="worker processes at once")
     p.add_argument("--threads", type=int, default=1, help="TF threads per worker")
@@ -900,6 +905,16 @@ def parse_args(argv: Sequence[str]):
     p.add_argument("--last", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.argv = list(argv)
+    if not (args.worker or args.replay is not None):
+        # A run names what it does and where it writes: no run starts by accident (a bare
+        # `python -m runtime.fuzz`), and none truncates another run's log.
+        if args.streams is None or args.out is None:
+            p.error("a run needs --streams=N and --out=REPORT.json (or --replay=I,J)")
+        if args.streams < 1:
+            p.error(f"--streams must be >= 1, got {args.streams}")
+        log = _log_path(args.out)
+        if os.path.exists(log) and not (args.resume or args.overwrite or args.summary_only):
+            p.error(f"{log} exists: --resume continues that run, --overwrite starts afresh")
     return args
 
 
