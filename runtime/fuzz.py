@@ -918,9 +918,10 @@ def parse_args(argv: Sequence[str]):
     return args
 
 
-def main(argv: Sequence[str]) -> int:
-    """argv[0]: the program. Exit status 1 when the run found anything (model/clikit.py)."""
-    return clikit.run(PROG, _main, list(argv)[1:], tracebacks=True)
+def main(args: Optional[Sequence[str]] = None) -> int:
+    """`args`: the arguments after the program (default sys.argv[1:], the argparse tools'
+    convention). Exit status 1 when the run found anything, 2 for a bad command line."""
+    return clikit.run(PROG, _main, list(sys.argv[1:] if args is None else args), tracebacks=True)
 
 
 def _main(argv: Sequence[str]) -> int:
@@ -972,4 +973,4 @@ def _main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())
