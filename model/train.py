@@ -31,67 +31,69 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Tuple
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from model import clikit  # before TensorFlow: quiets its C++ log
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from model.config import ABLATIONS, config_names
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("train_dir", None, "Where checkpoints, config.json and TensorBoard summaries go.")
-flags.DEFINE_string("data", None, "Training data directory (videos, Vimeo-90k septuplets or images).")
-flags.DEFINE_enum("data_kind", "auto", ["auto", "video", "vimeo", "images"], "Layout of --data.")
-flags.DEFINE_string("config", "small", f"Model config: {', '.join(config_names())}.")
-flags.DEFINE_enum("ablation", "none", sorted(ABLATIONS), "Table 3 ablation.")
+PROG = "train"
+# Own flag registry (not absl's global one): main(argv) parses from the defaults on every call.
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("train_dir", None, "Where checkpoints, config.json and TensorBoard summaries go.", flag_values=FLAGS)
+flags.DEFINE_string("data", None, "Training data directory (videos, Vimeo-90k septuplets or images).", flag_values=FLAGS)
+flags.DEFINE_enum("data_kind", "auto", ["auto", "video", "vimeo", "images"], "Layout of --data.", flag_values=FLAGS)
+flags.DEFINE_string("config", "small", f"Model config: {', '.join(config_names())}.", flag_values=FLAGS)
+flags.DEFINE_enum("ablation", "none", sorted(ABLATIONS), "Table 3 ablation.", flag_values=FLAGS)
 flags.DEFINE_string(
-    "quant_width", None, "Initial Q_w 'FIRST,LAST' at level 0 and the top level, geometric between (default: the config's)."
+    "quant_width", None, "Initial Q_w 'FIRST,LAST' at level 0 and the top level, geometric between (default: the config's).", flag_values=FLAGS
 )
 flags.DEFINE_bool(
-    "pframe_quant_width", None, "Give the flow and residue codelayers a per-level Q_w too (default: the config's)."
+    "pframe_quant_width", None, "Give the flow and residue codelayers a per-level Q_w too (default: the config's).", flag_values=FLAGS
 )
 flags.DEFINE_string(
-    "flow_quant_width", None, "The flow codelayer's own initial Q_w 'FIRST,LAST' (needs --pframe_quant_width; default: --quant_width's)."
+    "flow_quant_width", None, "The flow codelayer's own initial Q_w 'FIRST,LAST' (needs --pframe_quant_width; default: --quant_width's).", flag_values=FLAGS
 )
 flags.DEFINE_integer(
     "motion_search_radius", None,
-    "Encoder-side block motion search radius in pixels feeding flow latents 0-1 (model/motion.py; 0 = the paper's flow block; default: the config's).",
+    "Encoder-side block motion search radius in pixels feeding flow latents 0-1 (model/motion.py; 0 = the paper's flow block; default: the config's).", flag_values=FLAGS,
 )
 flags.DEFINE_float(
     "motion_search_penalty", None,
-    "Motion search cost per pixel of |dx| + |dy| in mean |luma difference| (model/motion.py; default: the config's).",
+    "Motion search cost per pixel of |dx| + |dy| in mean |luma difference| (model/motion.py; default: the config's).", flag_values=FLAGS,
 )
 flags.DEFINE_float(
     "motion_search_penalty_top", None,
     "Motion search penalty at the top level; --motion_search_penalty is then level 0's, geometric in between "
-    "(model/motion.py, level_penalty; default: the config's).",
+    "(model/motion.py, level_penalty; default: the config's).", flag_values=FLAGS,
 )
-flags.DEFINE_integer("gop", 3, "Frames per training GOP (1 = I-frame codec only; §4.1 uses IPPP = 4).")
-flags.DEFINE_string("crop", "128", "Crop size: N (square) or HxW, multiples of 64.")
-flags.DEFINE_integer("batch", 4, "Global batch size (split over replicas).")
-flags.DEFINE_integer("downscale", 1, "Area-downscale sources by this factor before cropping.")
-flags.DEFINE_integer("max_stride", 2, "Temporal stride between GOP frames is uniform in [1, max_stride].")
-flags.DEFINE_integer("steps", 10000, "Optimizer steps of this stage (the lr schedule is relative to it).")
-flags.DEFINE_float("lr", 7e-5, "Initial learning rate (§4.1: 7e-5 for 800k steps).")
-flags.DEFINE_string("lambda_range", "low", "λ range: 'low' [1e-1.7, 1e-3.7], 'high' [1e-3, 1e-5] or 'FIRST,LAST'.")
-flags.DEFINE_enum("distortion", "mse", ["mse", "ms_ssim"], "Distortion D: MSE (default) or 1 - MS-SSIM (fine-tuning).")
-flags.DEFINE_bool("modulate", True, "App. D dynamic loss modulation (False: mu = 1).")
-flags.DEFINE_float("modulator_step", 0.01, "How much mu moves per step (App. D's 'small value').")
-flags.DEFINE_float("clip_norm", 0.0, "Clip gradients to this global norm (0: off).")
+flags.DEFINE_integer("gop", 3, "Frames per training GOP (1 = I-frame codec only; §4.1 uses IPPP = 4).", flag_values=FLAGS)
+flags.DEFINE_string("crop", "128", "Crop size: N (square) or HxW, multiples of 64.", flag_values=FLAGS)
+flags.DEFINE_integer("batch", 4, "Global batch size (split over replicas).", flag_values=FLAGS)
+flags.DEFINE_integer("downscale", 1, "Area-downscale sources by this factor before cropping.", flag_values=FLAGS)
+flags.DEFINE_integer("max_stride", 2, "Temporal stride between GOP frames is uniform in [1, max_stride].", flag_values=FLAGS)
+flags.DEFINE_integer("steps", 10000, "Optimizer steps of this stage (the lr schedule is relative to it).", flag_values=FLAGS)
+flags.DEFINE_float("lr", 7e-5, "Initial learning rate (§4.1: 7e-5 for 800k steps).", flag_values=FLAGS)
+flags.DEFINE_string("lambda_range", "low", "λ range: 'low' [1e-1.7, 1e-3.7], 'high' [1e-3, 1e-5] or 'FIRST,LAST'.", flag_values=FLAGS)
+flags.DEFINE_enum("distortion", "mse", ["mse", "ms_ssim"], "Distortion D: MSE (default) or 1 - MS-SSIM (fine-tuning).", flag_values=FLAGS)
+flags.DEFINE_bool("modulate", True, "App. D dynamic loss modulation (False: mu = 1).", flag_values=FLAGS)
+flags.DEFINE_float("modulator_step", 0.01, "How much mu moves per step (App. D's 'small value').", flag_values=FLAGS)
+flags.DEFINE_float("clip_norm", 0.0, "Clip gradients to this global norm (0: off).", flag_values=FLAGS)
 flags.DEFINE_float(
-    "warp_loss", 0.0, "Weight of the auxiliary motion loss MSE(x_comp, x) over P-frames (0: off; see TrainOptions)."
+    "warp_loss", 0.0, "Weight of the auxiliary motion loss MSE(x_comp, x) over P-frames (0: off; see TrainOptions).", flag_values=FLAGS
 )
-flags.DEFINE_integer("warp_loss_steps", 0, "Apply --warp_loss for the first N steps of this stage only (0: all of them).")
-flags.DEFINE_string("init_from", None, "Warm start: a train dir, export folder or checkpoint prefix.")
-flags.DEFINE_enum("init_scope", "all", ["all", "iframe"], "What --init_from loads.")
-flags.DEFINE_integer("log_every", 20, "Print progress and write summaries every N steps.")
-flags.DEFINE_integer("checkpoint_every_secs", 600, "Checkpoint at most this many seconds apart (0: off).")
-flags.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint every N steps (0: off).")
-flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.")
-flags.DEFINE_integer("seed", 0, "Seed for weights, data and levels.")
-flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_worker"], "tf.distribute strategy.")
-flags.DEFINE_string("cache_dir", None, "Decoded-video cache (default TRAIN_DIR/frame_cache).")
-flags.DEFINE_string("export_to", None, "Do not train: write TRAIN_DIR's latest weights as a shipped-model folder.")
+flags.DEFINE_integer("warp_loss_steps", 0, "Apply --warp_loss for the first N steps of this stage only (0: all of them).", flag_values=FLAGS)
+flags.DEFINE_string("init_from", None, "Warm start: a train dir, export folder or checkpoint prefix.", flag_values=FLAGS)
+flags.DEFINE_enum("init_scope", "all", ["all", "iframe"], "What --init_from loads.", flag_values=FLAGS)
+flags.DEFINE_integer("log_every", 20, "Print progress and write summaries every N steps.", flag_values=FLAGS)
+flags.DEFINE_integer("checkpoint_every_secs", 600, "Checkpoint at most this many seconds apart (0: off).", flag_values=FLAGS)
+flags.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint every N steps (0: off).", flag_values=FLAGS)
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed for weights, data and levels.", flag_values=FLAGS)
+flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_worker"], "tf.distribute strategy.", flag_values=FLAGS)
+flags.DEFINE_string("cache_dir", None, "Decoded-video cache (default TRAIN_DIR/frame_cache).", flag_values=FLAGS)
+flags.DEFINE_string("export_to", None, "Do not train: write TRAIN_DIR's latest weights as a shipped-model folder.", flag_values=FLAGS)
 
 
 #: Where a train-dir checkpoint keeps the optimizer step (Keras 2.14 Adam's `iterations`).
@@ -620,40 +622,50 @@ def _configs_from_flags():
 
 
 def main(argv) -> int:
-    from model.checkpoints import CheckpointError
-    from model.data import DataError, find_clips
+    """Runs one command line (argv[0]: the program); returns the exit status (128 + the signal
+    when SIGTERM / SIGINT stopped the run after its checkpoint)."""
+    return clikit.run(PROG, _main, argv, failures=(ValueError, TrainError), tracebacks=True)
 
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+
+def _main(argv) -> int:
+    clikit.parse_flags(FLAGS, argv, PROG, __doc__)  # before TensorFlow loads: --help and bad flags stay fast
+    from model.checkpoints import CheckpointError
+    from model.data import DataError
+
     try:
-        if not FLAGS.train_dir:
-            raise ValueError("--train_dir is required")
-        if FLAGS.export_to:
-            out = export(FLAGS.train_dir, FLAGS.export_to)
-            print(f"exported {out}")
-            return 0
-        if not FLAGS.data:
-            raise ValueError("--data is required")
-        model_config, data_config, options = _configs_from_flags()
-        clips = find_clips(data_config)
-        frames = sum(c.length for c in clips)
-        strategy = make_strategy(FLAGS.strategy)
-        trainer = Trainer(model_config, data_config, options, FLAGS.train_dir, strategy, FLAGS.init_from, FLAGS.init_scope)
-        if trainer.is_chief:
-            print(
-                f"training {model_config.name} on {len(clips)} clips ({frames} frames) from {data_config.path}; "
-                f"GOP {data_config.gop}, crop {data_config.crop[0]}x{data_config.crop[1]}, batch {options.batch} "
-                f"over {strategy.num_replicas_in_sync} replica(s), lambdas {', '.join(f'{x:.2e}' for x in trainer.lambdas)}",
-                flush=True,
-            )
-        result = trainer.train(clips, log=lambda m: print(m, flush=True))
-    except (ValueError, CheckpointError, DataError, TrainError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _train()
+    except (CheckpointError, DataError) as err:
+        raise clikit.Failed(err) from None
+
+
+def _train() -> int:
+    from model.data import find_clips
+
+    if not FLAGS.train_dir:
+        raise clikit.UsageError("--train_dir is required")
+    if FLAGS.export_to:
+        out = export(FLAGS.train_dir, FLAGS.export_to)
+        print(f"exported {out}")
+        return 0
+    if not FLAGS.data:
+        raise clikit.UsageError("--data is required")
+    model_config, data_config, options = _configs_from_flags()
+    clips = find_clips(data_config)
+    frames = sum(c.length for c in clips)
+    strategy = make_strategy(FLAGS.strategy)
+    trainer = Trainer(model_config, data_config, options, FLAGS.train_dir, strategy, FLAGS.init_from, FLAGS.init_scope)
+    if trainer.is_chief:
+        print(
+            f"training {model_config.name} on {len(clips)} clips ({frames} frames) from {data_config.path}; "
+            f"GOP {data_config.gop}, crop {data_config.crop[0]}x{data_config.crop[1]}, batch {options.batch} "
+            f"over {strategy.num_replicas_in_sync} replica(s), lambdas {', '.join(f'{x:.2e}' for x in trainer.lambdas)}",
+            flush=True,
+        )
+    result = trainer.train(clips, log=lambda m: print(m, flush=True))
     if result.get("stopped_by"):
         return 128 + int(result["stopped_by"])
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(main(sys.argv))

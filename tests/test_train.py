@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 from PIL import Image
 
 from model import checkpoints as ckpt
@@ -19,8 +18,7 @@ from model.data import DataConfig
 
 
 def run_main(*args) -> int:
-    flags.FLAGS.unparse_flags()
-    return train.main(flags.FLAGS(["train", *args]))
+    return train.main(["train", *args])
 
 
 def write_septuplet(root, bikes_frames):
@@ -123,7 +121,7 @@ def test_train_resume_export_and_warm_start(septuplet, tmp_path, capsys):
     # A checkpoint of another config: resuming or warm starting ends with one line, exit 1.
     assert run_main(*tiny(septuplet, train_dir, "--steps=4", "--ablation=no_predictor")) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "another config" in err and "use_predictor" in err and "\n" not in err
+    assert err.startswith("train: error:") and "another config" in err and "use_predictor" in err and "\n" not in err
     assert "--quant_width" in err
     assert run_main(*tiny(septuplet, tmp_path / "fresh", "--steps=4", "--ablation=no_predictor",
                           f"--init_from={export_dir}")) == 1
@@ -154,7 +152,7 @@ def test_bad_input_ends_with_one_line(septuplet, tmp_path, capsys, make, args, m
     data = septuplet if make is None else make(tmp_path)
     code = run_main(f"--data={data}", f"--train_dir={tmp_path / 'run'}", "--crop=64", *args)
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and len([l for l in err if l.startswith("error:")]) == 1
+    assert code == 1 and len([l for l in err if l.startswith("train: error:")]) == 1
     assert message in err[-1]
     assert not (tmp_path / "run" / "ckpt").exists()
 
