@@ -1,0 +1,93 @@
+"""The packages point one way: model -> export -> runtime -> benchmarks, with gpu_train beside model.
+
+A module may import its own package and the packages before it, never one after it:
+
+    model       model (model/clikit.py, the command-line kit, is here so every layer can use it)
+    gpu_train   gpu_train, model (the TF-free modules: gpu_train runs in .venv-torch)
+    export      export, model
+    runtime     runtime, export, model
+    benchmarks  benchmarks, runtime, export, model
+
+Every import counts, the ones inside functions too. No module imports a private (_name) from
+another package. KNOWN lists the imports that still point the wrong way, each with what fixes
+it; the test fails on a new one and on a listed one that is gone (so the list only shrinks).
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MAY_IMPORT = {
+    "model": {"model"},
+    "gpu_train": {"gpu_train", "model"},
+    "export": {"export", "model"},
+    "runtime": {"runtime", "export", "model"},
+    "benchmarks": {"benchmarks", "runtime", "export", "model"},
+}
+#: "importing module -> imported module": what fixes it.
+KNOWN = {
+    # export/parity.py and export/exporter.py follow the model-to-export contract in runtime/subgraphs.py
+    # (it belongs in export/); the export CLI and the tools load runtime bundles.
+    "export.bench_backends -> runtime.backends": "a benchmark: belongs in benchmarks/",
+    "export.bench_backends -> runtime.subgraphs": "a benchmark: belongs in benchmarks/",
+    "export.bench_backends -> runtime.bitstream": "a benchmark: belongs in benchmarks/",
+    "export.bench_backends -> runtime.codec": "a benchmark: belongs in benchmarks/",
+    "export.bench_backends -> runtime.types": "a benchmark: belongs in benchmarks/",
+    "export.bench_backends -> runtime.bundle": "a benchmark: belongs in benchmarks/",
+    "export.drift -> runtime.backends": "a benchmark: belongs in benchmarks/",
+    "export.drift -> runtime.metrics": "a benchmark: belongs in benchmarks/",
+    "export.drift -> runtime.ratecontrol": "a benchmark: belongs in benchmarks/",
+    "export.drift -> runtime.stream": "a benchmark: belongs in benchmarks/",
+    "export.drift -> runtime.types": "a benchmark: belongs in benchmarks/",
+    "export.drift -> runtime.video_io": "a benchmark: belongs in benchmarks/",
+    "export.export_trt -> runtime.types": "the export CLI loads a runtime bundle",
+    "export.export_trt -> runtime.bundle": "the export CLI loads a runtime bundle",
+    "export.exporter -> runtime.subgraphs": "runtime/subgraphs.py belongs in export/",
+    "export.parity -> runtime.subgraphs": "runtime/subgraphs.py belongs in export/",
+    "export.parity -> runtime.integer_hyper": "the integer hyper synthesis is the runtime's",
+    "export.tensorrt_build -> runtime.backends.tensorrt_backend": "a cycle: the engine runner belongs in export/",
+}
+#: Private names still imported from another package.
+KNOWN_PRIVATE = {
+    "export.warp_onnx: from model.warp import _gaussian_kernel_1d": "model.warp's kernel made public",
+}
+
+
+def _modules():
+    for package in MAY_IMPORT:
+        for path in sorted((REPO / package).rglob("*.py")):
+            yield package, ".".join(path.relative_to(REPO).with_suffix("").parts), path
+
+
+def _imports(path: pathlib.Path):
+    """(imported module, [imported names]) for every absolute import in the file, nested ones too."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, []
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module, [alias.name for alias in node.names]
+
+
+def test_imports_point_one_way():
+    wrong = set()
+    for package, module, path in _modules():
+        for imported, _ in _imports(path):
+            top = imported.split(".")[0]
+            if top in MAY_IMPORT and top not in MAY_IMPORT[package]:
+                wrong.add(f"{module} -> {imported}")
+    assert not wrong - set(KNOWN), f"imports against model -> export -> runtime -> benchmarks: {sorted(wrong - set(KNOWN))}"
+    assert not set(KNOWN) - wrong, f"fixed: remove from KNOWN: {sorted(set(KNOWN) - wrong)}"
+
+
+def test_no_private_names_across_packages():
+    private = []
+    for package, module, path in _modules():
+        for imported, names in _imports(path):
+            top = imported.split(".")[0]
+            if top in MAY_IMPORT and top != package:
+                private += [f"{module}: from {imported} import {n}" for n in names if n.startswith("_")]
+    assert not set(private) - set(KNOWN_PRIVATE), sorted(set(private) - set(KNOWN_PRIVATE))
+    assert not set(KNOWN_PRIVATE) - set(private), f"fixed: remove from KNOWN_PRIVATE: {sorted(set(KNOWN_PRIVATE) - set(private))}"
