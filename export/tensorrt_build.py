@@ -370,7 +370,7 @@ def verify_engine(engine_path, export_dir, graph: SubgraphExport, profile: Engin
 
     from export.ort import create_session
     from export.parity import interpolated_one_hot, relative_error, sample_inputs
-    from runtime.backends.tensorrt_backend import EngineRunner
+    from export.tensorrt_runner import EngineRunner
 
     trt = require_tensorrt()
     cuda, device = require_cuda()

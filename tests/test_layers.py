@@ -47,7 +47,6 @@ KNOWN = {
     "export.exporter -> runtime.subgraphs": "runtime/subgraphs.py belongs in export/",
     "export.parity -> runtime.subgraphs": "runtime/subgraphs.py belongs in export/",
     "export.parity -> runtime.integer_hyper": "the integer hyper synthesis is the runtime's",
-    "export.tensorrt_build -> runtime.backends.tensorrt_backend": "a cycle: the engine runner belongs in export/",
 }
 #: Private names still imported from another package.
 KNOWN_PRIVATE = {
