@@ -711,16 +711,20 @@ class Run:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 preexec_fn=_limit_memory(int(a.memory_gb * (1 << 30))), cwd=os.getcwd())  # fmt: skip
 
+    def _is_done(self, index: int) -> bool:
+        with self.lock:
+            return index in self.done
+
     def run_range(self, first: int, last: int) -> None:
         """Streams first..last-1 (minus those already done), restarting the worker as needed."""
-        todo = [i for i in range(first, last) if i not in self.done]
+        todo = [i for i in range(first, last) if not self._is_done(i)]
         while todo:
             lo = todo[0]
             hi = lo + 1
-            while hi < last and hi not in self.done and hi - lo < self.args.batch:
+            while hi < last and not self._is_done(hi) and hi - lo < self.args.batch:
                 hi += 1
             self._run_worker(lo, hi)
-            todo = [i for i in todo if i not in self.done]
+            todo = [i for i in todo if not self._is_done(i)]
 
     def _run_worker(self, first: int, last: int) -> None:
         proc = self._spawn(first, last)
@@ -739,7 +743,7 @@ class Run:
                         status = proc.wait()
                         if current is not None:
                             self._died(current, status, stderr_tail)
-                        elif status != 0 and not any(i in self.done for i in range(first, last)):
+                        elif status != 0 and not any(self._is_done(i) for i in range(first, last)):
                             raise RuntimeError(f"fuzz worker failed to start (status {status}): "
                                                f"{stderr_tail.decode(errors='replace')[-2000:]}")  # fmt: skip
                         return
@@ -791,7 +795,8 @@ class Run:
         return rng.choices(names, weights)[0]
 
     def summary(self) -> dict:
-        records = [r for r in self.done.values() if self.args.first <= r["i"] < self.args.first + self.args.streams]
+        with self.lock:  # the worker threads add records meanwhile
+            records = [r for r in self.done.values() if self.args.first <= r["i"] < self.args.first + self.args.streams]
         counts = {o: 0 for o in OUTCOMES}
         per_mutator: Dict[str, Dict[str, int]] = {}
         findings, messages = [], {}
@@ -950,13 +955,20 @@ def _main(argv: Sequence[str]) -> int:
         lock = threading.Lock()
         queue = list(starts)
 
+        failures: List[str] = []
+
         def loop():
             while True:
                 with lock:
-                    if not queue:
+                    if not queue or failures:
                         return
                     lo = queue.pop(0)
-                run.run_range(lo, min(lo + chunk, last))
+                try:
+                    run.run_range(lo, min(lo + chunk, last))
+                except Exception as error:  # noqa: BLE001 - stop every thread, report it below
+                    with lock:
+                        failures.append(f"streams {lo}..: {type(error).__name__}: {error}")
+                    return
                 with lock:
                     summary = run.write_summary()
                     print(f"{summary['streams_run']} streams, {summary['wall_seconds']:.0f} s, "
@@ -967,6 +979,9 @@ def _main(argv: Sequence[str]) -> int:
             t.start()
         for t in threads:
             t.join()
+        if failures:
+            run.write_summary()
+            raise RuntimeError(f"the run stopped ({failures[0]}); --resume continues it")
     summary = run.write_summary()
     print(json.dumps({k: summary[k] for k in ("streams_run", "wall_seconds", "outcomes", "findings_total")}))
     return 1 if summary["findings_total"] else 0
