@@ -8,20 +8,22 @@ per call), so everything it should do runs in one call, unattended, within --bud
      travelled data (gpu_train.pack's folder: photos and videos) into uint8 on the GPU;
   3. runs gpu_train.diagnose (does the I-frame transform pair learn, against a plain conv
      autoencoder of the same bottleneck: --diagnose_s each, results in campaign.json);
-  4. probes throughput settings for at most --probe_s (eager against CUDA-graph steps, TF32
-     against bf16 autocast; then the `small` config at the reference batch 16 x GOP 16 x 128^2)
-     on real batches, and picks the fastest (bf16 only if at least --bf16_gain faster);
+  4. probes throughput for at most --probe_s: first the `small` config at the reference batch
+     16 x GOP 16 x 128^2 (CUDA graph and eager), then the trained model's own batches with
+     CUDA-graph steps in TF32 and in bf16 autocast; picks the faster (bf16 only if at least
+     --bf16_gain faster; eager steps are the fallback when capture fails);
   5. trains the model (--config, from its newest weights: --init, by default the committed
      warm-start copy gpu_train/warm/CONFIG/ when there is one) for the rest of the budget,
      writing FP32 weight shards and progress.json into --out every --save_every_secs;
   6. leaves in --out: weights-NN.npz (FP32, at most 15 MiB each), progress.json (the training
      log: steps, throughput, MFU, loss, bpp and PSNR per level), campaign.json (GPU, probe,
-     data, timings) and table2.json: at most 8 files, as a device call returns.
+     data, diagnosis, timings), table2.json and table2.log: at most 8 files with the
+     caller's tee'd log, as a device call returns.
 
     python3 -m gpu_train.campaign --out=$OUT            # on the device, from the repository root
 
 If the call is cut, the last complete checkpoint is already in --out. The command to run from
-the development machine, and what to do with what comes back, is in docs/TRAINING.md.
+the development machine, and what to do with what comes back, is in docs/GPU.md.
 """
 
 from __future__ import annotations
