@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from model.warp import _gaussian_kernel_1d, scale_space_sigmas
+from model.npmath import gaussian_kernel_1d, scale_space_sigmas
 
 
 class _Builder:
@@ -67,7 +67,7 @@ def _blur(b: _Builder, x: str, sigma: float, channels: int) -> str:
     """model.warp.gaussian_blur on NCHW: symmetric pad, then the separable kernel along x, y."""
     if sigma <= 0.0:
         return x
-    kernel = _gaussian_kernel_1d(sigma).numpy().astype(np.float32)
+    kernel = gaussian_kernel_1d(sigma).astype(np.float32)
     radius = (kernel.size - 1) // 2
     padded = _symmetric_pad(b, _symmetric_pad(b, x, radius, 2), radius, 3)
     kx = np.tile(kernel.reshape(1, 1, 1, -1), [channels, 1, 1, 1])

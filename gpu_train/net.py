@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model import npmath  # TF-free: the level / warp / motion constants and formulas
 from model.config import MOTION_SEARCH_PENALTY  # TF-free
 
 SCALE_MIN = 0.11  # model.entropy.SCALE_MIN
@@ -327,9 +328,7 @@ class Codelayer(nn.Module):
 
 
 # -- model.warp -------------------------------------------------------------------------------
-def scale_space_sigmas(levels: int, sigma0: float):
-    return [0.0] + [sigma0 * 2.0**i for i in range(levels - 1)]
-
+scale_space_sigmas = npmath.scale_space_sigmas
 
 def _symmetric_index(n: int, radius: int, device):
     i = torch.arange(-radius, n + radius, device=device)
@@ -361,7 +360,7 @@ def gaussian_blur(image, sigma: float):
     """model.warp.gaussian_blur: separable, SYMMETRIC (edge-repeating mirror) borders."""
     if sigma <= 0.0:
         return image
-    radius = max(1, int(math.ceil(3.0 * sigma)))
+    radius = npmath.gaussian_radius(sigma)
     k = _gaussian_kernel(sigma, radius, image.dtype, image.device)
     c, h, w = image.shape[1], image.shape[2], image.shape[3]
     padded = image.index_select(2, _symmetric_index(h, radius, image.device))
@@ -450,7 +449,7 @@ def scale_space_warp_reference(image, flow, levels: int = 5, sigma0: float = 1.0
 
 
 # -- model.motion -----------------------------------------------------------------------------
-MOTION_BLOCK = 16  # model.motion.BLOCK
+MOTION_BLOCK = npmath.MOTION_BLOCK  # model.motion.BLOCK
 
 
 def level_from_embedding(embedding, num_levels: int):

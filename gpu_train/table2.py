@@ -104,31 +104,9 @@ def padded(width: int, height: int) -> Tuple[int, int]:
     return width + (-width % FRAME_MULTIPLE), height + (-height % FRAME_MULTIPLE)
 
 
-# -- host-side level math, as runtime/codec.py does it (float64, then float32) -------------------
-def level_embedding(level: float, num_levels: int, width: int) -> np.ndarray:
-    """runtime.codec._level_embedding: eq. (4)-(8) for one level -> float64 [E]."""
-    if num_levels == 1:
-        return np.ones(width)
-    s = level * (width - 1) / (num_levels - 1)
-    u = math.floor(s)
-    alpha = (u + 1) - s
-    out = np.zeros(width)
-    if 0 <= u < width:
-        out[u] = alpha
-    if 0 <= u + 1 < width:
-        out[u + 1] = 1.0 - alpha
-    return out
-
-
-def quant_width(log_quant_width: np.ndarray, level: float) -> np.ndarray:
-    """runtime.codec._quant_width: exp of the rows' linear interpolation -> float64 [C]."""
-    rows = log_quant_width.shape[0]
-    if rows == 1:
-        return np.exp(log_quant_width[0])
-    u = min(int(math.floor(level)), rows - 1)
-    alpha = (u + 1) - level
-    v = min(u + 1, rows - 1)
-    return np.exp(alpha * log_quant_width[u] + (1.0 - alpha) * log_quant_width[v])
+# -- host-side level math, as runtime/codec.py does it (float64, then float32): model/npmath.py ----
+from model import npmath  # noqa: E402  (TF-free)
+from model.npmath import level_embedding, quant_width  # noqa: E402,F401  (re-exported)
 
 
 # -- capture-safe pieces ------------------------------------------------------------------------
@@ -141,7 +119,7 @@ def _cached_gaussian_blur(image, sigma: float):
     if sigma <= 0.0:
         return image
     c, h, w = image.shape[1], image.shape[2], image.shape[3]
-    radius = max(1, int(math.ceil(3.0 * sigma)))
+    radius = npmath.gaussian_radius(sigma)
     key = (float(sigma), image.dtype, str(image.device), h, w)
     cached = _BLUR_CACHE.get(key)
     if cached is None:

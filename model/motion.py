@@ -36,9 +36,10 @@ import tensorflow as tf
 
 from model.config import MOTION_SEARCH_PENALTY, ModelConfig
 from model.level import level_from_embedding
+from model.npmath import MOTION_BLOCK
 
-#: Motion block size: the stride of the flow codelayer's latent grid (§3.2's 16x).
-BLOCK = 16
+#: Motion block size: the stride of the flow codelayer's latent grid (§3.2's 16x; model/npmath.py).
+BLOCK = MOTION_BLOCK
 #: Default cost added per pixel of |dx| + |dy| (in mean absolute luma difference, pixels in
 #: [0, 1]; `config.motion_search_penalty`): ties and near-ties in flat areas go to the shorter
 #: vector, which costs fewer bits.

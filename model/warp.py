@@ -11,29 +11,19 @@ gather-based so that it exports through tf2onnx (opset 17) and matches TF in ONN
 
 from __future__ import annotations
 
-import math
 
 import tensorflow as tf
 
-
-def scale_space_sigmas(levels: int, sigma0: float) -> list[float]:
-    """Blur levels of the volume: 0, sigma0, 2 sigma0, 4 sigma0, ..."""
-    return [0.0] + [sigma0 * 2.0**i for i in range(levels - 1)]
+from model.npmath import gaussian_kernel_1d, scale_space_sigmas  # noqa: F401  (scale_space_sigmas: re-exported)
 
 
-def _gaussian_kernel_1d(sigma: float):
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    xs = [float(i) for i in range(-radius, radius + 1)]
-    weights = [math.exp(-0.5 * (x / sigma) ** 2) for x in xs]
-    total = sum(weights)
-    return tf.constant([w / total for w in weights], tf.float32)
 
 
 def gaussian_blur(image, sigma: float):
     """Separable Gaussian blur of [B, H, W, C]; borders are mirrored (SYMMETRIC padding)."""
     if sigma <= 0.0:
         return image
-    kernel = _gaussian_kernel_1d(sigma)
+    kernel = tf.constant(gaussian_kernel_1d(sigma), tf.float32)
     radius = (int(kernel.shape[0]) - 1) // 2
     channels = image.shape[-1]
     padded = tf.pad(image, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")

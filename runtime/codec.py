@@ -28,6 +28,7 @@ import numpy as np
 from model.config import FRAME_MULTIPLE
 from runtime.bitstream import FrameUnit, write_frame
 from runtime.entropy_coding import SYMBOL_LIMIT, EntropyCoder, Substream, SubstreamLayout, estimated_bits
+from model.npmath import level_embedding, quant_width
 from runtime.integer_hyper import quantize_embedding
 from runtime.limits import MAX_PIXELS, check_picture_size
 from runtime import motion_refine
@@ -166,10 +167,10 @@ class _DecoderHalf:
         level = float(np.float32(level))
         if not (math.isfinite(level) and 0.0 <= level <= self.config.max_level):
             raise CodecError(f"level {level:g} outside [0, {self.config.max_level:g}]")
-        embedding = _level_embedding(level, self.config.levels, self.config.embedding_width)
+        embedding = level_embedding(level, self.config.levels, self.config.embedding_width)  # eq. (4)-(8), float64
         ones = np.ones(self.config.latent_channels)
         widths = {
-            block: _quant_width(self._log_quant_widths[block], level) if block in self._log_quant_widths else ones
+            block: quant_width(self._log_quant_widths[block], level) if block in self._log_quant_widths else ones
             for block in ("iframe", "flow", "residue")
         }
         return LevelContext(
@@ -526,32 +527,6 @@ def _round_symbols(values: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(values)):
         raise CodecError("the model produced non-finite latents")
     return np.clip(np.round(values), -SYMBOL_LIMIT, SYMBOL_LIMIT).astype(np.int32)
-
-
-def _level_embedding(level: float, num_levels: int, width: int) -> np.ndarray:
-    """Eq. (4)-(8) of App. E for one level, float64 -> [E] (model/level.py, on the host)."""
-    if num_levels == 1:
-        return np.ones(width)
-    s = level * (width - 1) / (num_levels - 1)
-    u = math.floor(s)
-    alpha = (u + 1) - s
-    out = np.zeros(width)
-    if 0 <= u < width:
-        out[u] = alpha
-    if 0 <= u + 1 < width:
-        out[u + 1] = 1.0 - alpha
-    return out
-
-
-def _quant_width(log_quant_width: np.ndarray, level: float) -> np.ndarray:
-    """A block's Q_w [C] at a continuous level: exp of the linear interpolation of the rows (§3.1)."""
-    rows = log_quant_width.shape[0]
-    if rows == 1:
-        return np.exp(log_quant_width[0])
-    u = min(int(math.floor(level)), rows - 1)
-    alpha = (u + 1) - level
-    v = min(u + 1, rows - 1)
-    return np.exp(alpha * log_quant_width[u] + (1.0 - alpha) * log_quant_width[v])
 
 
 def _psnr(source: np.ndarray, reconstruction: np.ndarray) -> float:

@@ -50,7 +50,6 @@ KNOWN = {
 }
 #: Private names still imported from another package.
 KNOWN_PRIVATE = {
-    "export.warp_onnx: from model.warp import _gaussian_kernel_1d": "model.warp's kernel made public",
 }
 
 

@@ -1,0 +1,77 @@
+"""The codec's closed-form math in numpy, written once: model/, runtime/, export/ and gpu_train/ use it.
+
+TF-free (gpu_train runs without TensorFlow; model/__init__ imports nothing), like model/sampling.py.
+The trained networks need the same formulas as tensor ops (tf in model/level.py and model/warp.py,
+torch in gpu_train/net.py, for gradients and graphs); those are checked against these
+(tests/test_level.py) and take their constants from here.
+
+- App. E, eq. (4)-(8): the level embedding of one continuous level, and the inverse.
+- §3.1: a block's quantization width Q_w at a continuous level (the rows' log-linear interpolation).
+- §2 (scale-space flow): the blur levels' sigmas and the Gaussian kernel of each.
+- §3.2: the motion block size (the flow codelayer's latent grid).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: Motion block size: the stride of the flow codelayer's latent grid (§3.2's 16x).
+MOTION_BLOCK = 16
+
+
+def level_embedding(level: float, num_levels: int, width: int) -> np.ndarray:
+    """Eq. (4)-(8) of App. E for one level -> float64 [width]: alpha at u = floor(s) and 1 - alpha
+    at u + 1, s = level (L_e - 1) / (L - 1); a one-hot at integer levels when L_e = L. A
+    single-level model's embedding is all ones."""
+    if num_levels == 1:
+        return np.ones(width)
+    s = level * (width - 1) / (num_levels - 1)  # eq. (4)
+    u = math.floor(s)  # eq. (5)
+    alpha = (u + 1) - s  # eq. (6)-(7)
+    out = np.zeros(width)
+    if 0 <= u < width:  # eq. (8); onehot of an index outside [0, width) is the zero vector
+        out[u] = alpha
+    if 0 <= u + 1 < width:
+        out[u + 1] = 1.0 - alpha
+    return out
+
+
+def level_from_embedding(embedding: np.ndarray, num_levels: int) -> np.ndarray:
+    """The inverse of eq. (4)-(8): [..., E] -> [...] levels, sum_i i e_i (L - 1) / (L_e - 1)."""
+    embedding = np.asarray(embedding, np.float64)
+    width = embedding.shape[-1]
+    if num_levels == 1 or width == 1:
+        return np.zeros(embedding.shape[:-1])
+    return embedding @ (np.arange(width) * ((num_levels - 1) / (width - 1)))
+
+
+def quant_width(log_quant_width: np.ndarray, level: float) -> np.ndarray:
+    """A block's Q_w [C] at a continuous level (§3.1): exp of the linear interpolation of the rows
+    of log Q_w [L, C] with eq. (5)-(7)'s weights -> float64 [C]."""
+    rows = log_quant_width.shape[0]
+    if rows == 1:
+        return np.exp(log_quant_width[0])
+    u = min(int(math.floor(level)), rows - 1)
+    alpha = (u + 1) - level
+    v = min(u + 1, rows - 1)  # at the top level alpha is 1: any valid row will do.
+    return np.exp(alpha * log_quant_width[u] + (1.0 - alpha) * log_quant_width[v])
+
+
+def scale_space_sigmas(levels: int, sigma0: float) -> list[float]:
+    """Blur levels of the scale-space volume: 0, sigma0, 2 sigma0, 4 sigma0, ..."""
+    return [0.0] + [sigma0 * 2.0**i for i in range(levels - 1)]
+
+
+def gaussian_radius(sigma: float) -> int:
+    """Half-width of the blur kernel: 3 sigma, at least 1."""
+    return max(1, int(math.ceil(3.0 * sigma)))
+
+
+def gaussian_kernel_1d(sigma: float) -> np.ndarray:
+    """The normalized 1-D Gaussian of the scale-space blur, float64 [2 r + 1] (r = gaussian_radius)."""
+    radius = gaussian_radius(sigma)
+    weights = [math.exp(-0.5 * (float(x) / sigma) ** 2) for x in range(-radius, radius + 1)]
+    total = sum(weights)
+    return np.array([w / total for w in weights], np.float64)
