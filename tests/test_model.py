@@ -49,6 +49,8 @@ def test_small_model_overfits_a_real_clip(bikes_frames):
     model = ELFVC(get_config("small")).build_weights()
     clip = tf.constant(bikes_frames[None, :3, 100:164, 200:264] / 255.0, tf.float32)
     optimizer = tf.keras.optimizers.Adam(1e-3)
+    # Its slots exist before the first call: a tf.function that creates variables traces twice.
+    optimizer.build(model.trainable_variables)
     lam = 1e-3
 
     @tf.function

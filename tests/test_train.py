@@ -3,7 +3,9 @@
 Subprocess tests (SIGKILL / SIGTERM and resume, two workers) are in test_train_process.py.
 """
 
+import contextlib
 import dataclasses
+import io
 import json
 
 import numpy as np
@@ -50,10 +52,42 @@ def _weights(prefix, scope=""):
     }
 
 
-def test_train_resume_export_and_warm_start(septuplet, tmp_path, capsys):
-    train_dir = tmp_path / "run"
-    assert run_main(*tiny(septuplet, train_dir, "--steps=2")) == 0
-    out = capsys.readouterr().out
+def _run_quietly(*args):
+    """run_main outside a test (module fixtures have no capsys): (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run_main(*args)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(septuplet, tmp_path_factory):
+    """A 2-step run and its export, shared by the tests below (each traced training step costs
+    tens of CPU seconds): (train_dir, export_dir, the run's stdout)."""
+    root = tmp_path_factory.mktemp("trained")
+    train_dir, export_dir = root / "run", root / "shipped"
+    code, out, err = _run_quietly(*tiny(septuplet, train_dir, "--steps=2"))
+    assert code == 0, err
+    code, _, err = _run_quietly(f"--train_dir={train_dir}", f"--export_to={export_dir}")
+    assert code == 0, err
+    return train_dir, export_dir, out
+
+
+@pytest.fixture(scope="module")
+def warm_pframe_run(septuplet, trained, tmp_path_factory):
+    """2 steps warm-started from the export across a Q_w-only config change (per-level Q_w on the
+    P-frames, a new spread 4 -> 0.5, the flow at its own spread 1, 1) with the warp loss on for
+    the first step: (run_dir, stdout)."""
+    run_dir = tmp_path_factory.mktemp("warm") / "run"
+    args = ("--steps=2", "--quant_width=4,0.5", "--pframe_quant_width", "--flow_quant_width=1,1",
+            "--warp_loss=1", "--warp_loss_steps=1", f"--init_from={trained[1]}")
+    code, out, err = _run_quietly(*tiny(septuplet, run_dir, *args))
+    assert code == 0, err
+    return run_dir, out
+
+
+def test_train_resume_export_and_warm_start(septuplet, trained, tmp_path, capsys):
+    train_dir, export_dir, out = trained
     assert "step 2/2" in out and "step/s" in out and "PSNR/bpp by level" in out
     assert ckpt.load_config(train_dir / ckpt.CONFIG_FILE) == get_config("small")
     progress = json.loads((train_dir / ckpt.PROGRESS_FILE).read_text())
@@ -61,22 +95,20 @@ def test_train_resume_export_and_warm_start(septuplet, tmp_path, capsys):
     assert list((train_dir / "summaries").glob("events.out.tfevents.*"))
 
     # Export: weights-only folder that tf.train.Checkpoint(model=...) loads, same weights.
-    export_dir = tmp_path / "shipped"
     latest = ckpt.latest_in(train_dir)
     assert latest.endswith("ckpt-2")
     assert tf.train.load_checkpoint(latest).get_tensor("model/step/.ATTRIBUTES/VARIABLE_VALUE") == 2
     assert run_main(*tiny(septuplet, train_dir, "--steps=2")) == 0  # rerun: already done
     assert "resuming from" in capsys.readouterr().out  # (the resume itself: test_train_process.py)
-    assert run_main(f"--train_dir={train_dir}", f"--export_to={export_dir}") == 0
     assert sorted(p.name for p in export_dir.iterdir() if not p.name.startswith("model.data")) == [
         "config.json", "model.index", "training.json"]
     model, config = ckpt.load_exported(export_dir)
     assert config == get_config("small")
     kernel = model.iframe.analysis.trainable_variables[0]
     shipped = _weights(export_dir / "model")
-    trained = _weights(latest)
-    assert set(shipped) == set(trained)
-    for key, value in trained.items():
+    trained_weights = _weights(latest)
+    assert set(shipped) == set(trained_weights)
+    for key, value in trained_weights.items():
         np.testing.assert_array_equal(shipped[key], value)
     meta = json.loads((export_dir / ckpt.TRAINING_FILE).read_text())
     assert meta["step"] == 2 and meta["options"]["gop"] == 2
@@ -93,31 +125,6 @@ def test_train_resume_export_and_warm_start(septuplet, tmp_path, capsys):
                               model.flow.analysis.trainable_variables[0].numpy())
     assert int(trainer.optimizer.iterations.numpy()) == 0
 
-    # Warm start across a Q_w-only config change (per-level Q_w on the P-frames, a new spread):
-    # every other weight loads, every Q_w table starts at the new geometric spread 4 -> 0.5.
-    qw_dir = tmp_path / "qw"
-    assert run_main(*tiny(septuplet, qw_dir, "--steps=1", "--quant_width=4,0.5", "--pframe_quant_width",
-                          f"--init_from={export_dir}")) == 0
-    assert "warm start from" in capsys.readouterr().out
-    qw_config = ckpt.load_config(qw_dir / ckpt.CONFIG_FILE)
-    assert qw_config.pframe_quant_width and (qw_config.quant_width_first, qw_config.quant_width_last) == (4.0, 0.5)
-    reader = tf.train.load_checkpoint(ckpt.latest_in(qw_dir))
-    for block in ("iframe", "flow", "residue"):
-        table = reader.get_tensor(f"model/{block}/log_quant_width/.ATTRIBUTES/VARIABLE_VALUE")
-        # One Adam step (lr 7e-5) away from the initial spread, never from the checkpoint's zeros.
-        np.testing.assert_allclose(table[:, 0], np.linspace(np.log(4), np.log(0.5), 8), atol=1e-3)
-    # Back without P-frame Q_w, same spread: the I-frame keeps the table it learned, exactly; a new
-    # spread resets it.
-    learned = reader.get_tensor("model/iframe/log_quant_width/.ATTRIBUTES/VARIABLE_VALUE")
-    assert not np.allclose(learned[:, 0], np.linspace(np.log(4), np.log(0.5), 8), atol=1e-6, rtol=0)
-    for spread, scope, expected in (((4.0, 0.5), "all", learned[:, 0]), ((4.0, 0.5), "iframe", learned[:, 0]),
-                                    ((8.0, 0.5), "all", np.linspace(np.log(8), np.log(0.5), 8))):
-        config = dataclasses.replace(get_config("small"), quant_width_first=spread[0], quant_width_last=spread[1])
-        trainer = train.Trainer(config, data, train.TrainOptions(steps=1, batch=2), tmp_path / f"back{spread[0]}{scope}",
-                                tf.distribute.get_strategy(), init_from=str(qw_dir), init_scope=scope)
-        np.testing.assert_allclose(trainer.model.iframe.log_quant_width.numpy()[:, 0], expected, rtol=0, atol=1e-6)
-        assert not hasattr(trainer.model.flow, "log_quant_width")
-
     # A checkpoint of another config: resuming or warm starting ends with one line, exit 1.
     assert run_main(*tiny(septuplet, train_dir, "--steps=4", "--ablation=no_predictor")) == 1
     err = capsys.readouterr().err.strip()
@@ -130,6 +137,40 @@ def test_train_resume_export_and_warm_start(septuplet, tmp_path, capsys):
     # Resuming with another GOP length is refused too (the modulator has one mu per frame).
     assert run_main(*tiny(septuplet, train_dir, "--steps=4", "--gop=3")) == 1
     assert "--gop=2" in capsys.readouterr().err
+
+
+def test_warm_start_across_a_quant_width_change(septuplet, trained, warm_pframe_run, tmp_path):
+    """Every other weight loads; every Q_w table starts at the new config's initial spread, never
+    from the checkpoint's: --quant_width's for the I-frame and residue, --flow_quant_width's for
+    the flow, and (without --flow_quant_width) --quant_width's for the flow too."""
+    export_dir = trained[1]
+    qw_dir, out = warm_pframe_run
+    assert "warm start from" in out
+    qw_config = ckpt.load_config(qw_dir / ckpt.CONFIG_FILE)
+    assert qw_config.pframe_quant_width and (qw_config.quant_width_first, qw_config.quant_width_last) == (4.0, 0.5)
+    reader = tf.train.load_checkpoint(ckpt.latest_in(qw_dir))
+    spread = np.linspace(np.log(4), np.log(0.5), 8)
+    for block, initial in (("iframe", spread), ("residue", spread), ("flow", np.zeros(8))):
+        table = reader.get_tensor(f"model/{block}/log_quant_width/.ATTRIBUTES/VARIABLE_VALUE")
+        # Two Adam steps (lr 7e-5) away from the initial spread, never from the checkpoint's table.
+        np.testing.assert_allclose(table[:, 0], initial, atol=1e-3)
+    data = DataConfig(str(septuplet), gop=2, crop=(64, 64))
+    flow_follows = dataclasses.replace(qw_config, flow_quant_width_first=None, flow_quant_width_last=None)
+    trainer = train.Trainer(flow_follows, data, train.TrainOptions(steps=1, batch=2), tmp_path / "follows",
+                            tf.distribute.get_strategy(), init_from=str(export_dir))
+    assert "warm start" in trainer.resumed_from
+    np.testing.assert_allclose(trainer.model.flow.log_quant_width.numpy()[:, 0], spread, rtol=0, atol=1e-6)
+    # Back without P-frame Q_w, same spread: the I-frame keeps the table it learned, exactly; a new
+    # spread resets it.
+    learned = reader.get_tensor("model/iframe/log_quant_width/.ATTRIBUTES/VARIABLE_VALUE")
+    assert not np.allclose(learned[:, 0], spread, atol=1e-6, rtol=0)
+    for spread_, scope, expected in (((4.0, 0.5), "all", learned[:, 0]), ((4.0, 0.5), "iframe", learned[:, 0]),
+                                     ((8.0, 0.5), "all", np.linspace(np.log(8), np.log(0.5), 8))):
+        config = dataclasses.replace(get_config("small"), quant_width_first=spread_[0], quant_width_last=spread_[1])
+        trainer = train.Trainer(config, data, train.TrainOptions(steps=1, batch=2), tmp_path / f"back{spread_[0]}{scope}",
+                                tf.distribute.get_strategy(), init_from=str(qw_dir), init_scope=scope)
+        np.testing.assert_allclose(trainer.model.iframe.log_quant_width.numpy()[:, 0], expected, rtol=0, atol=1e-6)
+        assert not hasattr(trainer.model.flow, "log_quant_width")
 
 
 @pytest.mark.parametrize(
@@ -162,15 +203,11 @@ def test_unreadable_checkpoint_dir_for_init_from(septuplet, tmp_path, capsys):
     assert code == 1 and "does not exist" in capsys.readouterr().err
 
 
-def test_flow_quant_width_and_warp_loss(septuplet, tmp_path, capsys):
+def test_flow_quant_width_and_warp_loss(septuplet, warm_pframe_run, tmp_path):
     """--flow_quant_width gives the flow codelayer its own initial spread (1, 1: the paper's Q_w = 1)
     while the residue keeps --quant_width's; --warp_loss adds MSE(x_comp, x) for the first
     --warp_loss_steps steps, and every log line reports the prediction's PSNR."""
-    run_dir = tmp_path / "warp"
-    args = ("--steps=2", "--quant_width=4,0.5", "--pframe_quant_width", "--flow_quant_width=1,1",
-            "--warp_loss=1", "--warp_loss_steps=1")
-    assert run_main(*tiny(septuplet, run_dir, *args)) == 0
-    out = capsys.readouterr().out
+    run_dir, out = warm_pframe_run
     assert out.count("warp PSNR") == 2, out
     config = ckpt.load_config(run_dir / ckpt.CONFIG_FILE)
     assert (config.flow_quant_width_first, config.flow_quant_width_last) == (1.0, 1.0)
