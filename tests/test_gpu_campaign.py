@@ -138,8 +138,8 @@ def test_two_phase_training_on_cpu(tmp_path):
         latent_channels=16, hyper_channels=8, hyper_latent_channels=8, state_channels=8, predictor_channels=8).to_dict()))
     result = run_torch([
         "-m", "gpu_train.train", f"--config={config}", f"--data={tmp_path / 'train/video'}",
-        f"--photos={tmp_path / 'train/images'}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.3", "--batch=2",
-        "--gop=3", "--crop=64", "--image_frac=0.5", "--image_batch=2", "--image_crop=128", "--device=cpu",
+        f"--photos={tmp_path / 'train/images'}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.3", "--batch=1",
+        "--gop=2", "--crop=64", "--image_frac=0.3", "--image_batch=2", "--image_crop=64", "--device=cpu",
         "--log_every=2", "--precision=bf16", "--clip_norm=1", "--workers=2",
     ])
     assert result.returncode == 0, result.stderr[-2000:]

@@ -214,7 +214,7 @@ def test_cli_on_cpu_writes_the_table(tmp_path):
     out = tmp_path / "t.json"
     result = run_torch([
         "-m", "gpu_train.table2", "--device=cpu", "--configs=small", f"--config_json={DEFAULT / 'config.json'}",
-        "--sizes=128x64", "--budget_s=60", "--timing_s=0.05", f"--out={out}",
+        "--sizes=128x64", "--budget_s=300", "--timing_s=0.05", f"--out={out}",
     ])
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
