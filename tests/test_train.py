@@ -60,13 +60,17 @@ def _run_quietly(*args):
     return code, out.getvalue(), err.getvalue()
 
 
+FIRST_RUN = ("--steps=2", "--warp_loss=1", "--warp_loss_steps=1")
+
+
 @pytest.fixture(scope="module")
 def trained(septuplet, tmp_path_factory):
-    """A 2-step run and its export, shared by the tests below (each traced training step costs
-    tens of CPU seconds): (train_dir, export_dir, the run's stdout)."""
+    """A 2-step run (the warp loss on for its first step) and its export, shared by the tests
+    below (each traced training step costs tens of CPU seconds): (train_dir, export_dir, stdout)."""
     root = tmp_path_factory.mktemp("trained")
     train_dir, export_dir = root / "run", root / "shipped"
-    code, out, err = _run_quietly(*tiny(septuplet, train_dir, "--steps=2"))
+    # The warp loss is a training option (no config field): on for step 1, the config stays small's.
+    code, out, err = _run_quietly(*tiny(septuplet, train_dir, *FIRST_RUN))
     assert code == 0, err
     code, _, err = _run_quietly(f"--train_dir={train_dir}", f"--export_to={export_dir}")
     assert code == 0, err
@@ -98,7 +102,7 @@ def test_train_resume_export_and_warm_start(septuplet, trained, tmp_path, capsys
     latest = ckpt.latest_in(train_dir)
     assert latest.endswith("ckpt-2")
     assert tf.train.load_checkpoint(latest).get_tensor("model/step/.ATTRIBUTES/VARIABLE_VALUE") == 2
-    assert run_main(*tiny(septuplet, train_dir, "--steps=2")) == 0  # rerun: already done
+    assert run_main(*tiny(septuplet, train_dir, *FIRST_RUN)) == 0  # rerun: already done
     assert "resuming from" in capsys.readouterr().out  # (the resume itself: test_train_process.py)
     assert sorted(p.name for p in export_dir.iterdir() if not p.name.startswith("model.data")) == [
         "config.json", "model.index", "training.json"]
@@ -139,6 +143,48 @@ def test_train_resume_export_and_warm_start(septuplet, trained, tmp_path, capsys
     assert "--gop=2" in capsys.readouterr().err
 
 
+def test_warp_loss_is_an_option_and_every_line_reports_the_prediction(trained):
+    train_dir, _, out = trained
+    assert out.count("warp PSNR") == 2, out
+    options = json.loads((train_dir / ckpt.OPTIONS_FILE).read_text())["options"]
+    assert options["warp_loss"] == 1.0 and options["warp_loss_steps"] == 1
+
+
+def test_warm_start_sets_each_quant_width_table(septuplet, trained, tmp_path):
+    """A warm start across a Q_w-only config change (here: the export, small's spread 1 -> 1 and
+    no P-frame Q_w, into per-level P-frame Q_w) loads every other weight; a block keeps its
+    learned table only when its initial spread is unchanged, every other table starts at the new
+    config's spread: --quant_width's, or the flow's own. (The same through the command line,
+    trained on and back again: the slow test_warm_start_across_a_quant_width_change.)"""
+    export_dir = trained[1]
+    model, _ = ckpt.load_exported(export_dir)
+    learned = model.iframe.log_quant_width.numpy()[:, 0]
+    assert not np.allclose(learned, 0.0, atol=1e-6, rtol=0)  # two Adam steps from log 1
+    data = DataConfig(str(septuplet), gop=2, crop=(64, 64))
+    spread = np.linspace(np.log(4), np.log(0.5), 8)
+    cases = [  # (config overrides, init scope, expected iframe / flow / residue tables)
+        (dict(quant_width_first=4.0, quant_width_last=0.5), "all", (spread, spread, spread)),
+        (dict(quant_width_first=4.0, quant_width_last=0.5, flow_quant_width_first=1.0, flow_quant_width_last=1.0),
+         "all", (spread, np.zeros(8), spread)),
+        ({}, "all", (learned, np.zeros(8), np.zeros(8))),
+        ({}, "iframe", (learned, np.zeros(8), np.zeros(8))),
+    ]
+    for i, (overrides, scope, expected) in enumerate(cases):
+        config = get_config("small", pframe_quant_width=True, **overrides)
+        trainer = train.Trainer(config, data, train.TrainOptions(steps=1, batch=2), tmp_path / f"w{i}",
+                                tf.distribute.get_strategy(), init_from=str(export_dir), init_scope=scope)
+        assert "warm start" in trainer.resumed_from
+        for block, table in zip(("iframe", "flow", "residue"), expected):
+            got = getattr(trainer.model, block).log_quant_width.numpy()[:, 0]
+            np.testing.assert_allclose(got, table, rtol=0, atol=1e-6, err_msg=f"case {i} {block}")
+        np.testing.assert_array_equal(trainer.model.iframe.analysis.trainable_variables[0].numpy(),
+                                      model.iframe.analysis.trainable_variables[0].numpy())
+        loaded = scope == "all"
+        assert np.array_equal(trainer.model.flow.analysis.trainable_variables[0].numpy(),
+                              model.flow.analysis.trainable_variables[0].numpy()) == loaded
+
+
+@pytest.mark.slow  # its own traced training run; fast: test_warm_start_sets_each_quant_width_table
 def test_warm_start_across_a_quant_width_change(septuplet, trained, warm_pframe_run, tmp_path):
     """Every other weight loads; every Q_w table starts at the new config's initial spread, never
     from the checkpoint's: --quant_width's for the I-frame and residue, --flow_quant_width's for
@@ -203,6 +249,7 @@ def test_unreadable_checkpoint_dir_for_init_from(septuplet, tmp_path, capsys):
     assert code == 1 and "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # shares that run; fast: test_warm_start_sets_each_quant_width_table, test_warp_loss_is_an_option_...
 def test_flow_quant_width_and_warp_loss(septuplet, warm_pframe_run, tmp_path):
     """--flow_quant_width gives the flow codelayer its own initial spread (1, 1: the paper's Q_w = 1)
     while the residue keeps --quant_width's; --warp_loss adds MSE(x_comp, x) for the first
