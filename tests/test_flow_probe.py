@@ -18,6 +18,27 @@ def footage(tmp_path_factory):
     return folder
 
 
+def _last_row(capsys):
+    out = capsys.readouterr().out.strip().splitlines()
+    row = json.loads(out[-1])
+    assert row["step"] == 2 and out[0].startswith("step     2")
+    for key in ("warp_psnr", "copy_psnr", "search_psnr", "flow_bpp", "mean_abs_flow_px", "mean_sigma_px"):
+        assert math.isfinite(row[key]), key
+    return row
+
+
+def test_probe_reports_every_column_for_a_free_flow_field(footage, capsys):
+    """The probe's loop, windows and report on real footage, optimizing a free flow field (one
+    small traced step; the flow network's run is the slow test below). A free field codes no bits."""
+    assert flow_probe.main(["flow_probe", f"--data={footage}", "--steps=2", "--batch=2", "--free_flow"]) == 0
+    row = _last_row(capsys)
+    assert row["flow_bpp"] == 0.0
+
+
+# Its training step traces twice (Adam's slots are made inside it): slow. Fast: the free-field run
+# above (the probe itself) and test_motion.py's test_pframe_flow_follows_the_searched_motion_within_
+# half_a_quantization_step (the block path moves the decoded flow).
+@pytest.mark.slow
 def test_probe_reports_every_column(footage, capsys):
     code = flow_probe.main(["flow_probe", f"--data={footage}", "--steps=2", "--batch=2", "--reinit",
                             "--reference=original", "--quantization=none", "--motion_search_radius=3"])

@@ -44,10 +44,15 @@ def test_round_mode_is_deterministic(small_model):
     np.testing.assert_array_equal(a.bits.numpy(), b.bits.numpy())
 
 
-def test_small_model_overfits_a_real_clip(bikes_frames):
+@pytest.mark.parametrize(
+    # Tracing the training step is most of the cost and grows with the GOP: I + P by default,
+    # I + P + P (the second P-frame's recurrent state and flow predictor) in the slow suite.
+    "frames", [2, pytest.param(3, marks=pytest.mark.slow)], ids=["IP", "IPP"]
+)
+def test_small_model_overfits_a_real_clip(bikes_frames, frames):
     tf.random.set_seed(1)
     model = ELFVC(get_config("small")).build_weights()
-    clip = tf.constant(bikes_frames[None, :3, 100:164, 200:264] / 255.0, tf.float32)
+    clip = tf.constant(bikes_frames[None, :frames, 100:164, 200:264] / 255.0, tf.float32)
     optimizer = tf.keras.optimizers.Adam(1e-3)
     # Its slots exist before the first call: a tf.function that creates variables traces twice.
     optimizer.build(model.trainable_variables)
