@@ -138,7 +138,7 @@ def test_two_phase_training_on_cpu(tmp_path):
         latent_channels=16, hyper_channels=8, hyper_latent_channels=8, state_channels=8, predictor_channels=8).to_dict()))
     result = run_torch([
         "-m", "gpu_train.train", f"--config={config}", f"--data={tmp_path / 'train/video'}",
-        f"--photos={tmp_path / 'train/images'}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.3", "--batch=1",
+        f"--photos={tmp_path / 'train/images'}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.2", "--batch=1",
         "--gop=2", "--crop=64", "--image_frac=0.3", "--image_batch=2", "--image_crop=64", "--device=cpu",
         "--log_every=2", "--precision=bf16", "--clip_norm=1", "--workers=2",
     ])
@@ -226,7 +226,7 @@ def test_fused_warp_is_the_gather_warp():
 def test_diagnose_trains_both_autoencoders_on_cpu(tmp_path):
     _fake_train_set(tmp_path / "train", videos=1)
     result = run_torch([
-        "-m", "gpu_train.diagnose", f"--photos={tmp_path / 'train/images'}", "--seconds=2", "--batch=2", "--crop=128",
+        "-m", "gpu_train.diagnose", f"--photos={tmp_path / 'train/images'}", "--seconds=1", "--batch=2", "--crop=128",
         f"--out={tmp_path / 'd.json'}", "--device=cpu",
     ])
     assert result.returncode == 0, result.stderr[-2000:]

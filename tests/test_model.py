@@ -98,7 +98,7 @@ def test_paper_config_parameter_counts_near_table_3():
 
 
 def test_unknown_config_lists_valid_names():
-    with pytest.raises(ValueError, match="valid configs: paper, small"):
+    with pytest.raises(ValueError, match="valid configs: base, paper, small"):
         get_config("huge")
     with pytest.raises(ValueError, match="valid ablations"):
         get_config("small", "no_flow")
@@ -129,7 +129,7 @@ def test_summary_cli_prints_counts(capsys):
     out = capsys.readouterr().out
     assert '"encoder":' in out and '"decoder":' in out
     assert summary.main(["summary", "--config=huge"]) == 2
-    assert "valid configs: paper, small" in capsys.readouterr().err
+    assert "valid configs: base, paper, small" in capsys.readouterr().err
 
 
 def test_untrained_pframe_is_a_copy_of_its_reference():
