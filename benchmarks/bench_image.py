@@ -58,8 +58,8 @@ import numpy as np
 from absl import flags
 
 from benchmarks import anchors as anchors_lib
-from benchmarks.bdrate import METHODS, BDError, bd_rate
-from benchmarks.bench_rd import BenchError, ElfCodec, ModelSpec, bd_entries, bd_pairs
+from benchmarks.bdrate import METHODS
+from benchmarks.bench_rd import BenchError, ElfCodec, ModelSpec, bd_entries, bd_entry, bd_pairs
 from benchmarks.plot import bd_markdown, plot_rd, points_markdown
 from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport
 from runtime import metrics as metrics_lib
@@ -303,12 +303,7 @@ def set_bd_entries(report: RDReport, name: str, pairs, method: str) -> list[BDEn
             t = [p for p in ours if p.metric(metric) is not None]
             if not a or not t:
                 continue
-            try:
-                value = bd_rate([p.bpp for p in a], [p.metric(metric) for p in a],
-                                [p.bpp for p in t], [p.metric(metric) for p in t], method)  # fmt: skip
-                entries.append(BDEntry(test, anchor, name, metric, value))
-            except BDError as err:
-                entries.append(BDEntry(test, anchor, name, metric, None, str(err)))
+            entries.append(bd_entry(test, anchor, name, metric, t, a, method))
     return entries
 
 

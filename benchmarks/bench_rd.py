@@ -158,6 +158,16 @@ def bd_pairs(anchors: Sequence[str]) -> list[tuple[str, str]]:
     return [(ELFVC, a) for a in anchors] + [(b, anchors[0]) for b in anchors[1:]]
 
 
+def bd_entry(test: str, anchor: str, clip: str, metric: str, ours, theirs, method: str) -> BDEntry:
+    """BD-rate of the points `ours` against `theirs` under `metric`; the error in the entry if none."""
+    try:
+        value = bd_rate([p.bpp for p in theirs], [p.metric(metric) for p in theirs],
+                        [p.bpp for p in ours], [p.metric(metric) for p in ours], method)  # fmt: skip
+    except BDError as err:
+        return BDEntry(test, anchor, clip, metric, None, str(err))
+    return BDEntry(test, anchor, clip, metric, value)
+
+
 def bd_entries(report: RDReport, pairs: Sequence[tuple[str, str]], method: str) -> list[BDEntry]:
     """BD-rate of each (test, anchor) pair, per clip and averaged over clips, for every metric."""
     entries = []
@@ -169,14 +179,8 @@ def bd_entries(report: RDReport, pairs: Sequence[tuple[str, str]], method: str) 
                 theirs = merged_curve(report, anchor, clip, metric)
                 if not ours or not theirs:
                     continue
-                try:
-                    value = bd_rate([p.bpp for p in theirs], [p.metric(metric) for p in theirs],
-                                    [p.bpp for p in ours], [p.metric(metric) for p in ours], method)  # fmt: skip
-                    entries.append(BDEntry(test, anchor, clip, metric, value))
-                    values.append(value)
-                except BDError as err:
-                    entries.append(BDEntry(test, anchor, clip, metric, None, str(err)))
-                    values.append(None)
+                entries.append(bd_entry(test, anchor, clip, metric, ours, theirs, method))
+                values.append(entries[-1].value)  # None where this clip has none
             if not values:
                 continue
             if all(v is not None for v in values):

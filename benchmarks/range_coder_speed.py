@@ -27,9 +27,8 @@ import numpy as np
 
 from model import clikit  # --help, one error line, exit statuses (model/clikit.py)
 
+from benchmarks.bench_fps import SIZES  # Table 2's rows
 from model.config import FRAME_MULTIPLE
-
-SIZES = {"cif": (352, 288), "vga": (640, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 
 
 @dataclass(frozen=True)

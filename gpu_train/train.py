@@ -375,14 +375,16 @@ class Stepper:
     Outputs are device tensors (no host sync per step): loss, dist [B, T], bpp [B, T], warp [B, T-1].
     """
 
-    def __init__(self, model, lam, modulator, args, device, autocast_dtype, capturable: bool):
+    def __init__(self, model, lam, modulator, args, device, autocast_dtype, capturable: bool, opt=None):
         import torch
 
         self.model, self.lam, self.modulator, self.args, self.device = model, lam, modulator, args, device
         self.autocast_dtype = autocast_dtype
         self.params = [q for q in model.parameters() if q.requires_grad]
-        lr = torch.tensor(args.lr, device=device) if capturable else args.lr
-        self.opt = torch.optim.Adam(self.params, lr=lr, betas=(0.9, 0.999), eps=1e-7, capturable=capturable)
+        if opt is None:  # another phase's Stepper may share its optimizer (one Adam state per run)
+            lr = torch.tensor(args.lr, device=device) if capturable else args.lr
+            opt = torch.optim.Adam(self.params, lr=lr, betas=(0.9, 0.999), eps=1e-7, capturable=capturable)
+        self.opt = opt
         self.graphs = {}  # key -> (graph, static frames, static levels, static outputs)
         self.graph_failed = None  # the error that turned graphs off, if any
         self.warp_weight = torch.zeros((), device=device)
@@ -771,9 +773,7 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
     stepper = Stepper(model, lam, modulator, args, device, autocast_dtype, capturable=use_graphs)
     image_stepper = None
     if stills is not None:
-        image_stepper = Stepper(model, lam, image_modulator, args, device, autocast_dtype, capturable=use_graphs)
-        image_stepper.opt = stepper.opt  # one optimizer state for the whole run
-        image_stepper.params = stepper.params
+        image_stepper = Stepper(model, lam, image_modulator, args, device, autocast_dtype, capturable=use_graphs, opt=stepper.opt)
     if replicas.dist is not None:
         if use_graphs:
             raise TrainError("--graphs with several processes is not supported yet: run without --graphs")
@@ -814,14 +814,10 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
         warp_on = args.warp_loss > 0 and (args.warp_loss_frac <= 0 or frac < args.warp_loss_frac)
         active.set_warp_weight(args.warp_loss if warp_on else 0.0)
         frames, levels = source.batch(size)
-        outputs = None
         if phase not in run.flops:
-            run.flops[phase] = count_step_flops(active, frames, levels)
-            outputs = None  # the counted step trained; take a fresh batch for the logged ones
-            counted = True
+            run.flops[phase] = count_step_flops(active, frames, levels)  # a real step, not logged
         else:
-            counted = False
-        if not counted:
+            outputs = None
             if use_graphs:
                 key = (phase, model.step_int >= model.c["norm_freeze_steps"])
                 outputs = active.graphed(key, frames, levels)

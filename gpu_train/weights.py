@@ -9,7 +9,7 @@ names and shapes of gpu_train.net.ELFVC's state_dict, so neither side reshapes a
 
 `to_npz` reads a shipped-model folder or a training checkpoint (a train dir, or a checkpoint
 prefix); `from_npz` writes a shipped-model folder (model/checkpoints.export_model), refusing an
-existing one. Both need TensorFlow; the torch side (`load_npz` / `save_npz`) needs only torch.
+existing one. Both need TensorFlow; the torch side (`load_npz` / `save_npz_shards`) needs only torch.
 """
 
 from __future__ import annotations
@@ -127,14 +127,6 @@ def load_npz(module, path) -> None:
     if missing or unexpected:
         raise WeightsError(f"weights do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-
-
-def save_npz(module, path) -> None:
-    """Writes a module's state_dict as .npz atomically (tmp file, then rename)."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **{k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
-    tmp.replace(path)
 
 
 def write_shards(arrays: dict, folder, stem: str = "weights", max_bytes: int = 15 * 2**20, dtype=None) -> list:

@@ -109,17 +109,10 @@ class Stream:
                       self.trailing)  # fmt: skip
 
 
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def serialize(stream: Stream) -> bytes:
     """Header + frames with every CRC computed (whatever the values)."""
+    from runtime.bitstream import write_varint
+
     values = [stream.fields[name] & ((1 << bits) - 1) for name, bits in HEADER_FIELDS]
     body = MAGIC + struct.pack("<H", stream.version & 0xFFFF) + _HEADER.pack(stream.model_id, *values)
     parts = [body, struct.pack("<I", zlib.crc32(body))]
@@ -127,7 +120,7 @@ def serialize(stream: Stream) -> bytes:
         count = len(frame.substreams) if frame.count is None else frame.count
         unit = [b"F", bytes([frame.frame_type & 0xFF]), frame.level_raw, struct.pack("<H", count & 0xFFFF)]
         for data, escapes in frame.substreams:
-            unit += [varint(len(data)), varint(len(escapes))]
+            unit += [write_varint(len(data)), write_varint(len(escapes))]
         for data, escapes in frame.substreams:
             unit += [data, escapes]
         raw = b"".join(unit)
@@ -381,7 +374,9 @@ def m_escapes(rng, s: Stream, ctx) -> None:
     if op < 0.2:
         new = b""
     elif op < 0.4:
-        new = b"".join(varint(rng.choice((0, 1, 2, (1 << 21), (1 << 28) - 1, rng.getrandbits(20))))
+        from runtime.bitstream import write_varint
+
+        new = b"".join(write_varint(rng.choice((0, 1, 2, (1 << 21), (1 << 28) - 1, rng.getrandbits(20))))
                        for _ in range(rng.randint(1, 64)))  # fmt: skip
     elif op < 0.55:
         new = b"\xff\xff\xff\xff\x7f"  # a 5-byte varint
@@ -516,20 +511,21 @@ def make_bases(bundle, backend) -> List[bytes]:
 
 
 # -- the worker ------------------------------------------------------------------------------------
-def _peak_rss_mb() -> float:
+def _status_mb(key: str) -> float:
+    """A /proc/self/status memory line (VmHWM: peak, VmRSS: now) in MiB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    return _status_mb("VmHWM")
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+    return _status_mb("VmRSS")
 
 
 def _reset_peak() -> None:

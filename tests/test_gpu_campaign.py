@@ -77,6 +77,16 @@ def _fake_train_set(root: pathlib.Path, videos: int = 3):
         writer.close()
 
 
+def _tiny_base_config(path: pathlib.Path) -> pathlib.Path:
+    """The `base` topology at a few channels per layer, as a config.json: fast CPU training runs."""
+    from model.config import get_config
+
+    path.write_text(json.dumps(get_config(
+        "base", encoder_channels=16, iframe_decoder_channels=16, flow_decoder_channels=8, residue_decoder_channels=16,
+        latent_channels=16, hyper_channels=8, hyper_latent_channels=8, state_channels=8, predictor_channels=8).to_dict()))
+    return path
+
+
 def test_pack_fits_its_budget_and_records_what_travelled(tmp_path):
     from gpu_train import pack
 
@@ -130,12 +140,7 @@ def test_two_phase_training_on_cpu(tmp_path):
     """The I-frame phase then the GOP phase, bf16 autocast: both phases log, only GOP steps advance
     the model step, the weights come back as shards that load."""
     _fake_train_set(tmp_path / "train", videos=2)
-    config = tmp_path / "config.json"
-    from model.config import get_config
-
-    config.write_text(json.dumps(get_config(
-        "base", encoder_channels=16, iframe_decoder_channels=16, flow_decoder_channels=8, residue_decoder_channels=16,
-        latent_channels=16, hyper_channels=8, hyper_latent_channels=8, state_channels=8, predictor_channels=8).to_dict()))
+    config = _tiny_base_config(tmp_path / "config.json")
     result = run_torch([
         "-m", "gpu_train.train", f"--config={config}", f"--data={tmp_path / 'train/video'}",
         f"--photos={tmp_path / 'train/images'}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.2", "--batch=1",
@@ -170,12 +175,7 @@ def test_two_processes_train_as_one(tmp_path):
     import random
 
     _fake_train_set(tmp_path / "train", videos=2)
-    config = tmp_path / "config.json"
-    from model.config import get_config
-
-    config.write_text(json.dumps(get_config(
-        "base", encoder_channels=16, iframe_decoder_channels=16, flow_decoder_channels=8, residue_decoder_channels=16,
-        latent_channels=16, hyper_channels=8, hyper_latent_channels=8, state_channels=8, predictor_channels=8).to_dict()))
+    config = _tiny_base_config(tmp_path / "config.json")
     result = run_torch([
         "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={random.randint(20000, 60000)}",
         "-m", "gpu_train.train", f"--config={config}", f"--data={tmp_path / 'train/video'}",
