@@ -9,7 +9,9 @@ horizontal flips; the whole set sits on the device as uint8.
 
 Two phases: with --image_frac > 0 the run first trains the I-frame codec alone (GOPs of one
 frame) on crops of photos (--photos) and video frames for that fraction of the budget, then
-whole GOPs. Image-phase steps do not advance the model's `step` (it counts GOP steps, which
+whole GOPs; the GOP phase starts with fresh Adam moments and a --phase_warmup-step linear
+learning-rate warm-up (shared moments wrecked the I-frame codec in the first GOP steps). Image-phase
+steps do not advance the model's `step` (it counts GOP steps, which
 App. C's normalization freeze is measured in); progress.json counts both.
 
 Throughput (a lent GPU is held for minutes): --precision tf32 (FP32 weights, TF32 matmuls and
@@ -397,6 +399,16 @@ class Stepper:
             else:
                 g["lr"] = lr
 
+    def restart_optimizer(self):
+        """Zeroes Adam's moments and step counts in place (a captured CUDA graph reads the same
+        tensors): the next step is Adam's first again."""
+        for state in self.opt.state.values():
+            for key, value in state.items():
+                if hasattr(value, "zero_"):
+                    value.zero_()
+                else:  # a non-capturable Adam may keep `step` as a number
+                    state[key] = 0.0
+
     def set_warp_weight(self, weight: float):
         self.warp_weight.fill_(weight)
 
@@ -567,6 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downscale", type=int, default=2)
     p.add_argument("--max_stride", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--phase_warmup", type=int, default=200,
+                   help="steps of linear learning-rate warm-up after a phase change, which also restarts Adam's moments "
+                        "(0: neither)")
     p.add_argument("--lambda_range", default="0.25,0.0026")
     p.add_argument("--warp_loss", type=float, default=0.0)
     p.add_argument("--warp_loss_frac", type=float, default=0.0, help="fraction of the budget the warp loss is on (0: all)")
@@ -787,6 +802,7 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     last_save = time.time()
     phase = None
+    phase_start = None  # the iteration the current phase began, when it began after another
     sync_every = 10 if replicas.dist is not None else 1
     iteration = 0
     while True:
@@ -795,16 +811,24 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
         iteration += 1
         if frac >= 1.0 or stopping:
             break
-        lr = args.lr * (1.0 if frac < 0.8 else 0.2 if frac < 0.95 else 0.04)
         new_phase = "image" if stills is not None and frac < args.image_frac else "gop"
         if new_phase != phase:
             if phase is not None and run.window["n"]:
                 run.log(phase, frames_per_step, pixels, lr, frac)
+            if phase is not None and args.phase_warmup > 0:
+                # The I-frame phase's Adam moments mis-scale the GOP loss's gradients: without a restart
+                # the first GOP steps wrecked the I-frame codec (H200, 2026-12-04: 25 -> 14 dB in 100
+                # steps, ~1,500 steps to recover). Fresh moments and a warm-up, as at a run's start.
+                stepper.restart_optimizer()
+                phase_start = iteration
             phase = new_phase
             run.reset_window()
             print(f"phase {phase}: " + (
                 f"I-frame crops, batch {args.image_batch} x {args.image_crop}^2" if phase == "image"
                 else f"GOPs, batch {args.batch} x {args.gop} x {args.crop}^2"), flush=True)
+        lr = args.lr * (1.0 if frac < 0.8 else 0.2 if frac < 0.95 else 0.04)
+        if phase_start is not None and args.phase_warmup > 0:
+            lr *= min(1.0, (iteration - phase_start + 1) / args.phase_warmup)
         active = image_stepper if phase == "image" else stepper
         source = stills if phase == "image" else sampler
         size = args.image_batch if phase == "image" else args.batch

@@ -157,6 +157,41 @@ def test_two_phase_training_on_cpu(tmp_path):
     assert any(v is not None for r in gop_log for v in r["p_psnr"])
     assert progress["flops_per_step"]["gop"] > progress["flops_per_step"]["image"] > 0
     assert "[image]" in result.stdout and "[gop]" in result.stdout
+    # The GOP phase restarts Adam and warms its learning rate up from ~0 (--phase_warmup=200 steps)
+    image_lr = [r["lr"] for r in progress["log"] if r["phase"] == "image"]
+    assert max(image_lr) == 1e-4 and gop_log[0]["lr"] < 0.2 * 1e-4, (image_lr, gop_log[0]["lr"])  # --lr default 1e-4
+
+
+SCRIPT_RESTART = r"""
+import json, torch
+from types import SimpleNamespace
+from gpu_train.train import Stepper
+model = torch.nn.Linear(3, 2)
+args = SimpleNamespace(lr=0.1, clip_norm=0.0)
+stepper = Stepper(model, None, None, args, torch.device("cpu"), None, capturable=False)
+first = []
+for trial in range(2):
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for _ in range(3 if trial == 0 else 1):
+        stepper.opt.zero_grad()
+        (model.weight.sum() * (10.0 if trial == 0 else 1.0)).backward()
+        stepper.opt.step()
+    first.append(model.weight[0, 0].item())
+    stepper.restart_optimizer()
+state = next(iter(stepper.opt.state.values()))
+print(json.dumps({"first": first, "step": float(state["step"]), "v": float(state["exp_avg_sq"].abs().max())}))
+"""
+
+
+def test_restarted_optimizer_steps_as_if_new():
+    """After restart_optimizer the next Adam step is a first step: lr times the gradient's sign,
+    whatever the earlier gradients' scale (a stale second moment would shrink it 10x here)."""
+    result = run_torch(["-c", SCRIPT_RESTART])
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["step"] == 0 and out["v"] == 0, out
+    assert out["first"][1] == pytest.approx(1.0 - 0.1, abs=1e-6), out
 
 
 def test_campaign_without_a_gpu_stops_at_once():
