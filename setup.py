@@ -20,7 +20,7 @@ setup(
     python_requires="==3.11.*",
     packages=find_packages(include=["model", "model.*", "export", "export.*", "runtime", "runtime.*", "benchmarks", "benchmarks.*", "gpu_train"]),
     include_package_data=True,
-    package_data={"runtime": ["checkpoints/*/*"]},
+    package_data={"runtime": ["checkpoints/*/*", "checkpoints/DEFAULT"]},
     install_requires=REQUIREMENTS,
     extras_require={
         # GPU deployment. TensorRT 10.x on purpose: it keeps the FP16 builder flag and

@@ -476,8 +476,14 @@ def config_from_flags() -> FpsConfig:
         raise FpsError("--frames must be at least 2 (an I-frame and a P-frame)")
     if FLAGS.repeats < 1 or FLAGS.warmup < 0 or FLAGS.x264_frames < 2:
         raise FpsError("--repeats must be >= 1, --warmup >= 0 and --x264_frames >= 2")
-    if FLAGS.checkpoint and not pathlib.Path(FLAGS.checkpoint).is_dir():
-        raise FpsError(f"--checkpoint: {FLAGS.checkpoint} is not a model folder")
+    if FLAGS.checkpoint:
+        from runtime.bundle import resolve_model
+        from runtime.types import CodecError
+
+        try:
+            resolve_model(FLAGS.checkpoint)  # a folder or a shipped model's name
+        except CodecError as e:
+            raise FpsError(f"--checkpoint: {e}") from None
     if FLAGS.clip and not pathlib.Path(FLAGS.clip).exists():
         raise FpsError(f"--clip: {FLAGS.clip}: no such file")
     return FpsConfig(configs=tuple(FLAGS.configs), checkpoint=FLAGS.checkpoint, backends=tuple(FLAGS.backends),

@@ -541,8 +541,14 @@ def config_from_flags() -> ImageConfig:
         if values is not None:
             sweeps[name] = _floats(values, flag, *KNOB_RANGES[name])
     levels = _floats(FLAGS.levels, "levels")
-    if FLAGS.model is not None and not pathlib.Path(FLAGS.model).is_dir():
-        raise UsageError(f"--model: {FLAGS.model} is not a model folder")
+    if FLAGS.model is not None:
+        from runtime.bundle import resolve_model
+        from runtime.types import CodecError
+
+        try:
+            resolve_model(FLAGS.model)  # a folder or a shipped model's name
+        except CodecError as e:
+            raise UsageError(f"--model: {e}") from None
     images = tuple(list_images(FLAGS.images, FLAGS.limit))
     if FLAGS.name is not None:
         name = FLAGS.name

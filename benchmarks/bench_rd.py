@@ -70,7 +70,7 @@ class RDConfig:
     anchors: tuple[str, ...] = ("x264", "x265", "svtav1")
     sweeps: dict = dataclasses.field(default_factory=dict)  # anchor -> knob values
     max_frames: Optional[int] = None
-    gop: int = 16
+    gop: Optional[int] = None  # None: each model's card GOP (runtime/checkpoints/*/model_card.json), else 16
     backend: str = "tf"
     with_vmaf: bool = True
     bd_method: str = "cubic"
@@ -94,14 +94,14 @@ class ElfRun:
 class ElfCodec:
     """This codec for one model and backend: encodes frames to a real file and decodes it."""
 
-    def __init__(self, spec: ModelSpec, backend_name: str, gop: int, motion_refine: bool = False):
+    def __init__(self, spec: ModelSpec, backend_name: str, gop: Optional[int], motion_refine: bool = False):
         from runtime.backends import get_backend
         from runtime.bundle import default_bundle, load_bundle
 
         self.spec = spec
         self.bundle = load_bundle(spec.path) if spec.path else default_bundle()
         self.backend = get_backend(backend_name, self.bundle)
-        self.gop = gop
+        self.gop = gop if gop is not None else (self.bundle.gop if self.bundle.gop is not None else 16)
         self.motion_refine = motion_refine
 
     @property
@@ -114,7 +114,8 @@ class ElfCodec:
 
     def describe(self) -> str:
         state = "trained" if self.trained else "UNTRAINED"
-        return f"{self.spec.label}: {self.bundle.source} ({self.bundle.config.name} config, {state}, id {self.bundle.model_id_hex[:12]})"
+        return (f"{self.spec.label}: {self.bundle.source} ({self.bundle.config.name} config, {state}, "
+                f"id {self.bundle.model_id_hex[:12]}, GOP {self.gop})")
 
     def run(self, frames: np.ndarray, fps, level: float, stream: pathlib.Path) -> ElfRun:
         from runtime.motion_refine import MotionRefinement
@@ -242,7 +243,7 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
             "models": [c.describe() for c in elf_codecs],
             "trained": all(c.trained for c in elf_codecs),
             "backend": cfg.backend,
-            "gop": cfg.gop,
+            "gop": [c.gop for c in elf_codecs],
             "motion_refine": cfg.motion_refine,
             "max_frames": cfg.max_frames,
             "bd_method": cfg.bd_method,
@@ -290,7 +291,8 @@ flags.DEFINE_list("x264_crf", None, "x264 CRF sweep (default 18,23,...,43).", fl
 flags.DEFINE_list("x265_crf", None, "x265 CRF sweep (default 18,23,...,43).", flag_values=FLAGS)
 flags.DEFINE_list("svtav1_qp", None, "SVT-AV1 QP sweep (default 20,28,...,60).", flag_values=FLAGS)
 flags.DEFINE_integer("max_frames", None, "Use only the first N frames of each clip.", flag_values=FLAGS)
-flags.DEFINE_integer("gop", 16, "This codec's GOP length (an I-frame every N frames).", flag_values=FLAGS)
+flags.DEFINE_integer("gop", None, "This codec's GOP length (an I-frame every N frames; default: each model's "
+                     "card GOP, runtime/checkpoints/*/model_card.json, else 16).", flag_values=FLAGS)
 clikit.define_backend(FLAGS, help="This codec's backend: tf, onnx or tensorrt.")
 flags.DEFINE_boolean("vmaf", True, "Measure VMAF (libvmaf through ffmpeg).", flag_values=FLAGS)
 flags.DEFINE_enum("bd_method", "cubic", list(METHODS), "BD-rate interpolation.", flag_values=FLAGS)
@@ -335,7 +337,7 @@ def config_from_flags() -> RDConfig:
             sweeps[name] = _floats(values, {"x264": "x264_crf", "x265": "x265_crf", "svtav1": "svtav1_qp"}[name])
     if FLAGS.max_frames is not None and FLAGS.max_frames <= 0:
         raise BenchError("--max_frames must be positive")
-    if FLAGS.gop <= 0:
+    if FLAGS.gop is not None and FLAGS.gop <= 0:
         raise BenchError("--gop must be positive")
     out_dir = pathlib.Path(FLAGS.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ PROG = "level_sweep"
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("clip", None, "Video to code (y4m, mp4, ...).", flag_values=FLAGS)
 flags.DEFINE_float("step", 0.5, "Level spacing (fractional levels interpolate, App. E).", flag_values=FLAGS)
-clikit.define_frames(FLAGS, 8, "Frames to code (an I-frame then P-frames).", lower_bound=None)
+clikit.define_frames(FLAGS, 8, "Frames to code (GOP: the model card's, else an I-frame then P-frames).", lower_bound=None)
 clikit.define_model(FLAGS)
 clikit.define_backend(FLAGS)
 flags.DEFINE_string("out", None, "Optional JSON output.", flag_values=FLAGS)
@@ -53,6 +53,7 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
     if step <= 0:
         raise ValueError(f"--step must be positive, got {step}")
     bundle = load_bundle(model_dir) if model_dir else default_bundle()
+    gop = bundle.gop if bundle.gop is not None else 16  # the model card's (base: 1, all I-frames)
     frames, info = video_io.read_video(clip, frames_wanted)
     h, w = frames.shape[1:3]
     levels = list(np.arange(0.0, bundle.config.max_level + 1e-9, step))
@@ -61,7 +62,7 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
         for level in levels:
             path = os.path.join(tmp, f"{level:g}.elfvc")
             # scenecut=0: a fixed GOP, so a P-frame loop that drifts shows instead of being cut short.
-            encode_video(frames, path, fps=info.fps, gop=16, controller=ConstantLevel(float(level)),
+            encode_video(frames, path, fps=info.fps, gop=gop, controller=ConstantLevel(float(level)),
                          backend=backend, bundle=bundle, scenecut=0,
                          motion_refinement=motion_refinement)
             decoded = []

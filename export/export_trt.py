@@ -22,7 +22,6 @@ from model import clikit  # first: quiets TensorFlow's C++ log
 
 import json
 import logging
-import os
 import pathlib
 import sys
 from typing import Optional, Sequence, Tuple
@@ -136,9 +135,14 @@ def load_bundle_for_cli(model: Optional[str], prog: str = PROG):
     from runtime.bundle import default_bundle, load_bundle
 
     if model:
-        if not os.path.isdir(model):
-            raise UsageError(f"--model {model}: no such folder")
-        bundle = load_bundle(model)
+        from runtime.bundle import resolve_model
+        from runtime.types import CodecError
+
+        try:
+            folder = resolve_model(model)  # a folder or a shipped model's name
+        except CodecError as e:
+            raise UsageError(f"--model: {e}") from None
+        bundle = load_bundle(folder)
     else:
         bundle = default_bundle()
     for note in bundle.notes:

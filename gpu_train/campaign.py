@@ -13,7 +13,8 @@ per call), so everything it should do runs in one call, unattended, within --bud
      CUDA-graph steps in TF32 and in bf16 autocast; picks the faster (bf16 only if at least
      --bf16_gain faster; eager steps are the fallback when capture fails);
   5. trains the model (--config, from its newest weights: --init, by default the committed
-     warm-start copy gpu_train/warm/CONFIG/ when there is one) for the rest of the budget,
+     warm-start copy gpu_train/warm/CONFIG/ when there is one, else the shipped model's
+     runtime/checkpoints/CONFIG/weights.npz) for the rest of the budget,
      writing FP32 weight shards and progress.json into --out every --save_every_secs;
   6. leaves in --out: weights-NN.npz (FP32, at most 15 MiB each), progress.json (the training
      log: steps, throughput, MFU, loss, bpp and PSNR per level), campaign.json (GPU, probe,
@@ -52,9 +53,14 @@ class CampaignError(RuntimeError):
 
 
 def default_init(config_name: str) -> str:
-    """The committed warm-start weights of a config (a folder of shards), or '' (from scratch)."""
+    """A config's newest committed weights: gpu_train/warm/CONFIG/ (shards, when training is
+    ahead of the shipped model), else the shipped runtime/checkpoints/CONFIG/weights.npz (the
+    compact form is keyed by the mirror's state_dict names), else '' (from scratch)."""
     folder = REPO / "gpu_train" / "warm" / config_name
-    return str(folder) if folder.is_dir() and any(folder.glob("*.npz")) else ""
+    if folder.is_dir() and any(folder.glob("*.npz")):
+        return str(folder)
+    shipped = REPO / "runtime" / "checkpoints" / config_name / "weights.npz"
+    return str(shipped) if shipped.is_file() else ""
 
 
 def sync(device) -> None:
@@ -90,7 +96,7 @@ def start_table2(out: pathlib.Path, budget_s: float, device: str):
         return None
     cmd = [
         sys.executable, "-m", "gpu_train.table2", "--configs=paper,base,small",
-        f"--config_json={REPO / 'runtime/checkpoints/default/config.json'}", "--sizes=1080p,720p,vga,cif",
+        f"--config_json={REPO / 'runtime/checkpoints/small/config.json'}", "--sizes=1080p,720p,vga,cif",
         f"--budget_s={budget_s:.0f}", f"--out={out / 'table2.json'}", f"--device={device}",
     ]
     log = open(out / "table2.log", "w")
@@ -159,7 +165,7 @@ def probe(args, model, sampler, train_args, deadline: float) -> dict:
                 break
             t0 = time.time()
             try:
-                small = ELFVC(json.loads((REPO / "runtime/checkpoints/default/config.json").read_text())).to(device).train()
+                small = ELFVC(json.loads((REPO / "runtime/checkpoints/small/config.json").read_text())).to(device).train()
                 small.step_int = 10**6  # normalization frozen, as in the shipped model
                 ref_args = argparse.Namespace(**{**vars(train_args), "batch": rb, "gop": rg, "crop": rc})
                 ref_sampler = T.GpuSampler(sampler.clips, rg, rc, 2, small.c["levels"], device, 5)
@@ -207,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget_s", type=float, default=500.0, help="wall-clock seconds for the whole call")
     p.add_argument("--pack", default=".gpu/pack", help="gpu_train.pack's folder (photos/, video/, MANIFEST.json)")
     p.add_argument("--config", default="base", help="a config name (model/config.py) or a config.json")
-    p.add_argument("--init", default="auto", help="initial weights; 'auto': gpu_train/warm/CONFIG if present; '' from scratch")
+    p.add_argument("--init", default="auto", help="initial weights; 'auto': gpu_train/warm/CONFIG, else runtime/checkpoints/CONFIG/weights.npz; '' from scratch")
     p.add_argument("--table2_s", type=float, default=75.0, help="seconds for the Table 2 timing (0: skip)")
     p.add_argument("--probe_s", type=float, default=45.0)
     p.add_argument("--diagnose_s", type=float, default=20.0, help="seconds per model of gpu_train.diagnose (0: skip)")

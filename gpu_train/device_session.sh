@@ -5,7 +5,7 @@
 #   watch SECS  watches SECS seconds
 #   finish SECS waits until every run has written its final checkpoint, or SECS seconds
 # At the end of each call the runs' logs, progress and latest weights are copied to $OUT.
-# Expects .gpu/data (videos), .gpu/init.npz, and the model config in runtime/checkpoints/default.
+# Expects .gpu/data (videos), .gpu/init.npz, and the model config in runtime/checkpoints/small.
 mode=$1; secs=$2
 work=/tmp/elfvc_gpu
 export PYTHONUNBUFFERED=1
@@ -17,7 +17,7 @@ if [ "$mode" = start ]; then
     [ -z "$name" ] && continue
     case "$name" in \#*) continue;; esac
     mkdir -p $work/$name
-    setsid nohup python3 -m gpu_train.train --config=runtime/checkpoints/default/config.json --init=.gpu/init.npz \
+    setsid nohup python3 -m gpu_train.train --config=runtime/checkpoints/small/config.json --init=.gpu/init.npz \
       --data=.gpu/data --cache_dir=$work/cache_$name --out_dir=$work/$name $flags > $work/$name/log.txt 2>&1 < /dev/null &
     echo "launched $name: $flags"
   done < gpu_train/runs.txt

@@ -4,7 +4,7 @@ The interchange format is one .npz whose keys are the Keras attribute paths of t
 variables (`iframe.analysis.block4.convs.0.kernel`, `step`, ...), values in Keras' layout: the
 names and shapes of gpu_train.net.ELFVC's state_dict, so neither side reshapes anything.
 
-    python -m gpu_train.weights to_npz --model=runtime/checkpoints/default --out=w.npz
+    python -m gpu_train.weights to_npz --model=runtime/checkpoints/small --out=w.npz
     python -m gpu_train.weights from_npz --npz=w.npz --config=config.json --out=DIR [--metadata=m.json]
 
 `to_npz` reads a shipped-model folder or a training checkpoint (a train dir, or a checkpoint
@@ -22,7 +22,6 @@ import numpy as np
 
 from model import clikit  # --help, one error line, exit statuses (model/clikit.py)
 
-_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 class WeightsError(ValueError):
@@ -42,40 +41,22 @@ def _checkpoint_prefix(path) -> str:
 
 def keras_arrays(path) -> dict:
     """{attribute path: array} of every model variable in a shipped folder or train checkpoint."""
-    import tensorflow as tf
+    from model import checkpoints as ckpt
 
-    reader = tf.train.load_checkpoint(_checkpoint_prefix(path))
-    out = {}
-    for key in reader.get_variable_to_shape_map():
-        if key.startswith("model/") and key.endswith(_SUFFIX) and "/.OPTIMIZER_SLOT/" not in key:
-            out[key[len("model/") : -len(_SUFFIX)].replace("/", ".")] = reader.get_tensor(key)
-    if not out:
-        raise WeightsError(f"{path}: no model variables found in the checkpoint")
-    return out
-
-
-def _resolve(model, key: str):
-    obj = model
-    for part in key.split("."):
-        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
-    return obj
+    try:
+        return ckpt.checkpoint_arrays(_checkpoint_prefix(path))
+    except ckpt.CheckpointError as e:
+        raise WeightsError(f"{path}: {e}") from None
 
 
 def assign_keras(model, arrays: dict) -> None:
     """Assigns every array to the Keras variable at its attribute path; all must match exactly."""
-    expected = {}
-    for key, value in arrays.items():
-        try:
-            var = _resolve(model, key)
-        except (AttributeError, IndexError, KeyError):
-            raise WeightsError(f"weight {key!r} has no variable in the Keras model") from None
-        if tuple(var.shape) != tuple(value.shape):
-            raise WeightsError(f"weight {key!r}: shape {tuple(value.shape)} does not match the model's {tuple(var.shape)}")
-        expected[id(var)] = key
-        var.assign(value.astype(var.dtype.as_numpy_dtype))
-    missing = [v.name for v in model.variables if id(v) not in expected]
-    if missing:
-        raise WeightsError(f"{len(missing)} model variables have no weight, e.g. {missing[0]}")
+    from model import checkpoints as ckpt
+
+    try:
+        ckpt.assign_arrays(model, arrays)
+    except ckpt.CheckpointError as e:
+        raise WeightsError(str(e)) from None
 
 
 def read_arrays(spec) -> dict:

@@ -42,6 +42,8 @@ PROGRESS_FILE = "progress.json"
 TRAINING_FILE = "training.json"
 CHECKPOINT_SUBDIR = "ckpt"
 WEIGHTS_PREFIX = "model"
+#: A shipped folder's compact weights (runtime/bundle.py `compact`): arrays by attribute path.
+COMPACT_FILE = "weights.npz"
 
 
 class CheckpointError(ValueError):
@@ -223,9 +225,65 @@ def load_exported(model_dir, model=None):
     config = load_config(model_dir / CONFIG_FILE)
     if model is None:
         model = ELFVC(config).build_weights()
+    if (model_dir / COMPACT_FILE).exists():  # runtime.bundle's compact form (FP16 kernels)
+        with np.load(model_dir / COMPACT_FILE, allow_pickle=False) as arrays:
+            assign_arrays(model, {k: arrays[k] for k in arrays.files})
+        return model, config
     prefix = str(model_dir / WEIGHTS_PREFIX)
     tf.train.Checkpoint(model=model).read(prefix).expect_partial().assert_existing_objects_matched()
     return model, config
+
+
+# -- weights as arrays keyed by attribute path (the PyTorch mirror's state_dict names) ----------------
+_VARIABLE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def checkpoint_arrays(prefix: str) -> dict:
+    """{attribute path ("iframe.analysis.layers.0.kernel"): array} of every model variable in a
+    tf.train.Checkpoint(model=...) at `prefix`, optimizer slots excluded. The paths are
+    gpu_train/net.py's state_dict names, so the same file loads on either side."""
+    reader = tf.train.load_checkpoint(prefix)
+    out = {}
+    for key in reader.get_variable_to_shape_map():
+        if key.startswith("model/") and key.endswith(_VARIABLE_SUFFIX) and "/.OPTIMIZER_SLOT/" not in key:
+            out[key[len("model/") : -len(_VARIABLE_SUFFIX)].replace("/", ".")] = reader.get_tensor(key)
+    if not out:
+        raise CheckpointError(f"{prefix}: no model variables found in the checkpoint")
+    return out
+
+
+def model_arrays(model) -> dict:
+    """checkpoint_arrays of a built model (through a temporary checkpoint)."""
+    with tempfile.TemporaryDirectory(prefix="elfvc-arrays-") as tmp:
+        prefix = tf.train.Checkpoint(model=model).write(os.path.join(tmp, WEIGHTS_PREFIX))
+        return checkpoint_arrays(prefix)
+
+
+def _resolve(model, key: str):
+    obj = model
+    for part in key.split("."):
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj
+
+
+def assign_arrays(model, arrays: dict) -> None:
+    """Assigns every array to the variable at its attribute path (FP16 widened); every variable
+    of the model must get exactly one array of its shape, else CheckpointError."""
+    assigned = {}
+    for key, value in arrays.items():
+        try:
+            var = _resolve(model, key)
+        except (AttributeError, IndexError, KeyError, TypeError):
+            raise CheckpointError(f"weight {key!r} has no variable in the Keras model") from None
+        if not isinstance(var, tf.Variable):
+            raise CheckpointError(f"weight {key!r} has no variable in the Keras model")
+        if tuple(var.shape) != tuple(value.shape):
+            raise CheckpointError(f"weight {key!r}: shape {tuple(value.shape)} does not match the model's {tuple(var.shape)}")
+        assigned[id(var)] = key
+        var.assign(np.asarray(value).astype(var.dtype.as_numpy_dtype))
+    missing = [v.name for v in model.variables if id(v) not in assigned]
+    if missing:
+        raise CheckpointError(f"{len(missing)} model variables have no weight, e.g. {missing[0]}")
 
 
 def latest_in(train_dir) -> Optional[str]:

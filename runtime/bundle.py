@@ -7,6 +7,15 @@ A bundle folder is the training binary's export (model/checkpoints.py `export_mo
     DIR/integer_hyper.npz      the integer D1 of each codelayer (runtime/integer_hyper.py);
                                written by `python -m runtime.bundle pin DIR`
 
+or, instead of the checkpoint, the compact form a repository ships (half the bytes):
+
+    DIR/weights.npz            every model variable by attribute path (model/checkpoints.py; the
+                               PyTorch mirror's state_dict names, so gpu_train warm-starts from
+                               it), FP16 where the array is large (kernels) and FP32 where small
+                               (biases, norms, quantization widths); written by `python -m
+                               runtime.bundle compact SRC_DIR DIR`, which pins the integer hyper
+                               synthesis on the rounded weights
+
 `integer_hyper.npz` pins the entropy parameters: without it the bundle calibrates the integer
 networks when it loads (on bikes.mp4, deterministic on one machine) and says so in
 `bundle.notes`; streams then decode only where the same calibration is reproduced, so ship
@@ -41,8 +50,25 @@ from runtime.types import CodecError
 CONFIG_FILE = "config.json"
 WEIGHTS_PREFIX = "model"
 INTEGER_HYPER_FILE = "integer_hyper.npz"
+COMPACT_FILE = "weights.npz"  # = model.checkpoints.COMPACT_FILE (model/ loads TF at import; this module must not)
+#: Arrays with at least this many elements are stored in FP16 by `compact` (kernels; the small
+#: per-channel vectors, whose range FP16 may not hold, stay FP32).
+COMPACT_FP16_MIN_SIZE = 4096
+#: The shipped models: one folder per model under here, and DEFAULT naming the default one.
+CHECKPOINTS_DIR = pathlib.Path(__file__).resolve().parent / "checkpoints"
+#: Optional per-folder description (name, description, recommended GOP, measured rate range...).
+CARD_FILE = "model_card.json"
+
+
+def _default_name() -> str:
+    try:
+        return (CHECKPOINTS_DIR / "DEFAULT").read_text().strip()
+    except OSError:
+        return "small"
+
+
 #: The shipped default model, when present.
-DEFAULT_DIR = pathlib.Path(__file__).resolve().parent / "checkpoints" / "default"
+DEFAULT_DIR = CHECKPOINTS_DIR / _default_name()
 #: Seed of the untrained fallback model's weights.
 UNTRAINED_SEED = 0
 #: Levels the integer networks are calibrated at (fractions of the top level).
@@ -58,6 +84,13 @@ class ModelBundle:
     source: str  # where the weights came from, for messages
     model_id: bytes  # 16 bytes
     notes: Tuple[str, ...] = field(default_factory=tuple)  # things a CLI should print
+    card: Dict[str, object] = field(default_factory=dict)  # model_card.json, when the folder has one
+
+    @property
+    def gop(self) -> Optional[int]:
+        """The GOP the model card recommends for this model (None: no recommendation)."""
+        value = self.card.get("gop")
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
     @property
     def model_id_hex(self) -> str:
@@ -176,19 +209,22 @@ def load_bundle(path) -> ModelBundle:
 
     folder = pathlib.Path(path)
     if not folder.is_dir():
-        raise CodecError(f"model folder {folder} does not exist")
+        folder = resolve_model(str(path))
     try:
         config = ModelConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
     except FileNotFoundError:
         raise CodecError(f"model folder {folder} has no {CONFIG_FILE}") from None
     except (json.JSONDecodeError, TypeError, ValueError) as e:
         raise CodecError(f"{folder / CONFIG_FILE} is not a model config ({str(e).splitlines()[0]})") from None
-    prefix = _checkpoint_prefix(folder)
     model = ELFVC(config).build_weights()
-    try:
-        tf.train.Checkpoint(model=model).read(prefix).expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        raise CodecError(f"cannot load weights from {prefix}: {str(e).splitlines()[0]}") from None
+    if (folder / COMPACT_FILE).exists():
+        _load_compact(model, folder / COMPACT_FILE)
+    else:
+        prefix = _checkpoint_prefix(folder)
+        try:
+            tf.train.Checkpoint(model=model).read(prefix).expect_partial().assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            raise CodecError(f"cannot load weights from {prefix}: {str(e).splitlines()[0]}") from None
     notes = []
     pinned = folder / INTEGER_HYPER_FILE
     if pinned.exists():
@@ -207,7 +243,85 @@ def load_bundle(path) -> ModelBundle:
         source=str(folder),
         model_id=compute_model_id(model, integer_hyper),
         notes=tuple(notes),
+        card=read_card(folder),
     )
+
+
+def read_card(folder) -> Dict[str, object]:
+    """DIR/model_card.json as a dict ({} without one); CodecError if it is not a JSON object."""
+    path = pathlib.Path(folder) / CARD_FILE
+    if not path.exists():
+        return {}
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CodecError(f"{path} is not JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(card, dict):
+        raise CodecError(f"{path} is not a JSON object")
+    return card
+
+
+def shipped_models() -> List[Tuple[str, pathlib.Path]]:
+    """(name, folder) of every model shipped under runtime/checkpoints/, the default first."""
+    found = sorted(p for p in CHECKPOINTS_DIR.iterdir() if (p / CONFIG_FILE).exists()) if CHECKPOINTS_DIR.is_dir() else []
+    found.sort(key=lambda p: p != DEFAULT_DIR)
+    return [(p.name, p) for p in found]
+
+
+def resolve_model(spec: str) -> pathlib.Path:
+    """A model folder, or a shipped model's name; CodecError otherwise."""
+    path = pathlib.Path(spec)
+    if path.is_dir():
+        return path
+    shipped = dict(shipped_models())
+    if spec in shipped:
+        return shipped[spec]
+    names = ", ".join(shipped) or "none"
+    raise CodecError(f"model folder {spec} does not exist, nor is it a shipped model's name (shipped: {names})")
+
+
+def _load_compact(model, path: pathlib.Path) -> None:
+    """Assigns weights.npz (see the module docstring) to a built model; CodecError on any mismatch."""
+    from model.checkpoints import CheckpointError, assign_arrays
+
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            assign_arrays(model, {k: arrays[k] for k in arrays.files})
+    except (OSError, ValueError) as e:  # CheckpointError is a ValueError
+        kind = "does not match this config" if isinstance(e, CheckpointError) else "is not a compact weights file"
+        raise CodecError(f"{path} {kind} ({str(e).splitlines()[0]})") from None
+
+
+def write_compact(source, target, frames: Optional[np.ndarray] = None) -> pathlib.Path:
+    """SOURCE model folder -> new folder TARGET: config.json, training.json (if any), weights.npz
+    (FP16 kernels) and integer_hyper.npz pinned on the rounded weights (calibrated on `frames`,
+    default pin's). TARGET must not exist; nothing is left behind on failure."""
+    import shutil
+
+    from model.checkpoints import model_arrays
+
+    source, target = pathlib.Path(source), pathlib.Path(target)
+    if target.exists():
+        raise CodecError(f"{target} exists: choose a new folder")
+    model = load_bundle(source).model
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        for name in (CONFIG_FILE, "training.json"):
+            if (source / name).exists():
+                shutil.copy2(source / name, partial / name)
+        arrays = {}
+        for key, value in model_arrays(model).items():
+            small = value.size < COMPACT_FP16_MIN_SIZE or value.dtype != np.float32
+            arrays[key] = value if small else value.astype(np.float16)
+        np.savez(partial / COMPACT_FILE, **arrays)
+        pin_integer_hyper(partial, frames)
+        os.replace(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return target
 
 
 def untrained_model(config_name: str = "small", seed: int = UNTRAINED_SEED, **overrides):
@@ -243,10 +357,16 @@ def untrained_bundle(config_name: str = "small", seed: int = UNTRAINED_SEED, **o
     )
 
 
+@functools.lru_cache(maxsize=None)
+def shipped_bundle(name: str) -> ModelBundle:
+    """A shipped model by name (runtime/checkpoints/NAME), loaded once per process."""
+    return load_bundle(resolve_model(name))
+
+
 @functools.lru_cache(maxsize=1)
 def default_bundle() -> ModelBundle:
-    """The shipped model (runtime/checkpoints/default/) or, without it, an untrained small model
-    with a fixed seed (`trained == False`; callers must say so plainly)."""
+    """The shipped default model (runtime/checkpoints/DEFAULT names its folder) or, without it, an
+    untrained small model with a fixed seed (`trained == False`; callers must say so plainly)."""
     if (DEFAULT_DIR / CONFIG_FILE).exists():
         return load_bundle(DEFAULT_DIR)
     return untrained_bundle()
@@ -280,7 +400,7 @@ BUNDLE_PROG = "python -m runtime.bundle"
 
 
 def main(argv: Sequence[str]) -> int:
-    """python -m runtime.bundle {pin|info} DIR (argv[0]: the program); returns the exit status."""
+    """python -m runtime.bundle {pin|info|compact} DIR (argv[0]: the program); returns the exit status."""
     from model import clikit
 
     return clikit.run(BUNDLE_PROG, _main, list(argv)[1:], failures=(CodecError,), tracebacks=True)
@@ -289,14 +409,21 @@ def main(argv: Sequence[str]) -> int:
 def _main(args: List[str]) -> int:
     from model import clikit
 
-    parser = clikit.ArgumentParser(prog=BUNDLE_PROG, description="Pin or describe a model folder.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{pin,info}")
+    parser = clikit.ArgumentParser(prog=BUNDLE_PROG, description="Pin, describe or compact a model folder.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{pin,info,compact}")
     pin = commands.add_parser("pin", help="calibrate the integer hyper synthesis and write it into MODEL_DIR")
     pin.add_argument("model_dir", metavar="MODEL_DIR")
     info = commands.add_parser("info", help="print the folder's config and model id")
     info.add_argument("model_dir", metavar="MODEL_DIR")
+    compact = commands.add_parser("compact", help="write MODEL_DIR's weights as FP16 kernels into a new OUT_DIR, pinned")
+    compact.add_argument("model_dir", metavar="MODEL_DIR")
+    compact.add_argument("out_dir", metavar="OUT_DIR")
     args = parser.parse_args(args)
-    if args.command == "pin":
+    if args.command == "compact":
+        target = write_compact(args.model_dir, args.out_dir)
+        size = sum(f.stat().st_size for f in target.iterdir())
+        print(f"wrote {target} ({size / 2**20:.1f} MiB); model id {load_bundle(target).model_id_hex}")
+    elif args.command == "pin":
         target = pin_integer_hyper(args.model_dir)
         print(f"wrote {target}; model id {load_bundle(args.model_dir).model_id_hex}")
     else:

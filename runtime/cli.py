@@ -8,7 +8,8 @@
     elfvc plot_rc IN OUT.png [--frames N]            Fig. 3: every rate controller on one clip
     elfvc visualize IN OUT.png [--frame T] [--level S]  Fig. 5 P-frame tensors (OUT.png) and
                                                      Fig. 4 bit allocation (OUT_bits.png)
-    common: --model DIR (default: the shipped model) --backend tf|onnx|tensorrt --overwrite
+    elfvc models                                     the shipped models, the default first
+    common: --model DIR|NAME (default: the shipped default model) --backend tf|onnx|tensorrt --overwrite
             --progress
 
 Inputs are anything runtime/video_io.py reads (y4m, mp4/mkv/avi/..., a folder of PNGs), any
@@ -53,6 +54,7 @@ COMMANDS = {
     "info": ("IN", "print a stream's header and a per-frame table"),
     "plot_rc": ("IN OUT.png", "plot per-frame bpp and PSNR of a clip under each rate controller (Fig. 3)"),
     "visualize": ("IN OUT.png", "draw a P-frame's intermediate tensors (Fig. 5) and its bit allocation (Fig. 4)"),
+    "models": ("", "list the shipped models (--model NAME) with their size, speed and rate range"),
 }
 _CODING = ("model", "backend", "progress")
 #: The flags each command accepts (others given explicitly are an error, not silently ignored).
@@ -64,6 +66,7 @@ COMMAND_FLAGS = {
     "plot_rc": {"level", "gop", "scenecut", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
                 "motion_refine", *_CODING},
     "visualize": {"level", "frame", "model", "overwrite"},
+    "models": set(),
 }
 #: Video suffixes an encoded stream must not be given (it is not a video file ffmpeg can play).
 _NOT_A_STREAM_NAME = video_io.OUTPUT_SUFFIXES + (".png",)
@@ -181,7 +184,8 @@ def _dispatch(argv: List[str]) -> int:
     expected = COMMANDS[command][0].split()
     if len(rest) != len(expected):
         raise UsageError(f"{command} takes {' '.join(expected)}, got {len(rest)} argument(s)")
-    handlers = {"encode": encode, "decode": decode, "info": info, "plot_rc": plot_rc, "visualize": visualize}
+    handlers = {"encode": encode, "decode": decode, "info": info, "plot_rc": plot_rc, "visualize": visualize,
+                "models": models}
     return handlers[command](fv, *rest)
 
 
@@ -210,13 +214,15 @@ def load_model(fv: flags.FlagValues):
     tf.get_logger().setLevel("ERROR")  # tf.function retracing notices on new frame sizes
 
     if fv.model:
-        if not os.path.isdir(fv.model):
-            raise CodecError(f"--model {fv.model}: no such folder")
-        bundle = load_bundle(fv.model)
+        bundle = load_bundle(fv.model)  # a folder or a shipped model's name
     else:
         bundle = default_bundle()
     for note in bundle.notes:
         _note(f"note: {one_line(note)}")
+    if "gop" in fv and not fv["gop"].present and bundle.gop is not None and bundle.gop != fv.gop:
+        fv.gop = bundle.gop  # the model card's recommendation; an explicit --gop wins
+        _note(f"note: GOP {bundle.gop}{' (every frame an I-frame)' if bundle.gop == 1 else ''}, as {bundle.source}'s "
+              "model card recommends; --gop overrides")
     if fv.motion_refine and not bundle.config.motion_search_radius:
         _note("note: --motion_refine does nothing for this model (it has no block motion search)")
     if not bundle.trained and not any("UNTRAINED" in note for note in bundle.notes):
@@ -356,6 +362,33 @@ def decode(fv: flags.FlagValues, src: str, out: str) -> int:
     seconds = time.perf_counter() - start
     total_bits = 8 * pathlib.Path(src).stat().st_size
     print(summary_line("decoded", writer.frames, width, height, fps, total_bits, mean_psnr(psnrs), seconds, f"-> {out}"))
+    return 0
+
+
+def models(fv: flags.FlagValues) -> int:
+    """Lists runtime/checkpoints/: name, config, parameters, recommended GOP, speed and rate range
+    from each folder's config.json and model_card.json (no model is built)."""
+    import json
+
+    from runtime.bundle import CONFIG_FILE, DEFAULT_DIR, read_card, shipped_models
+
+    shipped = shipped_models()
+    if not shipped:
+        print("no trained model is shipped: encode and decode use an UNTRAINED small model")
+        return 0
+    for name, folder in shipped:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        card = read_card(folder)
+        params = card.get("parameters")
+        head = f"{name}{' (default)' if folder == DEFAULT_DIR else ''}: config {config.get('name', '?')}"
+        if params:
+            head += f", {params / 1e6:.1f}M parameters"
+        if card.get("gop") is not None:
+            head += f", GOP {card['gop']}"
+        print(head)
+        for key in ("description", "speed", "rate_range", "quality"):
+            if card.get(key):
+                print(f"    {key.replace('_', ' ')}: {card[key]}")
     return 0
 
 

@@ -67,7 +67,8 @@ def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_pa
     if not bundle.trained:
         print("NOTE: no trained model is shipped: this runs an UNTRAINED small model, so its bpp and "
               "PSNR say nothing about the codec's quality.")
-    print(f"model: {bundle.source} (id {bundle.model_id.hex()})")
+    gop = bundle.gop if bundle.gop is not None else 16  # the model card's GOP (base: 1, all I-frames)
+    print(f"model: {bundle.source} (id {bundle.model_id.hex()}), GOP {gop}")
     source = pathlib.Path(input_path) if input_path else bikes_path()
     reader = video_io.open_video(source)
     frames = np.stack([f for _, f in zip(range(frames_wanted), reader)])
@@ -78,13 +79,13 @@ def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_pa
 
     with get_backend(backend_name, bundle) as backend:
         # Warm-up: trace every graph once on a 1-frame and 2-frame stream, not timed.
-        encode_video(frames[:2], out_dir / "warmup.elfvc", fps=fps, gop=16, controller=ConstantLevel(level),
+        encode_video(frames[:2], out_dir / "warmup.elfvc", fps=fps, gop=gop, controller=ConstantLevel(level),
                      backend=backend, bundle=bundle, input_path=source)
         decode_video(out_dir / "warmup.elfvc", lambda f: None, backend, bundle)
         (out_dir / "warmup.elfvc").unlink()
 
         start = time.perf_counter()
-        summary = encode_video(frames, stream, fps=fps, gop=16, controller=ConstantLevel(level),
+        summary = encode_video(frames, stream, fps=fps, gop=gop, controller=ConstantLevel(level),
                                backend=backend, bundle=bundle, input_path=source)
         encode_seconds = time.perf_counter() - start
         decoded = []
@@ -98,6 +99,7 @@ def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_pa
         "frames": len(frames),
         "size": f"{w}x{h}",
         "level": level,
+        "gop": gop,
         "bytes": stream.stat().st_size,
         "bpp": 8 * stream.stat().st_size / (len(frames) * w * h),
         "psnr_rgb": float(np.mean(metrics.psnr_rgb(frames, decoded))),

@@ -8,7 +8,7 @@
 # (stage 8: `runs/eval_rest.sh runs/export_v8_p0.01 v8_p0.01`); the script around them is new.
 #
 # usage: scripts/eval_model.sh MODEL_DIR TAG
-#   scripts/eval_model.sh runtime/checkpoints/default v8_p0.01
+#   scripts/eval_model.sh runtime/checkpoints/small v8_p0.01
 # Writes out/TAG/rd/ (results.json, results.md, plots), out/TAG/demo.log, out/TAG/measure_codec.log.
 # About 9 min for the R-D benchmark on an idle 2-core machine (max RSS 1.9 GB), 1 min for the rest.
 set -euo pipefail

@@ -9,8 +9,8 @@
 # wrote out/CLIP_TAG.json instead; the numbers do not depend on the file name.
 #
 # usage: scripts/sweeps.sh MODEL_DIR TAG [ANCHOR_TAG] [-- LEVEL_SWEEP_FLAGS...]
-#   scripts/sweeps.sh runtime/checkpoints/default v8_p0.01                        # the shipped model
-#   scripts/sweeps.sh runtime/checkpoints/default v8_mr v8_p0.01 -- --motion_refine
+#   scripts/sweeps.sh runtime/checkpoints/small v8_p0.01                        # the shipped model
+#   scripts/sweeps.sh runtime/checkpoints/small v8_mr v8_p0.01 -- --motion_refine
 # Writes out/TAG/sweep_street.json and out/TAG/sweep_bedroom.json (about 5 min per clip on
 # 2 CPU cores; about 2x that with --motion_refine).
 set -euo pipefail

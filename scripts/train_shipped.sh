@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The training lineage of the shipped model (runtime/checkpoints/default/, model id
+# The training lineage of the shipped model (runtime/checkpoints/small/, model id
 # 95ca05942f513341758070955765ac58, model step 30532), stage by stage, on CPU except stage 6a.
 # About 10.5 h of 2-core CPU and 12 min of one H100 in all. docs/HISTORY.md has what each
 # stage gave; docs/TRAINING.md how the trainer works.
@@ -11,7 +11,7 @@
 #   NOT reproducible exactly: 5a-5c were stopped by hand at the step counts below, with a larger
 #   --steps that was not recorded (so no lr drop happened in them); here --steps is the stop
 #   step, which drops the lr at 80%/95% of it. 6a ran on a GPU through gpu_train (below).
-# Where a stage warm-started from runtime/checkpoints/default (then the previous stage's model),
+# Where a stage warm-started from runtime/checkpoints/small (then the previous stage's model),
 # it starts here from that stage's export folder, the same bytes.
 # Training is not deterministic across machines; rerunning gives a model of the same kind, not
 # the same bytes. Run one stage at a time:  scripts/train_shipped.sh STAGE   (1 2 3 ... 8)

@@ -18,11 +18,11 @@ import tempfile
 
 @functools.lru_cache(maxsize=None)
 def small_export():
-    """(bundle, export folder, manifest, cache root) of the default bundle, exported once."""
+    """(bundle, export folder, manifest, cache root) of the shipped small model, exported once."""
     from export.cache import ensure_onnx_export
-    from runtime.bundle import default_bundle
+    from runtime.bundle import shipped_bundle
 
-    bundle = default_bundle()
+    bundle = shipped_bundle("small")
     if os.environ.get("ELFVC_TEST_CACHE"):
         root = pathlib.Path(os.environ["ELFVC_TEST_CACHE"])
     else:

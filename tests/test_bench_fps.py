@@ -32,10 +32,10 @@ def test_gop_fps_and_entropy_share_by_hand():
 
 @pytest.mark.slow  # ~30 s, nearly all of it tf.function tracing of a fresh backend
 def test_elfvc_row_on_real_content(bikes_frames):
-    from runtime.bundle import default_bundle
+    from runtime.bundle import shipped_bundle
 
     frames = np.ascontiguousarray(bikes_frames[:2, :192, :256])
-    row = bench_fps.elfvc_row(default_bundle(), "tf", "test", frames, level=3.0, warmup=0, repeats=1)
+    row = bench_fps.elfvc_row(shipped_bundle("small"), "tf", "test", frames, level=3.0, warmup=0, repeats=1)
     assert row.note == "" and row.frames == 2 and (row.width, row.height) == (256, 192)
     for value in (row.encode_fps, row.decode_fps, row.bpp, row.encode_i_s, row.encode_p_s):
         assert value is not None and math.isfinite(value) and value > 0

@@ -50,7 +50,7 @@ def _rgb(path: pathlib.Path) -> np.ndarray:
 def test_two_crops_end_to_end(crops_dir, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["bench_image", f"--images={crops_dir}", "--levels=1,6", "--jpeg_quality=90,5", "--x264_crf=18,51",
-            "--x265_crf=18,51", "--svtav1_crf=20,63", "--keep_streams", f"--out_dir={out}"]  # fmt: skip
+            "--x265_crf=18,51", "--svtav1_crf=20,63", "--keep_streams", f"--out_dir={out}", "--model=small"]  # fmt: skip
     assert bench_image.main(argv) == 0, capsys.readouterr().err
     # The JSON follows the schema (strict JSON, loads back).
     json.loads((out / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
@@ -65,10 +65,10 @@ def test_two_crops_end_to_end(crops_dir, tmp_path, capsys):
                 "x265": ["crf=18", "crf=51"], "svtav1": ["crf=20", "crf=63"]}  # fmt: skip
     streams = out / "streams"
     from runtime.backends import get_backend
-    from runtime.bundle import default_bundle
+    from runtime.bundle import shipped_bundle
     from runtime.stream import decode_video
 
-    bundle = default_bundle()
+    bundle = shipped_bundle("small")
     backend = get_backend("tf", bundle)
     try:
         for stem, rgb in originals.items():
@@ -79,7 +79,7 @@ def test_two_crops_end_to_end(crops_dir, tmp_path, capsys):
                     assert (p.frames, p.width, p.height) == (1, CROP_W, CROP_H)
                     knob = int(p.param) if codec != ELFVC else None
                     if codec == ELFVC:
-                        f = streams / f"{stem}.default.l{p.param:g}.elfvc"
+                        f = streams / f"{stem}.small.l{p.param:g}.elfvc"
                         frames: list = []
                         decode_video(f, frames.append, backend=backend, bundle=bundle)
                         decoded = frames[0]  # unpadded: the runtime crops its 64-multiple padding

@@ -1,5 +1,6 @@
 """The `elfvc` command line, in-process through `runtime.cli.main(argv)`, on a real clip (an
-odd-size crop of bikes.mp4 written as y4m) with the default (untrained, small) model.
+odd-size crop of bikes.mp4 written as y4m) with the shipped `small` model standing in for the
+default (the mechanics are the same for every model, and small traces fastest).
 
 Every failure must be exactly one `elfvc: error: ...` line on stderr, a non-zero exit, and no
 file left behind.
@@ -23,6 +24,15 @@ from runtime.progress import Progress
 pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
 
 W, H = 130, 98  # odd size: pads to 192x128 inside the codec, cropped back on decode.
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_as_default():
+    from runtime import bundle
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bundle, "default_bundle", lambda: bundle.shipped_bundle("small"))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +115,37 @@ def test_bad_inputs_and_outputs(tmp_path, workdir):
     assert existing.read_bytes() == b"keep me"
     fails(["decode", str(tmp_path / "missing.elfvc"), str(tmp_path / "o.y4m")], 1, "no such file", tmp_path)
     fails(["decode", clip, str(tmp_path / "o.gif")], 1, "unknown output type", tmp_path)
+
+
+def test_models_lists_the_shipped_models_and_names_resolve(tmp_path, workdir):
+    from runtime.bundle import DEFAULT_DIR
+
+    code, out, err = run_cli_raw(["models"])
+    assert code == 0, err
+    heads = [line for line in out.splitlines() if not line.startswith(" ")]
+    assert heads[0].startswith(f"{DEFAULT_DIR.name} (default): config ") and len(heads) >= 2
+    assert any(re.match(r"small( \(default\))?: config small, 2\.0M parameters, GOP 16$", h) for h in heads), heads
+    assert "rate range:" in out and "speed:" in out
+    fails(["models", "x"], 2, "models takes , got 1", tmp_path)
+    fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "o.elfvc"), "--model=no-such-model"], 1,
+          r"no-such-model does not exist, nor is it a shipped model's name \(shipped: .*small", tmp_path)
+
+
+def test_the_model_cards_gop_applies_unless_gop_is_given(monkeypatch):
+    from types import SimpleNamespace
+
+    from runtime import bundle
+
+    card = SimpleNamespace(notes=(), gop=1, source="runtime/checkpoints/x", trained=True,
+                           config=SimpleNamespace(motion_search_radius=0))
+    monkeypatch.setattr(bundle, "load_bundle", lambda path: card)
+    for argv, gop, noted in ((["--model=x"], 1, True), (["--model=x", "--gop=16"], 16, False), (["--model=x", "--gop=4"], 4, False)):
+        fv = cli.define_flags()
+        fv(["elfvc", *argv])
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            cli.load_model(fv)
+        assert fv.gop == gop and ("model card recommends" in err.getvalue()) == noted, (argv, err.getvalue())
 
 
 def test_progress_bar_draws_only_when_enabled():

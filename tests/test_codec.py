@@ -260,6 +260,55 @@ def test_bundle_folder_round_trip(tmp_path, bundle, capsys):
         load_bundle(empty)
 
 
+def test_compact_folder_holds_fp16_kernels_and_pins_them(tmp_path, bundle):
+    """`compact`: kernels stored FP16, small vectors FP32 and exact, the integer networks pinned
+    on the rounded weights (the folder's identity is its own); a mismatched file is refused."""
+    from runtime.bundle import COMPACT_FILE, COMPACT_FP16_MIN_SIZE, calibration_frames, load_bundle, write_compact
+
+    source, target = tmp_path / "model", tmp_path / "compact"
+    write_bundle_folder(source, bundle)
+    write_compact(source, target, frames=calibration_frames(2)[:, :64, :64])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compact", "model"]  # no partial folder left
+    loaded = load_bundle(target)
+    assert not loaded.notes and loaded.model_id != bundle.model_id
+    big = 0
+    for a, b in zip(bundle.model.variables, loaded.model.variables):
+        a, b = a.numpy(), b.numpy()
+        if a.size >= COMPACT_FP16_MIN_SIZE and a.dtype == np.float32:
+            big += 1
+            np.testing.assert_array_equal(b, a.astype(np.float16).astype(np.float32))
+        else:
+            np.testing.assert_array_equal(b, a)
+    assert big > 10
+    with pytest.raises(CodecError, match="exists"):
+        write_compact(source, target)
+    with np.load(target / COMPACT_FILE) as arrays:
+        damaged = dict(arrays)
+    damaged.pop(sorted(damaged)[0])
+    np.savez(target / COMPACT_FILE, **damaged)
+    with pytest.raises(CodecError, match="does not match this config .1 model variables have no weight"):
+        load_bundle(target)
+    (target / COMPACT_FILE).write_bytes(b"not a zip")
+    with pytest.raises(CodecError, match="is not a compact weights file"):
+        load_bundle(target)
+
+
+def test_shipped_models_resolve_by_name(tmp_path):
+    from runtime.bundle import DEFAULT_DIR, read_card, resolve_model, shipped_models
+
+    shipped = dict(shipped_models())
+    assert shipped_models()[0][1] == DEFAULT_DIR and {"small", "base"} <= set(shipped)
+    assert resolve_model("small") == shipped["small"] and resolve_model(str(tmp_path)) == tmp_path
+    with pytest.raises(CodecError, match=r"nor is it a shipped model's name \(shipped: .*small"):
+        resolve_model("no-such-model")
+    for name, folder in shipped.items():
+        card = read_card(folder)
+        assert card.get("name") == name and isinstance(card.get("gop"), int), (name, card)
+    (tmp_path / "model_card.json").write_text("[1]")
+    with pytest.raises(CodecError, match="not a JSON object"):
+        read_card(tmp_path)
+
+
 @pytest.mark.slow
 def test_unpinned_folder_calibrates_like_the_default(tmp_path, bundle):
     """Without integer_hyper.npz the folder calibrates on the same frames: same identity here."""
@@ -315,10 +364,10 @@ def test_scene_cut_codes_an_iframe_and_restarts_the_gop(tmp_path, clip):
     after it stay P-frames (tried as I-frames too, but those are worse), and the next I-frame
     comes 4 frames after the cut, not at frame 4. Both streams decode to exactly the frames the
     encoder measured."""
-    from runtime.bundle import default_bundle
+    from runtime.bundle import shipped_bundle
     from runtime.metrics import psnr_rgb
 
-    bundle = default_bundle()
+    bundle = shipped_bundle("small")
     backend = get_backend("tf", bundle)
     cut = np.concatenate([clip[:3], np.full((5,) + clip.shape[1:], 128, np.uint8)])
     summaries = {}

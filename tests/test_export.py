@@ -193,7 +193,7 @@ def test_cli_exports_a_subset_with_saved_model(tmp_path, capsys):
     bundle, _, _, _ = small_export()
     out = tmp_path / "x"
     names = "iframe_hyper_analysis,iframe_hyper_synthesis"
-    assert main(["export_trt", f"--out_dir={out}", f"--subgraphs={names}", "--check_sizes=128x64", "--tensorrt=off"]) == 0
+    assert main(["export_trt", f"--out_dir={out}", f"--subgraphs={names}", "--check_sizes=128x64", "--tensorrt=off", "--model=small"]) == 0
     assert "wrote" in capsys.readouterr().out
     manifest = read_manifest(out, bundle.model_id.hex())
     assert manifest.names() == names.split(",") and manifest.check_sizes == ((64, 128),)
@@ -211,7 +211,7 @@ def test_cli_exports_a_subset_with_saved_model(tmp_path, capsys):
         (["--subgraphs=x"], "--out_dir is required"),
         (["--out_dir=OUT", "--check_sizes=100x64"], "multiples of 64"),
         (["--out_dir=OUT", "--min_size=1920x1088", "--max_size=384x320"], "min <= opt <= max"),
-        (["--out_dir=OUT", "--model=/nonexistent"], "no such folder"),
+        (["--out_dir=OUT", "--model=/nonexistent"], "does not exist, nor is it a shipped model's name"),
         (["--out_dir=OUT", "--tensorrt=maybe"], "tensorrt"),
         (["--out_dir=EXISTING"], "exists"),
         (["stray", "--out_dir=OUT"], "unexpected"),

@@ -30,7 +30,7 @@ def _last_row(capsys):
 def test_probe_reports_every_column_for_a_free_flow_field(footage, capsys):
     """The probe's loop, windows and report on real footage, optimizing a free flow field (one
     small traced step; the flow network's run is the slow test below). A free field codes no bits."""
-    assert flow_probe.main(["flow_probe", f"--data={footage}", "--steps=2", "--batch=2", "--free_flow"]) == 0
+    assert flow_probe.main(["flow_probe", f"--data={footage}", "--steps=2", "--batch=2", "--free_flow", "--model=small"]) == 0
     row = _last_row(capsys)
     assert row["flow_bpp"] == 0.0
 

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import REPO, bikes_path, read_video_frames
 
-DEFAULT = REPO / "runtime" / "checkpoints" / "default"
+DEFAULT = REPO / "runtime" / "checkpoints" / "small"  # a shipped model stored as a TF checkpoint
 
 
 def torch_python() -> str:

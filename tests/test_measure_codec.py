@@ -17,9 +17,9 @@ pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per 
 @pytest.fixture(scope="module")
 def shipped():
     from runtime.backends import get_backend
-    from runtime.bundle import default_bundle
+    from runtime.bundle import shipped_bundle
 
-    bundle = default_bundle()
+    bundle = shipped_bundle("small")
     with get_backend("tf", bundle) as backend:
         yield bundle, backend
 
