@@ -76,6 +76,7 @@ class RDConfig:
     bd_method: str = "cubic"
     keep_streams: bool = False
     motion_refine: bool = False  # this codec's encoder-side motion choice (runtime/motion_refine.py)
+    preset: str = "medium"  # this codec's encoder preset (runtime/presets.py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,7 +95,8 @@ class ElfRun:
 class ElfCodec:
     """This codec for one model and backend: encodes frames to a real file and decodes it."""
 
-    def __init__(self, spec: ModelSpec, backend_name: str, gop: Optional[int], motion_refine: bool = False):
+    def __init__(self, spec: ModelSpec, backend_name: str, gop: Optional[int], motion_refine: bool = False,
+                 preset: str = "medium"):
         from runtime.backends import get_backend
         from runtime.bundle import default_bundle, load_bundle
 
@@ -103,6 +105,7 @@ class ElfCodec:
         self.backend = get_backend(backend_name, self.bundle)
         self.gop = gop if gop is not None else (self.bundle.gop if self.bundle.gop is not None else 16)
         self.motion_refine = motion_refine
+        self.preset = preset
 
     @property
     def trained(self) -> bool:
@@ -124,8 +127,8 @@ class ElfCodec:
 
         start = time.perf_counter()
         encode_video(iter(frames), stream, fps=fps, gop=self.gop, controller=ConstantLevel(level),
-                     backend=self.backend, bundle=self.bundle,
-                     motion_refinement=MotionRefinement(enabled=self.motion_refine))  # fmt: skip
+                     backend=self.backend, bundle=self.bundle, preset=self.preset,
+                     motion_refinement=MotionRefinement() if self.motion_refine else None)  # fmt: skip
         encode_s = time.perf_counter() - start
         decoded: list[np.ndarray] = []
         start = time.perf_counter()
@@ -197,7 +200,7 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
         raise BenchError(f"unknown BD method {cfg.bd_method!r}; choose one of {', '.join(METHODS)}")
     anchors = [anchors_lib.get_anchor(a) for a in cfg.anchors]
     points: list[RDPoint] = []
-    elf_codecs = [ElfCodec(spec, cfg.backend, cfg.gop, cfg.motion_refine) for spec in cfg.models]
+    elf_codecs = [ElfCodec(spec, cfg.backend, cfg.gop, cfg.motion_refine, cfg.preset) for spec in cfg.models]
     try:
         for codec in elf_codecs:
             bad = [lv for lv in cfg.levels if not 0 <= lv <= codec.max_level]
@@ -245,6 +248,7 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
             "backend": cfg.backend,
             "gop": [c.gop for c in elf_codecs],
             "motion_refine": cfg.motion_refine,
+            "preset": cfg.preset,
             "max_frames": cfg.max_frames,
             "bd_method": cfg.bd_method,
             "bd_rate_axis": "bpp (file bytes); quality: mean of per-frame values",
@@ -296,6 +300,8 @@ flags.DEFINE_integer("gop", None, "This codec's GOP length (an I-frame every N f
 clikit.define_backend(FLAGS, help="This codec's backend: tf, onnx or tensorrt.")
 flags.DEFINE_boolean("vmaf", True, "Measure VMAF (libvmaf through ffmpeg).", flag_values=FLAGS)
 flags.DEFINE_enum("bd_method", "cubic", list(METHODS), "BD-rate interpolation.", flag_values=FLAGS)
+flags.DEFINE_enum("preset", "medium", ["fast", "medium", "slow"], "This codec's encoder preset (runtime/presets.py).",
+                  flag_values=FLAGS)
 flags.DEFINE_boolean("motion_refine", False, "This codec's encoder-side rate-distortion choice of the block "
                      "motion (runtime/motion_refine.py).", flag_values=FLAGS)
 flags.DEFINE_boolean("keep_streams", False, "Keep every codec's stream under OUT_DIR/streams.", flag_values=FLAGS)
@@ -346,6 +352,7 @@ def config_from_flags() -> RDConfig:
         models=tuple(models) or (ModelSpec("default"),), anchors=tuple(FLAGS.anchors), sweeps=sweeps,
         max_frames=FLAGS.max_frames, gop=FLAGS.gop, backend=FLAGS.backend, with_vmaf=FLAGS.vmaf,
         bd_method=FLAGS.bd_method, keep_streams=FLAGS.keep_streams, motion_refine=FLAGS.motion_refine,
+        preset=FLAGS.preset,
     )  # fmt: skip
 
 

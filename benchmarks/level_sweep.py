@@ -36,12 +36,14 @@ clikit.define_backend(FLAGS)
 flags.DEFINE_string("out", None, "Optional JSON output.", flag_values=FLAGS)
 flags.DEFINE_string("anchor", None, "A saved sweep (--out) to report this one's BD-rate against.", flag_values=FLAGS)
 flags.DEFINE_string("load", None, "Read this saved sweep instead of coding --clip.", flag_values=FLAGS)
+flags.DEFINE_enum("preset", "medium", ["fast", "medium", "slow"], "Encoder preset (runtime/presets.py).", flag_values=FLAGS)
 flags.DEFINE_bool("motion_refine", False, "Encoder-side rate-distortion choice of the quantized block motion "
                   "(runtime/motion_refine.py).", flag_values=FLAGS)
 flags.DEFINE_float("motion_lambda_scale", 1.0, "Scale of the motion refinement's lambda.", flag_values=FLAGS)
 
 
-def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="tf", motion_refinement=None) -> list:
+def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="tf", motion_refinement=None,
+          preset="medium") -> list:
     import numpy as np
 
     from runtime import metrics, video_io
@@ -64,7 +66,7 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
             # scenecut=0: a fixed GOP, so a P-frame loop that drifts shows instead of being cut short.
             encode_video(frames, path, fps=info.fps, gop=gop, controller=ConstantLevel(float(level)),
                          backend=backend, bundle=bundle, scenecut=0,
-                         motion_refinement=motion_refinement)
+                         motion_refinement=motion_refinement, preset=preset)
             decoded = []
             decode_video(path, decoded.append, backend, bundle)
             size = os.path.getsize(path)
@@ -140,7 +142,7 @@ def _main(argv) -> int:
 
         refinement = MotionRefinement(lambda_scale=FLAGS.motion_lambda_scale)
     rows = load_rows(FLAGS.load) if FLAGS.load else sweep(
-        FLAGS.clip, FLAGS.step, FLAGS.frames, FLAGS.model, FLAGS.backend, refinement
+        FLAGS.clip, FLAGS.step, FLAGS.frames, FLAGS.model, FLAGS.backend, refinement, FLAGS.preset
     )
     bd = bd_rate_against(anchor, rows) if anchor else None
     print(f"{'level':>6} {'bpp':>8} {'PSNR':>7} {'worst':>7}")

@@ -1,6 +1,6 @@
 """`elfvc`: the command-line codec, a thin layer over runtime.stream.
 
-    elfvc encode IN OUT.elfvc [--level S | --target_kbps K] [--max_bpp_i B] [--max_bpp_p B]
+    elfvc encode IN OUT.elfvc [--level S | --target_kbps K] [--preset fast|medium|slow] [--max_bpp_i B] [--max_bpp_p B]
                               [--min_psnr DB] [--gop N] [--frames N] [--fps R]
     elfvc decode IN.elfvc OUT [--reference SRC]     OUT: .y4m, .mkv/.avi/.mp4/.mov, or a folder
     encode, decode: [--max_pixels N]                 picture-size limit (default 8K, runtime/limits.py)
@@ -59,7 +59,7 @@ COMMANDS = {
 _CODING = ("model", "backend", "progress")
 #: The flags each command accepts (others given explicitly are an error, not silently ignored).
 COMMAND_FLAGS = {
-    "encode": {"level", "gop", "scenecut", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
+    "encode": {"level", "gop", "preset", "scenecut", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
                "motion_refine", "max_pixels", *_CODING},
     "decode": {"reference", "overwrite", "max_pixels", *_CODING},
     "info": set(),
@@ -82,12 +82,18 @@ def define_flags() -> flags.FlagValues:
     clikit.define_level(fv, None, "Constant level in [0, L-1] (continuous; default: the middle "
                         "of the model's range, or the top when only caps are given).")
     clikit.define_gop(fv, 16)
+    from runtime.presets import DEFAULT_PRESET, PRESETS
+
+    flags.DEFINE_enum("preset", DEFAULT_PRESET, list(PRESETS), "Encoder preset, trading encoding time for bits; the "
+                      "stream decodes the same way whichever is used. " + " ".join(f"{p.name}: {p.summary}." for p in PRESETS.values()),
+                      flag_values=fv)
     flags.DEFINE_float("scenecut", DEFAULT_SCENECUT, "A P-frame costing more than this multiple of the last I-frame "
-                       "is tried as an I-frame, kept if no larger and no worse in PSNR; the next GOP counts from it (0: off).",
+                       "is tried as an I-frame, kept if no larger and no worse in PSNR; the next GOP counts from it "
+                       "(0: off; default: the preset's, fast 0, else this).",
                        lower_bound=0.0, flag_values=fv)
     flags.DEFINE_boolean("motion_refine", False, "Choose each 16x16 block's coded motion by rate and distortion "
                          "(runtime/motion_refine.py; models with the motion search): slower encoding, a few % fewer bits "
-                         "at equal quality; any decoder reads the stream.", flag_values=fv)
+                         "at equal quality; any decoder reads the stream (default: the preset's, on in slow).", flag_values=fv)
     flags.DEFINE_float("max_bpp_i", None, "Cap on each I-frame, bits per pixel.", flag_values=fv)
     flags.DEFINE_float("max_bpp_p", None, "Cap on each P-frame, bits per pixel.", flag_values=fv)
     flags.DEFINE_float("min_psnr", None, "Quality floor: each frame's RGB PSNR in dB (caps win over it).", flag_values=fv)
@@ -319,7 +325,7 @@ def encode(fv: flags.FlagValues, src: str, out: str) -> int:
             total = fv.frames if total is None else min(total, fv.frames)
         with open_backend(fv, bundle) as backend, make_progress(fv, "encode", total) as bar:
             stats, seconds = _encode(limited(reader, fv.frames), out_path, src_info.fps, fv.gop, controller,
-                                     backend, bundle, bar, fv.scenecut, fv.motion_refine, src)  # fmt: skip
+                                     backend, bundle, bar, fv, src)  # fmt: skip
     total_bits = 8 * out_path.stat().st_size
     line = summary_line("encoded", len(stats), src_info.width, src_info.height, src_info.fps, total_bits,
                         mean_psnr([s.psnr for s in stats]), seconds, f"-> {out}")  # fmt: skip
@@ -451,8 +457,9 @@ def visualize(fv: flags.FlagValues, src: str, out: str) -> int:
 # Adapters over runtime.stream (B1's API): everything that knows its field names is here.
 
 
-def _encode(frames, out_path, fps, gop, controller, backend, bundle, bar, scenecut, motion_refine, src=None) -> tuple:
-    """Codes `frames` into `out_path`; returns ([FrameStat], seconds)."""
+def _encode(frames, out_path, fps, gop, controller, backend, bundle, bar, fv, src=None) -> tuple:
+    """Codes `frames` into `out_path` with the preset, scene-cut and motion flags of `fv` (a flag
+    left unset defers to the preset); returns ([FrameStat], seconds)."""
     from runtime.motion_refine import MotionRefinement
     from runtime.stream import encode_video
 
@@ -460,8 +467,10 @@ def _encode(frames, out_path, fps, gop, controller, backend, bundle, bar, scenec
         bar.update(index + 1, note=f"{encoded.frame_type.name} level {encoded.level:.3f}")
 
     summary = encode_video(frames, out_path, fps=fps, gop=gop, controller=controller, backend=backend,
-                           bundle=bundle, progress=progress, input_path=src, scenecut=scenecut,
-                           motion_refinement=MotionRefinement(enabled=motion_refine))  # fmt: skip
+                           bundle=bundle, progress=progress, input_path=src,
+                           scenecut=fv.scenecut if fv["scenecut"].present else None,
+                           motion_refinement=MotionRefinement(enabled=fv.motion_refine) if fv["motion_refine"].present else None,
+                           preset=fv.preset)  # fmt: skip
     return _frame_stats(summary), summary.seconds
 
 
@@ -545,7 +554,7 @@ def _rate_control_runs(fv, frames, src_info, bundle) -> List[RcRun]:
         def code(name, controller, **marks):
             with make_progress(fv, name, len(frames)) as bar:
                 stats, _ = _encode(iter(frames), pathlib.Path(tmp) / "clip.elfvc", src_info.fps, fv.gop,
-                                   controller, backend, bundle, bar, fv.scenecut, fv.motion_refine)  # fmt: skip
+                                   controller, backend, bundle, bar, fv)  # fmt: skip
             runs.append(RcRun(name, stats, src_info.fps, pixels, **marks))
             return runs[-1]
 

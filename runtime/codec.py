@@ -31,7 +31,7 @@ from runtime.entropy_coding import SYMBOL_LIMIT, EntropyCoder, Substream, Substr
 from model.npmath import level_embedding, quant_width
 from runtime.integer_hyper import quantize_embedding
 from runtime.limits import MAX_PIXELS, check_picture_size
-from runtime import motion_refine
+from runtime import latent_opt, motion_refine
 from runtime.types import CodecError, FrameType, TrialResult
 
 
@@ -81,8 +81,8 @@ class EncodedFrame:
     level: float
     bits: int  # len(payload) * 8
     estimated_bits: float  # model estimate with the coded (quantized) scales
-    reconstruction: np.ndarray  # uint8 [H, W, 3], cropped
-    psnr: float  # RGB PSNR against the source frame, dB
+    reconstruction: Optional[np.ndarray]  # uint8 [H, W, 3], cropped (None: not reconstructed)
+    psnr: Optional[float]  # RGB PSNR against the source frame, dB (None: not reconstructed)
     substream_bytes: Tuple[int, ...] = ()
     # What committing this frame makes the references (for Encoder.commit after a trial).
     references: Optional["References"] = field(default=None, repr=False, compare=False)
@@ -271,6 +271,7 @@ class Encoder:
         workers: Optional[int] = None,
         observer: Optional[Callable] = None,
         motion_refinement: Optional[motion_refine.MotionRefinement] = None,
+        latent_optimization: Optional[latent_opt.LatentOptimization] = None,
     ):
         self._half = _DecoderHalf(bundle, backend, layout, workers)
         # The encoder-side choice of the quantized block motion (runtime/motion_refine.py); None or
@@ -279,6 +280,12 @@ class Encoder:
             motion_refinement
             if motion_refinement is not None and motion_refinement.enabled and bundle.config.motion_search_radius
             else None
+        )
+        # The encoder-side search of each I-frame's latent (runtime/latent_opt.py, the `slow`
+        # preset); None or disabled: the analysis output as is.
+        self.latent_optimization = latent_optimization if latent_optimization is not None and latent_optimization.enabled else None
+        self._latent_search = (
+            latent_opt.IFrameLatentSearch(bundle.model, latent_optimization) if self.latent_optimization is not None else None
         )
         # observer(block, latent, layer: CodedLayer, ctx: LevelContext) sees every coded
         # codelayer (measurements, e.g. runtime/measure_codec.py); it must not modify anything.
@@ -310,7 +317,7 @@ class Encoder:
         return frame, (padded.astype(np.float32) / np.float32(255.0))[None]
 
     def _code_layer(
-        self, block: str, latent: np.ndarray, ctx: LevelContext, choose: Optional[Callable] = None
+        self, block: str, latent: np.ndarray, ctx: LevelContext, choose: Optional[Callable] = None, observe: bool = True
     ) -> Tuple[CodedLayer, List[Substream]]:
         """Quantizes and range-codes one codelayer. `choose(mean, indices, quant_width, symbols)`,
         if given, may replace the rounded symbols before they are coded (the hyper path is fixed)."""
@@ -326,9 +333,27 @@ class Encoder:
         substreams = half.encode_symbols(hyper_symbols, hyper_indices, hyper=True)
         substreams += half.encode_symbols(symbols, indices, hyper=False)
         layer = CodedLayer(hyper_symbols, symbols, indices, hyper_indices, half.dequantize(mean, symbols, quant_width))
-        if self.observer is not None:
+        if self.observer is not None and observe:
             self.observer(block, latent, layer, ctx)
         return layer, substreams
+
+    def _searched_iframe(self, source, image, latent, ctx: LevelContext, plain):
+        """The `slow` preset's I-frame: codes the searched latent too and keeps whichever of the
+        two codings has the lower real cost D + lambda R (bits of the frame unit, distortion of
+        the reconstruction the decoder will make); `plain` = (layer, substreams, refs)."""
+        config = self.bundle.config
+        rd_lambda = self.latent_optimization.rd_lambda(ctx.level, config.max_level, self.bundle.card.get("lambda_range"))
+        searched = self._latent_search.search(image, ctx.embedding, ctx.quant_width("iframe"), rd_lambda, latent)
+        layer, substreams = self._code_layer("iframe", searched, ctx, observe=False)
+        candidate = (layer, substreams, self._half.iframe_synthesis(layer.latent_hat, ctx))
+
+        def cost(coded):
+            bits = 8 * len(write_frame(FrameUnit(FrameType.I, ctx.level, tuple(coded[1]))))
+            recon = to_uint8(coded[2].previous[0, : source.shape[0], : source.shape[1]]).astype(np.float64) / 255.0
+            distortion = float(np.mean((source.astype(np.float64) / 255.0 - recon) ** 2))
+            return distortion + rd_lambda * bits / (source.shape[0] * source.shape[1])
+
+        return (candidate, searched) if cost(candidate) <= cost(plain) else (plain, latent)
 
     def _motion_chooser(self, latent, image, previous: References, predicted, ctx: LevelContext, decoded: dict):
         """A `_code_layer` chooser for the flow layer: runtime/motion_refine.py's per-block choice
@@ -351,15 +376,26 @@ class Encoder:
 
         return choose
 
-    def encode_frame(self, frame, level: float, frame_type: FrameType, commit: bool = True) -> EncodedFrame:
+    def encode_frame(self, frame, level: float, frame_type: FrameType, commit: bool = True,
+                     reconstruct: bool = True) -> EncodedFrame:
+        """Codes one frame. reconstruct=False (I-frames only; the `fast` preset with GOP 1) skips
+        the synthesis: the frame has no reconstruction or PSNR and leaves no references, so the
+        next frame must be an I-frame too."""
         frame_type = FrameType(frame_type)
+        if not reconstruct and (frame_type is not FrameType.I or self._latent_search is not None):
+            raise ValueError("only I-frames without the latent search can skip their reconstruction")
         source, image = self._prepare(frame)
         half = self._half
         ctx = half.level_context(level)
         if frame_type is FrameType.I:
             latent = half.run("iframe_analysis", image=image, embedding=ctx.embedding)["latent"]
-            layer, substreams = self._code_layer("iframe", latent, ctx)
-            refs = half.iframe_synthesis(layer.latent_hat, ctx)
+            searching = self._latent_search is not None
+            layer, substreams = self._code_layer("iframe", latent, ctx, observe=not searching)
+            refs = half.iframe_synthesis(layer.latent_hat, ctx) if reconstruct else None
+            if searching:
+                (layer, substreams, refs), latent = self._searched_iframe(source, image, latent, ctx, (layer, substreams, refs))
+                if self.observer is not None:
+                    self.observer("iframe", latent, layer, ctx)
             estimate = layer.estimated_bits()
         else:
             previous = half.refs
@@ -394,9 +430,10 @@ class Encoder:
             out = half.residue_synthesis(residue_layer.latent_hat, flow["compensated"], flow["state"], ctx)
             refs = References(out["reconstruction"], previous.previous, flow["flow"], out["state"])
             estimate = flow_layer.estimated_bits() + residue_layer.estimated_bits()
-        half.check_finite(refs)
+        if refs is not None:
+            half.check_finite(refs)
         payload = write_frame(FrameUnit(frame_type, ctx.level, tuple(substreams)))
-        reconstruction = to_uint8(refs.previous[0, : source.shape[0], : source.shape[1]])
+        reconstruction = None if refs is None else to_uint8(refs.previous[0, : source.shape[0], : source.shape[1]])
         encoded = EncodedFrame(
             payload=payload,
             frame_type=frame_type,
@@ -404,7 +441,7 @@ class Encoder:
             bits=8 * len(payload),
             estimated_bits=estimate,
             reconstruction=reconstruction,
-            psnr=_psnr(source, reconstruction),
+            psnr=None if reconstruction is None else _psnr(source, reconstruction),
             substream_bytes=tuple(s.size for s in substreams),
             references=refs,
             generation=self._generation,
@@ -415,7 +452,7 @@ class Encoder:
 
     def commit(self, encoded: EncodedFrame) -> None:
         """Makes a frame coded by `encode_frame` (a trial included) the new reference."""
-        if encoded.generation != self._generation or encoded.references is None:
+        if encoded.generation != self._generation or (encoded.references is None and encoded.reconstruction is not None):
             raise ValueError("this frame was coded against other references; code it again")
         self._half.refs = encoded.references
         self._generation += 1

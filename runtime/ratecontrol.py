@@ -145,6 +145,8 @@ class ConstantLevel:
 
     level: float
 
+    needs_psnr = False  # whether it judges frames by their reconstruction's PSNR
+
     def __post_init__(self):
         if not (self.level >= 0 and math.isfinite(self.level)):
             raise ValueError(f"level must be a finite number >= 0, got {self.level}")
@@ -166,6 +168,8 @@ class MaxBits:
     cap_bpp_p: Optional[float]
     base_level: float
     min_level: float = 0.0
+
+    needs_psnr = False  # whether it judges frames by their reconstruction's PSNR
 
     def __post_init__(self):
         _check_range(self.min_level, self.base_level)
@@ -202,6 +206,8 @@ class MinQuality:
     max_level: float
     min_level: float = 0.0
 
+    needs_psnr = True  # whether it judges frames by their reconstruction's PSNR
+
     def __post_init__(self):
         _check_range(self.min_level, self.max_level)
         if not math.isfinite(self.min_psnr):
@@ -232,6 +238,8 @@ class TargetBitrate:
     iframe_weight: float = 4.0
     debt: float = field(default=0.0, init=False)  # D: bits written minus nominal budgets.
     budgets: List[float] = field(default_factory=list, init=False)  # budget given to each frame.
+
+    needs_psnr = False  # whether it judges frames by their reconstruction's PSNR
 
     def __post_init__(self):
         _check_range(self.min_level, self.max_level)
@@ -294,6 +302,10 @@ class Combined:
     primary: object  # ConstantLevel | TargetBitrate
     floor: Optional[MinQuality] = None
     caps: Optional[MaxBits] = None
+
+    @property
+    def needs_psnr(self) -> bool:
+        return self.floor is not None
 
     def select_level(self, index: int, frame_type: FrameType, num_pixels: int, trial: Trial) -> float:
         memo = MemoTrial(trial)

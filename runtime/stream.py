@@ -31,7 +31,7 @@ from runtime.codec import Decoder, EncodedFrame, Encoder
 from runtime.entropy_coding import SubstreamLayout
 from runtime.limits import MAX_PIXELS, check_picture_size
 from runtime.motion_refine import MotionRefinement
-from runtime.types import DEFAULT_SCENECUT, CodecError, FrameType, RateController, TrialResult
+from runtime.types import CodecError, FrameType, RateController, TrialResult
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class FrameRecord:
     level: float
     bits: int  # frame unit size in bits, headers included
     estimated_bits: float  # the model's estimate with the coded scales
-    psnr: float  # RGB PSNR of the reconstruction, dB
+    psnr: Optional[float]  # RGB PSNR of the reconstruction, dB (None: the `fast` preset did not reconstruct)
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,10 @@ class EncodeSummary:
         return 8 * self.total_bytes / self.num_frames * float(self.fps) / 1000.0
 
     @property
-    def mean_psnr(self) -> float:
-        return float(np.mean([f.psnr for f in self.frames]))
+    def mean_psnr(self) -> Optional[float]:
+        """Mean over the frames' PSNRs; None when the encoder did not reconstruct (`fast`)."""
+        values = [f.psnr for f in self.frames if f.psnr is not None]
+        return float(np.mean(values)) if values else None
 
 
 @dataclass(frozen=True)
@@ -135,9 +137,10 @@ def encode_video(
     progress: Optional[Callable[[int, EncodedFrame], None]] = None,
     layout: SubstreamLayout = SubstreamLayout(),
     input_path=None,
-    scenecut: float = DEFAULT_SCENECUT,
+    scenecut: Optional[float] = None,
     motion_refinement: Optional[MotionRefinement] = None,
     max_pixels: int = MAX_PIXELS,
+    preset="medium",
 ) -> EncodeSummary:
     """Encodes uint8 [H, W, 3] frames into `out_path` (written to a temporary name in the same
     folder and renamed on success; nothing is left behind on failure).
@@ -152,7 +155,24 @@ def encode_video(
     `frames.path` attribute) names the source, which is never overwritten. Frames over
     `max_pixels` (runtime/limits.py; the readers of runtime/video_io.py refuse them first) are
     refused before the networks run.
+
+    `preset` (runtime/presets.py: fast, medium, slow, or a Preset) sets the encoder-side choices;
+    an explicit `scenecut` (default: the preset's, else DEFAULT_SCENECUT) or `motion_refinement`
+    wins over it. No preset changes what a decoder reads.
     """
+    from runtime.presets import default_scenecut, get_preset
+
+    try:
+        preset = get_preset(preset)
+    except ValueError as e:
+        raise CodecError(str(e)) from None
+    if scenecut is None:
+        scenecut = default_scenecut(preset)
+    if motion_refinement is None:
+        motion_refinement = preset.motion_refinement()
+    # `fast`: with GOP 1 nothing references a frame, so unless the controller judges frames by
+    # their PSNR the encoder need not reconstruct them.
+    reconstruct = not (preset.skip_unreferenced_synthesis and gop == 1 and not getattr(controller, "needs_psnr", True))
     out_path = pathlib.Path(out_path)
     source = input_path if input_path is not None else getattr(frames, "path", None)
     if source is not None and _same_file(out_path, pathlib.Path(source)):
@@ -168,7 +188,8 @@ def encode_video(
     tmp = pathlib.Path(tmp_name)
     records = []
     try:
-        with os.fdopen(fd, "wb") as f, Encoder(bundle, backend, layout, motion_refinement=motion_refinement) as encoder:
+        with os.fdopen(fd, "wb") as f, Encoder(bundle, backend, layout, motion_refinement=motion_refinement,
+                                                  latent_optimization=preset.latent_optimization()) as encoder:
             header = None
             last_intra = None  # (index, bits) of the last I-frame
             for index, frame in enumerate(frames):
@@ -192,7 +213,7 @@ def encode_video(
                 scheduled = last_intra is None or (gop > 0 and index - last_intra[0] >= gop)
                 frame_type = FrameType.I if scheduled else FrameType.P
                 intra_bits = None if (scenecut <= 0 or last_intra is None) else scenecut * last_intra[1]
-                encoded = _encode_one(encoder, controller, frame, index, frame_type, intra_bits)
+                encoded = _encode_one(encoder, controller, frame, index, frame_type, intra_bits, reconstruct)
                 if encoded.frame_type is FrameType.I:
                     last_intra = (index, encoded.bits)
                 f.write(encoded.payload)
@@ -229,7 +250,8 @@ def _replace_count(header: StreamHeader, count: int) -> StreamHeader:
 
 
 def _encode_one(
-    encoder: Encoder, controller: RateController, frame, index: int, frame_type: FrameType, scenecut_bits=None
+    encoder: Encoder, controller: RateController, frame, index: int, frame_type: FrameType, scenecut_bits=None,
+    reconstruct: bool = True,
 ) -> EncodedFrame:
     """Asks the controller for a level (it may run trials), codes the frame and commits it. A trial
     at the chosen level is reused instead of coding the frame again. A P-frame of more than
@@ -238,13 +260,14 @@ def _encode_one(
     trials = {}
 
     def trial(level: float) -> TrialResult:
-        encoded = encoder.encode_frame(frame, level, frame_type, commit=False)
+        encoded = encoder.encode_frame(frame, level, frame_type, commit=False, reconstruct=reconstruct)
         trials[encoded.level] = encoded
         return encoded.trial_result()
 
     num_pixels = int(frame.shape[0] * frame.shape[1])
     level = float(np.float32(controller.select_level(index, frame_type, num_pixels, trial)))
-    encoded = trials[level] if level in trials else encoder.encode_frame(frame, level, frame_type, commit=False)
+    encoded = trials[level] if level in trials else encoder.encode_frame(frame, level, frame_type, commit=False,
+                                                                         reconstruct=reconstruct)
     if frame_type is FrameType.P and scenecut_bits is not None and encoded.bits > scenecut_bits:
         intra = encoder.encode_frame(frame, level, FrameType.I, commit=False)
         if _dominates(intra, encoded):

@@ -1,0 +1,134 @@
+"""Encoder-side latent optimization of I-frames (the `slow` preset; no model or bitstream change).
+
+The analysis transform is trained to be good on average; for one given frame the encoder can do
+better by searching the latent itself (Campos et al. 2019, "Content adaptive optimization for
+neural image compression"; Yang, Bamler and Mandt 2020, "Improving inference for neural image
+compression"). Starting from the analysis output y0, `steps` Adam steps on
+
+    J(y) = D(x, g_s(y_hat)) + lambda(level) * R(y_hat, z_hat) / pixels          (eq. 1 units)
+
+with D the MSE of [0, 1] RGB, R the model's own codelength in bits (App. A: the hyper latent
+z = h_a(y) at unit width, the latent at the level's Q_w around the hyper synthesis' mean) and
+lambda(level) the training's rate weight (runtime/motion_refine.py's interpolation of the
+model card's `lambda_range`). Rounding is relaxed to the soft rounding of Agustsson and Theis
+(2020), s_a(u) = floor(u) + 1/2 + tanh(a r) / (2 tanh(a / 2)), r = u - floor(u) - 1/2, with the
+hardness a annealed from SOFT_START to SOFT_END over the steps, so the last steps optimize
+nearly the hard-rounded objective; the hyper latent is rounded straight-through. The encoder
+then codes the optimized latent exactly as it codes the analysis output (hyper analysis,
+rounding, range coding through the backend), and `runtime/codec.py` keeps it only if its real
+cost (bits of the coded frame, distortion of the decoder's reconstruction) is no larger than
+plain coding's: the optimization never loses on its own criterion. A decoder sees ordinary
+symbols.
+
+The gradient runs through the float Keras model (bundle.model) on the CPU whatever the backend;
+the integer hyper synthesis the codec entropy-codes with differs from the float one only by its
+rounding, and the guard measures the real thing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from runtime.motion_refine import DEFAULT_LAMBDA_RANGE
+
+SOFT_START = 1.0  # soft-rounding hardness at the first step (nearly the identity)
+SOFT_END = 16.0  # ... and at the last (nearly hard rounding)
+
+
+@dataclass(frozen=True)
+class LatentOptimization:
+    """Settings of the I-frame latent search; steps == 0 disables it."""
+
+    steps: int = 0
+    learning_rate: float = 0.02  # Adam step, in latent units (the latents' spread is ~1-10)
+    lambda_range: Optional[Tuple[float, float]] = None  # None: the model card's, else DEFAULT_LAMBDA_RANGE
+    lambda_scale: float = 1.0
+
+    def __post_init__(self):
+        if not (isinstance(self.steps, int) and self.steps >= 0):
+            raise ValueError(f"latent optimization steps must be an integer >= 0, got {self.steps!r}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"latent optimization learning rate must be positive, got {self.learning_rate}")
+        if not (self.lambda_scale > 0 and math.isfinite(self.lambda_scale)):
+            raise ValueError(f"latent optimization lambda scale must be positive, got {self.lambda_scale}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.steps > 0
+
+    def rd_lambda(self, level: float, max_level: float, card_range=None) -> float:
+        """lambda(level): geometric between the range's ends, times the scale."""
+        first, last = self.lambda_range or card_range or DEFAULT_LAMBDA_RANGE
+        t = level / max_level if max_level > 0 else 0.0
+        return self.lambda_scale * float(first) * (float(last) / float(first)) ** t
+
+
+def soft_round(u, hardness):
+    """Agustsson & Theis' soft rounding: the identity as hardness -> 0, rounding as it -> inf."""
+    import tensorflow as tf
+
+    m = tf.floor(u) + 0.5
+    r = u - m
+    return m + tf.tanh(hardness * r) / (2.0 * tf.tanh(hardness / 2.0))
+
+
+class IFrameLatentSearch:
+    """The search for one model: `search(image, embedding, quant_width, rd_lambda, latent0)`."""
+
+    def __init__(self, model, settings: LatentOptimization):
+        import tensorflow as tf
+
+        self.codec = model.iframe
+        self.settings = settings
+        self._grad = tf.function(self._objective_and_gradient, reduce_retracing=True)
+
+    def _objective_and_gradient(self, y, image, embedding, quant_width, rd_lambda, hardness):
+        import tensorflow as tf
+
+        from model.entropy import codelength_bits
+
+        codelayer = self.codec.codelayer
+        pixels = tf.cast(tf.shape(image)[1] * tf.shape(image)[2], tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(y)
+            z = codelayer.hyper_analysis(y, embedding)
+            z_hat = z + tf.stop_gradient(tf.round(z) - z)  # straight-through: the hyper latent is coded rounded
+            hyper_bits = tf.reduce_sum(codelength_bits(z_hat, codelayer.hyper_scale()))
+            mean, sigma = codelayer.hyper_synthesis(z_hat, embedding)
+            u = soft_round((y - mean) / quant_width, hardness)
+            main_bits = tf.reduce_sum(codelength_bits(u, sigma / quant_width))
+            reconstruction, _ = self.codec.decode(mean + quant_width * u, embedding)
+            distortion = tf.reduce_mean(tf.math.squared_difference(image, reconstruction))
+            objective = distortion + rd_lambda * (hyper_bits + main_bits) / pixels
+        return objective, tape.gradient(objective, y)
+
+    def search(self, image: np.ndarray, embedding: np.ndarray, quant_width: np.ndarray, rd_lambda: float,
+               latent0: np.ndarray) -> np.ndarray:
+        """image float32 [1, H, W, 3] in [0, 1] (padded), embedding [1, E], quant_width [1, 1, 1, C],
+        latent0 the analysis output [1, h, w, C] -> the searched latent (float32, same shape)."""
+        import tensorflow as tf
+
+        steps, lr = self.settings.steps, self.settings.learning_rate
+        y = tf.constant(latent0, tf.float32)
+        args = (tf.constant(image, tf.float32), tf.constant(embedding, tf.float32),
+                tf.constant(quant_width, tf.float32), tf.constant(rd_lambda, tf.float32))
+        m = tf.zeros_like(y)
+        v = tf.zeros_like(y)
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        for step in range(steps):
+            t = step / max(steps - 1, 1)
+            hardness = tf.constant(SOFT_START * (SOFT_END / SOFT_START) ** t, tf.float32)
+            _, g = self._grad(y, *args, hardness)
+            m = beta1 * m + (1 - beta1) * g
+            v = beta2 * v + (1 - beta2) * g * g
+            m_hat = m / (1 - beta1 ** (step + 1))
+            v_hat = v / (1 - beta2 ** (step + 1))
+            y = y - lr * m_hat / (tf.sqrt(v_hat) + eps)
+        out = y.numpy().astype(np.float32)
+        if not np.all(np.isfinite(out)):
+            return np.asarray(latent0, np.float32)  # a diverged search is no candidate
+        return out

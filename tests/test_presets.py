@@ -1,0 +1,117 @@
+"""Encoder presets (runtime/presets.py): every preset's stream decodes bit-exactly with the plain
+decoder on every backend, `fast` writes medium's bytes, and the `slow` latent search never keeps
+a coding whose real rate + lambda x distortion is worse than plain rounding's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from export_helpers import onnx_backend
+from runtime.codec import Encoder
+from runtime.ratecontrol import ConstantLevel, MinQuality
+from runtime.stream import decode_video, encode_video
+from runtime.types import CodecError, FrameType
+
+pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")
+
+
+@pytest.fixture(scope="module")
+def small():
+    from runtime.backends import get_backend
+    from runtime.bundle import shipped_bundle
+
+    bundle = shipped_bundle("small")
+    return bundle, get_backend("tf", bundle)
+
+
+@pytest.fixture(scope="module")
+def clip(bikes_frames):
+    return np.ascontiguousarray(bikes_frames[:3, 60:124, 100:228])  # 3 frames of 128x64
+
+
+def _encode(tmp_path, name, clip, small, preset, gop, controller=None):
+    bundle, backend = small
+    encoded = []
+    summary = encode_video(list(clip), tmp_path / f"{name}.elfvc", fps=25, gop=gop, controller=controller or ConstantLevel(3.5),
+                           backend=backend, bundle=bundle, preset=preset, progress=lambda i, e: encoded.append(e))  # fmt: skip
+    return tmp_path / f"{name}.elfvc", summary, encoded
+
+
+def test_presets_decode_with_the_plain_decoder_on_every_backend(tmp_path, small, clip):
+    """`slow` (latent search + motion refinement, I+P): the plain tf decoder returns exactly what
+    the encoder reconstructed, onnx within the cross-backend bound (1 level of 8 bits,
+    tests/test_backends.py); `fast` with GOP 1 writes medium's bytes without reconstructing."""
+    bundle, tf_backend = small
+    path, _, encoded = _encode(tmp_path, "slow", clip, small, "slow", 2)
+    plain, _, _ = _encode(tmp_path, "medium2", clip, small, "medium", 2)
+    assert path.read_bytes() != plain.read_bytes()  # the search moved some symbols
+    for backend, tolerance in ((tf_backend, 0), (onnx_backend(), 1)):
+        decoded = []
+        decode_video(path, decoded.append, backend, bundle)
+        for frame, enc in zip(decoded, encoded, strict=True):
+            assert np.abs(frame.astype(int) - enc.reconstruction.astype(int)).max() <= tolerance
+    fast, _, fast_frames = _encode(tmp_path, "fast", clip, small, "fast", 1)
+    medium, _, medium_frames = _encode(tmp_path, "medium", clip, small, "medium", 1)
+    assert fast.read_bytes() == medium.read_bytes()
+    assert all(e.reconstruction is None and e.psnr is None for e in fast_frames)
+    assert all(e.reconstruction is not None for e in medium_frames)
+    _, _, fast_ip = _encode(tmp_path, "fast2", clip, small, "fast", 2)
+    assert all(e.reconstruction is not None for e in fast_ip)  # P-frames need their references
+
+
+def test_fast_reconstructs_when_something_needs_it(tmp_path, small, clip):
+    """A PSNR floor judges frames by their reconstruction: `fast` then reconstructs, GOP 1 or not;
+    an I-frame that skipped its reconstruction cannot be followed by a P-frame."""
+    bundle, backend = small
+    _, summary, encoded = _encode(tmp_path, "floor", clip, small, "fast", 1, MinQuality(20.0, bundle.config.max_level))
+    assert all(e.psnr is not None for e in encoded) and summary.mean_psnr is not None
+    with Encoder(bundle, backend) as encoder:
+        encoder.commit(encoder.encode_frame(clip[0], 3.0, FrameType.I, commit=False, reconstruct=False))
+        with pytest.raises(CodecError, match="needs a preceding I-frame"):
+            encoder.encode_frame(clip[1], 3.0, FrameType.P)
+        with pytest.raises(ValueError, match="only I-frames"):
+            encoder.encode_frame(clip[1], 3.0, FrameType.P, reconstruct=False)
+    with pytest.raises(CodecError, match="unknown preset 'turbo'; valid presets: fast, medium, slow"):
+        _encode(tmp_path, "bad", clip, small, "turbo", 1)
+
+
+def _cost(encoded, source, rd_lambda):
+    recon = encoded.reconstruction.astype(np.float64) / 255.0
+    distortion = float(np.mean((source.astype(np.float64) / 255.0 - recon) ** 2))
+    return distortion + rd_lambda * encoded.bits / (source.shape[0] * source.shape[1])
+
+
+def test_latent_search_never_keeps_a_worse_coding(small, clip, monkeypatch):
+    """The real search lowers (or keeps) the frame's real cost; a search that returns a damaged
+    latent is not kept: the frame is coded exactly as without the search (this fails if
+    Encoder._searched_iframe's comparison is removed)."""
+    from runtime import latent_opt
+
+    bundle, backend = small
+    settings = latent_opt.LatentOptimization(steps=15)
+    level = 3.5
+    rd_lambda = settings.rd_lambda(level, bundle.config.max_level, bundle.card.get("lambda_range"))
+    with Encoder(bundle, backend) as plain_encoder:
+        plain = plain_encoder.encode_frame(clip[0], level, FrameType.I)
+    with Encoder(bundle, backend, latent_optimization=settings) as encoder:
+        searched = encoder.encode_frame(clip[0], level, FrameType.I)
+    assert _cost(searched, clip[0], rd_lambda) <= _cost(plain, clip[0], rd_lambda)
+
+    def damaged(self, image, embedding, quant_width, rd_lambda, latent0):
+        return (latent0 + 40.0 * np.sign(np.random.default_rng(0).standard_normal(latent0.shape))).astype(np.float32)
+
+    monkeypatch.setattr(latent_opt.IFrameLatentSearch, "search", damaged)
+    with Encoder(bundle, backend, latent_optimization=settings) as encoder:
+        guarded = encoder.encode_frame(clip[0], level, FrameType.I)
+    assert guarded.payload == plain.payload
+    np.testing.assert_array_equal(guarded.reconstruction, plain.reconstruction)
+
+
+def test_bad_settings_are_refused():
+    from runtime.latent_opt import LatentOptimization
+
+    for kwargs, message in (({"steps": -1}, "steps"), ({"learning_rate": 0.0}, "learning rate"),
+                            ({"lambda_scale": float("nan")}, "lambda scale")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            LatentOptimization(**kwargs)
