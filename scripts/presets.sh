@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The encoder presets' table (docs/BENCHMARKS.md, "Encoder presets"): for one model, the level
+# sweep (levels 0..7, FRAMES frames of each clip, the model card's GOP) of each preset on the two
+# eval clips and bikes.mp4, the BD-rate (PSNR-RGB) of fast and slow against medium, and the
+# encode FPS of each preset on bikes.mp4 through `elfvc encode` (the stream sizes too).
+#
+# usage: scripts/presets.sh [MODEL] [FRAMES]      (default: the shipped default model, 4 frames)
+# Writes out/presets/MODEL/{sweep_CLIP_PRESET.json, bd.txt, speed.txt}. About 15 min for base
+# with 4 frames on 2 CPU cores (slow is ~50 gradient steps per I-frame).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+EVAL=${EVAL:-../shared/data/eval/video}
+model=${1:-base}
+frames=${2:-4}
+out=out/presets/$model
+mkdir -p "$out"
+bikes=$("$PY" -c "from runtime.samples import bikes_path; print(bikes_path())")
+: > "$out/bd.txt"
+for spec in street:$EVAL/street_320x180_21f.y4m bedroom:$EVAL/bedroom_480x270_100f.y4m bikes:$bikes; do
+    name=${spec%%:*}
+    clip=${spec#*:}
+    for preset in medium fast slow; do
+        "$PY" -m benchmarks.level_sweep --model="$model" --clip="$clip" --step=1 --frames="$frames" \
+            --preset="$preset" --out="$out/sweep_${name}_$preset.json" | tail -n 1
+    done
+    for preset in fast slow; do
+        echo "$name $preset vs medium: $("$PY" -m benchmarks.level_sweep --load="$out/sweep_${name}_$preset.json" \
+            --anchor="$out/sweep_${name}_medium.json" | grep -i 'BD-rate')" | tee -a "$out/bd.txt"
+    done
+done
+# Encode speed on bikes.mp4 at level 4, in one process: each preset warmed up on 2 frames (graph
+# tracing excluded), then timed on 16 frames (slow: 4); the stream sizes say the bits.
+"$PY" - "$model" "$bikes" "$out" <<'PYEOF' | tee "$out/speed.txt"
+import pathlib, sys, time
+from runtime import video_io
+from runtime.backends import get_backend
+from runtime.bundle import load_bundle
+from runtime.ratecontrol import ConstantLevel
+from runtime.stream import encode_video
+model, clip, out = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+bundle = load_bundle(model)
+gop = bundle.gop if bundle.gop is not None else 16
+frames, info = video_io.read_video(clip, 18)
+with get_backend("tf", bundle) as backend:
+    for preset in ("medium", "fast", "slow"):
+        n = 4 if preset == "slow" else 16
+        kw = dict(fps=info.fps, gop=gop, controller=ConstantLevel(4.0), backend=backend, bundle=bundle, preset=preset)
+        encode_video(frames[:2], out / "warmup.elfvc", **kw)
+        start = time.perf_counter()
+        summary = encode_video(frames[2:2 + n], out / f"bikes_{preset}.elfvc", **kw)
+        seconds = time.perf_counter() - start
+        print(f"{preset}: {n} frames {frames.shape[2]}x{frames.shape[1]}, GOP {gop}, level 4: {summary.bpp:.4f} bpp, "
+              f"encode {n / seconds:.2f} fps")
+    (out / "warmup.elfvc").unlink()
+PYEOF
