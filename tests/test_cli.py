@@ -131,6 +131,15 @@ def test_models_lists_the_shipped_models_and_names_resolve(tmp_path, workdir):
           r"no-such-model does not exist, nor is it a shipped model's name \(shipped: .*small", tmp_path)
 
 
+def test_presets_are_in_the_help_with_their_cost_and_benefit(tmp_path, workdir):
+    code, out, _ = run_cli_raw(["encode", "--help"])
+    assert code == 0
+    for name, words in (("fast", "faster|speed"), ("medium", "default"), ("slow", "fewer bits")):
+        assert re.search(rf"{name}: [^\n]{{0,100}}({words})", out), (name, out)
+    fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "o.elfvc"), "--preset=turbo"], 2, "preset", tmp_path)
+    fails(["decode", str(tmp_path / "x.elfvc"), str(tmp_path / "x.y4m"), "--preset=slow"], 2, "decode does not take --preset", tmp_path)
+
+
 def test_the_model_cards_gop_applies_unless_gop_is_given(monkeypatch):
     from types import SimpleNamespace
 
