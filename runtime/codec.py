@@ -285,7 +285,7 @@ class Encoder:
         # preset); None or disabled: the analysis output as is.
         self.latent_optimization = latent_optimization if latent_optimization is not None and latent_optimization.enabled else None
         self._latent_search = (
-            latent_opt.IFrameLatentSearch(bundle.model, latent_optimization) if self.latent_optimization is not None else None
+            latent_opt.LatentSearch(bundle.model, latent_optimization) if self.latent_optimization is not None else None
         )
         # observer(block, latent, layer: CodedLayer, ctx: LevelContext) sees every coded
         # codelayer (measurements, e.g. runtime/measure_codec.py); it must not modify anything.
@@ -337,23 +337,23 @@ class Encoder:
             self.observer(block, latent, layer, ctx)
         return layer, substreams
 
-    def _searched_iframe(self, source, image, latent, ctx: LevelContext, plain):
-        """The `slow` preset's I-frame: codes the searched latent too and keeps whichever of the
-        two codings has the lower real cost D + lambda R (bits of the frame unit, distortion of
-        the reconstruction the decoder will make); `plain` = (layer, substreams, refs)."""
-        config = self.bundle.config
-        rd_lambda = self.latent_optimization.rd_lambda(ctx.level, config.max_level, self.bundle.card.get("lambda_range"))
-        searched = self._latent_search.search(image, ctx.embedding, ctx.quant_width("iframe"), rd_lambda, latent)
-        layer, substreams = self._code_layer("iframe", searched, ctx, observe=False)
-        candidate = (layer, substreams, self._half.iframe_synthesis(layer.latent_hat, ctx))
+    def _rd_lambda(self, ctx: LevelContext) -> float:
+        return self.latent_optimization.rd_lambda(ctx.level, self.bundle.config.max_level, self.bundle.card.get("lambda_range"))
+
+    def _keep_cheaper(self, source, ctx: LevelContext, frame_type: FrameType, fixed: list, plain, candidate):
+        """Of two codings (layer, substreams, reconstruction [1, H, W, 3] padded float) of the same
+        codelayer, the one with the lower real cost D + lambda R: the bits of the whole frame unit
+        (with the `fixed` substreams of the frame's other codelayers), the distortion of the
+        reconstruction the decoder will make. Ties keep plain coding."""
+        rd_lambda = self._rd_lambda(ctx)
 
         def cost(coded):
-            bits = 8 * len(write_frame(FrameUnit(FrameType.I, ctx.level, tuple(coded[1]))))
-            recon = to_uint8(coded[2].previous[0, : source.shape[0], : source.shape[1]]).astype(np.float64) / 255.0
+            bits = 8 * len(write_frame(FrameUnit(frame_type, ctx.level, tuple(fixed) + tuple(coded[1]))))
+            recon = to_uint8(coded[2][0, : source.shape[0], : source.shape[1]]).astype(np.float64) / 255.0
             distortion = float(np.mean((source.astype(np.float64) / 255.0 - recon) ** 2))
             return distortion + rd_lambda * bits / (source.shape[0] * source.shape[1])
 
-        return (candidate, searched) if cost(candidate) <= cost(plain) else (plain, latent)
+        return candidate if cost(candidate) < cost(plain) else plain
 
     def _motion_chooser(self, latent, image, previous: References, predicted, ctx: LevelContext, decoded: dict):
         """A `_code_layer` chooser for the flow layer: runtime/motion_refine.py's per-block choice
@@ -393,7 +393,14 @@ class Encoder:
             layer, substreams = self._code_layer("iframe", latent, ctx, observe=not searching)
             refs = half.iframe_synthesis(layer.latent_hat, ctx) if reconstruct else None
             if searching:
-                (layer, substreams, refs), latent = self._searched_iframe(source, image, latent, ctx, (layer, substreams, refs))
+                searched = self._latent_search.search_iframe(image, ctx.embedding, ctx.quant_width("iframe"),
+                                                             self._rd_lambda(ctx), latent)  # fmt: skip
+                s_layer, s_substreams = self._code_layer("iframe", searched, ctx, observe=False)
+                s_refs = half.iframe_synthesis(s_layer.latent_hat, ctx)
+                plain = (layer, substreams, refs.previous, refs, latent)
+                kept = self._keep_cheaper(source, ctx, FrameType.I, [], plain,
+                                          (s_layer, s_substreams, s_refs.previous, s_refs, searched))  # fmt: skip
+                layer, substreams, _, refs, latent = kept
                 if self.observer is not None:
                     self.observer("iframe", latent, layer, ctx)
             estimate = layer.estimated_bits()
@@ -425,9 +432,21 @@ class Encoder:
                 state=flow["state"],
                 embedding=ctx.embedding,
             )["latent"]
-            residue_layer, residue_substreams = self._code_layer("residue", latent, ctx)
-            substreams += residue_substreams
+            searching = self._latent_search is not None
+            residue_layer, residue_substreams = self._code_layer("residue", latent, ctx, observe=not searching)
             out = half.residue_synthesis(residue_layer.latent_hat, flow["compensated"], flow["state"], ctx)
+            if searching:
+                searched = self._latent_search.search_residue(image, flow["compensated"], flow["state"], ctx.embedding,
+                                                              ctx.quant_width("residue"), self._rd_lambda(ctx), latent)  # fmt: skip
+                s_layer, s_substreams = self._code_layer("residue", searched, ctx, observe=False)
+                s_out = half.residue_synthesis(s_layer.latent_hat, flow["compensated"], flow["state"], ctx)
+                kept = self._keep_cheaper(source, ctx, FrameType.P, substreams,
+                                          (residue_layer, residue_substreams, out["reconstruction"], out, latent),
+                                          (s_layer, s_substreams, s_out["reconstruction"], s_out, searched))  # fmt: skip
+                residue_layer, residue_substreams, _, out, latent = kept
+                if self.observer is not None:
+                    self.observer("residue", latent, residue_layer, ctx)
+            substreams += residue_substreams
             refs = References(out["reconstruction"], previous.previous, flow["flow"], out["state"])
             estimate = flow_layer.estimated_bits() + residue_layer.estimated_bits()
         if refs is not None:

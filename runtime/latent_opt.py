@@ -1,4 +1,5 @@
-"""Encoder-side latent optimization of I-frames (the `slow` preset; no model or bitstream change).
+"""Encoder-side latent optimization of I-frames and P-frame residues (the `slow` preset; no model
+or bitstream change).
 
 The analysis transform is trained to be good on average; for one given frame the encoder can do
 better by searching the latent itself (Campos et al. 2019, "Content adaptive optimization for
@@ -19,6 +20,10 @@ rounding, range coding through the backend), and `runtime/codec.py` keeps it onl
 cost (bits of the coded frame, distortion of the decoder's reconstruction) is no larger than
 plain coding's: the optimization never loses on its own criterion. A decoder sees ordinary
 symbols.
+
+P-frames: the residue latent is searched the same way, with the residue decoder given the
+compensated frame and state of the motion already coded (the flow latent is not searched: the
+motion refinement, runtime/motion_refine.py, chooses its block motion instead).
 
 The gradient runs through the float Keras model (bundle.model) on the CPU whatever the backend;
 the integer hyper synthesis the codec entropy-codes with differs from the float one only by its
@@ -76,22 +81,26 @@ def soft_round(u, hardness):
     return m + tf.tanh(hardness * r) / (2.0 * tf.tanh(hardness / 2.0))
 
 
-class IFrameLatentSearch:
-    """The search for one model: `search(image, embedding, quant_width, rd_lambda, latent0)`."""
+class LatentSearch:
+    """The search for one model's I-frame and residue latents:
+    `search_iframe(image, embedding, quant_width, rd_lambda, latent0)` and
+    `search_residue(image, compensated, state, embedding, quant_width, rd_lambda, latent0)`."""
 
     def __init__(self, model, settings: LatentOptimization):
         import tensorflow as tf
 
-        self.codec = model.iframe
+        self.model = model
         self.settings = settings
-        self._grad = tf.function(self._objective_and_gradient, reduce_retracing=True)
+        self._iframe_grad = tf.function(self._iframe_objective, reduce_retracing=True)
+        self._residue_grad = tf.function(self._residue_objective, reduce_retracing=True)
 
-    def _objective_and_gradient(self, y, image, embedding, quant_width, rd_lambda, hardness):
+    @staticmethod
+    def _objective(codelayer, decode, y, image, embedding, quant_width, rd_lambda, hardness):
+        """(J, dJ/dy): D(image, decode(y_hat)) + lambda R(y_hat, z_hat) / pixels."""
         import tensorflow as tf
 
         from model.entropy import codelength_bits
 
-        codelayer = self.codec.codelayer
         pixels = tf.cast(tf.shape(image)[1] * tf.shape(image)[2], tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(y)
@@ -101,28 +110,35 @@ class IFrameLatentSearch:
             mean, sigma = codelayer.hyper_synthesis(z_hat, embedding)
             u = soft_round((y - mean) / quant_width, hardness)
             main_bits = tf.reduce_sum(codelength_bits(u, sigma / quant_width))
-            reconstruction, _ = self.codec.decode(mean + quant_width * u, embedding)
+            reconstruction = decode(mean + quant_width * u)
             distortion = tf.reduce_mean(tf.math.squared_difference(image, reconstruction))
             objective = distortion + rd_lambda * (hyper_bits + main_bits) / pixels
         return objective, tape.gradient(objective, y)
 
-    def search(self, image: np.ndarray, embedding: np.ndarray, quant_width: np.ndarray, rd_lambda: float,
-               latent0: np.ndarray) -> np.ndarray:
-        """image float32 [1, H, W, 3] in [0, 1] (padded), embedding [1, E], quant_width [1, 1, 1, C],
-        latent0 the analysis output [1, h, w, C] -> the searched latent (float32, same shape)."""
+    def _iframe_objective(self, y, image, embedding, quant_width, rd_lambda, hardness):
+        codec = self.model.iframe
+        return self._objective(codec.codelayer, lambda latent_hat: codec.decode(latent_hat, embedding)[0],
+                               y, image, embedding, quant_width, rd_lambda, hardness)  # fmt: skip
+
+    def _residue_objective(self, y, image, compensated, state, embedding, quant_width, rd_lambda, hardness):
+        block = self.model.residue
+        return self._objective(block.codelayer, lambda latent_hat: block.decode(latent_hat, compensated, state, embedding)[0],
+                               y, image, embedding, quant_width, rd_lambda, hardness)  # fmt: skip
+
+    def _adam(self, grad, latent0, *inputs) -> np.ndarray:
+        """`steps` Adam steps on grad(y, *inputs, hardness) from latent0, the hardness annealed."""
         import tensorflow as tf
 
         steps, lr = self.settings.steps, self.settings.learning_rate
         y = tf.constant(latent0, tf.float32)
-        args = (tf.constant(image, tf.float32), tf.constant(embedding, tf.float32),
-                tf.constant(quant_width, tf.float32), tf.constant(rd_lambda, tf.float32))
+        inputs = tuple(tf.constant(x, tf.float32) for x in inputs)
         m = tf.zeros_like(y)
         v = tf.zeros_like(y)
         beta1, beta2, eps = 0.9, 0.999, 1e-8
         for step in range(steps):
             t = step / max(steps - 1, 1)
             hardness = tf.constant(SOFT_START * (SOFT_END / SOFT_START) ** t, tf.float32)
-            _, g = self._grad(y, *args, hardness)
+            _, g = grad(y, *inputs, hardness)
             m = beta1 * m + (1 - beta1) * g
             v = beta2 * v + (1 - beta2) * g * g
             m_hat = m / (1 - beta1 ** (step + 1))
@@ -132,3 +148,13 @@ class IFrameLatentSearch:
         if not np.all(np.isfinite(out)):
             return np.asarray(latent0, np.float32)  # a diverged search is no candidate
         return out
+
+    def search_iframe(self, image, embedding, quant_width, rd_lambda: float, latent0) -> np.ndarray:
+        """image float32 [1, H, W, 3] in [0, 1] (padded), embedding [1, E], quant_width [1, 1, 1, C],
+        latent0 the analysis output [1, h, w, C] -> the searched latent (float32, same shape)."""
+        return self._adam(self._iframe_grad, latent0, image, embedding, quant_width, rd_lambda)
+
+    def search_residue(self, image, compensated, state, embedding, quant_width, rd_lambda: float, latent0) -> np.ndarray:
+        """The residue latent of a P-frame, given the (already coded) motion's compensated frame and
+        state: the same objective with the residue decoder's reconstruction."""
+        return self._adam(self._residue_grad, latent0, image, compensated, state, embedding, quant_width, rd_lambda)

@@ -85,7 +85,7 @@ def _cost(encoded, source, rd_lambda):
 def test_latent_search_never_keeps_a_worse_coding(small, clip, monkeypatch):
     """The real search lowers (or keeps) the frame's real cost; a search that returns a damaged
     latent is not kept: the frame is coded exactly as without the search (this fails if
-    Encoder._searched_iframe's comparison is removed)."""
+    Encoder._keep_cheaper's comparison is removed), for I-frames and P-frame residues alike."""
     from runtime import latent_opt
 
     bundle, backend = small
@@ -101,11 +101,15 @@ def test_latent_search_never_keeps_a_worse_coding(small, clip, monkeypatch):
     def damaged(self, image, embedding, quant_width, rd_lambda, latent0):
         return (latent0 + 40.0 * np.sign(np.random.default_rng(0).standard_normal(latent0.shape))).astype(np.float32)
 
-    monkeypatch.setattr(latent_opt.IFrameLatentSearch, "search", damaged)
-    with Encoder(bundle, backend, latent_optimization=settings) as encoder:
-        guarded = encoder.encode_frame(clip[0], level, FrameType.I)
-    assert guarded.payload == plain.payload
-    np.testing.assert_array_equal(guarded.reconstruction, plain.reconstruction)
+    monkeypatch.setattr(latent_opt.LatentSearch, "search_iframe", damaged)
+    monkeypatch.setattr(latent_opt.LatentSearch, "search_residue",
+                        lambda self, image, compensated, state, *rest: damaged(self, image, *rest))
+    with Encoder(bundle, backend) as plain_encoder, Encoder(bundle, backend, latent_optimization=settings) as encoder:
+        for index, frame_type in enumerate((FrameType.I, FrameType.P)):
+            plain = plain_encoder.encode_frame(clip[index], level, frame_type)
+            guarded = encoder.encode_frame(clip[index], level, frame_type)
+            assert guarded.payload == plain.payload, frame_type
+            np.testing.assert_array_equal(guarded.reconstruction, plain.reconstruction)
 
 
 def test_bad_settings_are_refused():
