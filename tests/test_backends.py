@@ -192,9 +192,9 @@ def test_cache_re_exports_stale_or_damaged_exports(tmp_path, monkeypatch):
     assert calls == [(cached, True), (cached, True)]
 
 
-# -- the measuring tools (export/bench_backends.py, export/drift.py) ------------------------------
+# -- the measuring tools (benchmarks/bench_backends.py, benchmarks/drift.py) ------------------------------
 def test_bench_backends_times_every_subgraph():
-    from export.bench_backends import compare, frame_totals, markdown
+    from benchmarks.bench_backends import compare, frame_totals, markdown
 
     bundle, folder, manifest, _ = small_export()
     options = {"onnx": {"export_dir": str(folder)}}
@@ -208,7 +208,7 @@ def test_bench_backends_times_every_subgraph():
 
 
 def test_drift_tool_measures_cross_backend_decodes(bikes_frames):
-    from export.drift import measure
+    from benchmarks.drift import measure
 
     bundle, folder, _, _ = small_export()
     frames = bikes_frames[:3, :64, :128]
@@ -218,7 +218,7 @@ def test_drift_tool_measures_cross_backend_decodes(bikes_frames):
     assert other.decoder == "onnx" and len(other.psnr) == 3 and other.worst_psnr > 50.0
 
 
-@pytest.mark.parametrize("module", ["export.bench_backends", "export.drift"])
+@pytest.mark.parametrize("module", ["benchmarks.bench_backends", "benchmarks.drift"])
 def test_tool_clis_reject_bad_flags(module, capsys):
     import importlib
 
@@ -229,7 +229,7 @@ def test_tool_clis_reject_bad_flags(module, capsys):
     assert len(err) == 2 and all("error" in line for line in err)
 
 
-@pytest.mark.parametrize("module", ["export.bench_backends", "export.drift"])
+@pytest.mark.parametrize("module", ["benchmarks.bench_backends", "benchmarks.drift"])
 def test_tool_clis_map_errors_to_exit_status(module, tmp_path, capsys):
     """A missing --model folder is a usage error (2); a damaged model folder is bad input (1)."""
     import importlib

@@ -30,18 +30,6 @@ MAY_IMPORT = {
 KNOWN = {
     # export/parity.py and export/exporter.py follow the model-to-export contract in runtime/subgraphs.py
     # (it belongs in export/); the export CLI and the tools load runtime bundles.
-    "export.bench_backends -> runtime.backends": "a benchmark: belongs in benchmarks/",
-    "export.bench_backends -> runtime.subgraphs": "a benchmark: belongs in benchmarks/",
-    "export.bench_backends -> runtime.bitstream": "a benchmark: belongs in benchmarks/",
-    "export.bench_backends -> runtime.codec": "a benchmark: belongs in benchmarks/",
-    "export.bench_backends -> runtime.types": "a benchmark: belongs in benchmarks/",
-    "export.bench_backends -> runtime.bundle": "a benchmark: belongs in benchmarks/",
-    "export.drift -> runtime.backends": "a benchmark: belongs in benchmarks/",
-    "export.drift -> runtime.metrics": "a benchmark: belongs in benchmarks/",
-    "export.drift -> runtime.ratecontrol": "a benchmark: belongs in benchmarks/",
-    "export.drift -> runtime.stream": "a benchmark: belongs in benchmarks/",
-    "export.drift -> runtime.types": "a benchmark: belongs in benchmarks/",
-    "export.drift -> runtime.video_io": "a benchmark: belongs in benchmarks/",
     "export.export_trt -> runtime.types": "the export CLI loads a runtime bundle",
     "export.export_trt -> runtime.bundle": "the export CLI loads a runtime bundle",
     "export.exporter -> runtime.subgraphs": "runtime/subgraphs.py belongs in export/",

@@ -1,6 +1,6 @@
 """drift: how far another backend's decoder drifts from the encoder's own reconstructions.
 
-    python -m export.drift --encoder=tf --decoders=tf,onnx --frames=16 [--clip=PATH] [--level=4]
+    python -m benchmarks.drift --encoder=tf --decoders=tf,onnx --frames=16 [--clip=PATH] [--level=4]
 
 Encodes one GOP (an I-frame, then P-frames) of a real clip through a real file with the
 `--encoder` backend, decodes that file with each of `--decoders`, and reports the RGB PSNR of

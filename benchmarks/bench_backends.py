@@ -1,6 +1,6 @@
 """bench_backends: time every coding subgraph on each backend, on the same inputs, interleaved.
 
-    python -m export.bench_backends --backends=tf,onnx --sizes=384x320 --repeats=7 --out=out/backends.json
+    python -m benchmarks.bench_backends --backends=tf,onnx --sizes=384x320 --repeats=7 --out=out/backends.json
 
 For each padded frame size (WIDTHxHEIGHT, multiples of 64) and subgraph, every backend runs the
 same random inputs (export/parity.py's sampler), one warm-up call each, then --repeats rounds in
