@@ -317,13 +317,15 @@ class Encoder:
         return frame, (padded.astype(np.float32) / np.float32(255.0))[None]
 
     def _code_layer(
-        self, block: str, latent: np.ndarray, ctx: LevelContext, choose: Optional[Callable] = None, observe: bool = True
+        self, block: str, latent: np.ndarray, ctx: LevelContext, choose: Optional[Callable] = None, observe: bool = True,
+        hyper: Optional[np.ndarray] = None,
     ) -> Tuple[CodedLayer, List[Substream]]:
         """Quantizes and range-codes one codelayer. `choose(mean, indices, quant_width, symbols)`,
         if given, may replace the rounded symbols before they are coded (the hyper path is fixed)."""
         half = self._half
-        hyper = half.run(f"{block}_hyper_analysis", latent=latent, embedding=ctx.embedding)["hyper_latent"][0]
-        hyper_symbols = _round_symbols(hyper)
+        if hyper is None:  # else: a hyper latent the encoder searched (runtime/latent_opt.py)
+            hyper = half.run(f"{block}_hyper_analysis", latent=latent, embedding=ctx.embedding)["hyper_latent"]
+        hyper_symbols = _round_symbols(hyper[0])
         mean, indices = half.entropy_parameters(block, hyper_symbols, ctx)
         quant_width = ctx.quant_width(block)
         symbols = _round_symbols(((latent - mean) / quant_width)[0])
@@ -393,9 +395,9 @@ class Encoder:
             layer, substreams = self._code_layer("iframe", latent, ctx, observe=not searching)
             refs = half.iframe_synthesis(layer.latent_hat, ctx) if reconstruct else None
             if searching:
-                searched = self._latent_search.search_iframe(image, ctx.embedding, ctx.quant_width("iframe"),
-                                                             self._rd_lambda(ctx), latent)  # fmt: skip
-                s_layer, s_substreams = self._code_layer("iframe", searched, ctx, observe=False)
+                searched, s_hyper = self._latent_search.search_iframe(image, ctx.embedding, ctx.quant_width("iframe"),
+                                                                      self._rd_lambda(ctx), latent)  # fmt: skip
+                s_layer, s_substreams = self._code_layer("iframe", searched, ctx, observe=False, hyper=s_hyper)
                 s_refs = half.iframe_synthesis(s_layer.latent_hat, ctx)
                 plain = (layer, substreams, refs.previous, refs, latent)
                 kept = self._keep_cheaper(source, ctx, FrameType.I, [], plain,
@@ -436,9 +438,10 @@ class Encoder:
             residue_layer, residue_substreams = self._code_layer("residue", latent, ctx, observe=not searching)
             out = half.residue_synthesis(residue_layer.latent_hat, flow["compensated"], flow["state"], ctx)
             if searching:
-                searched = self._latent_search.search_residue(image, flow["compensated"], flow["state"], ctx.embedding,
-                                                              ctx.quant_width("residue"), self._rd_lambda(ctx), latent)  # fmt: skip
-                s_layer, s_substreams = self._code_layer("residue", searched, ctx, observe=False)
+                searched, s_hyper = self._latent_search.search_residue(
+                    image, flow["compensated"], flow["state"], ctx.embedding, ctx.quant_width("residue"), self._rd_lambda(ctx),
+                    latent)  # fmt: skip
+                s_layer, s_substreams = self._code_layer("residue", searched, ctx, observe=False, hyper=s_hyper)
                 s_out = half.residue_synthesis(s_layer.latent_hat, flow["compensated"], flow["state"], ctx)
                 kept = self._keep_cheaper(source, ctx, FrameType.P, substreams,
                                           (residue_layer, residue_substreams, out["reconstruction"], out, latent),

@@ -99,7 +99,7 @@ def test_latent_search_never_keeps_a_worse_coding(small, clip, monkeypatch):
     assert _cost(searched, clip[0], rd_lambda) <= _cost(plain, clip[0], rd_lambda)
 
     def damaged(self, image, embedding, quant_width, rd_lambda, latent0):
-        return (latent0 + 40.0 * np.sign(np.random.default_rng(0).standard_normal(latent0.shape))).astype(np.float32)
+        return (latent0 + 40.0 * np.sign(np.random.default_rng(0).standard_normal(latent0.shape))).astype(np.float32), None
 
     monkeypatch.setattr(latent_opt.LatentSearch, "search_iframe", damaged)
     monkeypatch.setattr(latent_opt.LatentSearch, "search_residue",
@@ -110,6 +110,28 @@ def test_latent_search_never_keeps_a_worse_coding(small, clip, monkeypatch):
             guarded = encoder.encode_frame(clip[index], level, frame_type)
             assert guarded.payload == plain.payload, frame_type
             np.testing.assert_array_equal(guarded.reconstruction, plain.reconstruction)
+
+
+def test_a_searched_hyper_latent_decodes_exactly(tmp_path, small, clip):
+    """LatentOptimization(hyper=True) codes a searched hyper latent instead of h_a(y): the plain
+    decoder still returns exactly the encoder's reconstructions (I and P)."""
+    from runtime.latent_opt import LatentOptimization
+    from runtime.stream import encode_video as encode
+
+    bundle, backend = small
+    encoded = []
+    path = tmp_path / "hyper.elfvc"
+    with pytest.MonkeyPatch.context() as mp:
+        from runtime import presets
+
+        mp.setitem(presets.PRESETS, "slow", presets.Preset("slow", "test", latent_steps=5))
+        mp.setattr(presets.Preset, "latent_optimization", lambda self: LatentOptimization(steps=5, hyper=True))
+        encode(list(clip[:2]), path, fps=25, gop=2, controller=ConstantLevel(5.0), backend=backend, bundle=bundle,
+               preset="slow", progress=lambda i, e: encoded.append(e))  # fmt: skip
+    decoded = []
+    decode_video(path, decoded.append, backend, bundle)
+    for frame, enc in zip(decoded, encoded, strict=True):
+        np.testing.assert_array_equal(frame, enc.reconstruction)
 
 
 def test_bad_settings_are_refused():
