@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.config import QUANT_WIDTH_FIELDS, WEIGHT_FREE_FIELDS, ModelConfig
+from model.fileio import as_umask_allows
 
 CONFIG_FILE = "config.json"
 OPTIONS_FILE = "options.json"
@@ -57,6 +58,7 @@ def write_json(path, value) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(value, f, indent=2, sort_keys=True)
         f.write("\n")
+    as_umask_allows(tmp)
     os.replace(tmp, path)
 
 

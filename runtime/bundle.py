@@ -389,6 +389,9 @@ def pin_integer_hyper(path, frames: Optional[np.ndarray] = None) -> pathlib.Path
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **integer_hyper_arrays(integer_hyper))
+        from model.fileio import as_umask_allows
+
+        as_umask_allows(tmp)
         os.replace(tmp, target)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)

@@ -255,6 +255,8 @@ def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps:
     from runtime.ratecontrol import make_controller
 
     if max_level is None:
+        if fv.level is not None and not fv.level >= 0:  # NaN too; the top is checked once the model is loaded
+            raise UsageError(f"--level must be >= 0 (a model's levels run from 0 to its top, e.g. 7), got {fv.level:g}")
         max_level = sys.float_info.max
     level = fv.level
     if level is None and fv.target_kbps is None and fv.max_bpp_i is None and fv.max_bpp_p is None and fv.min_psnr is None:

@@ -31,6 +31,7 @@ from runtime.codec import Decoder, EncodedFrame, Encoder
 from runtime.entropy_coding import SubstreamLayout
 from runtime.limits import MAX_PIXELS, check_picture_size
 from runtime.motion_refine import MotionRefinement
+from model.fileio import as_umask_allows
 from runtime.types import CodecError, FrameType, RateController, TrialResult
 
 
@@ -228,6 +229,7 @@ def encode_video(
             f.write(write_stream_header(_replace_count(header, len(records))))
             f.flush()
             os.fsync(f.fileno())
+        as_umask_allows(tmp)
         os.replace(tmp, out_path)
     except BaseException:
         tmp.unlink(missing_ok=True)

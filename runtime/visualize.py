@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from model.fileio import as_umask_allows
+
 #: Fig. 5: "a fully saturated color is a flow with a magnitude of 15 pixels".
 FLOW_SATURATION_PX = 15.0
 
@@ -61,6 +63,7 @@ def _save_figure(fig, out_path: str) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        as_umask_allows(tmp)
         os.replace(tmp, out_path)
     except BaseException:
         if os.path.exists(tmp):

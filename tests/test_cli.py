@@ -131,6 +131,12 @@ def test_models_lists_the_shipped_models_and_names_resolve(tmp_path, workdir):
           r"no-such-model does not exist, nor is it a shipped model's name \(shipped: .*small", tmp_path)
 
 
+def test_a_negative_level_is_a_usage_error_naming_the_range(tmp_path, workdir):
+    line = fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "o.elfvc"), "--level=-1"], 2, r"--level must be >= 0", tmp_path)
+    assert "e+308" not in line
+    fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "o.elfvc"), "--level=9"], 2, r"outside the model's range \[0, 7\]", tmp_path)
+
+
 def test_presets_are_in_the_help_with_their_cost_and_benefit(tmp_path, workdir):
     code, out, _ = run_cli_raw(["encode", "--help"])
     assert code == 0
@@ -180,6 +186,9 @@ def test_encode_info_decode_round_trip(tmp_path, workdir, stream):
     assert re.search(r"encoded 3 frames \(130x98, 25 fps\) -> .*: \d+\.\d{4} bpp, \d+\.\d kbps, PSNR \d+\.\d\d dB, "
                      r"\d+\.\d\d fps", encode_out)  # fmt: skip
 
+    from model.fileio import umask
+
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~umask()  # the umask's mode, not mkstemp's 0600
     code, info_out, _ = run_cli_raw(["info", str(path)])
     assert code == 0
     rows = [line.split() for line in info_out.splitlines() if re.match(r"\s+\d+ +[IP] ", line)]
