@@ -79,6 +79,34 @@ def bikes_frames() -> np.ndarray:
     return read_video_frames(bikes_path(), 8)
 
 
+@pytest.fixture(scope="session")
+def untrained_codec():
+    """(bundle, tf backend) of a fixed untrained small model, for every codec-mechanics module:
+    exactness, robustness and sizes must not change when a different trained model is shipped,
+    and tracing the subgraphs once per session saves tens of seconds."""
+    from runtime.backends import get_backend
+    from runtime.bundle import untrained_bundle
+
+    bundle = untrained_bundle()
+    with get_backend("tf", bundle) as backend:
+        yield bundle, backend
+
+
+@pytest.fixture(scope="session")
+def small_export(tmp_path_factory):
+    """(bundle, export folder, manifest, cache root): one ONNX export of the shipped small model
+    per session through export/cache.py, in a temporary cache (ELFVC_TEST_CACHE=DIR keeps one
+    between sessions; an export is reused only if its manifest and hashes match)."""
+    from export.cache import ensure_onnx_export
+    from runtime.bundle import shipped_bundle
+
+    bundle = shipped_bundle("small")
+    cached = os.environ.get("ELFVC_TEST_CACHE")
+    root = pathlib.Path(cached) if cached else tmp_path_factory.mktemp("elfvc-test-cache")
+    folder, manifest = ensure_onnx_export(bundle, cache_root=root)
+    return bundle, folder, manifest, root
+
+
 def pytest_sessionfinish(session):
     # Drop the shared traces while TensorFlow is still whole (at interpreter exit their
     # destructors print "Exception ignored" noise).

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from export_helpers import onnx_backend, small_export
+from export_helpers import onnx_backend
 
 from export.manifest import ManifestError
 from export.parity import interpolated_one_hot, relative_error, sample_inputs
@@ -29,14 +29,14 @@ LEVEL = 3.375
 
 
 @pytest.fixture(scope="module")
-def backends():
-    bundle = small_export()[0]
-    with get_backend("tf", bundle) as tf_backend, onnx_backend() as onnx:
+def backends(small_export):
+    bundle = small_export[0]
+    with get_backend("tf", bundle) as tf_backend, onnx_backend(small_export) as onnx:
         yield {"tf": tf_backend, "onnx": onnx}
 
 
-def test_onnx_matches_tf_on_every_subgraph(backends):
-    bundle, _, manifest, _ = small_export()
+def test_onnx_matches_tf_on_every_subgraph(backends, small_export):
+    bundle, _, manifest, _ = small_export
     rng = np.random.default_rng(5)
     for graph in manifest.subgraphs:
         described = [(i.name, i.stride, i.channels) for i in graph.inputs]
@@ -51,11 +51,11 @@ def test_onnx_matches_tf_on_every_subgraph(backends):
                 assert relative_error(got[name], want[name]) < 1e-4, (graph.name, name)
 
 
-def test_range_coder_indices_identical_on_real_frames(backends, bikes_frames):
+def test_range_coder_indices_identical_on_real_frames(backends, bikes_frames, small_export):
     """The integer hyper syntheses (runtime/integer_hyper.py) give the same mean and scale
     accumulators on tf and onnx for the q1 symbols of real frames, I and P, at several levels:
     the range coder's table indices are read from them on both sides of the channel."""
-    bundle = small_export()[0]
+    bundle = small_export[0]
     clip = bikes_frames[:3, :128, :192].astype(np.float32)[None] / 255.0
     compared = 0
     for level in (0.0, LEVEL, bundle.config.max_level):
@@ -88,11 +88,11 @@ def _coded(tmp_path, frames, encode_with, decode_with, bundle):
 
 
 @pytest.mark.parametrize("encoder, decoder", [("tf", "onnx"), ("onnx", "tf")])
-def test_streams_cross_backends_through_files(tmp_path, backends, bikes_frames, encoder, decoder):
+def test_streams_cross_backends_through_files(tmp_path, backends, bikes_frames, encoder, decoder, small_export):
     """A stream from one backend decodes with the other: same symbols, so the frames match the
     encoder's own reconstructions up to float rounding drift (a desynchronized range decoder
     would give noise, far below 40 dB)."""
-    bundle = small_export()[0]
+    bundle = small_export[0]
     frames = bikes_frames[:4, 40:170, 100:290]  # 190x130: padded to 192x192 and cropped back
     summary, encoder_view, decoded = _coded(tmp_path, frames, backends[encoder], backends[decoder], bundle)
     assert decoded.shape == encoder_view.shape == frames.shape
@@ -101,9 +101,9 @@ def test_streams_cross_backends_through_files(tmp_path, backends, bikes_frames, 
     assert np.all(psnr_rgb(encoder_view, decoded) > 50.0)
 
 
-def test_onnx_backend_checks_inputs(backends):
+def test_onnx_backend_checks_inputs(backends, small_export):
     onnx = backends["onnx"]
-    bundle = small_export()[0]
+    bundle = small_export[0]
     c = bundle.config
     good = dict(latent=np.zeros((1, 4, 8, c.latent_channels), np.float32), embedding=np.zeros((1, c.embedding_width), np.float32))
     assert onnx.run("iframe_synthesis", **good)["reconstruction"].shape == (1, 64, 128, 3)
@@ -131,8 +131,8 @@ def test_onnx_backend_checks_inputs(backends):
     )
 
 
-def test_onnx_backend_refuses_foreign_or_damaged_exports(tmp_path):
-    bundle, folder, manifest, root = small_export()
+def test_onnx_backend_refuses_foreign_or_damaged_exports(tmp_path, small_export):
+    bundle, folder, manifest, root = small_export
 
     class Other:
         model_id = bytes(16)
@@ -149,12 +149,12 @@ def test_onnx_backend_refuses_foreign_or_damaged_exports(tmp_path):
                      embedding=np.zeros((1, bundle.config.embedding_width), np.float32))
 
 
-def test_onnx_backend_uses_the_cache_without_exporting(monkeypatch):
+def test_onnx_backend_uses_the_cache_without_exporting(monkeypatch, small_export):
     """`--backend onnx` without an export folder: the cache's export of this model is used (the
     session fixture made it through the same path); nothing is exported again."""
     import export.exporter
 
-    bundle, folder, _, root = small_export()
+    bundle, folder, _, root = small_export
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
@@ -164,12 +164,12 @@ def test_onnx_backend_uses_the_cache_without_exporting(monkeypatch):
         assert onnx.export_dir == folder
 
 
-def test_cache_re_exports_stale_or_damaged_exports(tmp_path, monkeypatch):
+def test_cache_re_exports_stale_or_damaged_exports(tmp_path, monkeypatch, small_export):
     """A cached export made by another exporter version, or with a damaged file, is not used."""
     import export.exporter
     from export.cache import ensure_onnx_export, onnx_export_dir
 
-    bundle, folder, manifest, _ = small_export()
+    bundle, folder, manifest, _ = small_export
     calls = []
 
     def fake_export(bundle_, out_dir, options, overwrite=False):
@@ -193,10 +193,10 @@ def test_cache_re_exports_stale_or_damaged_exports(tmp_path, monkeypatch):
 
 
 # -- the measuring tools (benchmarks/bench_backends.py, benchmarks/drift.py) ------------------------------
-def test_bench_backends_times_every_subgraph():
+def test_bench_backends_times_every_subgraph(small_export):
     from benchmarks.bench_backends import compare, frame_totals, markdown
 
-    bundle, folder, manifest, _ = small_export()
+    bundle, folder, manifest, _ = small_export
     options = {"onnx": {"export_dir": str(folder)}}
     results = compare(bundle, ["tf", "onnx:1"], [(64, 128)], repeats=1, options=options)
     assert {(r.backend, r.subgraph) for r in results} == {(b, n) for b in ("tf", "onnx:1") for n in manifest.names()}
@@ -207,10 +207,10 @@ def test_bench_backends_times_every_subgraph():
     assert "onnx:1 total" in markdown(results)
 
 
-def test_drift_tool_measures_cross_backend_decodes(bikes_frames):
+def test_drift_tool_measures_cross_backend_decodes(bikes_frames, small_export):
     from benchmarks.drift import measure
 
-    bundle, folder, _, _ = small_export()
+    bundle, folder, _, _ = small_export
     frames = bikes_frames[:3, :64, :128]
     results = measure(bundle, frames, "tf", ["tf", "onnx"], LEVEL, "bikes", {"onnx": {"export_dir": str(folder), "threads": 1}})
     same, other = results
@@ -256,21 +256,21 @@ def _tensorrt_or_skip():
 
 
 @pytest.fixture(scope="module")
-def tensorrt_backend():
+def tensorrt_backend(small_export):
     _tensorrt_or_skip()
     from export.tensorrt_build import EngineProfile
 
-    bundle, folder, _, root = small_export()
+    bundle, folder, _, root = small_export
     profile = EngineProfile(min_size=(64, 128), opt_size=(128, 192), max_size=(384, 640))
     with get_backend("tensorrt", bundle, export_dir=str(folder), cache_root=str(root), profile=profile) as backend:
         yield backend
 
 
 @pytest.mark.gpu
-def test_tensorrt_engines_match_onnx_runtime(tensorrt_backend):
+def test_tensorrt_engines_match_onnx_runtime(tensorrt_backend, small_export):
     from export.tensorrt_build import FP16_TOLERANCE, verify_engine
 
-    _, folder, manifest, _ = small_export()
+    _, folder, manifest, _ = small_export
     for name, record in tensorrt_backend.engines.items():
         graph = manifest.subgraph(name)
         errors = verify_engine(record.path, folder, graph, tensorrt_backend.profile)
@@ -279,11 +279,11 @@ def test_tensorrt_engines_match_onnx_runtime(tensorrt_backend):
 
 
 @pytest.mark.gpu
-def test_tensorrt_engine_cache_is_reused():
+def test_tensorrt_engine_cache_is_reused(small_export):
     _tensorrt_or_skip()
     from export.tensorrt_build import EngineProfile, ensure_engines
 
-    _, folder, manifest, root = small_export()
+    _, folder, manifest, root = small_export
     profile = EngineProfile(min_size=(64, 128), opt_size=(128, 192), max_size=(384, 640))
     records = ensure_engines(folder, manifest, root, profile, names=["iframe_hyper_synthesis"])
     again = ensure_engines(folder, manifest, root, profile, names=["iframe_hyper_synthesis"])
@@ -293,8 +293,8 @@ def test_tensorrt_engine_cache_is_reused():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("encoder, decoder", [("tensorrt", "tf"), ("tensorrt", "onnx"), ("tf", "tensorrt")])
-def test_tensorrt_streams_cross_backends(tmp_path, backends, tensorrt_backend, bikes_frames, encoder, decoder):
-    bundle = small_export()[0]
+def test_tensorrt_streams_cross_backends(tmp_path, backends, tensorrt_backend, bikes_frames, encoder, decoder, small_export):
+    bundle = small_export[0]
     every = dict(backends, tensorrt=tensorrt_backend)
     frames = bikes_frames[:4, 40:170, 100:290]
     _, encoder_view, decoded = _coded(tmp_path, frames, every[encoder], every[decoder], bundle)

@@ -15,7 +15,7 @@ from benchmarks import bench_image
 from benchmarks.schema import ELFVC, RDPoint, RDReport
 from runtime import metrics as metrics_lib
 from runtime.video_io import rgb_to_yuv420, yuv420_to_rgb
-from tests.conftest import SHARED_DATA, bikes_path, read_video_frames
+from conftest import SHARED_DATA, bikes_path, read_video_frames
 
 KODAK = SHARED_DATA / "eval" / "images"
 # Not multiples of 64 (the runtime pads to 64 and crops back), even (4:2:0), and above the

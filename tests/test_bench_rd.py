@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks import bench_rd, plot
 from benchmarks.schema import METRICS, RDPoint, RDReport, SchemaError, merged_curve
-from tests.conftest import bikes_path
+from conftest import bikes_path
 
 pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
 

@@ -13,7 +13,6 @@ import pytest
 
 from runtime import bitstream as bs
 from runtime.backends import get_backend
-from _codec_shared import bundle_and_backend
 from runtime.codec import Decoder, Encoder
 from runtime.entropy_coding import SubstreamLayout
 from runtime.stream import decode_video, encode_video, inspect
@@ -48,13 +47,13 @@ class TryThenSettle(Constant):
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    return bundle_and_backend()[0]
+def bundle(untrained_codec):
+    return untrained_codec[0]
 
 
 @pytest.fixture(scope="module")
-def backend():
-    return bundle_and_backend()[1]
+def backend(untrained_codec):
+    return untrained_codec[1]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from model.data import (
     find_clips,
     make_dataset,
 )
-from tests.conftest import bikes_path
+from conftest import bikes_path
 
 
 def test_area_downscale_is_the_block_mean():

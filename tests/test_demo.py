@@ -5,7 +5,7 @@ import re
 import pytest
 
 from runtime import demo
-from tests.conftest import bikes_path
+from conftest import bikes_path
 
 pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
 

@@ -9,7 +9,6 @@ import onnx
 import pytest
 import tensorflow as tf
 
-from export_helpers import small_export
 
 from export.exporter import ExportError, ExportOptions, export_bundle, model_id_hex
 from export.manifest import ManifestError, read_manifest
@@ -52,8 +51,8 @@ def _ops(path):
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
-def test_every_coding_subgraph_exported_and_within_tolerance():
-    bundle, folder, manifest, _ = small_export()
+def test_every_coding_subgraph_exported_and_within_tolerance(small_export):
+    bundle, folder, manifest, _ = small_export
     assert manifest.model_id == bundle.model_id.hex() == model_id_hex(bundle)
     assert manifest.opset == 17 and manifest.tolerance == 1e-4
     assert set(manifest.names()) == set(coding_subgraph_functions(bundle))
@@ -80,8 +79,8 @@ def test_every_coding_subgraph_exported_and_within_tolerance():
     assert {o.name: o.onnx_name for o in flow.outputs}["state"] == "state_out"
 
 
-def test_exported_ops_are_tensorrt_parsable():
-    bundle, folder, manifest, _ = small_export()
+def test_exported_ops_are_tensorrt_parsable(small_export):
+    bundle, folder, manifest, _ = small_export
     for graph in manifest.subgraphs:
         ops = _ops(folder / graph.onnx_file)
         assert ops <= TENSORRT_OPS, (graph.name, sorted(ops - TENSORRT_OPS))
@@ -146,8 +145,8 @@ def test_relative_error_definition():
         relative_error(np.zeros(3), np.zeros(4))
 
 
-def test_failed_check_leaves_nothing_behind(tmp_path):
-    bundle, _, _, _ = small_export()
+def test_failed_check_leaves_nothing_behind(tmp_path, small_export):
+    bundle, _, _, _ = small_export
     functions = coding_subgraph_functions(bundle)
 
     # A "subgraph" whose ONNX cannot agree with its TF reference (fresh noise on every run, in
@@ -163,8 +162,8 @@ def test_failed_check_leaves_nothing_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no half-written folder, no leftovers
 
 
-def test_export_refuses_existing_folder_and_unknown_subgraphs(tmp_path):
-    bundle, _, _, _ = small_export()
+def test_export_refuses_existing_folder_and_unknown_subgraphs(tmp_path, small_export):
+    bundle, _, _, _ = small_export
     with pytest.raises(ExportError, match="already exists"):
         export_bundle(bundle, tmp_path, ExportOptions())
     with pytest.raises(ExportError, match="unknown subgraphs"):
@@ -173,8 +172,8 @@ def test_export_refuses_existing_folder_and_unknown_subgraphs(tmp_path):
         ExportOptions(check_sizes=((64, 100),))
 
 
-def test_manifest_refuses_other_models_and_garbage(tmp_path):
-    _, folder, manifest, _ = small_export()
+def test_manifest_refuses_other_models_and_garbage(tmp_path, small_export):
+    _, folder, manifest, _ = small_export
     with pytest.raises(ManifestError, match="re-export"):
         read_manifest(folder, "0" * 32)
     with pytest.raises(ManifestError, match="no export manifest"):
@@ -187,10 +186,10 @@ def test_manifest_refuses_other_models_and_garbage(tmp_path):
         read_manifest(tmp_path)
 
 
-def test_cli_exports_a_subset_with_saved_model(tmp_path, capsys):
+def test_cli_exports_a_subset_with_saved_model(tmp_path, capsys, small_export):
     from export.export_trt import main
 
-    bundle, _, _, _ = small_export()
+    bundle, _, _, _ = small_export
     out = tmp_path / "x"
     names = "iframe_hyper_analysis,iframe_hyper_synthesis"
     assert main(["export_trt", f"--out_dir={out}", f"--subgraphs={names}", "--check_sizes=128x64", "--tensorrt=off", "--model=small"]) == 0
@@ -245,8 +244,8 @@ def test_cli_tensorrt_on_without_tensorrt_fails_clearly(tmp_path, capsys):
 
 
 # -- TensorRT builder pieces that need no GPU ------------------------------------------------------
-def test_fp32_pinning_covers_the_warp_not_the_trunk():
-    _, folder, manifest, _ = small_export()
+def test_fp32_pinning_covers_the_warp_not_the_trunk(small_export):
+    _, folder, manifest, _ = small_export
     model = onnx.load(str(folder / manifest.subgraph("flow_synthesis").onnx_file))
     values, nodes = fp32_values(model, ("previous", "flow"))
     ops = {n.name: n.op_type for n in model.graph.node}
@@ -262,8 +261,8 @@ def test_fp32_pinning_covers_the_warp_not_the_trunk():
     assert "Sigmoid" in pinned_ops
 
 
-def test_engine_profiles_precision_and_cache_keys():
-    _, _, manifest, _ = small_export()
+def test_engine_profiles_precision_and_cache_keys(small_export):
+    _, _, manifest, _ = small_export
     profile = EngineProfile()
     assert profile.min_size == CIF == (320, 384) and profile.max_size == HD1080 == (1088, 1920)
     latent = manifest.subgraph("iframe_synthesis").input("latent")
@@ -302,8 +301,8 @@ def test_paper_config_exports_within_tolerance(tmp_path):
 
 
 @pytest.mark.slow
-def test_gather_warp_lowering_also_passes(tmp_path):
-    bundle, _, _, _ = small_export()
+def test_gather_warp_lowering_also_passes(tmp_path, small_export):
+    bundle, _, _, _ = small_export
     manifest = export_bundle(
         bundle, tmp_path / "gather", ExportOptions(saved_model=False, warp="gather", subgraphs=("flow_synthesis",))
     )

@@ -27,6 +27,7 @@ def _last_row(capsys):
     return row
 
 
+@pytest.mark.slow  # ~9 s, most of it decoding bikes.mp4 whole: kept out of the 4-minute default suite
 def test_probe_reports_every_column_for_a_free_flow_field(footage, capsys):
     """The probe's loop, windows and report on real footage, optimizing a free flow field (one
     small traced step; the flow network's run is the slow test below). A free field codes no bits."""

@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _codec_shared import bundle_and_backend
 from runtime import bitstream as bs
 from runtime import cli, fuzz, limits
 from runtime import video_io as vio
@@ -56,8 +55,8 @@ def crafted_stream(model_id: bytes, width: int, height: int, *, frames: int = 1,
 
 
 @pytest.fixture(scope="module")
-def codec():
-    return bundle_and_backend()
+def codec(untrained_codec):
+    return untrained_codec
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:

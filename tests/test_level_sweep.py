@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks import level_sweep
 from runtime.video_io import write_video
-from tests.conftest import bikes_path, read_video_frames
+from conftest import bikes_path, read_video_frames
 
 pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
 

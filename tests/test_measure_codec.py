@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from runtime import measure_codec
-from tests.conftest import bikes_path
+from conftest import bikes_path
 
 pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
 

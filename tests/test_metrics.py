@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from runtime import metrics
 from runtime.metrics import MetricError
-from tests.conftest import bikes_path
+from conftest import bikes_path
 
 
 def _const_clip(shape, value):

@@ -229,11 +229,10 @@ def test_refined_streams_decode_exactly_and_move_only_the_motion_symbols(tmp_pat
     np.testing.assert_allclose(psnr_rgb(frames, np.stack(decoded)), with_refinement, rtol=0, atol=1e-9)
 
 
-def test_refinement_is_a_no_op_without_the_motion_search(tmp_path, bikes_frames):
-    from _codec_shared import bundle_and_backend
+def test_refinement_is_a_no_op_without_the_motion_search(tmp_path, bikes_frames, untrained_codec):
     from runtime.codec import Encoder
 
-    bundle, backend = bundle_and_backend()
+    bundle, backend = untrained_codec
     assert not bundle.config.motion_search_radius
     with Encoder(bundle, backend, motion_refinement=mr.MotionRefinement()) as encoder:
         assert encoder.motion_refinement is None

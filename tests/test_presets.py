@@ -38,7 +38,7 @@ def _encode(tmp_path, name, clip, small, preset, gop, controller=None):
     return tmp_path / f"{name}.elfvc", summary, encoded
 
 
-def test_presets_decode_with_the_plain_decoder_on_every_backend(tmp_path, small, clip):
+def test_presets_decode_with_the_plain_decoder_on_every_backend(tmp_path, small, clip, small_export):
     """`slow` (latent search + motion refinement, I+P): the plain tf decoder returns exactly what
     the encoder reconstructed, onnx within the cross-backend bound (1 level of 8 bits,
     tests/test_backends.py); `fast` with GOP 1 writes medium's bytes without reconstructing."""
@@ -46,7 +46,7 @@ def test_presets_decode_with_the_plain_decoder_on_every_backend(tmp_path, small,
     path, _, encoded = _encode(tmp_path, "slow", clip, small, "slow", 2)
     plain, _, _ = _encode(tmp_path, "medium2", clip, small, "medium", 2)
     assert path.read_bytes() != plain.read_bytes()  # the search moved some symbols
-    for backend, tolerance in ((tf_backend, 0), (onnx_backend(), 1)):
+    for backend, tolerance in ((tf_backend, 0), (onnx_backend(small_export), 1)):
         decoded = []
         decode_video(path, decoded.append, backend, bundle)
         for frame, enc in zip(decoded, encoded, strict=True):

@@ -19,7 +19,7 @@ import tensorflow as tf
 from model import checkpoints as ckpt
 from model.config import get_config
 from model.elfvc import ELFVC
-from tests.conftest import REPO
+from conftest import REPO
 from tests.test_train import write_septuplet
 
 pytestmark = pytest.mark.slow
