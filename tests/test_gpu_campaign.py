@@ -143,7 +143,7 @@ def test_two_phase_training_on_cpu(tmp_path):
     config = _tiny_base_config(tmp_path / "config.json")
     result = run_torch([
         "-m", "gpu_train.train", f"--config={config}", f"--data={tmp_path / 'train/video'}",
-        f"--photos={tmp_path / 'train/images'}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.08", "--batch=1",
+        f"--photos={tmp_path / 'train/images'}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.05", "--batch=1",
         "--gop=2", "--crop=64", "--image_frac=0.3", "--image_batch=2", "--image_crop=64", "--device=cpu",
         "--log_every=2", "--precision=bf16", "--clip_norm=1", "--workers=2",
     ])
