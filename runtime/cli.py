@@ -456,7 +456,7 @@ def visualize(fv: flags.FlagValues, src: str, out: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Adapters over runtime.stream (B1's API): everything that knows its field names is here.
+# Adapters over runtime.stream: everything that knows its field names is here.
 
 
 def _encode(frames, out_path, fps, gop, controller, backend, bundle, bar, fv, src=None) -> tuple:
