@@ -37,13 +37,15 @@ flags.DEFINE_string("out", None, "Optional JSON output.", flag_values=FLAGS)
 flags.DEFINE_string("anchor", None, "A saved sweep (--out) to report this one's BD-rate against.", flag_values=FLAGS)
 flags.DEFINE_string("load", None, "Read this saved sweep instead of coding --clip.", flag_values=FLAGS)
 flags.DEFINE_enum("preset", "medium", ["fast", "medium", "slow"], "Encoder preset (runtime/presets.py).", flag_values=FLAGS)
+flags.DEFINE_integer("gop", None, "I-frame interval (default: the model card's, else 16; 0: one I-frame).", lower_bound=0,
+                     flag_values=FLAGS)
 flags.DEFINE_bool("motion_refine", False, "Encoder-side rate-distortion choice of the quantized block motion "
                   "(runtime/motion_refine.py).", flag_values=FLAGS)
 flags.DEFINE_float("motion_lambda_scale", 1.0, "Scale of the motion refinement's lambda.", flag_values=FLAGS)
 
 
 def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="tf", motion_refinement=None,
-          preset="medium") -> list:
+          preset="medium", gop=None) -> list:
     import numpy as np
 
     from runtime import metrics, video_io
@@ -55,7 +57,8 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
     if step <= 0:
         raise ValueError(f"--step must be positive, got {step}")
     bundle = load_bundle(model_dir) if model_dir else default_bundle()
-    gop = bundle.gop if bundle.gop is not None else 16  # the model card's (base: 1, all I-frames)
+    if gop is None:
+        gop = bundle.gop if bundle.gop is not None else 16  # the model card's (base: 1, all I-frames)
     frames, info = video_io.read_video(clip, frames_wanted)
     h, w = frames.shape[1:3]
     levels = list(np.arange(0.0, bundle.config.max_level + 1e-9, step))
@@ -142,7 +145,7 @@ def _main(argv) -> int:
 
         refinement = MotionRefinement(lambda_scale=FLAGS.motion_lambda_scale)
     rows = load_rows(FLAGS.load) if FLAGS.load else sweep(
-        FLAGS.clip, FLAGS.step, FLAGS.frames, FLAGS.model, FLAGS.backend, refinement, FLAGS.preset
+        FLAGS.clip, FLAGS.step, FLAGS.frames, FLAGS.model, FLAGS.backend, refinement, FLAGS.preset, FLAGS.gop
     )
     bd = bd_rate_against(anchor, rows) if anchor else None
     print(f"{'level':>6} {'bpp':>8} {'PSNR':>7} {'worst':>7}")

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# After a GPU campaign call (docs/GPU.md): turn the weights it returned into a model folder and
+# measure it against the shipped `base` the way the shipping rule reads (docs/BENCHMARKS.md, "The
+# default model `base`"): both eval clips with every frame an I-frame (GOP 1) and with I+P (GOP
+# 16), BD-rate PSNR-RGB against the shipped model's same sweep, and Kodak's I-frame codec.
+#
+# usage: scripts/after_campaign.sh WEIGHTS_DIR [FRAMES]
+#   scripts/after_campaign.sh /work/.device/1          # FRAMES: frames per clip (default 8)
+# Writes runs/campaign_sSTEP/ (the model folder, pinned), out/after_campaign_sSTEP/ (level sweeps
+# 0..7 of both models at GOP 1 and GOP 16, and bd.txt) and prints the BD-rates (negative: the new
+# weights need fewer bits); ships nothing (docs/GPU.md says how, when it is better on both clips).
+# About 10 min with 8 frames on 2 CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+EVAL=${EVAL:-../shared/data/eval/video}
+weights=${1:?usage: scripts/after_campaign.sh WEIGHTS_DIR [FRAMES]}
+frames=${2:-8}
+step=$("$PY" -c "
+import sys
+from gpu_train.weights import read_arrays
+print(int(read_arrays(sys.argv[1])['step']))" "$weights")
+model=runs/campaign_s$step
+out=out/after_campaign_s$step
+mkdir -p "$out"
+if [[ ! -d $model ]]; then
+    "$PY" -m gpu_train.weights from_npz --npz="$weights" --config=runtime/checkpoints/base/config.json --out="$model"
+    "$PY" -m runtime.bundle pin "$model"
+fi
+: > "$out/bd.txt"
+for spec in street:$EVAL/street_320x180_21f.y4m bedroom:$EVAL/bedroom_480x270_100f.y4m; do
+    name=${spec%%:*}
+    clip=${spec#*:}
+    for gop in 1 16; do
+        for who in shipped:base new:$model; do
+            tag=${who%%:*}
+            path=${who#*:}
+            if [[ ! -f $out/sweep_${name}_${tag}_gop$gop.json ]]; then
+                "$PY" -m benchmarks.level_sweep --model="$path" --clip="$clip" --step=1 --frames="$frames" \
+                    --gop="$gop" --out="$out/sweep_${name}_${tag}_gop$gop.json" | tail -n 1
+            fi
+        done
+        echo "$name GOP $gop, new vs shipped base: $("$PY" -m benchmarks.level_sweep \
+            --load="$out/sweep_${name}_new_gop$gop.json" --anchor="$out/sweep_${name}_shipped_gop$gop.json" \
+            | grep -i 'BD-rate')" | tee -a "$out/bd.txt"
+    done
+done
+echo "Kodak: $PY -m benchmarks.bench_image --model=$model --out_dir=$out/image   (10 min; not run here)"
