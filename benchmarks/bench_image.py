@@ -251,6 +251,7 @@ class ImageConfig:
     with_vmaf: bool = False
     bd_method: str = "cubic"
     keep_streams: bool = False
+    preset: str = "medium"  # the encoder preset (runtime/presets.py)
 
 
 def _log(message: str) -> None:
@@ -316,7 +317,7 @@ def run_benchmark(cfg: ImageConfig) -> RDReport:
     if cfg.name in {im.name for im in images} or cfg.name == "mean":
         raise UsageError(f"--name={cfg.name} clashes with an image name (or 'mean'); choose another")
     spec = ModelSpec("default" if cfg.model is None else pathlib.Path(cfg.model).name, cfg.model)
-    codec = ElfCodec(spec, cfg.backend, gop=1)
+    codec = ElfCodec(spec, cfg.backend, gop=1, preset=cfg.preset)
     points: list[RDPoint] = []
     roundtrip: dict[str, dict] = {}
     start_all = time.perf_counter()
@@ -384,6 +385,7 @@ def run_benchmark(cfg: ImageConfig) -> RDReport:
     meta = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "benchmark": "image (bench_image.py): each image coded alone; this codec as one I-frame",
+        "preset": cfg.preset,
         "set": {
             "name": cfg.name,
             "images": [im.name for im in images],
@@ -500,6 +502,8 @@ flags.DEFINE_integer("limit", None, "Use only the first N images.", flag_values=
 flags.DEFINE_string("name", None, "Name of the image set (its averaged curve's clip name); default 'kodak' for the "
                     "default images, else the folder's name, else 'images'.", flag_values=FLAGS)  # fmt: skip
 clikit.define_model(FLAGS, "A shipped-model folder (config.json + checkpoint); default: the shipped default model.")
+flags.DEFINE_enum("preset", "medium", ["fast", "medium", "slow"], "This codec's encoder preset (runtime/presets.py).",
+                  flag_values=FLAGS)
 flags.DEFINE_list("levels", [f"{lv:g}" for lv in DEFAULT_LEVELS], "This codec's levels (continuous).", flag_values=FLAGS)
 flags.DEFINE_list("anchors", list(ANCHOR_NAMES), "Anchors: any of jpeg, x264, x265, svtav1 (empty: none).", flag_values=FLAGS)
 flags.DEFINE_list("jpeg_quality", None, "JPEG quality sweep (default 90,70,50,30,15,8,4,2).", flag_values=FLAGS)
@@ -567,7 +571,7 @@ def config_from_flags() -> ImageConfig:
         raise BenchError(f"--out_dir: cannot create {out_dir} ({err.strerror})") from None
     return ImageConfig(images=images, out_dir=out_dir, name=name, model=FLAGS.model, levels=levels, anchors=anchors,
                        sweeps=sweeps, backend=FLAGS.backend, with_vmaf=FLAGS.vmaf, bd_method=FLAGS.bd_method,
-                       keep_streams=FLAGS.keep_streams)  # fmt: skip
+                       keep_streams=FLAGS.keep_streams, preset=FLAGS.preset)  # fmt: skip
 
 
 def main(argv: Sequence[str]) -> int:
