@@ -12,7 +12,7 @@ video), and a device call carries at most 64 MiB with the code and weights. What
   * MANIFEST.json: every file that travelled with its source, size and (photos) dimensions, and
     every video left out, so each run records exactly what it trained on.
 
-    python -m gpu_train.pack --train=../shared/data/train --out=.gpu/pack --max_mb=30 --seed=0
+    python -m gpu_train.pack --train=../shared/data/train --out=.gpu/pack --max_mb=28 --seed=0
 
 Needs numpy and Pillow only (the project's .venv has both). Refuses an existing --out.
 """
@@ -112,7 +112,7 @@ def _main(argv) -> int:
     p = clikit.ArgumentParser(prog="python -m gpu_train.pack", description=__doc__.splitlines()[0])
     p.add_argument("--train", default="../shared/data/train", help="the training set (never eval/)")
     p.add_argument("--out", required=True, help="new folder to write")
-    p.add_argument("--max_mb", type=float, default=30.0, help="MiB the pack may take (the call carries 64 MiB with the tracked files: code, docs and the shipped models, ~34 MB)")
+    p.add_argument("--max_mb", type=float, default=28.0, help="MiB the pack may take (the call carries 64 MiB with the tracked files: code, docs and the shipped models, ~34 MB)")
     p.add_argument("--seed", type=int, default=0, help="order in which videos are taken")
     p.add_argument("--photo_side", type=int, default=1024, help="longest photo side after downscaling")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of the photos")
