@@ -103,7 +103,7 @@ class ElfCodec:
         self.spec = spec
         self.bundle = load_bundle(spec.path) if spec.path else default_bundle()
         self.backend = get_backend(backend_name, self.bundle)
-        self.gop = gop if gop is not None else (self.bundle.gop if self.bundle.gop is not None else 16)
+        self.gop = gop if gop is not None else self.bundle.coding_gop
         self.motion_refine = motion_refine
         self.preset = preset
 

@@ -58,7 +58,7 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
         raise ValueError(f"--step must be positive, got {step}")
     bundle = load_bundle(model_dir) if model_dir else default_bundle()
     if gop is None:
-        gop = bundle.gop if bundle.gop is not None else 16  # the model card's (base: 1, all I-frames)
+        gop = bundle.coding_gop  # the model card's (base: 1, all I-frames)
     frames, info = video_io.read_video(clip, frames_wanted)
     h, w = frames.shape[1:3]
     levels = list(np.arange(0.0, bundle.config.max_level + 1e-9, step))

@@ -228,8 +228,7 @@ def load_exported(model_dir, model=None):
     if model is None:
         model = ELFVC(config).build_weights()
     if (model_dir / COMPACT_FILE).exists():  # runtime.bundle's compact form (FP16 kernels)
-        with np.load(model_dir / COMPACT_FILE, allow_pickle=False) as arrays:
-            assign_arrays(model, {k: arrays[k] for k in arrays.files})
+        load_compact(model, model_dir / COMPACT_FILE)
         return model, config
     prefix = str(model_dir / WEIGHTS_PREFIX)
     tf.train.Checkpoint(model=model).read(prefix).expect_partial().assert_existing_objects_matched()
@@ -286,6 +285,13 @@ def assign_arrays(model, arrays: dict) -> None:
     missing = [v.name for v in model.variables if id(v) not in assigned]
     if missing:
         raise CheckpointError(f"{len(missing)} model variables have no weight, e.g. {missing[0]}")
+
+
+def load_compact(model, path) -> None:
+    """Assigns a compact weights file (arrays by attribute path, FP16 widened) to a built model;
+    CheckpointError if it does not match the model, OSError / ValueError if it is no .npz."""
+    with np.load(path, allow_pickle=False) as arrays:
+        assign_arrays(model, {k: arrays[k] for k in arrays.files})
 
 
 def latest_in(train_dir) -> Optional[str]:

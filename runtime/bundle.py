@@ -58,6 +58,8 @@ COMPACT_FP16_MIN_SIZE = 4096
 CHECKPOINTS_DIR = pathlib.Path(__file__).resolve().parent / "checkpoints"
 #: Optional per-folder description (name, description, recommended GOP, measured rate range...).
 CARD_FILE = "model_card.json"
+#: The GOP of a model whose card recommends none (the CLI's historical default).
+DEFAULT_GOP = 16
 
 
 def _default_name() -> str:
@@ -91,6 +93,11 @@ class ModelBundle:
         """The GOP the model card recommends for this model (None: no recommendation)."""
         value = self.card.get("gop")
         return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    @property
+    def coding_gop(self) -> int:
+        """The GOP to code with when the caller gives none: the card's, else DEFAULT_GOP."""
+        return self.gop if self.gop is not None else DEFAULT_GOP
 
     @property
     def model_id_hex(self) -> str:
@@ -282,11 +289,10 @@ def resolve_model(spec: str) -> pathlib.Path:
 
 def _load_compact(model, path: pathlib.Path) -> None:
     """Assigns weights.npz (see the module docstring) to a built model; CodecError on any mismatch."""
-    from model.checkpoints import CheckpointError, assign_arrays
+    from model.checkpoints import CheckpointError, load_compact
 
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            assign_arrays(model, {k: arrays[k] for k in arrays.files})
+        load_compact(model, path)
     except (OSError, ValueError) as e:  # CheckpointError is a ValueError
         kind = "does not match this config" if isinstance(e, CheckpointError) else "is not a compact weights file"
         raise CodecError(f"{path} {kind} ({str(e).splitlines()[0]})") from None

@@ -362,7 +362,7 @@ class Encoder:
         of the two motion symbols. Leaves the flow decoder's output for the chosen symbols in
         `decoded["flow"]` (so encode_frame need not run it again)."""
         half = self._half
-        rd_lambda = self.motion_refinement.rd_lambda(ctx.level, self.bundle.config.max_level)
+        rd_lambda = self.motion_refinement.rd_lambda(ctx.level, self.bundle.config.max_level, self.bundle.card.get("lambda_range"))
 
         def choose(mean, indices, quant_width, symbols):
             result = motion_refine.refine(

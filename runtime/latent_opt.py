@@ -38,7 +38,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from runtime.motion_refine import DEFAULT_LAMBDA_RANGE
+from runtime.motion_refine import training_lambda
 
 SOFT_START = 1.0  # soft-rounding hardness at the first step (nearly the identity)
 SOFT_END = 16.0  # ... and at the last (nearly hard rounding)
@@ -50,7 +50,7 @@ class LatentOptimization:
 
     steps: int = 0
     learning_rate: float = 0.02  # Adam step, in latent units (the latents' spread is ~1-10)
-    lambda_range: Optional[Tuple[float, float]] = None  # None: the model card's, else DEFAULT_LAMBDA_RANGE
+    lambda_range: Optional[Tuple[float, float]] = None  # None: the model card's, else motion_refine's default
     lambda_scale: float = 1.0
     # Search the hyper latent as a free variable too (else it follows h_a(y) straight-through).
     # Measured on bikes.mp4 (base, 50 steps): 3-9% more bits than searching y alone at levels 3-7
@@ -70,10 +70,8 @@ class LatentOptimization:
         return self.steps > 0
 
     def rd_lambda(self, level: float, max_level: float, card_range=None) -> float:
-        """lambda(level): geometric between the range's ends, times the scale."""
-        first, last = self.lambda_range or card_range or DEFAULT_LAMBDA_RANGE
-        t = level / max_level if max_level > 0 else 0.0
-        return self.lambda_scale * float(first) * (float(last) / float(first)) ** t
+        """training_lambda(level) over this range (else the card's), times the scale."""
+        return self.lambda_scale * training_lambda(level, max_level, self.lambda_range or card_range)
 
 
 def soft_round(u, hardness):

@@ -35,17 +35,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from model.motion import BLOCK
 from runtime.entropy_coding import SYMBOL_LIMIT, gaussian_codelength_bits, scale_table
 
-#: The shipped model's training lambdas at level 0 and at the top level (runtime/checkpoints/
-#: default/training.json, `lambda_range`): the rate weight of eq. (1) with D the MSE of [0, 1] RGB
-#: and R in bits per pixel.
+#: The `small` model's training lambdas at level 0 and at the top level (its training.json): the
+#: rate weight of eq. (1) with D the MSE of [0, 1] RGB and R in bits per pixel. Used when neither
+#: the settings nor the model card (`lambda_range`) give one.
 DEFAULT_LAMBDA_RANGE = (0.6, 0.0011)
+
+
+def training_lambda(level: float, max_level: float, lambda_range=None) -> float:
+    """lambda(level) of the training (§4.1: linear in log space between the range's ends,
+    fractional levels too); `lambda_range` None: DEFAULT_LAMBDA_RANGE."""
+    first, last = (float(v) for v in (lambda_range or DEFAULT_LAMBDA_RANGE))
+    t = level / max_level if max_level > 0 else 0.0
+    return first * (last / first) ** t
 
 
 @dataclass(frozen=True)
@@ -53,21 +61,20 @@ class MotionRefinement:
     """Encoder settings of the motion-vector choice (runtime/motion_refine.py)."""
 
     enabled: bool = True
-    lambda_range: Tuple[float, float] = DEFAULT_LAMBDA_RANGE  # lambda at level 0 and at the top level
+    # lambda at level 0 and at the top level; None: the model card's, else DEFAULT_LAMBDA_RANGE
+    lambda_range: Optional[Tuple[float, float]] = None
     lambda_scale: float = 1.0  # multiplies lambda(level): > 1 favours fewer bits
 
     def __post_init__(self):
-        first, last = self.lambda_range
+        first, last = self.lambda_range or DEFAULT_LAMBDA_RANGE
         if not (first > 0 and last > 0 and math.isfinite(first) and math.isfinite(last)):
             raise ValueError(f"motion refinement lambda range must be two positive numbers, got {self.lambda_range}")
         if not (self.lambda_scale >= 0 and math.isfinite(self.lambda_scale)):
             raise ValueError(f"motion refinement lambda scale must be a finite number >= 0, got {self.lambda_scale}")
 
-    def rd_lambda(self, level: float, max_level: float) -> float:
-        """lambda(level): geometric between the range's ends (fractional levels too), times the scale."""
-        first, last = self.lambda_range
-        t = level / max_level if max_level > 0 else 0.0
-        return self.lambda_scale * first * (last / first) ** t
+    def rd_lambda(self, level: float, max_level: float, card_range=None) -> float:
+        """training_lambda(level) over this range (else the card's), times the scale."""
+        return self.lambda_scale * training_lambda(level, max_level, self.lambda_range or card_range)
 
 
 def block_sse(target: np.ndarray, prediction: np.ndarray, block: int = BLOCK) -> np.ndarray:

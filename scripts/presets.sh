@@ -40,7 +40,7 @@ from runtime.ratecontrol import ConstantLevel
 from runtime.stream import encode_video
 model, clip, out = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
 bundle = load_bundle(model)
-gop = bundle.gop if bundle.gop is not None else 16
+gop = bundle.coding_gop
 frames, info = video_io.read_video(clip, 18)
 with get_backend("tf", bundle) as backend:
     for preset in ("medium", "fast", "slow"):
