@@ -63,7 +63,7 @@ def compare(
 ) -> List[SubgraphTiming]:
     """Times each subgraph of `bundle` on each backend spec at each (height, width)."""
     from export.parity import sample_inputs
-    from runtime.subgraphs import CODING_SUBGRAPHS
+    from export.subgraphs import CODING_SUBGRAPHS
 
     opened = {spec: _open(spec, bundle, options) for spec in backends}
     rng = np.random.default_rng(seed)
@@ -200,7 +200,7 @@ def _main(argv: Sequence[str]) -> int:
     clikit.parse_flags(fv, argv, PROG, __doc__)
     sizes = [parse_size(s, "sizes") for s in fv.sizes]
     if fv.config:
-        from runtime.bundle import untrained_bundle
+        from model.bundle import untrained_bundle
 
         bundle = untrained_bundle(fv.config)
     else:

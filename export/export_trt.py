@@ -73,7 +73,7 @@ def main(argv: Sequence[str]) -> int:
     from export.exporter import ExportError
     from export.manifest import ManifestError
     from export.tensorrt_build import EngineBuildError, TensorRTUnavailable
-    from runtime.types import CodecError
+    from model.errors import CodecError
 
     failures = (ExportError, ManifestError, EngineBuildError, TensorRTUnavailable, CodecError, OSError)
     return clikit.run(PROG, _run, argv, failures=failures)
@@ -132,11 +132,11 @@ def _check_tensorrt() -> None:
 
 def load_bundle_for_cli(model: Optional[str], prog: str = PROG):
     """The bundle --model names, or the shipped one; its notes (untrained, unpinned) on stderr."""
-    from runtime.bundle import default_bundle, load_bundle
+    from model.bundle import default_bundle, load_bundle
 
     if model:
-        from runtime.bundle import resolve_model
-        from runtime.types import CodecError
+        from model.bundle import resolve_model
+        from model.errors import CodecError
 
         try:
             folder = resolve_model(model)  # a folder or a shipped model's name

@@ -88,7 +88,7 @@ def _versions() -> Dict[str, str]:
 
 
 def model_id_hex(bundle) -> str:
-    """The bundle's model identity as hex (runtime/bundle.py: 16 bytes)."""
+    """The bundle's model identity as hex (model/bundle.py: 16 bytes)."""
     model_id = bundle.model_id
     return model_id.hex() if isinstance(model_id, (bytes, bytearray)) else str(model_id)
 
@@ -110,10 +110,10 @@ def export_subgraph(
     import tensorflow as tf
 
     from export.ort import create_session
-    from runtime.subgraphs import CODING_SUBGRAPHS
+    from export.subgraphs import CODING_SUBGRAPHS
 
     if name not in CODING_SUBGRAPHS:
-        raise ExportError(f"{name!r} is not in runtime/subgraphs.CODING_SUBGRAPHS")
+        raise ExportError(f"{name!r} is not in export/subgraphs.CODING_SUBGRAPHS")
     table = CODING_SUBGRAPHS[name]
     signature = list(function.input_signature)
     input_names = [spec.name for spec in signature]
@@ -209,7 +209,7 @@ def export_bundle(
     """Exports every subgraph of `bundle` (a runtime.bundle.ModelBundle: config, model,
     integer_hyper, model_id) into `out_dir`; returns the manifest written there.
 
-    `functions` defaults to the coding subgraphs (runtime.subgraphs.coding_subgraph_functions),
+    `functions` defaults to the coding subgraphs (export.subgraphs.coding_subgraph_functions),
     whose three hyper syntheses are integer networks and must match TensorFlow exactly; with
     other `functions`, `exact` names the subgraphs that must. Raises ExportError when `out_dir`
     exists (unless `overwrite`), a conversion fails or a check exceeds its tolerance.
@@ -217,7 +217,7 @@ def export_bundle(
     out_dir = pathlib.Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} already exists (pass overwrite to replace it)")
-    from runtime.subgraphs import CODING_SUBGRAPHS, coding_subgraph_functions
+    from export.subgraphs import CODING_SUBGRAPHS, coding_subgraph_functions
 
     if functions is None:
         functions = coding_subgraph_functions(bundle)

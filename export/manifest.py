@@ -35,7 +35,7 @@ class TensorInfo:
     """One input or output of a subgraph. `stride`: spatial downsampling vs the padded frame
     (0 = no spatial dims); `channels`: the last dimension."""
 
-    name: str  # the subgraph's name (runtime/subgraphs.py).
+    name: str  # the subgraph's name (export/subgraphs.py).
     onnx_name: str  # the name in the ONNX graph and the TensorRT engine.
     stride: int
     channels: int

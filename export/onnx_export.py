@@ -1,4 +1,4 @@
-"""One subgraph (runtime/subgraphs.py) -> an ONNX model, via tf2onnx at opset 17.
+"""One subgraph (export/subgraphs.py) -> an ONNX model, via tf2onnx at opset 17.
 
 What this module adds on top of a plain `tf2onnx.convert.from_function`:
 
@@ -109,7 +109,7 @@ def convert(
 
     Args:
       function: tf.function taking the inputs of `input_signature` positionally and returning
-        a dict {output name: tensor} (runtime/subgraphs.py's convention).
+        a dict {output name: tensor} (export/subgraphs.py's convention).
       input_signature: named float32 TensorSpecs with dynamic batch, height and width.
       output_names: the subgraph's output names, in the order to emit them.
       strides: spatial stride of each ONNX input/output name (for dim naming); 0 = no spatial dims.

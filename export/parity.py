@@ -16,8 +16,8 @@ from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from runtime.integer_hyper import quantize_embedding
-from runtime.subgraphs import CODING_SUBGRAPHS, SUBGRAPHS
+from model.integer_hyper import quantize_embedding
+from export.subgraphs import CODING_SUBGRAPHS, SUBGRAPHS
 
 #: Default sizes (height, width) of the two parity checks: one small, one not a multiple of 128.
 CHECK_SIZES = ((64, 128), (192, 256))
@@ -55,7 +55,7 @@ def input_stride(subgraph: str, input_name: str) -> int:
         for spec in graph.inputs if graph is not None else ():
             if spec.name == input_name:
                 return spec.stride
-    raise ValueError(f"subgraph {subgraph!r} has no input {input_name!r} in runtime/subgraphs")
+    raise ValueError(f"subgraph {subgraph!r} has no input {input_name!r} in export/subgraphs")
 
 
 def sample_inputs(

@@ -3,7 +3,7 @@ the subnet decoder where the output probabilities are sensitive to minor perturb
 
     onnx/<subgraph>.onnx --parse (errors logged one per line)--> network
         precision: FP16 builder flag, except the *_hyper_synthesis subgraphs: FP32, TF32 off
-                   (integer networks, runtime/integer_hyper.py: exact only in true FP32)
+                   (integer networks, model/integer_hyper.py: exact only in true FP32)
                    + in FP16 engines the scale-space warp's layers pinned to FP32
                    (`fp32_values`: pixel coordinates need FP32, see DESIGN.md)
         one optimization profile: CIF (352x288 padded to 384x320) .. 1080p (1920x1088)

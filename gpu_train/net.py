@@ -29,9 +29,7 @@ import torch.nn.functional as F
 
 from model import npmath  # TF-free: the level / warp / motion constants and formulas
 from model.config import MOTION_SEARCH_PENALTY  # TF-free
-
-SCALE_MIN = 0.11  # model.entropy.SCALE_MIN
-LIKELIHOOD_MIN = 2.0**-16  # model.entropy.LIKELIHOOD_MIN
+from model.npmath import LIKELIHOOD_MIN, SCALE_MIN  # TF-free: model.entropy's clamps
 
 
 # -- layout helpers ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@
         [--timing_s=1] [--no_graphs] [--no_checks] [--cudnn_benchmark]
 
 Four functions per model, built from gpu_train/net.py's modules (no third copy of the networks)
-and chained exactly as runtime/codec.py chains runtime/subgraphs.py's subgraphs, in ROUND mode:
+and chained exactly as runtime/codec.py chains export/subgraphs.py's subgraphs, in ROUND mode:
 
     i_encode(image)      iframe analysis -> hyper analysis -> k1 = round(z) -> hyper synthesis
                          (mean, sigma) -> k0 = round((y - mean) / Q_w) -> synthesis (the encoder

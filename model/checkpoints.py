@@ -43,7 +43,7 @@ PROGRESS_FILE = "progress.json"
 TRAINING_FILE = "training.json"
 CHECKPOINT_SUBDIR = "ckpt"
 WEIGHTS_PREFIX = "model"
-#: A shipped folder's compact weights (runtime/bundle.py `compact`): arrays by attribute path.
+#: A shipped folder's compact weights (model/bundle.py `compact`): arrays by attribute path.
 COMPACT_FILE = "weights.npz"
 
 

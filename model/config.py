@@ -22,7 +22,7 @@ FRAME_MULTIPLE = 64
 
 #: Config fields that only set Q_w (its initial values, and whether P-frames have one). They came
 #: after the first shipped models: a checkpoint differing only in them still warm-starts
-#: (model/checkpoints.py), and the model id hashes them only when set (runtime/bundle.py).
+#: (model/checkpoints.py), and the model id hashes them only when set (model/bundle.py).
 QUANT_WIDTH_FIELDS = (
     "quant_width_first",
     "quant_width_last",

@@ -102,15 +102,18 @@ def _read_image(path: pathlib.Path, downscale: int) -> np.ndarray:
         return area_downscale(np.asarray(image.convert("RGB")), downscale)
 
 
-def decode_video(path: pathlib.Path, downscale: int) -> np.ndarray:
-    """All frames of a video as uint8 [N, H / downscale, W / downscale, 3]."""
+def decode_video(path: pathlib.Path, downscale: int, max_frames: Optional[int] = None) -> np.ndarray:
+    """All (or the first `max_frames`) frames of a video as uint8 [N, H / downscale, W / downscale, 3]."""
+    import itertools
+
     import imageio_ffmpeg
 
     reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
     try:
         meta = next(reader)
         width, height = meta["size"]
-        frames = [area_downscale(np.frombuffer(raw, np.uint8).reshape(height, width, 3), downscale) for raw in reader]
+        frames = [area_downscale(np.frombuffer(raw, np.uint8).reshape(height, width, 3), downscale)
+                  for raw in itertools.islice(reader, max_frames)]
     finally:
         reader.close()
     if not frames:

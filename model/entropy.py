@@ -23,14 +23,8 @@ import math
 
 import tensorflow as tf
 
-#: Scales below this are clamped (as in tensorflow-compression): a narrower Gaussian is no
-#: longer representable by the range coder's integer CDFs.
-SCALE_MIN = 0.11
-#: Probability floor, equal to the range coder's resolution (16-bit integer CDFs, see
-#: runtime/entropy_coding.py PRECISION): the coder never charges a symbol more than 16 bits
-#: (escapes aside), so a lower floor would make the estimate, and the training rate, charge
-#: bits the stream never spends (with 1e-9, up to 30 bits: streams came out 4-6% below it).
-LIKELIHOOD_MIN = 2.0**-16
+# Scales below SCALE_MIN are clamped (the range coder's scale table); likelihoods below LIKELIHOOD_MIN too.
+from model.npmath import LIKELIHOOD_MIN, SCALE_MIN
 
 
 class QuantMode(enum.Enum):

@@ -9,6 +9,7 @@ torch in gpu_train/net.py, for gradients and graphs); those are checked against 
 - §3.1: a block's quantization width Q_w at a continuous level (the rows' log-linear interpolation).
 - §2 (scale-space flow): the blur levels' sigmas and the Gaussian kernel of each.
 - §3.2: the motion block size (the flow codelayer's latent grid).
+- App. A (entropy model): the range coder's scale table, its boundaries and the index of a scale.
 """
 
 from __future__ import annotations
@@ -75,3 +76,33 @@ def gaussian_kernel_1d(sigma: float) -> np.ndarray:
     weights = [math.exp(-0.5 * (float(x) / sigma) ** 2) for x in range(-radius, radius + 1)]
     total = sum(weights)
     return np.array([w / total for w in weights], np.float64)
+
+
+#: The scale table (quantization units): SCALE_COUNT log-spaced values in [SCALE_MIN, SCALE_MAX].
+#: SCALE_MIN is also the model's clamp (model/entropy.py): a narrower Gaussian is no longer
+#: representable by the range coder's integer CDFs (as in tensorflow-compression).
+SCALE_COUNT = 64
+SCALE_MIN = 0.11
+SCALE_MAX = 256.0
+#: Probability floor of the model's codelength estimate, equal to the range coder's resolution
+#: (16-bit integer CDFs, runtime/entropy_coding.py PRECISION): the coder never charges a symbol
+#: more than 16 bits (escapes aside), so a lower floor would make the estimate, and the training
+#: rate, charge bits the stream never spends (with 1e-9, up to 30 bits: streams came out 4-6%
+#: below it).
+LIKELIHOOD_MIN = 2.0**-16
+
+
+def scale_table() -> np.ndarray:
+    """[SCALE_COUNT] float64 scales, log-spaced."""
+    return np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_COUNT))
+
+
+def scale_boundaries() -> np.ndarray:
+    """[SCALE_COUNT - 1] geometric midpoints between neighbouring table scales."""
+    table = scale_table()
+    return np.sqrt(table[:-1] * table[1:])
+
+
+def scale_index(scales) -> np.ndarray:
+    """Nearest table entry (log domain) of each scale -> int32 indices in [0, SCALE_COUNT)."""
+    return np.searchsorted(scale_boundaries(), np.asarray(scales, np.float64), side="right").astype(np.int32)

@@ -215,7 +215,7 @@ def load_model(fv: flags.FlagValues):
     """The bundle --model names, or the shipped one (saying so plainly if it is untrained)."""
     import tensorflow as tf
 
-    from runtime.bundle import default_bundle, load_bundle
+    from model.bundle import default_bundle, load_bundle
 
     tf.get_logger().setLevel("ERROR")  # tf.function retracing notices on new frame sizes
 
@@ -378,7 +378,7 @@ def models(fv: flags.FlagValues) -> int:
     from each folder's config.json and model_card.json (no model is built)."""
     import json
 
-    from runtime.bundle import CONFIG_FILE, DEFAULT_DIR, read_card, shipped_models
+    from model.bundle import CONFIG_FILE, DEFAULT_DIR, read_card, shipped_models
 
     shipped = shipped_models()
     if not shipped:

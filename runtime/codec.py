@@ -29,7 +29,7 @@ from model.config import FRAME_MULTIPLE
 from runtime.bitstream import FrameUnit, write_frame
 from runtime.entropy_coding import SYMBOL_LIMIT, EntropyCoder, Substream, SubstreamLayout, estimated_bits
 from model.npmath import level_embedding, quant_width
-from runtime.integer_hyper import quantize_embedding
+from model.integer_hyper import quantize_embedding
 from runtime.limits import MAX_PIXELS, check_picture_size
 from runtime import latent_opt, motion_refine
 from runtime.types import CodecError, FrameType, TrialResult

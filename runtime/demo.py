@@ -31,7 +31,7 @@ flags.DEFINE_string("out_dir", "out/demo", "Where the stream and the PNG go.", f
 
 
 def bikes_path() -> pathlib.Path:
-    from runtime.samples import require_bikes_path
+    from model.samples import require_bikes_path
 
     return require_bikes_path()
 
@@ -59,7 +59,7 @@ def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_pa
     tf.get_logger().setLevel("ERROR")  # retracing notices are not for a codec's user.
     from runtime import metrics, video_io
     from runtime.backends import get_backend
-    from runtime.bundle import default_bundle, load_bundle
+    from model.bundle import default_bundle, load_bundle
     from runtime.ratecontrol import ConstantLevel
     from runtime.stream import decode_video, encode_video
 

@@ -41,14 +41,14 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from model import entropy as _model_entropy
+from model.npmath import SCALE_COUNT, SCALE_MAX, SCALE_MIN, scale_boundaries, scale_index, scale_table  # noqa: F401
 from scipy.special import ndtr, ndtri
 
 from runtime.types import CodecError
 
-#: The scale table (quantization units): SCALE_COUNT log-spaced values in [SCALE_MIN, SCALE_MAX].
-SCALE_COUNT = 64
-SCALE_MIN = _model_entropy.SCALE_MIN  # the model clamps smaller scales to this.
-SCALE_MAX = 256.0
+# The scale table is model/npmath.py's (the model clamps to SCALE_MIN; the integer hyper synthesis
+# indexes it); the coder builds one CDF row per entry.
+
 #: Range coder probability precision (tfc allows at most 16 bits).
 PRECISION = 16
 #: Two-sided Gaussian mass outside each table row; it becomes the row's escape bin.
@@ -60,23 +60,6 @@ LIKELIHOOD_MIN = _model_entropy.LIKELIHOOD_MIN
 assert LIKELIHOOD_MIN == 2.0**-PRECISION, "model.entropy.LIKELIHOOD_MIN must match the coder's precision"
 #: SHA-256 of the CDF tables of format version 1 (see `coding_tables`).
 TABLES_SHA256 = "97de1a9143ea2e992f938bd2fad7e8ebdc39b169f214680c1db246f67f198c58"
-
-
-# -- the scale table ---------------------------------------------------------------------------
-def scale_table() -> np.ndarray:
-    """[SCALE_COUNT] float64 scales, log-spaced."""
-    return np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_COUNT))
-
-
-def scale_boundaries() -> np.ndarray:
-    """[SCALE_COUNT - 1] geometric midpoints between neighbouring table scales."""
-    table = scale_table()
-    return np.sqrt(table[:-1] * table[1:])
-
-
-def scale_index(scales) -> np.ndarray:
-    """Nearest table entry (log domain) of each scale -> int32 indices in [0, SCALE_COUNT)."""
-    return np.searchsorted(scale_boundaries(), np.asarray(scales, np.float64), side="right").astype(np.int32)
 
 
 # -- the CDF tables ---------------------------------------------------------------------------------

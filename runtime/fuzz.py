@@ -565,7 +565,7 @@ def _setup(threads: int):
     except RuntimeError:
         pass
     from runtime.backends import get_backend
-    from runtime.bundle import untrained_bundle
+    from model.bundle import untrained_bundle
 
     bundle = untrained_bundle()
     return bundle, get_backend("tf", bundle)

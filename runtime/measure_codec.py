@@ -196,7 +196,7 @@ def main(argv: Sequence[str]) -> int:
 def _main(argv: Sequence[str]) -> int:
     clikit.parse_flags(FLAGS, argv, PROG, __doc__)  # from the defaults every call (main runs in-process in tests)
     from runtime.backends import get_backend
-    from runtime.bundle import default_bundle, load_bundle
+    from model.bundle import default_bundle, load_bundle
     from runtime.video_io import read_video
 
     try:
@@ -231,7 +231,7 @@ def _main(argv: Sequence[str]) -> int:
 
 
 def _bikes():
-    from runtime.samples import bikes_path
+    from model.samples import bikes_path
 
     path = bikes_path()
     if path is None:

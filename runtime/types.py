@@ -7,15 +7,12 @@ import enum
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from model.errors import CodecError  # noqa: F401 - the runtime's public name for it
+
 
 class FrameType(enum.IntEnum):
     I = 0  # noqa: E741 - the codec's name for a keyframe.
     P = 1
-
-
-class CodecError(ValueError):
-    """Any problem with a stream or an input that the codec detects. Its message is one line
-    that names the problem; CLIs print it and exit non-zero."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ model=${1:-base}
 frames=${2:-4}
 out=out/presets/$model
 mkdir -p "$out"
-bikes=$("$PY" -c "from runtime.samples import bikes_path; print(bikes_path())")
+bikes=$("$PY" -c "from model.samples import bikes_path; print(bikes_path())")
 : > "$out/bd.txt"
 for spec in street:$EVAL/street_320x180_21f.y4m bedroom:$EVAL/bedroom_480x270_100f.y4m bikes:$bikes; do
     name=${spec%%:*}
@@ -35,7 +35,7 @@ done
 import pathlib, sys, time
 from runtime import video_io
 from runtime.backends import get_backend
-from runtime.bundle import load_bundle
+from model.bundle import load_bundle
 from runtime.ratecontrol import ConstantLevel
 from runtime.stream import encode_video
 model, clip, out = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])

@@ -16,7 +16,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def bikes_path() -> pathlib.Path:
-    from runtime.samples import bikes_path as find
+    from model.samples import bikes_path as find
 
     path = find()
     if path is None:
@@ -55,7 +55,7 @@ def reuse_traced_subgraphs():
     sharing them changes no result; only bundles (with pinned integer hyper syntheses) are cached,
     never a bare model (whose calibration follows its weights). Opt in per module:
     `pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")`."""
-    import runtime.subgraphs as subgraphs
+    import export.subgraphs as subgraphs
 
     original = subgraphs.coding_subgraph_functions
 
@@ -85,7 +85,7 @@ def untrained_codec():
     exactness, robustness and sizes must not change when a different trained model is shipped,
     and tracing the subgraphs once per session saves tens of seconds."""
     from runtime.backends import get_backend
-    from runtime.bundle import untrained_bundle
+    from model.bundle import untrained_bundle
 
     bundle = untrained_bundle()
     with get_backend("tf", bundle) as backend:
@@ -98,7 +98,7 @@ def small_export(tmp_path_factory):
     per session through export/cache.py, in a temporary cache (ELFVC_TEST_CACHE=DIR keeps one
     between sessions; an export is reused only if its manifest and hashes match)."""
     from export.cache import ensure_onnx_export
-    from runtime.bundle import shipped_bundle
+    from model.bundle import shipped_bundle
 
     bundle = shipped_bundle("small")
     cached = os.environ.get("ELFVC_TEST_CACHE")

@@ -18,7 +18,7 @@ from export.manifest import ManifestError
 from export.parity import interpolated_one_hot, relative_error, sample_inputs
 from model.entropy import QuantMode
 from runtime.backends import get_backend
-from runtime.integer_hyper import quantize_embedding
+from model.integer_hyper import quantize_embedding
 from runtime.metrics import psnr_rgb
 from runtime.ratecontrol import ConstantLevel
 from runtime.stream import decode_video, encode_video
@@ -52,7 +52,7 @@ def test_onnx_matches_tf_on_every_subgraph(backends, small_export):
 
 
 def test_range_coder_indices_identical_on_real_frames(backends, bikes_frames, small_export):
-    """The integer hyper syntheses (runtime/integer_hyper.py) give the same mean and scale
+    """The integer hyper syntheses (model/integer_hyper.py) give the same mean and scale
     accumulators on tf and onnx for the q1 symbols of real frames, I and P, at several levels:
     the range coder's table indices are read from them on both sides of the channel."""
     bundle = small_export[0]

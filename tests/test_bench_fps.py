@@ -32,7 +32,7 @@ def test_gop_fps_and_entropy_share_by_hand():
 
 @pytest.mark.slow  # ~30 s, nearly all of it tf.function tracing of a fresh backend
 def test_elfvc_row_on_real_content(bikes_frames):
-    from runtime.bundle import shipped_bundle
+    from model.bundle import shipped_bundle
 
     frames = np.ascontiguousarray(bikes_frames[:2, :192, :256])
     row = bench_fps.elfvc_row(shipped_bundle("small"), "tf", "test", frames, level=3.0, warmup=0, repeats=1)

@@ -65,7 +65,7 @@ def test_two_crops_end_to_end(crops_dir, tmp_path, capsys):
                 "x265": ["crf=18", "crf=51"], "svtav1": ["crf=20", "crf=63"]}  # fmt: skip
     streams = out / "streams"
     from runtime.backends import get_backend
-    from runtime.bundle import shipped_bundle
+    from model.bundle import shipped_bundle
     from runtime.stream import decode_video
 
     bundle = shipped_bundle("small")

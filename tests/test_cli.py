@@ -28,7 +28,7 @@ W, H = 130, 98  # odd size: pads to 192x128 inside the codec, cropped back on de
 
 @pytest.fixture(scope="module", autouse=True)
 def small_as_default():
-    from runtime import bundle
+    from model import bundle
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bundle, "default_bundle", lambda: bundle.shipped_bundle("small"))
@@ -118,7 +118,7 @@ def test_bad_inputs_and_outputs(tmp_path, workdir):
 
 
 def test_models_lists_the_shipped_models_and_names_resolve(tmp_path, workdir):
-    from runtime.bundle import DEFAULT_DIR
+    from model.bundle import DEFAULT_DIR
 
     code, out, err = run_cli_raw(["models"])
     assert code == 0, err
@@ -149,7 +149,7 @@ def test_presets_are_in_the_help_with_their_cost_and_benefit(tmp_path, workdir):
 def test_the_model_cards_gop_applies_unless_gop_is_given(monkeypatch):
     from types import SimpleNamespace
 
-    from runtime import bundle
+    from model import bundle
 
     card = SimpleNamespace(notes=(), gop=1, source="runtime/checkpoints/x", trained=True,
                            config=SimpleNamespace(motion_search_radius=0))

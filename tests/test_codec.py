@@ -225,7 +225,7 @@ def write_bundle_folder(folder, bundle, pinned=True):
 
     import tensorflow as tf
 
-    from runtime.bundle import INTEGER_HYPER_FILE, integer_hyper_arrays
+    from model.bundle import INTEGER_HYPER_FILE, integer_hyper_arrays
 
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(bundle.config.to_dict()))
@@ -235,7 +235,8 @@ def write_bundle_folder(folder, bundle, pinned=True):
 
 
 def test_bundle_folder_round_trip(tmp_path, bundle, capsys):
-    from runtime.bundle import load_bundle, main
+    from model.bundle import load_bundle
+    from runtime.bundle import main
 
     folder = tmp_path / "model"
     write_bundle_folder(folder, bundle)
@@ -262,7 +263,7 @@ def test_bundle_folder_round_trip(tmp_path, bundle, capsys):
 def test_compact_folder_holds_fp16_kernels_and_pins_them(tmp_path, bundle):
     """`compact`: kernels stored FP16, small vectors FP32 and exact, the integer networks pinned
     on the rounded weights (the folder's identity is its own); a mismatched file is refused."""
-    from runtime.bundle import COMPACT_FILE, COMPACT_FP16_MIN_SIZE, calibration_frames, load_bundle, write_compact
+    from model.bundle import COMPACT_FILE, COMPACT_FP16_MIN_SIZE, calibration_frames, load_bundle, write_compact
 
     source, target = tmp_path / "model", tmp_path / "compact"
     write_bundle_folder(source, bundle)
@@ -293,7 +294,7 @@ def test_compact_folder_holds_fp16_kernels_and_pins_them(tmp_path, bundle):
 
 
 def test_shipped_models_resolve_by_name(tmp_path):
-    from runtime.bundle import DEFAULT_DIR, read_card, resolve_model, shipped_models
+    from model.bundle import DEFAULT_DIR, read_card, resolve_model, shipped_models
 
     shipped = dict(shipped_models())
     assert shipped_models()[0][1] == DEFAULT_DIR and {"small", "base"} <= set(shipped)
@@ -311,7 +312,7 @@ def test_shipped_models_resolve_by_name(tmp_path):
 @pytest.mark.slow
 def test_unpinned_folder_calibrates_like_the_default(tmp_path, bundle):
     """Without integer_hyper.npz the folder calibrates on the same frames: same identity here."""
-    from runtime.bundle import load_bundle, pin_integer_hyper
+    from model.bundle import load_bundle, pin_integer_hyper
 
     folder = tmp_path / "model"
     write_bundle_folder(folder, bundle, pinned=False)
@@ -334,7 +335,7 @@ def test_pframe_quant_width_is_coded_exactly_and_sets_the_rate(tmp_path, clip, f
     (Q_w = 4) costs far fewer bits than at the top level (Q_w = 0.5) -- about log2(8) = 3 bits
     less per significant latent, which an untrained model's level maps alone never give. The
     same holds with the flow at a fixed Q_w = 1 (flow_quant_width), the residue setting the rate."""
-    from runtime.bundle import untrained_bundle
+    from model.bundle import untrained_bundle
 
     bundle = untrained_bundle(pframe_quant_width=True, quant_width_first=4.0, quant_width_last=0.5, **flow_spread)
     if flow_spread:
@@ -363,7 +364,7 @@ def test_scene_cut_codes_an_iframe_and_restarts_the_gop(tmp_path, clip):
     after it stay P-frames (tried as I-frames too, but those are worse), and the next I-frame
     comes 4 frames after the cut, not at frame 4. Both streams decode to exactly the frames the
     encoder measured."""
-    from runtime.bundle import shipped_bundle
+    from model.bundle import shipped_bundle
     from runtime.metrics import psnr_rgb
 
     bundle = shipped_bundle("small")
@@ -388,7 +389,7 @@ def test_model_id_ignores_later_config_fields_at_their_defaults():
     """Q_w config fields came after model ids: at their defaults they stay out of the hash (a
     model folder made before them keeps its id, so its streams still decode); set, they count."""
     from model.config import QUANT_WIDTH_FIELDS, get_config
-    from runtime.bundle import identity_config
+    from model.bundle import identity_config
 
     plain = identity_config(get_config("small"))
     assert not set(QUANT_WIDTH_FIELDS) & set(plain)

@@ -28,7 +28,7 @@ from export.tensorrt_build import (
 )
 from export.warp_onnx import _Builder, warp_nodes
 from model.warp import scale_space_warp
-from runtime.subgraphs import CODING_SUBGRAPHS, coding_subgraph_functions
+from export.subgraphs import CODING_SUBGRAPHS, coding_subgraph_functions
 
 pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
 
@@ -289,7 +289,7 @@ def test_engine_profiles_precision_and_cache_keys(small_export):
 @pytest.mark.slow
 def test_paper_config_exports_within_tolerance(tmp_path):
     """The full-size model (38M encoder parameters) converts and checks like the small one."""
-    from runtime.bundle import untrained_bundle
+    from model.bundle import untrained_bundle
 
     bundle = untrained_bundle("paper")
     names = ("iframe_analysis", "iframe_hyper_synthesis", "flow_synthesis", "residue_synthesis")
@@ -324,7 +324,7 @@ def test_motion_search_model_exports_within_tolerance(tmp_path, penalty_top, nam
     """A model with the encoder-side block motion search (model/motion.py) converts and checks like
     the default one, in ops TensorRT parses: the search is in flow_analysis (with a per-level
     penalty read back from the embedding, too), the block-motion path in flow_synthesis."""
-    from runtime.bundle import untrained_bundle
+    from model.bundle import untrained_bundle
 
     bundle = untrained_bundle("small", motion_search_radius=3, motion_search_penalty_top=penalty_top)
     manifest = export_bundle(bundle, tmp_path / "motion", ExportOptions(saved_model=False, subgraphs=names))

@@ -1,4 +1,4 @@
-"""Integer hyper synthesis (runtime/integer_hyper.py): exactness, bounds, fidelity to the float D1.
+"""Integer hyper synthesis (model/integer_hyper.py): exactness, bounds, fidelity to the float D1.
 
 Uses the default bundle (an untrained small model when none is shipped): exactness and bounds
 do not depend on training.
@@ -9,8 +9,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from runtime import integer_hyper as ih
-from runtime.bundle import compute_model_id, untrained_bundle
+from model import integer_hyper as ih
+from model.bundle import compute_model_id, untrained_bundle
 from runtime.entropy_coding import scale_index
 
 

@@ -28,13 +28,6 @@ MAY_IMPORT = {
 }
 #: "importing module -> imported module": what fixes it.
 KNOWN = {
-    # export/parity.py and export/exporter.py follow the model-to-export contract in runtime/subgraphs.py
-    # (it belongs in export/); the export CLI and the tools load runtime bundles.
-    "export.export_trt -> runtime.types": "the export CLI loads a runtime bundle",
-    "export.export_trt -> runtime.bundle": "the export CLI loads a runtime bundle",
-    "export.exporter -> runtime.subgraphs": "runtime/subgraphs.py belongs in export/",
-    "export.parity -> runtime.subgraphs": "runtime/subgraphs.py belongs in export/",
-    "export.parity -> runtime.integer_hyper": "the integer hyper synthesis is the runtime's",
 }
 #: Private names still imported from another package.
 KNOWN_PRIVATE = {

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per 
 @pytest.fixture(scope="module")
 def shipped():
     from runtime.backends import get_backend
-    from runtime.bundle import shipped_bundle
+    from model.bundle import shipped_bundle
 
     bundle = shipped_bundle("small")
     with get_backend("tf", bundle) as backend:

@@ -149,7 +149,7 @@ def test_pframe_flow_follows_the_searched_motion_within_half_a_quantization_step
 
 
 def test_the_motion_search_changes_the_model_id_only_when_on():
-    from runtime.bundle import identity_config
+    from model.bundle import identity_config
 
     assert "motion_search_radius" not in identity_config(get_config("small"))
     assert identity_config(get_config("small", motion_search_radius=8))["motion_search_radius"] == 8

@@ -180,7 +180,7 @@ def test_refine_never_loses_to_rounding_on_its_own_cost():
 @pytest.fixture(scope="module")
 def search_model():
     from runtime.backends import get_backend
-    from runtime.bundle import untrained_bundle
+    from model.bundle import untrained_bundle
 
     bundle = untrained_bundle("small", motion_search_radius=4)
     return bundle, get_backend("tf", bundle)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")
 @pytest.fixture(scope="module")
 def small():
     from runtime.backends import get_backend
-    from runtime.bundle import shipped_bundle
+    from model.bundle import shipped_bundle
 
     bundle = shipped_bundle("small")
     return bundle, get_backend("tf", bundle)

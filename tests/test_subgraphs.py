@@ -7,7 +7,7 @@ import tensorflow as tf
 from model.config import get_config
 from model.elfvc import ELFVC
 from model.entropy import QuantMode
-from runtime.subgraphs import SUBGRAPHS, subgraph_functions
+from export.subgraphs import SUBGRAPHS, subgraph_functions
 
 
 @pytest.mark.parametrize("pframe_quant_width", [False, True])

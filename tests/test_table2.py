@@ -39,10 +39,10 @@ np.savez(out, **result)
 
 
 def _tf_float_chain(model, ctx, images):
-    """runtime/codec.py's chain over runtime/subgraphs.py's FLOAT subgraphs (the model's own
+    """runtime/codec.py's chain over export/subgraphs.py's FLOAT subgraphs (the model's own
     hyper syntheses, as table2 runs them), TF backend, I-frame then P-frame."""
     from runtime.codec import _round_symbols
-    from runtime.subgraphs import SUBGRAPHS, subgraph_functions
+    from export.subgraphs import SUBGRAPHS, subgraph_functions
 
     def positional(name, f):
         return lambda **kw: {k: v.numpy() for k, v in f(*[kw[spec.name] for spec in SUBGRAPHS[name].inputs]).items()}
@@ -81,7 +81,7 @@ def parity(tmp_path_factory):
     torch_python()
     from gpu_train.weights import assign_keras, keras_arrays
     from runtime.backends import get_backend
-    from runtime.bundle import load_bundle
+    from model.bundle import load_bundle
     from runtime.codec import Encoder
     from runtime.types import FrameType
 
@@ -157,7 +157,7 @@ def test_the_gpu_recipe_fp16_channels_last_runs_and_stays_close(parity):
 
 
 def test_symbols_against_the_runtime_codec(parity):
-    """The runtime codec's hyper syntheses are integer networks (runtime/integer_hyper.py), whose
+    """The runtime codec's hyper syntheses are integer networks (model/integer_hyper.py), whose
     means differ from the float ones by a quantization step: k1 of the I-frame (no hyper synthesis
     before it) is identical; the rest may move by one now and then (measured: 0.68% of the
     I-frame's k0, 0.88% of the residue's, none elsewhere), and a moved symbol moves the

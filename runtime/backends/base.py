@@ -1,7 +1,7 @@
 """The backend interface: one way to run the coding subgraphs, whatever executes them.
 
-A backend runs the networks of `runtime.subgraphs.CODING_SUBGRAPHS` (the model's subgraphs with
-the three hyper syntheses replaced by their integer versions, runtime/integer_hyper.py) by name:
+A backend runs the networks of `export.subgraphs.CODING_SUBGRAPHS` (the model's subgraphs with
+the three hyper syntheses replaced by their integer versions, model/integer_hyper.py) by name:
 
     backend.run("iframe_analysis", image=x, embedding=e) -> {"latent": y}
 

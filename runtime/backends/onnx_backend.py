@@ -10,7 +10,7 @@ One InferenceSession per subgraph, created on first use (a decoder never loads t
 subgraphs), with export/ort.py's settings. Inputs are checked by name, dtype and shape against
 the export manifest before they reach ONNX Runtime.
 
-The hyper syntheses are integer networks (runtime/integer_hyper.py): their outputs, which index
+The hyper syntheses are integer networks (model/integer_hyper.py): their outputs, which index
 the range coder's tables, are bit-identical to the TF backend's; the exporter checks exactly
 that for every export, and tests/test_backends.py on real frames.
 """

@@ -1,6 +1,6 @@
 """The TensorFlow backend: the reference every other backend is compared with.
 
-Runs the `tf.function`s of `runtime.subgraphs.coding_subgraph_functions` eagerly on numpy inputs.
+Runs the `tf.function`s of `export.subgraphs.coding_subgraph_functions` eagerly on numpy inputs.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class TFBackend(Backend):
     name = "tf"
 
     def __init__(self, bundle):
-        from runtime.subgraphs import CODING_SUBGRAPHS, coding_subgraph_functions
+        from export.subgraphs import CODING_SUBGRAPHS, coding_subgraph_functions
 
         _quiet_tracing()
         self._functions = coding_subgraph_functions(bundle)

@@ -27,7 +27,7 @@ Winograd or FFT algorithm (whose transforms are not exact).
 
 The scale index never leaves integers either: sigma = softplus(acc * 2^-s) / Q_w falls in table
 bin k iff acc >= T_k, with integer thresholds T_k = ceil(softplus^-1(m_k * Q_w) * 2^s) computed
-on the host in float64 from the range coder's bin boundaries m_k (runtime/entropy_coding.py).
+on the host in float64 from the range coder's bin boundaries m_k (model/npmath.py).
 
 The steps of the activations are calibrated on real activations (`calibrate`); the result is
 pinned in the bundle (`integer_hyper.npz`) and hashed into the model identity, so encoder and
@@ -42,7 +42,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from runtime.entropy_coding import scale_boundaries, scale_index
+from model.npmath import scale_boundaries, scale_index
 
 #: Largest hidden activation (8-bit activations).
 ACTIVATION_MAX = 255

@@ -173,7 +173,7 @@ def subgraph_functions(model: ELFVC) -> Dict[str, tf.types.experimental.GenericF
     }
 
 
-# -- the coding graph: integer hyper syntheses (runtime/integer_hyper.py) -----------------------------
+# -- the coding graph: integer hyper syntheses (model/integer_hyper.py) -----------------------------
 _QEMB = TensorSpec("quantized_embedding", "embedding_width", 0)
 
 #: What the codec runs: SUBGRAPHS with each *_hyper_synthesis replaced by its integer network,
@@ -191,15 +191,15 @@ CODING_SUBGRAPHS: Dict[str, Subgraph] = {
 
 def coding_subgraph_functions(bundle_or_model) -> Dict[str, tf.types.experimental.GenericFunction]:
     """`subgraph_functions` with the three *_hyper_synthesis entries replaced by the integer
-    networks of runtime/integer_hyper.py (a bundle's pinned ones, or for a bare model ones
-    calibrated now on runtime.bundle.calibration_frames())."""
+    networks of model/integer_hyper.py (a bundle's pinned ones, or for a bare model ones
+    calibrated now on model.bundle.calibration_frames())."""
     model = getattr(bundle_or_model, "model", bundle_or_model)
     integer_hyper = getattr(bundle_or_model, "integer_hyper", None)
     if integer_hyper is None:
-        from runtime.bundle import calibrate
+        from model.bundle import calibrate
 
         integer_hyper = calibrate(model)
-    from runtime.integer_hyper import tf_function
+    from model.integer_hyper import tf_function
 
     functions = subgraph_functions(model)
     for block in ("iframe", "flow", "residue"):
