@@ -534,6 +534,23 @@ def reinitialize(model, prefixes, seed: int):
     return names
 
 
+def freeze_parameters(model, prefixes):
+    """Turns off requires_grad of every parameter under `prefixes` (the Stepper's optimizer then
+    leaves them alone); returns their names. Normalization statistics freeze on their own
+    schedule (norm_freeze_steps)."""
+    names = []
+    for prefix in prefixes:
+        under = [(n, q) for n, q in model.named_parameters() if n.startswith(prefix + ".")]
+        if not under:
+            raise TrainError(f"--freeze {','.join(prefixes)}: no parameters under {prefix!r}")
+        for name, param in under:
+            param.requires_grad_(False)
+            names.append(name)
+    if all(not q.requires_grad for q in model.parameters()):
+        raise TrainError(f"--freeze {','.join(prefixes)}: that leaves nothing to train")
+    return names
+
+
 def check_args(args) -> None:
     """Rejects values the model or the loop cannot use, naming the flag."""
     if args.minutes <= 0:
@@ -565,6 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="model config .json (a shipped folder's config.json)")
     p.add_argument("--init", help="initial weights: an .npz, comma-separated shards, or a folder of shards")
     p.add_argument("--reinit", default="", help="comma list of parameter prefixes to re-initialize, e.g. flow")
+    p.add_argument("--freeze", default="",
+                   help="comma list of parameter prefixes left untrained, e.g. iframe (train the P path alone: no "
+                        "gradients, no Adam state, no weight change under them)")
     p.add_argument("--data", required=True, help="folder of videos (searched recursively)")
     p.add_argument("--photos", default="", help="folder of photos for the I-frame phase")
     p.add_argument("--cache_dir")
@@ -731,6 +751,10 @@ def build_model(args, device):
     if reinit:
         names = reinitialize(model, reinit, args.seed + 1)
         print(f"re-initialized {len(names)} tensors under {','.join(reinit)}", flush=True)
+    freeze = [s for s in args.freeze.split(",") if s]
+    if freeze:
+        names = freeze_parameters(model, freeze)
+        print(f"froze {len(names)} tensors under {','.join(freeze)}", flush=True)
     model.to(device)
     model.train()
     model.step_int = int(model.step)

@@ -142,10 +142,10 @@ def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
     result = run_torch([
         "-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--init={tmp_path / 'init.npz'}",
         f"--data={data}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.05", "--batch=1", "--gop=3", "--crop=64",
-        "--device=cpu", "--log_every=2", "--reinit=flow", "--warp_loss=1",
+        "--device=cpu", "--log_every=2", "--reinit=flow", "--warp_loss=1", "--freeze=iframe",
     ])
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "re-initialized" in result.stdout and "done: model step" in result.stdout
+    assert "re-initialized" in result.stdout and "froze" in result.stdout and "done: model step" in result.stdout
     progress = json.loads((tmp_path / "out" / "progress.json").read_text())
     assert progress["final"] and progress["steps_here"] >= 1
     assert progress["model_step"] == int(default_arrays["step"]) + progress["steps_here"]
@@ -159,6 +159,10 @@ def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
     # Re-initialized and trained: the flow block changed, the frozen norm statistics did not.
     assert not np.array_equal(trained["flow.analysis.stem.kernel"], default_arrays["flow.analysis.stem.kernel"])
     np.testing.assert_array_equal(trained["flow.encoder_norm.moving_mean"], default_arrays["flow.encoder_norm.moving_mean"])
+    # --freeze=iframe: every I-frame codec weight comes back bit for bit, the residue block trained.
+    iframe = [k for k in trained if k.startswith("iframe.")]
+    assert iframe and all(np.array_equal(trained[k], default_arrays[k]) for k in iframe)
+    assert any(not np.array_equal(trained[k], default_arrays[k]) for k in trained if k.startswith("residue."))
 
 
 def test_gpu_trainer_rejects_bad_input_in_one_line(tmp_path):
@@ -181,6 +185,7 @@ def test_gpu_trainer_rejects_bad_input_in_one_line(tmp_path):
     ("--crop=100", "error: --crop must be a multiple of 64 (the model's frame multiple), got 100"),
     ("--minutes=0", "error: --minutes must be positive, got 0"),
     ("--init=/nonexistent.npz", "error: --init: /nonexistent.npz: no such file"),
+    ("--freeze=iframe,nosuch", "error: --freeze iframe,nosuch: no parameters under 'nosuch'"),
 ])
 def test_gpu_trainer_checks_flags_before_work(tmp_path, flag, message):
     result = run_torch([
