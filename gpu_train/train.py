@@ -350,6 +350,16 @@ class Replicas:
         self.dist.broadcast(t, 0)
         return float(t[0]), bool(t[1] > 0)
 
+    def mean(self, value: float, device) -> float:
+        """The mean of `value` over every process (collective: every rank calls it at the same point)."""
+        import torch
+
+        if self.dist is None:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        self.dist.all_reduce(t)
+        return float(t[0]) / self.world
+
     def max_weight_difference(self, model) -> float:
         """The largest |weight - rank 0's weight| over every parameter and buffer, on every rank."""
         import torch
@@ -564,6 +574,8 @@ def check_args(args) -> None:
             raise TrainError(f"--{flag} must be a multiple of 64 (the model's frame multiple), got {value}")
     if args.lr <= 0 or args.warp_loss < 0 or args.clip_norm < 0:
         raise TrainError("--lr must be positive, --warp_loss and --clip_norm non-negative")
+    if not (args.diverge_factor == 0 or args.diverge_factor > 1) or args.max_rollbacks < 0:
+        raise TrainError("--diverge_factor must be 0 (off) or > 1, --max_rollbacks non-negative")
     if not 0 <= args.image_frac < 1:
         raise TrainError(f"--image_frac must be in [0, 1), got {args.image_frac:g}")
     if args.image_frac > 0 and args.gop < 2:
@@ -606,6 +618,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warp_loss", type=float, default=0.0)
     p.add_argument("--warp_loss_frac", type=float, default=0.0, help="fraction of the budget the warp loss is on (0: all)")
     p.add_argument("--clip_norm", type=float, default=0.0)
+    p.add_argument("--diverge_factor", type=float, default=20.0,
+                   help="a log window whose loss is non-finite or this many times the median of the phase's last 10 "
+                        "windows is a divergence: the weights roll back to the last checkpoint, Adam restarts and the "
+                        "lr halves (0: off)")
+    p.add_argument("--max_rollbacks", type=int, default=3,
+                   help="divergences survived by rolling back; the next one ends the run with the last good weights saved")
     p.add_argument("--precision", choices=("tf32", "bf16", "fp32"), default="tf32")
     p.add_argument("--graphs", action="store_true", help="capture the training step in CUDA graphs (CUDA only)")
     p.add_argument("--channels_last", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
@@ -630,8 +648,24 @@ def main(argv=None) -> int:
         return 1
 
 
+def is_divergent(loss: float, previous, factor: float) -> bool:
+    """A window's mean loss diverged: non-finite, or (with at least 3 earlier windows of the phase)
+    more than `factor` times the median of the last 10 (factor 0: only non-finite counts)."""
+    if not math.isfinite(loss):
+        return True
+    recent = sorted(previous[-10:])
+    if factor <= 0 or len(recent) < 3:
+        return False
+    return loss > factor * recent[len(recent) // 2]
+
+
 class Run:
-    """One training run's state: model, stepper, log window and checkpoints."""
+    """One training run's state: model, stepper, log window and checkpoints.
+
+    It keeps a host copy of the weights at the last checkpoint (the run's initial weights before
+    the first): a divergence (`is_divergent`) rolls the model back to it instead of training on,
+    or saving, exploded weights.
+    """
 
     def __init__(self, args, model, stepper, device, num_levels, out_dir, flops_peak):
         import torch
@@ -647,7 +681,43 @@ class Run:
         self.history = []
         self.torch = torch
         self.quiet = False  # set on every process but rank 0 of several
+        self.losses = {}  # phase -> mean loss of every healthy log window
+        self.rollbacks = []  # {"model_step", "to_step", "loss", "lr_scale"} of every divergence survived
+        self.lr_scale = 1.0
+        self.replicas = None  # a Replicas of several processes: divergence is judged on their mean loss
+        self.keep_good_state()
         self.reset_window()
+
+    def keep_good_state(self):
+        self.good_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def window_loss(self) -> float:
+        """This process's mean loss over the current window."""
+        return float(self.window["loss"]) / max(self.window["n"], 1)
+
+    def healthy(self, phase: str, loss: float) -> bool:
+        return not is_divergent(loss, self.losses.get(phase, []), self.args.diverge_factor)
+
+    def roll_back(self, phase: str, loss: float):
+        """Restores the last checkpoint's weights in place (captured CUDA graphs keep their
+        tensors), restarts Adam's moments and halves the lr; TrainError after --max_rollbacks, with
+        the good weights saved first."""
+        model = self.model
+        step = int(model.step)
+        model.load_state_dict(self.good_state)
+        model.step_int = int(model.step)
+        self.stepper.restart_optimizer()
+        self.reset_window()
+        if len(self.rollbacks) >= self.args.max_rollbacks:
+            self.save(final=True, extra={"diverged_at": step})
+            raise TrainError(
+                f"the loss diverged at model step {step} ({phase} phase, window loss {loss:.4g}) after "
+                f"{len(self.rollbacks)} rollbacks: saved the last good weights (model step {int(model.step)}) and stopped"
+            )
+        self.lr_scale *= 0.5
+        self.rollbacks.append({"model_step": step, "to_step": int(model.step), "loss": loss, "lr_scale": self.lr_scale})
+        print(f"warning: the loss diverged at model step {step} ({phase} phase, window loss {loss:.4g}): rolled back to "
+              f"model step {int(model.step)}, restarted Adam, lr x{self.lr_scale:g}", flush=True)
 
     def reset_window(self):
         torch, L = self.torch, self.num_levels
@@ -672,11 +742,14 @@ class Run:
             w["warp_n"] += 1
 
     def log(self, phase: str, frames_per_step: int, pixels: int, lr: float, frac: float):
+        """Prints and records the window; returns False (recording nothing) if its loss diverged."""
         w = self.window
         n = w["n"]
-        mean_loss = float(w["loss"]) / n
-        if not math.isfinite(mean_loss):
-            raise TrainError(f"loss became non-finite at model step {int(self.model.step)} ({phase} phase)")
+        # Every process logs at the same step, so all take the same decision on the same mean.
+        mean_loss = self.window_loss() if self.replicas is None else self.replicas.mean(self.window_loss(), self.device)
+        if not self.healthy(phase, mean_loss):
+            return False
+        self.losses.setdefault(phase, []).append(mean_loss)
         dt = time.time() - self.window_start
         sps = n / dt
         count = w["count"].clamp(min=1)
@@ -702,7 +775,7 @@ class Run:
         self.history.append(record)
         if self.quiet:
             self.reset_window()
-            return
+            return True
         fmt = lambda xs: " ".join("-" if v is None else f"{v:g}" for v in xs)  # noqa: E731
         util = f", {tflops:.1f} TFLOP/s" if tflops else ""
         util += f", MFU {100 * mfu:.1f}%" if mfu else ""
@@ -715,6 +788,7 @@ class Run:
             flush=True,
         )
         self.reset_window()
+        return True
 
     def save(self, final=False, extra=None):
         from gpu_train.weights import save_npz_shards
@@ -726,13 +800,14 @@ class Run:
             "elapsed_s": round(time.time() - self.start, 1), "final": final, "weights": [f.name for f in files],
             "mu": self.stepper.modulator.mu.cpu().numpy().round(3).tolist(), "flops_per_step": self.flops,
             "graphs": bool(self.args.graphs) and self.stepper.graph_failed is None, "graph_error": self.stepper.graph_failed,
-            "args": vars(self.args), "log": self.history,
+            "args": vars(self.args), "log": self.history, "rollbacks": self.rollbacks,
         }
         if extra:
             progress.update(extra)
         tmp = self.out_dir / ".progress.json.tmp"
         tmp.write_text(json.dumps(progress, indent=1))
         tmp.replace(self.out_dir / "progress.json")
+        self.keep_good_state()
 
 
 def build_model(args, device):
@@ -821,6 +896,7 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
             image_stepper.replicas = replicas
     run = Run(args, model, stepper, device, num_levels, out_dir, peak_tflops(device, args.precision, args.peak_tflops))
     run.quiet = not replicas.main
+    run.replicas = replicas if replicas.dist is not None else None
     stop = stop_flag if stop_flag is not None else {"flag": False}
     if stop_flag is None:
         signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
@@ -850,7 +926,7 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
             print(f"phase {phase}: " + (
                 f"I-frame crops, batch {args.image_batch} x {args.image_crop}^2" if phase == "image"
                 else f"GOPs, batch {args.batch} x {args.gop} x {args.crop}^2"), flush=True)
-        lr = args.lr * (1.0 if frac < 0.8 else 0.2 if frac < 0.95 else 0.04)
+        lr = args.lr * run.lr_scale * (1.0 if frac < 0.8 else 0.2 if frac < 0.95 else 0.04)
         if phase_start is not None and args.phase_warmup > 0:
             lr *= min(1.0, (iteration - phase_start + 1) / args.phase_warmup)
         active = image_stepper if phase == "image" else stepper
@@ -884,13 +960,17 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
             model.step += 1
             model.step_int += 1
             run.gop_steps += 1
-        if run.window["n"] >= args.log_every:
-            run.log(phase, frames_per_step, pixels, lr, frac)
+        if run.window["n"] >= args.log_every and not run.log(phase, frames_per_step, pixels, lr, frac):
+            run.roll_back(phase, run.window_loss())
         if replicas.main and time.time() - last_save >= args.save_every_secs:
-            run.save()
-            last_save = time.time()
-    if run.window["n"] and phase is not None:
-        run.log(phase, frames_per_step, pixels, lr, min(frac, 1.0))
+            if run.window["n"] and not run.healthy(phase, run.window_loss()):
+                # Never save exploded weights; the window's log (on every process) rolls them back.
+                print(f"warning: window loss {run.window_loss():.4g} looks diverged: checkpoint postponed", flush=True)
+            else:
+                run.save()
+                last_save = time.time()
+    if run.window["n"] and phase is not None and not run.log(phase, frames_per_step, pixels, lr, min(frac, 1.0)):
+        run.roll_back(phase, run.window_loss())
     extra = None
     if replicas.dist is not None:
         difference = replicas.max_weight_difference(model)

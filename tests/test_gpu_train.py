@@ -126,8 +126,8 @@ def test_weights_errors_name_the_problem(tmp_path, default_arrays, capsys):
     assert len(err) == 3 and all(line.startswith("python -m gpu_train.weights: error: ") for line in err), err
 
 
-def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
-    """A few CPU steps: the trainer loads, trains (the loss is finite), and writes weights that load."""
+def _clip_folder(tmp_path):
+    """A folder holding one 8-frame 256x256 clip cut from bikes.mp4."""
     import imageio_ffmpeg
 
     frames = read_video_frames(bikes_path(), 8)[:, :256, :256]
@@ -138,6 +138,12 @@ def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
     for f in frames:
         writer.send(np.ascontiguousarray(f))
     writer.close()
+    return data
+
+
+def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
+    """A few CPU steps: the trainer loads, trains (the loss is finite), and writes weights that load."""
+    data = _clip_folder(tmp_path)
     np.savez(tmp_path / "init.npz", **default_arrays)
     result = run_torch([
         "-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--init={tmp_path / 'init.npz'}",
@@ -165,6 +171,40 @@ def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
     assert any(not np.array_equal(trained[k], default_arrays[k]) for k in trained if k.startswith("residue."))
 
 
+def test_divergence_rule():
+    from gpu_train.train import is_divergent
+
+    assert is_divergent(float("nan"), [], 20) and is_divergent(float("inf"), [1.0] * 5, 0)
+    assert not is_divergent(1e9, [1.0, 1.0], 20)  # fewer than 3 earlier windows: only non-finite counts
+    assert not is_divergent(19.0, [1.0, 1.0, 1.0], 20) and is_divergent(21.0, [1.0, 1.0, 1.0], 20)
+    assert not is_divergent(1e9, [1.0] * 5, 0)  # factor 0: off
+    assert is_divergent(25.0, [100.0] * 20 + [1.0] * 10, 20)  # the median of the last 10 windows only
+
+
+def test_gpu_trainer_rolls_a_divergence_back(tmp_path, default_arrays):
+    """With a divergence factor barely above 1, a window whose loss tops the median of the earlier
+    ones counts as diverged: the first rolls the weights back (Adam restarted, lr halved), the
+    second ends the run with exit 1, the last good weights (here the initial ones, bit for bit)
+    saved and both events in progress.json."""
+    data = _clip_folder(tmp_path)
+    np.savez(tmp_path / "init.npz", **default_arrays)
+    result = run_torch([
+        "-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--init={tmp_path / 'init.npz'}",
+        f"--data={data}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.5", "--batch=1", "--gop=2", "--crop=64",
+        "--device=cpu", "--log_every=1", "--diverge_factor=1.000001", "--max_rollbacks=1", "--save_every_secs=1e9",
+    ])
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stdout.count("rolled back to model step") == 1 and "lr x0.5" in result.stdout
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the loss diverged at model step") and "after 1 rollbacks" in err[0]
+    progress = json.loads((tmp_path / "out" / "progress.json").read_text())
+    assert len(progress["rollbacks"]) == 1 and progress["rollbacks"][0]["lr_scale"] == 0.5 and progress["diverged_at"]
+    from gpu_train.weights import read_arrays
+
+    saved = read_arrays(tmp_path / "out")
+    assert all(np.array_equal(saved[k], default_arrays[k]) for k in default_arrays)
+
+
 def test_gpu_trainer_rejects_bad_input_in_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -186,6 +226,7 @@ def test_gpu_trainer_rejects_bad_input_in_one_line(tmp_path):
     ("--minutes=0", "error: --minutes must be positive, got 0"),
     ("--init=/nonexistent.npz", "error: --init: /nonexistent.npz: no such file"),
     ("--freeze=iframe,nosuch", "error: --freeze iframe,nosuch: no parameters under 'nosuch'"),
+    ("--diverge_factor=0.5", "error: --diverge_factor must be 0 (off) or > 1, --max_rollbacks non-negative"),
 ])
 def test_gpu_trainer_checks_flags_before_work(tmp_path, flag, message):
     result = run_torch([
