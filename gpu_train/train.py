@@ -565,6 +565,8 @@ def check_args(args) -> None:
     """Rejects values the model or the loop cannot use, naming the flag."""
     if args.minutes <= 0:
         raise TrainError(f"--minutes must be positive, got {args.minutes:g}")
+    if args.max_steps < 0:
+        raise TrainError(f"--max_steps must be >= 0 (0: no step budget), got {args.max_steps}")
     for flag in ("batch", "gop", "downscale", "max_stride", "log_every", "image_batch", "workers"):
         if getattr(args, flag) < 1:
             raise TrainError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
@@ -602,6 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache_dir")
     p.add_argument("--out_dir", required=True)
     p.add_argument("--minutes", type=float, required=True, help="wall-clock budget, data loading excluded")
+    p.add_argument("--max_steps", type=int, default=0,
+                   help="a step budget (I-frame and GOP steps together) that ends the run if it comes before --minutes; "
+                        "the phases and the lr schedule then follow steps (0: time only)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--gop", type=int, default=16)
     p.add_argument("--crop", type=int, default=128)
@@ -745,11 +750,12 @@ class Run:
         """Prints and records the window; returns False (recording nothing) if its loss diverged."""
         w = self.window
         n = w["n"]
-        # Every process logs at the same step, so all take the same decision on the same mean.
-        mean_loss = self.window_loss() if self.replicas is None else self.replicas.mean(self.window_loss(), self.device)
-        if not self.healthy(phase, mean_loss):
+        mean_loss = self.window_loss()  # this process's (each sees its own data)
+        # Every process logs at the same step, so all judge divergence on the same mean over them.
+        shared = mean_loss if self.replicas is None else self.replicas.mean(mean_loss, self.device)
+        if not self.healthy(phase, shared):
             return False
-        self.losses.setdefault(phase, []).append(mean_loss)
+        self.losses.setdefault(phase, []).append(shared)
         dt = time.time() - self.window_start
         sps = n / dt
         count = w["count"].clamp(min=1)
@@ -907,7 +913,10 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
     iteration = 0
     while True:
         if iteration % sync_every == 0:
-            frac, stopping = replicas.decide((time.time() - run.start) / run.budget, stop["flag"], device)
+            time_frac, stopping = replicas.decide((time.time() - run.start) / run.budget, stop["flag"], device)
+        # The run's progress: time over --minutes, or steps over --max_steps when that comes first
+        # (the same count on every process); it sets the phases and the lr schedule.
+        frac = max(time_frac, iteration / args.max_steps) if args.max_steps else time_frac
         iteration += 1
         if frac >= 1.0 or stopping:
             break

@@ -8,7 +8,8 @@
 #   scripts/after_campaign.sh /work/.device/1          # FRAMES: frames per clip (default 8)
 # Writes runs/campaign_sSTEP/ (the model folder, pinned), out/after_campaign_sSTEP/ (level sweeps
 # 0..7 of both models at GOP 1 and GOP 16, and bd.txt) and prints the BD-rates (negative: the new
-# weights need fewer bits); ships nothing (docs/GPU.md says how, when it is better on both clips).
+# weights need fewer bits), and the new I+P (GOP 16) against the shipped all-intra; ships
+# nothing (docs/GPU.md says how, when it is better on both clips).
 # About 10 min with 8 frames on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,9 @@ print(int(read_arrays(sys.argv[1])['step']))" "$weights")
 model=runs/campaign_s$step
 out=out/after_campaign_s$step
 mkdir -p "$out"
+bd() {  # BD-rate of sweep $1 against sweep $2 (or why there is none)
+    "$PY" -m benchmarks.level_sweep --load="$1" --anchor="$2" 2>&1 | grep -i 'BD-rate\|overlap' || true
+}
 if [[ ! -d $model ]]; then
     "$PY" -m gpu_train.weights from_npz --npz="$weights" --config=runtime/checkpoints/base/config.json --out="$model"
     "$PY" -m runtime.bundle pin "$model"
@@ -40,9 +44,11 @@ for spec in street:$EVAL/street_320x180_21f.y4m bedroom:$EVAL/bedroom_480x270_10
                     --gop="$gop" --out="$out/sweep_${name}_${tag}_gop$gop.json" | tail -n 1
             fi
         done
-        echo "$name GOP $gop, new vs shipped base: $("$PY" -m benchmarks.level_sweep \
-            --load="$out/sweep_${name}_new_gop$gop.json" --anchor="$out/sweep_${name}_shipped_gop$gop.json" \
-            | grep -i 'BD-rate')" | tee -a "$out/bd.txt"
+        echo "$name GOP $gop, new vs shipped base: $(bd "$out/sweep_${name}_new_gop$gop.json" \
+            "$out/sweep_${name}_shipped_gop$gop.json")" | tee -a "$out/bd.txt"
     done
+    # Do the P-frames earn their place? (The card's GOP: 16 only if this is negative on both clips.)
+    echo "$name new GOP 16 vs shipped GOP 1: $(bd "$out/sweep_${name}_new_gop16.json" \
+        "$out/sweep_${name}_shipped_gop1.json")" | tee -a "$out/bd.txt"
 done
 echo "Kodak: $PY -m benchmarks.bench_image --model=$model --out_dir=$out/image   (10 min; not run here)"

@@ -143,13 +143,13 @@ def test_two_phase_training_on_cpu(tmp_path):
     config = _tiny_base_config(tmp_path / "config.json")
     result = run_torch([
         "-m", "gpu_train.train", f"--config={config}", f"--data={tmp_path / 'train/video'}",
-        f"--photos={tmp_path / 'train/images'}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.05", "--batch=1",
-        "--gop=2", "--crop=64", "--image_frac=0.3", "--image_batch=2", "--image_crop=64", "--device=cpu",
+        f"--photos={tmp_path / 'train/images'}", f"--out_dir={tmp_path / 'out'}", "--minutes=10", "--max_steps=8",
+        "--batch=1", "--gop=2", "--crop=64", "--image_frac=0.5", "--image_batch=2", "--image_crop=64", "--device=cpu",
         "--log_every=2", "--precision=bf16", "--clip_norm=1", "--workers=2",
     ])
     assert result.returncode == 0, result.stderr[-2000:]
     progress = json.loads((tmp_path / "out" / "progress.json").read_text())
-    assert progress["image_steps"] >= 2 and progress["gop_steps"] >= 2, progress
+    assert (progress["image_steps"], progress["gop_steps"]) == (4, 4), progress  # --max_steps=8, half each
     assert progress["model_step"] == progress["gop_steps"]
     phases = {r["phase"] for r in progress["log"]}
     assert phases == {"image", "gop"}, phases
@@ -225,8 +225,8 @@ def test_two_processes_train_as_one(tmp_path):
     result = run_torch([
         "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={random.randint(20000, 60000)}",
         "-m", "gpu_train.train", f"--config={config}", f"--data={tmp_path / 'train/video'}",
-        f"--out_dir={tmp_path / 'out'}", "--minutes=0.05", "--batch=1", "--gop=3", "--crop=64", "--device=cpu",
-        "--log_every=2", "--clip_norm=1",
+        f"--out_dir={tmp_path / 'out'}", "--minutes=10", "--max_steps=3", "--batch=1", "--gop=3", "--crop=64",
+        "--device=cpu", "--log_every=2", "--clip_norm=1",
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas: 2 processes, largest weight difference from rank 0: 0\n" in result.stdout
@@ -238,7 +238,7 @@ def test_two_processes_train_as_one(tmp_path):
         np.testing.assert_array_equal(rank0[key], rank1[key], err_msg=key)
     p0 = json.loads((tmp_path / "out" / "progress.json").read_text())
     p1 = json.loads((tmp_path / "out" / "rank1" / "progress.json").read_text())
-    assert p0["gop_steps"] == p1["gop_steps"] >= 2 and p0["replicas"] == 2
+    assert p0["gop_steps"] == p1["gop_steps"] == 3 and p0["replicas"] == 2
     # Each rank saw its own crops: their logged losses differ.
     assert [r["loss"] for r in p0["log"]] != [r["loss"] for r in p1["log"]]
 

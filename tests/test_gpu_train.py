@@ -147,16 +147,15 @@ def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
     np.savez(tmp_path / "init.npz", **default_arrays)
     result = run_torch([
         "-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--init={tmp_path / 'init.npz'}",
-        f"--data={data}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.05", "--batch=1", "--gop=3", "--crop=64",
+        f"--data={data}", f"--out_dir={tmp_path / 'out'}", "--minutes=10", "--max_steps=3", "--batch=1", "--gop=3", "--crop=64",
         "--device=cpu", "--log_every=2", "--reinit=flow", "--warp_loss=1", "--freeze=iframe",
     ])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "re-initialized" in result.stdout and "froze" in result.stdout and "done: model step" in result.stdout
     progress = json.loads((tmp_path / "out" / "progress.json").read_text())
-    assert progress["final"] and progress["steps_here"] >= 1
-    assert progress["model_step"] == int(default_arrays["step"]) + progress["steps_here"]
-    if progress["steps_here"] >= 2:  # the first step counts FLOPs and is not logged
-        assert progress["log"] and all(r["loss"] > 0 for r in progress["log"])
+    assert progress["final"] and progress["steps_here"] == 3  # --max_steps
+    assert progress["model_step"] == int(default_arrays["step"]) + 3
+    assert progress["log"] and all(r["loss"] > 0 for r in progress["log"])  # steps 2-3 (the first counts FLOPs)
     from gpu_train.weights import read_arrays
 
     trained = read_arrays(tmp_path / "out")
@@ -190,7 +189,7 @@ def test_gpu_trainer_rolls_a_divergence_back(tmp_path, default_arrays):
     np.savez(tmp_path / "init.npz", **default_arrays)
     result = run_torch([
         "-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--init={tmp_path / 'init.npz'}",
-        f"--data={data}", f"--out_dir={tmp_path / 'out'}", "--minutes=0.5", "--batch=1", "--gop=2", "--crop=64",
+        f"--data={data}", f"--out_dir={tmp_path / 'out'}", "--minutes=10", "--max_steps=60", "--batch=1", "--gop=2", "--crop=64",
         "--device=cpu", "--log_every=1", "--diverge_factor=1.000001", "--max_rollbacks=1", "--save_every_secs=1e9",
     ])
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
@@ -227,6 +226,7 @@ def test_gpu_trainer_rejects_bad_input_in_one_line(tmp_path):
     ("--init=/nonexistent.npz", "error: --init: /nonexistent.npz: no such file"),
     ("--freeze=iframe,nosuch", "error: --freeze iframe,nosuch: no parameters under 'nosuch'"),
     ("--diverge_factor=0.5", "error: --diverge_factor must be 0 (off) or > 1, --max_rollbacks non-negative"),
+    ("--max_steps=-1", "error: --max_steps must be >= 0 (0: no step budget), got -1"),
 ])
 def test_gpu_trainer_checks_flags_before_work(tmp_path, flag, message):
     result = run_torch([
