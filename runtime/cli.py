@@ -59,11 +59,11 @@ COMMANDS = {
 _CODING = ("model", "backend", "progress")
 #: The flags each command accepts (others given explicitly are an error, not silently ignored).
 COMMAND_FLAGS = {
-    "encode": {"level", "gop", "preset", "scenecut", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
+    "encode": {"level", "gop", "preset", "scenecut", "rd_frame_type", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
                "motion_refine", "max_pixels", *_CODING},
     "decode": {"reference", "overwrite", "max_pixels", *_CODING},
     "info": set(),
-    "plot_rc": {"level", "gop", "scenecut", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
+    "plot_rc": {"level", "gop", "scenecut", "rd_frame_type", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
                 "motion_refine", *_CODING},
     "visualize": {"level", "frame", "model", "overwrite"},
     "models": set(),
@@ -91,6 +91,10 @@ def define_flags() -> flags.FlagValues:
                        "is tried as an I-frame, kept if no larger and no worse in PSNR; the next GOP counts from it "
                        "(0: off; default: the preset's, fast 0, else this).",
                        lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_boolean("rd_frame_type", False, "Code every P-frame as an I-frame too and keep the one of lower "
+                         "MSE + lambda(level) x bpp (the training loss): worth it where the model's P-frames lose to its "
+                         "I-frames on some content; doubles the P-frames' encoding time (default: the preset's, on in slow).",
+                         flag_values=fv)
     flags.DEFINE_boolean("motion_refine", False, "Choose each 16x16 block's coded motion by rate and distortion "
                          "(runtime/motion_refine.py; models with the motion search): slower encoding, a few % fewer bits "
                          "at equal quality; any decoder reads the stream (default: the preset's, on in slow).", flag_values=fv)
@@ -472,6 +476,7 @@ def _encode(frames, out_path, fps, gop, controller, backend, bundle, bar, fv, sr
                            bundle=bundle, progress=progress, input_path=src,
                            scenecut=fv.scenecut if fv["scenecut"].present else None,
                            motion_refinement=MotionRefinement(enabled=fv.motion_refine) if fv["motion_refine"].present else None,
+                           rd_frame_type=fv.rd_frame_type if fv["rd_frame_type"].present else None,
                            preset=fv.preset)  # fmt: skip
     return _frame_stats(summary), summary.seconds
 

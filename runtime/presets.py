@@ -13,8 +13,10 @@ encode speed; slow -10.5% (street), -14.0% (bedroom), -21.0% (bikes.mp4) at 1/55
   P-frames) is off. Not with a PSNR floor (--min_psnr needs reconstructions).
 - `medium` (default): the codec as trained; the scene-cut check on (runtime/stream.py).
 - `slow`: each I-frame's latent is searched by gradient steps on rate + lambda x distortion
-  through the decoder (runtime/latent_opt.py; kept only where its real cost is lower), and the
-  P-frames' block motion is chosen by rate and distortion (runtime/motion_refine.py).
+  through the decoder (runtime/latent_opt.py; kept only where its real cost is lower), the
+  P-frames' block motion is chosen by rate and distortion (runtime/motion_refine.py), and every
+  P-frame is also coded as an I-frame, the one of lower MSE + lambda x bpp kept (runtime/stream.py
+  `rd_cost`; the scene-cut rule is then moot).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Preset:
     motion_refine: bool = False
     skip_unreferenced_synthesis: bool = False  # GOP 1 only: no encoder-side reconstruction
     scenecut: Optional[float] = None  # None: the caller's (DEFAULT_SCENECUT unless given)
+    rd_frame_type: bool = False  # every P-frame also coded as an I-frame, the lower D + lambda R kept
 
     def latent_optimization(self) -> Optional[LatentOptimization]:
         return LatentOptimization(steps=self.latent_steps) if self.latent_steps else None
@@ -55,9 +58,10 @@ PRESETS: Dict[str, Preset] = {
     "slow": Preset(
         "slow",
         "10-21% fewer bits than medium at equal PSNR for ~55x its encoding time: each I-frame's latent searched "
-        "by 50 gradient steps, R-D motion choice on P-frames",
+        "by 50 gradient steps, R-D motion choice on P-frames, each P-frame also tried as an I-frame (R-D choice)",
         latent_steps=50,
         motion_refine=True,
+        rd_frame_type=True,
     ),
 }
 DEFAULT_PRESET = "medium"

@@ -9,6 +9,7 @@ Frame types follow the GOP: frame i is an I-frame when i % gop == 0 (gop 0: only
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import tempfile
@@ -30,7 +31,7 @@ from runtime.bitstream import (
 from runtime.codec import Decoder, EncodedFrame, Encoder
 from runtime.entropy_coding import SubstreamLayout
 from runtime.limits import MAX_PIXELS, check_picture_size
-from runtime.motion_refine import MotionRefinement
+from runtime.motion_refine import MotionRefinement, training_lambda
 from model.fileio import as_umask_allows
 from runtime.types import CodecError, FrameType, RateController, TrialResult
 
@@ -142,6 +143,7 @@ def encode_video(
     motion_refinement: Optional[MotionRefinement] = None,
     max_pixels: int = MAX_PIXELS,
     preset="medium",
+    rd_frame_type: Optional[bool] = None,
 ) -> EncodeSummary:
     """Encodes uint8 [H, W, 3] frames into `out_path` (written to a temporary name in the same
     folder and renamed on success; nothing is left behind on failure).
@@ -157,9 +159,13 @@ def encode_video(
     `max_pixels` (runtime/limits.py; the readers of runtime/video_io.py refuse them first) are
     refused before the networks run.
 
+    With `rd_frame_type` every P-frame is also coded as an I-frame at the same level and the one
+    with the lower rate-distortion cost (`rd_cost`: the training loss, RGB MSE + lambda(level) x
+    bpp, lambda from the model card's range) is kept; it replaces the scene-cut rule.
+
     `preset` (runtime/presets.py: fast, medium, slow, or a Preset) sets the encoder-side choices;
-    an explicit `scenecut` (default: the preset's, else DEFAULT_SCENECUT) or `motion_refinement`
-    wins over it. No preset changes what a decoder reads.
+    an explicit `scenecut` (default: the preset's, else DEFAULT_SCENECUT), `motion_refinement` or
+    `rd_frame_type` wins over it. No preset changes what a decoder reads.
     """
     from runtime.presets import default_scenecut, get_preset
 
@@ -171,6 +177,14 @@ def encode_video(
         scenecut = default_scenecut(preset)
     if motion_refinement is None:
         motion_refinement = preset.motion_refinement()
+    if rd_frame_type is None:
+        rd_frame_type = preset.rd_frame_type
+    rd_lambda = None
+    if rd_frame_type:
+        lambda_range = bundle.card.get("lambda_range") if getattr(bundle, "card", None) else None
+
+        def rd_lambda(level: float) -> float:
+            return training_lambda(level, bundle.config.max_level, lambda_range)
     # `fast`: with GOP 1 nothing references a frame, so unless the controller judges frames by
     # their PSNR the encoder need not reconstruct them.
     reconstruct = not (preset.skip_unreferenced_synthesis and gop == 1 and not getattr(controller, "needs_psnr", True))
@@ -214,7 +228,7 @@ def encode_video(
                 scheduled = last_intra is None or (gop > 0 and index - last_intra[0] >= gop)
                 frame_type = FrameType.I if scheduled else FrameType.P
                 intra_bits = None if (scenecut <= 0 or last_intra is None) else scenecut * last_intra[1]
-                encoded = _encode_one(encoder, controller, frame, index, frame_type, intra_bits, reconstruct)
+                encoded = _encode_one(encoder, controller, frame, index, frame_type, intra_bits, reconstruct, rd_lambda)
                 if encoded.frame_type is FrameType.I:
                     last_intra = (index, encoded.bits)
                 f.write(encoded.payload)
@@ -251,14 +265,23 @@ def _replace_count(header: StreamHeader, count: int) -> StreamHeader:
     return replace(header, frame_count=count)
 
 
+def rd_cost(bits: int, psnr: float, num_pixels: int, lam: float) -> float:
+    """One frame's rate-distortion cost as training weighs it (model/losses.py, D + lambda R): RGB
+    MSE on [0, 1] (from the PSNR) plus lambda x bits per pixel."""
+    mse = 10.0 ** (-psnr / 10.0) if math.isfinite(psnr) else 0.0
+    return mse + lam * bits / num_pixels
+
+
 def _encode_one(
     encoder: Encoder, controller: RateController, frame, index: int, frame_type: FrameType, scenecut_bits=None,
-    reconstruct: bool = True,
+    reconstruct: bool = True, rd_lambda: Optional[Callable[[float], float]] = None,
 ) -> EncodedFrame:
     """Asks the controller for a level (it may run trials), codes the frame and commits it. A trial
-    at the chosen level is reused instead of coding the frame again. A P-frame of more than
-    `scenecut_bits` bits is also coded as an I-frame at the same level, which replaces it only if
-    it is no larger and no worse in PSNR (and better in one of the two)."""
+    at the chosen level is reused instead of coding the frame again. With `rd_lambda` (level ->
+    lambda) every P-frame is also coded as an I-frame at the same level and the one of lower
+    `rd_cost` is kept; otherwise a P-frame of more than `scenecut_bits` bits is also coded as an
+    I-frame, which replaces it only if it is no larger and no worse in PSNR (and better in one of
+    the two)."""
     trials = {}
 
     def trial(level: float) -> TrialResult:
@@ -270,7 +293,12 @@ def _encode_one(
     level = float(np.float32(controller.select_level(index, frame_type, num_pixels, trial)))
     encoded = trials[level] if level in trials else encoder.encode_frame(frame, level, frame_type, commit=False,
                                                                          reconstruct=reconstruct)
-    if frame_type is FrameType.P and scenecut_bits is not None and encoded.bits > scenecut_bits:
+    if frame_type is FrameType.P and rd_lambda is not None:
+        intra = encoder.encode_frame(frame, level, FrameType.I, commit=False)
+        lam = rd_lambda(level)
+        if rd_cost(intra.bits, intra.psnr, num_pixels, lam) < rd_cost(encoded.bits, encoded.psnr, num_pixels, lam):
+            encoded = intra
+    elif frame_type is FrameType.P and scenecut_bits is not None and encoded.bits > scenecut_bits:
         intra = encoder.encode_frame(frame, level, FrameType.I, commit=False)
         if _dominates(intra, encoded):
             encoded = intra

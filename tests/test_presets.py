@@ -141,3 +141,48 @@ def test_bad_settings_are_refused():
                             ({"lambda_scale": float("nan")}, "lambda scale")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             LatentOptimization(**kwargs)
+
+
+def test_rd_cost_is_the_training_loss():
+    from runtime.stream import rd_cost
+
+    assert rd_cost(0, 20.0, 100, 0.5) == pytest.approx(0.01)  # MSE 10^-2
+    assert rd_cost(800, 30.0, 100, 0.01) == pytest.approx(1e-3 + 0.08)
+    assert rd_cost(8, float("inf"), 4, 1.0) == 2.0  # an exact frame costs its bits alone
+
+
+def test_rd_frame_type_keeps_the_cheaper_coding(tmp_path, small, bikes_frames):
+    """rd_frame_type: every P-frame is also coded as an I-frame and the one of lower MSE + lambda x
+    bpp is kept: a repeated frame stays a P-frame, a cut to unrelated content becomes an I-frame
+    (without it, a P-frame); the stream decodes to exactly what the encoder reconstructed. (At
+    level 1 with `small`; at higher levels its P-frames code even this cut more cheaply.)"""
+    from runtime.stream import rd_cost
+    from runtime.motion_refine import training_lambda
+
+    bundle, backend = small
+    a = np.ascontiguousarray(bikes_frames[0, 60:124, 100:228])
+    b = np.ascontiguousarray(bikes_frames[7, ::-1, ::-1][60:124, 100:228])  # frame 7 turned over: other content
+    clip = [a, a, b]
+    types = {}
+    for rd in (True, False):
+        encoded = []
+        path = tmp_path / f"rd{rd}.elfvc"
+        encode_video(clip, path, fps=25, gop=16, controller=ConstantLevel(1.0), backend=backend, bundle=bundle,
+                     preset="medium", scenecut=0, rd_frame_type=rd, progress=lambda i, e: encoded.append(e))  # fmt: skip
+        types[rd] = [e.frame_type for e in encoded]
+        decoded = []
+        decode_video(path, decoded.append, backend, bundle)
+        for frame, enc in zip(decoded, encoded, strict=True):
+            np.testing.assert_array_equal(frame, enc.reconstruction)
+    assert types[True] == [FrameType.I, FrameType.P, FrameType.I]
+    assert types[False] == [FrameType.I, FrameType.P, FrameType.P]
+    # The cut frame: its I-frame coding is the lower cost, as the encoder judged.
+    with Encoder(bundle, backend) as encoder:
+        first = encoder.encode_frame(a, 1.0, FrameType.I)
+        second = encoder.encode_frame(a, 1.0, FrameType.P)
+        cut_p = encoder.encode_frame(b, 1.0, FrameType.P, commit=False)
+        cut_i = encoder.encode_frame(b, 1.0, FrameType.I, commit=False)
+    lam = training_lambda(1.0, bundle.config.max_level, bundle.card.get("lambda_range"))
+    px = a.shape[0] * a.shape[1]
+    assert rd_cost(second.bits, second.psnr, px, lam) < rd_cost(first.bits, first.psnr, px, lam)
+    assert rd_cost(cut_i.bits, cut_i.psnr, px, lam) < rd_cost(cut_p.bits, cut_p.psnr, px, lam)
