@@ -42,10 +42,12 @@ flags.DEFINE_integer("gop", None, "I-frame interval (default: the model card's, 
 flags.DEFINE_bool("motion_refine", False, "Encoder-side rate-distortion choice of the quantized block motion "
                   "(runtime/motion_refine.py).", flag_values=FLAGS)
 flags.DEFINE_float("motion_lambda_scale", 1.0, "Scale of the motion refinement's lambda.", flag_values=FLAGS)
+flags.DEFINE_bool("rd_frame_type", None, "Code every P-frame as an I-frame too and keep the cheaper in rate + lambda x "
+                  "distortion (runtime/stream.py; default: the preset's, on in slow).", flag_values=FLAGS)
 
 
 def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="tf", motion_refinement=None,
-          preset="medium", gop=None) -> list:
+          preset="medium", gop=None, rd_frame_type=None) -> list:
     import numpy as np
 
     from runtime import metrics, video_io
@@ -67,9 +69,9 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
         for level in levels:
             path = os.path.join(tmp, f"{level:g}.elfvc")
             # scenecut=0: a fixed GOP, so a P-frame loop that drifts shows instead of being cut short.
-            encode_video(frames, path, fps=info.fps, gop=gop, controller=ConstantLevel(float(level)),
-                         backend=backend, bundle=bundle, scenecut=0,
-                         motion_refinement=motion_refinement, preset=preset)
+            summary = encode_video(frames, path, fps=info.fps, gop=gop, controller=ConstantLevel(float(level)),
+                                   backend=backend, bundle=bundle, scenecut=0, motion_refinement=motion_refinement,
+                                   preset=preset, rd_frame_type=rd_frame_type)
             decoded = []
             decode_video(path, decoded.append, backend, bundle)
             size = os.path.getsize(path)
@@ -80,6 +82,7 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
                 "psnr_rgb": float(np.mean(psnr)),
                 "psnr_rgb_worst_frame": float(np.min(psnr)),
                 "psnr_rgb_by_frame": [round(float(v), 4) for v in psnr],
+                "frame_types": "".join(r.frame_type.name for r in summary.frames),
             })
     return rows
 
@@ -145,12 +148,14 @@ def _main(argv) -> int:
 
         refinement = MotionRefinement(lambda_scale=FLAGS.motion_lambda_scale)
     rows = load_rows(FLAGS.load) if FLAGS.load else sweep(
-        FLAGS.clip, FLAGS.step, FLAGS.frames, FLAGS.model, FLAGS.backend, refinement, FLAGS.preset, FLAGS.gop
+        FLAGS.clip, FLAGS.step, FLAGS.frames, FLAGS.model, FLAGS.backend, refinement, FLAGS.preset, FLAGS.gop,
+        FLAGS.rd_frame_type,
     )
     bd = bd_rate_against(anchor, rows) if anchor else None
-    print(f"{'level':>6} {'bpp':>8} {'PSNR':>7} {'worst':>7}")
+    print(f"{'level':>6} {'bpp':>8} {'PSNR':>7} {'worst':>7}  frames")
     for row in rows:
-        print(f"{row['level']:>6.2f} {row['bpp']:>8.4f} {row['psnr_rgb']:>7.2f} {row.get('psnr_rgb_worst_frame', float('nan')):>7.2f}")
+        print(f"{row['level']:>6.2f} {row['bpp']:>8.4f} {row['psnr_rgb']:>7.2f} {row.get('psnr_rgb_worst_frame', float('nan')):>7.2f}"
+              f"  {row.get('frame_types', '')}")
     print(f"bpp monotone: {monotone([r['bpp'] for r in rows])}; PSNR monotone: {monotone([r['psnr_rgb'] for r in rows])}")
     if anchor:
         print(f"BD-rate against {FLAGS.anchor} (PSNR-RGB): {bd:+.2f}%")

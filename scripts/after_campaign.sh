@@ -50,5 +50,12 @@ for spec in street:$EVAL/street_320x180_21f.y4m bedroom:$EVAL/bedroom_480x270_10
     # Do the P-frames earn their place? (The card's GOP: 16 only if this is negative on both clips.)
     echo "$name new GOP 16 vs shipped GOP 1: $(bd "$out/sweep_${name}_new_gop16.json" \
         "$out/sweep_${name}_shipped_gop1.json")" | tee -a "$out/bd.txt"
+    # And with the encoder's R-D frame-type choice (each P-frame also tried as an I-frame).
+    if [[ ! -f $out/sweep_${name}_new_gop16_rd.json ]]; then
+        "$PY" -m benchmarks.level_sweep --model="$model" --clip="$clip" --step=1 --frames="$frames" --gop=16 \
+            --rd_frame_type --out="$out/sweep_${name}_new_gop16_rd.json" | tail -n 1
+    fi
+    echo "$name new GOP 16 + rd_frame_type vs shipped GOP 1: $(bd "$out/sweep_${name}_new_gop16_rd.json" \
+        "$out/sweep_${name}_shipped_gop1.json")" | tee -a "$out/bd.txt"
 done
 echo "Kodak: $PY -m benchmarks.bench_image --model=$model --out_dir=$out/image   (10 min; not run here)"

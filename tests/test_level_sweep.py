@@ -37,6 +37,7 @@ def _check_sweep(tmp_path, capsys, args, max_drop: float):
     for row in rows:
         by_frame = row["psnr_rgb_by_frame"]
         assert len(by_frame) == 16 and abs(min(by_frame) - row["psnr_rgb_worst_frame"]) < 1e-3
+        assert len(row["frame_types"]) == 16 and row["frame_types"][0] == "I" and set(row["frame_types"]) <= {"I", "P"}
         assert row["psnr_rgb_worst_frame"] <= row["psnr_rgb"] < 60.0, row
         assert min(by_frame[1:]) > by_frame[0] - max_drop, row
     printed = capsys.readouterr().out
