@@ -227,11 +227,12 @@ def test_gpu_trainer_rejects_bad_input_in_one_line(tmp_path):
     ("--freeze=iframe,nosuch", "error: --freeze iframe,nosuch: no parameters under 'nosuch'"),
     ("--diverge_factor=0.5", "error: --diverge_factor must be 0 (off) or > 1, --max_rollbacks non-negative"),
     ("--max_steps=-1", "error: --max_steps must be >= 0 (0: no step budget), got -1"),
+    ("--freeze=iframe --image_frac=0.1", "error: --freeze=iframe leaves the I-frame phase nothing to train: pass --image_frac=0"),
 ])
 def test_gpu_trainer_checks_flags_before_work(tmp_path, flag, message):
     result = run_torch([
         "-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--data={tmp_path}",
-        f"--out_dir={tmp_path / 'out'}", "--minutes=1", "--device=cpu", flag,
+        f"--out_dir={tmp_path / 'out'}", "--minutes=1", "--device=cpu", *flag.split(),
     ])
     assert (result.returncode, result.stderr.strip()) == (1, message)
     assert not (tmp_path / "out").exists()
