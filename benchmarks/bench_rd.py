@@ -329,10 +329,15 @@ def config_from_flags() -> RDConfig:
         raise BenchError("two clips share a name; clip names (file stems) must be unique")
     models = []
     for entry in FLAGS.models:
+        from model.bundle import resolve_model
+        from model.errors import CodecError
+
         label, _, path = entry.rpartition("=") if "=" in entry else (pathlib.Path(entry).name, "", entry)
-        if not pathlib.Path(path).is_dir():
-            raise BenchError(f"--models: {path} is not a checkpoint folder")
-        models.append(ModelSpec(label, path))
+        try:
+            folder = resolve_model(path)  # a folder or a shipped model's name
+        except CodecError as e:
+            raise BenchError(f"--models: {e}") from None
+        models.append(ModelSpec(label, str(folder)))
     if len({m.label for m in models}) != len(models):
         raise BenchError("--models: labels must be unique")
     for name in FLAGS.anchors:

@@ -107,9 +107,14 @@ def test_bench_rd_cli_rejects_bad_input(tmp_path, capsys):
     assert bench_rd.main(["bench_rd", f"--clips={clip}", "--levels=a,b", f"--out_dir={tmp_path}"]) == 1
     assert bench_rd.main(["bench_rd", f"--clips={clip}", "--anchors=x266", f"--out_dir={tmp_path}"]) == 1
     assert bench_rd.main(["bench_rd", "--no_such_flag"]) == 2
+    assert bench_rd.main(["bench_rd", f"--clips={clip}", "--models=nosuch", f"--out_dir={tmp_path}"]) == 1
+    # Shipped names resolve (the docs' `--models=base`): the duplicate is what is refused.
+    assert bench_rd.main(["bench_rd", f"--clips={clip}", "--models=small,small", f"--out_dir={tmp_path}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 5 and all(line.startswith("bench_rd: error: ") for line in err)
+    assert len(err) == 7 and all(line.startswith("bench_rd: error: ") for line in err)
     assert "unknown anchor 'x266'" in err[3]
+    assert "nosuch does not exist, nor is it a shipped model's name (shipped: base, small)" in err[5]
+    assert err[6] == "bench_rd: error: --models: labels must be unique"
     assert not (tmp_path / "results.json").exists()
 
 
