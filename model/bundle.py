@@ -87,6 +87,13 @@ class ModelBundle:
     notes: Tuple[str, ...] = field(default_factory=tuple)  # things a CLI should print
     card: Dict[str, object] = field(default_factory=dict)  # model_card.json, when the folder has one
 
+    def training_lambda(self, level: float) -> float:
+        """The rate weight this model trained with at `level` (its card's lambda_range, else
+        model.npmath.DEFAULT_LAMBDA_RANGE): what the encoder's rate-distortion choices weigh."""
+        from model.npmath import training_lambda
+
+        return training_lambda(level, self.config.max_level, self.card.get("lambda_range"))
+
     @property
     def gop(self) -> Optional[int]:
         """The GOP the model card recommends for this model (None: no recommendation)."""

@@ -10,6 +10,7 @@ torch in gpu_train/net.py, for gradients and graphs); those are checked against 
 - §2 (scale-space flow): the blur levels' sigmas and the Gaussian kernel of each.
 - §3.2: the motion block size (the flow codelayer's latent grid).
 - App. A (entropy model): the range coder's scale table, its boundaries and the index of a scale.
+- §4.1: lambda(level), the rate weight of a continuous level (log-linear between the range's ends).
 """
 
 from __future__ import annotations
@@ -106,3 +107,17 @@ def scale_boundaries() -> np.ndarray:
 def scale_index(scales) -> np.ndarray:
     """Nearest table entry (log domain) of each scale -> int32 indices in [0, SCALE_COUNT)."""
     return np.searchsorted(scale_boundaries(), np.asarray(scales, np.float64), side="right").astype(np.int32)
+
+
+#: The `small` model's training lambdas at level 0 and at the top level (its training.json): the
+#: rate weight of eq. (1) with D the MSE of [0, 1] RGB and R in bits per pixel. Used when neither
+#: the settings nor the model card (`lambda_range`) give one.
+DEFAULT_LAMBDA_RANGE = (0.6, 0.0011)
+
+
+def training_lambda(level: float, max_level: float, lambda_range=None) -> float:
+    """lambda(level) of the training (§4.1: linear in log space between the range's ends,
+    fractional levels too); `lambda_range` None: DEFAULT_LAMBDA_RANGE."""
+    first, last = (float(v) for v in (lambda_range or DEFAULT_LAMBDA_RANGE))
+    t = level / max_level if max_level > 0 else 0.0
+    return first * (last / first) ** t

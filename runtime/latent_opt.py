@@ -38,7 +38,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from runtime.motion_refine import training_lambda
+from model.npmath import training_lambda
 
 SOFT_START = 1.0  # soft-rounding hardness at the first step (nearly the identity)
 SOFT_END = 16.0  # ... and at the last (nearly hard rounding)

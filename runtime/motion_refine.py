@@ -40,20 +40,9 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from model.motion import BLOCK
+from model.npmath import DEFAULT_LAMBDA_RANGE, training_lambda
 from runtime.entropy_coding import SYMBOL_LIMIT, gaussian_codelength_bits, scale_table
 
-#: The `small` model's training lambdas at level 0 and at the top level (its training.json): the
-#: rate weight of eq. (1) with D the MSE of [0, 1] RGB and R in bits per pixel. Used when neither
-#: the settings nor the model card (`lambda_range`) give one.
-DEFAULT_LAMBDA_RANGE = (0.6, 0.0011)
-
-
-def training_lambda(level: float, max_level: float, lambda_range=None) -> float:
-    """lambda(level) of the training (§4.1: linear in log space between the range's ends,
-    fractional levels too); `lambda_range` None: DEFAULT_LAMBDA_RANGE."""
-    first, last = (float(v) for v in (lambda_range or DEFAULT_LAMBDA_RANGE))
-    t = level / max_level if max_level > 0 else 0.0
-    return first * (last / first) ** t
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from runtime.bitstream import (
 from runtime.codec import Decoder, EncodedFrame, Encoder
 from runtime.entropy_coding import SubstreamLayout
 from runtime.limits import MAX_PIXELS, check_picture_size
-from runtime.motion_refine import MotionRefinement, training_lambda
+from runtime.motion_refine import MotionRefinement
 from model.fileio import as_umask_allows
 from runtime.types import CodecError, FrameType, RateController, TrialResult
 
@@ -179,12 +179,7 @@ def encode_video(
         motion_refinement = preset.motion_refinement()
     if rd_frame_type is None:
         rd_frame_type = preset.rd_frame_type
-    rd_lambda = None
-    if rd_frame_type:
-        lambda_range = bundle.card.get("lambda_range") if getattr(bundle, "card", None) else None
-
-        def rd_lambda(level: float) -> float:
-            return training_lambda(level, bundle.config.max_level, lambda_range)
+    rd_lambda = bundle.training_lambda if rd_frame_type else None
     # `fast`: with GOP 1 nothing references a frame, so unless the controller judges frames by
     # their PSNR the encoder need not reconstruct them.
     reconstruct = not (preset.skip_unreferenced_synthesis and gop == 1 and not getattr(controller, "needs_psnr", True))

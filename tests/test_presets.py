@@ -157,7 +157,6 @@ def test_rd_frame_type_keeps_the_cheaper_coding(tmp_path, small, bikes_frames):
     (without it, a P-frame); the stream decodes to exactly what the encoder reconstructed. (At
     level 1 with `small`; at higher levels its P-frames code even this cut more cheaply.)"""
     from runtime.stream import rd_cost
-    from runtime.motion_refine import training_lambda
 
     bundle, backend = small
     a = np.ascontiguousarray(bikes_frames[0, 60:124, 100:228])
@@ -182,7 +181,7 @@ def test_rd_frame_type_keeps_the_cheaper_coding(tmp_path, small, bikes_frames):
         second = encoder.encode_frame(a, 1.0, FrameType.P)
         cut_p = encoder.encode_frame(b, 1.0, FrameType.P, commit=False)
         cut_i = encoder.encode_frame(b, 1.0, FrameType.I, commit=False)
-    lam = training_lambda(1.0, bundle.config.max_level, bundle.card.get("lambda_range"))
+    lam = bundle.training_lambda(1.0)
     px = a.shape[0] * a.shape[1]
     assert rd_cost(second.bits, second.psnr, px, lam) < rd_cost(first.bits, first.psnr, px, lam)
     assert rd_cost(cut_i.bits, cut_i.psnr, px, lam) < rd_cost(cut_p.bits, cut_p.psnr, px, lam)
