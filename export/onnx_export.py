@@ -143,15 +143,20 @@ def convert(
     rename.update({tensor.name: key for key, tensor in zip(keys, frozen.outputs)})
     # tf2onnx logs every rewriter it tries at WARNING; only errors matter here.
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    model, _ = tf2onnx.convert.from_graph_def(
-        frozen.graph.as_graph_def(add_shapes=True),
-        name="elfvc_subgraph",
-        input_names=[tensor.name for tensor in frozen.inputs],
-        output_names=[tensor.name for tensor in frozen.outputs],
-        opset=opset,
-        custom_op_handlers={"MirrorPad": (_symmetric_pad, [])},
-        tensors_to_rename=rename,
-    )
+    # tf2onnx (1.17) freezes the graph again through TF1 APIs; their deprecation notices are
+    # about its code, not the user's.
+    from tensorflow.python.util import deprecation
+
+    with deprecation.silence():
+        model, _ = tf2onnx.convert.from_graph_def(
+            frozen.graph.as_graph_def(add_shapes=True),
+            name="elfvc_subgraph",
+            input_names=[tensor.name for tensor in frozen.inputs],
+            output_names=[tensor.name for tensor in frozen.outputs],
+            opset=opset,
+            custom_op_handlers={"MirrorPad": (_symmetric_pad, [])},
+            tensors_to_rename=rename,
+        )
     order = {renamed[out]: i for i, out in enumerate(output_names)}
     outputs = sorted(model.graph.output, key=lambda v: order[v.name])
     del model.graph.output[:]

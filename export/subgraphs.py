@@ -163,6 +163,9 @@ def subgraph_functions(model: ELFVC) -> Dict[str, tf.types.experimental.GenericF
             result = result if isinstance(result, (tuple, list)) else (result,)
             return {out: tf.identity(t, name=out) for out, t in zip(graph.outputs, result)}
 
+        # Its own code object per subgraph: TensorFlow counts traces per code object, and 13
+        # closures sharing one read as "retracing" (a false warning printed by every export).
+        run.__code__ = run.__code__.replace(co_name=graph.name, co_qualname=graph.name)
         return run
 
     return {

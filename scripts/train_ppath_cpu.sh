@@ -4,12 +4,14 @@
 # P path on this CPU"). Writes weight shards to OUT every 5 min; afterwards
 # `scripts/after_campaign.sh OUT 8` measures them against the shipped model.
 #
-# usage: scripts/train_ppath_cpu.sh [OUT] [MINUTES]     (default runs/cpu_ppath, 75)
+# usage: scripts/train_ppath_cpu.sh [OUT] [MINUTES] [TRAIN FLAGS...]   (default runs/cpu_ppath, 75)
+#   extra flags go to gpu_train.train after these (the last one of a flag wins), e.g. --gop=8 --batch=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/cpu_ppath}
 minutes=${2:-75}
+shift $(( $# < 2 ? $# : 2 ))
 PYTHONPATH=. exec .venv-torch/bin/python -m gpu_train.train --config=runtime/checkpoints/base/config.json \
   --init=runtime/checkpoints/base/weights.npz --data=../shared/data/train/video --cache_dir=runs/cache --downscale=2 \
   --out_dir="$out" --minutes="$minutes" --batch=4 --gop=4 --crop=128 --precision=bf16 --device=cpu --freeze=iframe \
-  --lambda_range=0.2,0.001 --lr=2e-4 --clip_norm=1 --phase_warmup=0 --log_every=50 --save_every_secs=300
+  --lambda_range=0.2,0.001 --lr=2e-4 --clip_norm=1 --phase_warmup=0 --log_every=50 --save_every_secs=300 "$@"
