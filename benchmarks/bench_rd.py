@@ -77,6 +77,7 @@ class RDConfig:
     keep_streams: bool = False
     motion_refine: bool = False  # this codec's encoder-side motion choice (runtime/motion_refine.py)
     preset: str = "medium"  # this codec's encoder preset (runtime/presets.py)
+    rd_frame_type: Optional[bool] = None  # each P-frame also tried as an I-frame (None: the preset's)
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,7 +97,7 @@ class ElfCodec:
     """This codec for one model and backend: encodes frames to a real file and decodes it."""
 
     def __init__(self, spec: ModelSpec, backend_name: str, gop: Optional[int], motion_refine: bool = False,
-                 preset: str = "medium"):
+                 preset: str = "medium", rd_frame_type: Optional[bool] = None):
         from runtime.backends import get_backend
         from model.bundle import default_bundle, load_bundle
 
@@ -106,6 +107,7 @@ class ElfCodec:
         self.gop = gop if gop is not None else self.bundle.coding_gop
         self.motion_refine = motion_refine
         self.preset = preset
+        self.rd_frame_type = rd_frame_type
 
     @property
     def trained(self) -> bool:
@@ -127,7 +129,7 @@ class ElfCodec:
 
         start = time.perf_counter()
         encode_video(iter(frames), stream, fps=fps, gop=self.gop, controller=ConstantLevel(level),
-                     backend=self.backend, bundle=self.bundle, preset=self.preset,
+                     backend=self.backend, bundle=self.bundle, preset=self.preset, rd_frame_type=self.rd_frame_type,
                      motion_refinement=MotionRefinement() if self.motion_refine else None)  # fmt: skip
         encode_s = time.perf_counter() - start
         decoded: list[np.ndarray] = []
@@ -200,7 +202,8 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
         raise BenchError(f"unknown BD method {cfg.bd_method!r}; choose one of {', '.join(METHODS)}")
     anchors = [anchors_lib.get_anchor(a) for a in cfg.anchors]
     points: list[RDPoint] = []
-    elf_codecs = [ElfCodec(spec, cfg.backend, cfg.gop, cfg.motion_refine, cfg.preset) for spec in cfg.models]
+    elf_codecs = [ElfCodec(spec, cfg.backend, cfg.gop, cfg.motion_refine, cfg.preset, cfg.rd_frame_type)
+                  for spec in cfg.models]
     try:
         for codec in elf_codecs:
             bad = [lv for lv in cfg.levels if not 0 <= lv <= codec.max_level]
@@ -249,6 +252,7 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
             "gop": [c.gop for c in elf_codecs],
             "motion_refine": cfg.motion_refine,
             "preset": cfg.preset,
+            "rd_frame_type": cfg.rd_frame_type,
             "max_frames": cfg.max_frames,
             "bd_method": cfg.bd_method,
             "bd_rate_axis": "bpp (file bytes); quality: mean of per-frame values",
@@ -304,6 +308,8 @@ flags.DEFINE_enum("preset", "medium", ["fast", "medium", "slow"], "This codec's 
                   flag_values=FLAGS)
 flags.DEFINE_boolean("motion_refine", False, "This codec's encoder-side rate-distortion choice of the block "
                      "motion (runtime/motion_refine.py).", flag_values=FLAGS)
+flags.DEFINE_boolean("rd_frame_type", None, "This codec codes each P-frame as an I-frame too and keeps the one of "
+                     "lower MSE + lambda(level) x bpp (default: the preset's, on in slow).", flag_values=FLAGS)
 flags.DEFINE_boolean("keep_streams", False, "Keep every codec's stream under OUT_DIR/streams.", flag_values=FLAGS)
 
 
@@ -357,7 +363,7 @@ def config_from_flags() -> RDConfig:
         models=tuple(models) or (ModelSpec("default"),), anchors=tuple(FLAGS.anchors), sweeps=sweeps,
         max_frames=FLAGS.max_frames, gop=FLAGS.gop, backend=FLAGS.backend, with_vmaf=FLAGS.vmaf,
         bd_method=FLAGS.bd_method, keep_streams=FLAGS.keep_streams, motion_refine=FLAGS.motion_refine,
-        preset=FLAGS.preset,
+        preset=FLAGS.preset, rd_frame_type=FLAGS.rd_frame_type,
     )  # fmt: skip
 
 

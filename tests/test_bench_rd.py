@@ -118,21 +118,32 @@ def test_bench_rd_cli_rejects_bad_input(tmp_path, capsys):
     assert not (tmp_path / "results.json").exists()
 
 
-def test_tiny_end_to_end_against_x264(tmp_path, capsys):
+def test_tiny_end_to_end_against_x264(tmp_path, capsys, monkeypatch):
     """3 frames of bikes.mp4: this codec at 2 levels vs x264 at 2 CRFs (18 and 45: wide
     enough to bracket the trained model's quality in every metric), through real files.
 
     With the shipped (trained) model the curves overlap and the BD-rate must be finite; the
     untrained fallback model codes at about 6 dB, where no x264 setting reaches, and the
     report must then say exactly that instead of inventing a number. This codec runs with the
-    encoder-side motion refinement (recorded in the report's meta).
+    encoder-side motion refinement and the R-D frame-type choice (both reach the encoder and are
+    recorded in the report's meta).
     """
+    import runtime.stream
+
+    encode_video, seen = runtime.stream.encode_video, []
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["rd_frame_type"], kwargs["motion_refinement"] is not None))
+        return encode_video(*args, **kwargs)
+
+    monkeypatch.setattr(runtime.stream, "encode_video", spy)
     out = tmp_path / "rd"
     argv = ["bench_rd", f"--clips={bikes_path()}", "--max_frames=3", "--levels=1,6", "--anchors=x264",
-            "--x264_crf=18,45", f"--out_dir={out}", "--motion_refine"]  # fmt: skip
+            "--x264_crf=18,45", f"--out_dir={out}", "--motion_refine", "--rd_frame_type"]  # fmt: skip
     assert bench_rd.main(argv) == 0, capsys.readouterr().err
+    assert seen == [(True, True)] * 2
     report = RDReport.load(out / "results.json")
-    assert report.meta["motion_refine"] is True
+    assert report.meta["motion_refine"] is True and report.meta["rd_frame_type"] is True
     assert sorted((p.codec, p.setting) for p in report.points) == [
         ("elfvc", "level=1"), ("elfvc", "level=6"), ("x264", "crf=18"), ("x264", "crf=45")]  # fmt: skip
     for p in report.points:
