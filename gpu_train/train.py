@@ -565,7 +565,7 @@ def check_args(args) -> None:
     """Rejects values the model or the loop cannot use, naming the flag."""
     if args.minutes <= 0:
         raise TrainError(f"--minutes must be positive, got {args.minutes:g}")
-    if args.image_frac > 0 and "iframe" in [f for f in args.freeze.split(",") if f]:
+    if args.image_frac > 0 and "iframe" in args.freeze.split(","):
         raise TrainError("--freeze=iframe leaves the I-frame phase nothing to train: pass --image_frac=0")
     if args.max_steps < 0:
         raise TrainError(f"--max_steps must be >= 0 (0: no step budget), got {args.max_steps}")

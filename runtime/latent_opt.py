@@ -50,7 +50,7 @@ class LatentOptimization:
 
     steps: int = 0
     learning_rate: float = 0.02  # Adam step, in latent units (the latents' spread is ~1-10)
-    lambda_range: Optional[Tuple[float, float]] = None  # None: the model card's, else motion_refine's default
+    lambda_range: Optional[Tuple[float, float]] = None  # None: the model card's, else model.npmath.DEFAULT_LAMBDA_RANGE
     lambda_scale: float = 1.0
     # Search the hyper latent as a free variable too (else it follows h_a(y) straight-through).
     # Measured on bikes.mp4 (base, 50 steps): 3-9% more bits than searching y alone at levels 3-7

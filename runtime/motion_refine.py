@@ -44,7 +44,6 @@ from model.npmath import DEFAULT_LAMBDA_RANGE, training_lambda
 from runtime.entropy_coding import SYMBOL_LIMIT, gaussian_codelength_bits, scale_table
 
 
-
 @dataclass(frozen=True)
 class MotionRefinement:
     """Encoder settings of the motion-vector choice (runtime/motion_refine.py)."""

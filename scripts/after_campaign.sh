@@ -17,10 +17,15 @@ PY=${PY:-.venv/bin/python}
 EVAL=${EVAL:-../shared/data/eval/video}
 weights=${1:?usage: scripts/after_campaign.sh WEIGHTS_DIR [FRAMES]}
 frames=${2:-8}
-step=$("$PY" -c "
-import sys
+# The model step, and whether the I-frame codec is bit for bit the shipped one (a run with
+# --freeze=iframe): then the new model's GOP 1 sweeps are the shipped model's and are not re-run.
+read -r step same_iframe < <("$PY" -c "
+import sys, numpy as np
 from gpu_train.weights import read_arrays
-print(int(read_arrays(sys.argv[1])['step']))" "$weights")
+new, old = read_arrays(sys.argv[1]), np.load('runtime/checkpoints/base/weights.npz')
+keys = [k for k in new if k.startswith('iframe.')]
+same = all(k in old and np.array_equal(new[k].astype(np.float32), old[k].astype(np.float32)) for k in keys)
+print(int(new['step']), int(bool(keys) and same))" "$weights")
 model=runs/campaign_s$step
 out=out/after_campaign_s$step
 mkdir -p "$out"
@@ -39,6 +44,9 @@ for spec in street:$EVAL/street_320x180_21f.y4m bedroom:$EVAL/bedroom_480x270_10
         for who in shipped:base new:$model; do
             tag=${who%%:*}
             path=${who#*:}
+            if [[ $gop == 1 && $tag == new && $same_iframe == 1 && -f $out/sweep_${name}_shipped_gop1.json ]]; then
+                cp "$out/sweep_${name}_shipped_gop1.json" "$out/sweep_${name}_new_gop1.json"  # same I-frame codec
+            fi
             if [[ ! -f $out/sweep_${name}_${tag}_gop$gop.json ]]; then
                 "$PY" -m benchmarks.level_sweep --model="$path" --clip="$clip" --step=1 --frames="$frames" \
                     --gop="$gop" --out="$out/sweep_${name}_${tag}_gop$gop.json" | tail -n 1
