@@ -121,3 +121,24 @@ def training_lambda(level: float, max_level: float, lambda_range=None) -> float:
     first, last = (float(v) for v in (lambda_range or DEFAULT_LAMBDA_RANGE))
     t = level / max_level if max_level > 0 else 0.0
     return first * (last / first) ** t
+
+
+def check_lambda_range(lambda_range, what: str) -> None:
+    """ValueError unless `lambda_range` is None or two finite positive numbers."""
+    if lambda_range is None:
+        return
+    try:
+        first, last = (float(v) for v in lambda_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} lambda range must be two positive numbers, got {lambda_range!r}") from None
+    if not (first > 0 and last > 0 and math.isfinite(first) and math.isfinite(last)):
+        raise ValueError(f"{what} lambda range must be two positive numbers, got {lambda_range!r}")
+
+
+class ScaledLambda:
+    """Mixin for encoder settings with `lambda_range` (None: the model's) and `lambda_scale`: the
+    rate weight an encoder-side rate-distortion choice uses at a level."""
+
+    def rd_lambda(self, level: float, max_level: float, model_range=None) -> float:
+        """training_lambda(level) over this range (else `model_range`, the card's), times the scale."""
+        return self.lambda_scale * training_lambda(level, max_level, self.lambda_range or model_range)

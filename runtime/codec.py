@@ -339,15 +339,16 @@ class Encoder:
             self.observer(block, latent, layer, ctx)
         return layer, substreams
 
-    def _rd_lambda(self, ctx: LevelContext) -> float:
-        return self.latent_optimization.rd_lambda(ctx.level, self.bundle.config.max_level, self.bundle.card.get("lambda_range"))
+    def _rd_lambda(self, settings, ctx: LevelContext) -> float:
+        """The rate weight of `settings` (a model.npmath.ScaledLambda) at the frame's level."""
+        return settings.rd_lambda(ctx.level, self.bundle.config.max_level, self.bundle.card.get("lambda_range"))
 
     def _keep_cheaper(self, source, ctx: LevelContext, frame_type: FrameType, fixed: list, plain, candidate):
         """Of two codings (layer, substreams, reconstruction [1, H, W, 3] padded float) of the same
         codelayer, the one with the lower real cost D + lambda R: the bits of the whole frame unit
         (with the `fixed` substreams of the frame's other codelayers), the distortion of the
         reconstruction the decoder will make. Ties keep plain coding."""
-        rd_lambda = self._rd_lambda(ctx)
+        rd_lambda = self._rd_lambda(self.latent_optimization, ctx)
 
         def cost(coded):
             bits = 8 * len(write_frame(FrameUnit(frame_type, ctx.level, tuple(fixed) + tuple(coded[1]))))
@@ -362,7 +363,7 @@ class Encoder:
         of the two motion symbols. Leaves the flow decoder's output for the chosen symbols in
         `decoded["flow"]` (so encode_frame need not run it again)."""
         half = self._half
-        rd_lambda = self.motion_refinement.rd_lambda(ctx.level, self.bundle.config.max_level, self.bundle.card.get("lambda_range"))
+        rd_lambda = self._rd_lambda(self.motion_refinement, ctx)
 
         def choose(mean, indices, quant_width, symbols):
             result = motion_refine.refine(
@@ -395,8 +396,9 @@ class Encoder:
             layer, substreams = self._code_layer("iframe", latent, ctx, observe=not searching)
             refs = half.iframe_synthesis(layer.latent_hat, ctx) if reconstruct else None
             if searching:
+                rd_lambda = self._rd_lambda(self.latent_optimization, ctx)
                 searched, s_hyper = self._latent_search.search_iframe(image, ctx.embedding, ctx.quant_width("iframe"),
-                                                                      self._rd_lambda(ctx), latent)  # fmt: skip
+                                                                      rd_lambda, latent)  # fmt: skip
                 s_layer, s_substreams = self._code_layer("iframe", searched, ctx, observe=False, hyper=s_hyper)
                 s_refs = half.iframe_synthesis(s_layer.latent_hat, ctx)
                 plain = (layer, substreams, refs.previous, refs, latent)
@@ -438,8 +440,9 @@ class Encoder:
             residue_layer, residue_substreams = self._code_layer("residue", latent, ctx, observe=not searching)
             out = half.residue_synthesis(residue_layer.latent_hat, flow["compensated"], flow["state"], ctx)
             if searching:
+                rd_lambda = self._rd_lambda(self.latent_optimization, ctx)
                 searched, s_hyper = self._latent_search.search_residue(
-                    image, flow["compensated"], flow["state"], ctx.embedding, ctx.quant_width("residue"), self._rd_lambda(ctx),
+                    image, flow["compensated"], flow["state"], ctx.embedding, ctx.quant_width("residue"), rd_lambda,
                     latent)  # fmt: skip
                 s_layer, s_substreams = self._code_layer("residue", searched, ctx, observe=False, hyper=s_hyper)
                 s_out = half.residue_synthesis(s_layer.latent_hat, flow["compensated"], flow["state"], ctx)

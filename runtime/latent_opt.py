@@ -38,14 +38,14 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from model.npmath import training_lambda
+from model.npmath import ScaledLambda, check_lambda_range
 
 SOFT_START = 1.0  # soft-rounding hardness at the first step (nearly the identity)
 SOFT_END = 16.0  # ... and at the last (nearly hard rounding)
 
 
 @dataclass(frozen=True)
-class LatentOptimization:
+class LatentOptimization(ScaledLambda):
     """Settings of the I-frame latent search; steps == 0 disables it."""
 
     steps: int = 0
@@ -64,14 +64,11 @@ class LatentOptimization:
             raise ValueError(f"latent optimization learning rate must be positive, got {self.learning_rate}")
         if not (self.lambda_scale > 0 and math.isfinite(self.lambda_scale)):
             raise ValueError(f"latent optimization lambda scale must be positive, got {self.lambda_scale}")
+        check_lambda_range(self.lambda_range, "latent optimization")
 
     @property
     def enabled(self) -> bool:
         return self.steps > 0
-
-    def rd_lambda(self, level: float, max_level: float, card_range=None) -> float:
-        """training_lambda(level) over this range (else the card's), times the scale."""
-        return self.lambda_scale * training_lambda(level, max_level, self.lambda_range or card_range)
 
 
 def soft_round(u, hardness):

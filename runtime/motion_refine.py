@@ -40,12 +40,12 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from model.motion import BLOCK
-from model.npmath import DEFAULT_LAMBDA_RANGE, training_lambda
+from model.npmath import ScaledLambda, check_lambda_range
 from runtime.entropy_coding import SYMBOL_LIMIT, gaussian_codelength_bits, scale_table
 
 
 @dataclass(frozen=True)
-class MotionRefinement:
+class MotionRefinement(ScaledLambda):
     """Encoder settings of the motion-vector choice (runtime/motion_refine.py)."""
 
     enabled: bool = True
@@ -54,15 +54,9 @@ class MotionRefinement:
     lambda_scale: float = 1.0  # multiplies lambda(level): > 1 favours fewer bits
 
     def __post_init__(self):
-        first, last = self.lambda_range or DEFAULT_LAMBDA_RANGE
-        if not (first > 0 and last > 0 and math.isfinite(first) and math.isfinite(last)):
-            raise ValueError(f"motion refinement lambda range must be two positive numbers, got {self.lambda_range}")
+        check_lambda_range(self.lambda_range, "motion refinement")
         if not (self.lambda_scale >= 0 and math.isfinite(self.lambda_scale)):
             raise ValueError(f"motion refinement lambda scale must be a finite number >= 0, got {self.lambda_scale}")
-
-    def rd_lambda(self, level: float, max_level: float, card_range=None) -> float:
-        """training_lambda(level) over this range (else the card's), times the scale."""
-        return self.lambda_scale * training_lambda(level, max_level, self.lambda_range or card_range)
 
 
 def block_sse(target: np.ndarray, prediction: np.ndarray, block: int = BLOCK) -> np.ndarray:

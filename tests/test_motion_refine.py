@@ -84,10 +84,25 @@ def test_lambda_follows_the_training_table_geometrically():
     assert options.rd_lambda(7.0, 7.0) == pytest.approx(0.0011)
     assert options.rd_lambda(3.5, 7.0) == pytest.approx(math.sqrt(0.6 * 0.0011))
     assert mr.MotionRefinement(lambda_scale=2.0).rd_lambda(2.5, 7.0) == pytest.approx(2 * options.rd_lambda(2.5, 7.0))
-    for bad in ({"lambda_range": (0.0, 0.1)}, {"lambda_range": (math.inf, 0.1)}, {"lambda_scale": -1.0},
-                {"lambda_scale": math.nan}):  # fmt: skip
+    for bad in ({"lambda_range": (0.0, 0.1)}, {"lambda_range": (math.inf, 0.1)}, {"lambda_range": (0.1,)},
+                {"lambda_range": "ab"}, {"lambda_scale": -1.0}, {"lambda_scale": math.nan}):  # fmt: skip
         with pytest.raises(ValueError, match="motion refinement"):
             mr.MotionRefinement(**bad)
+
+
+def test_latent_search_lambda_is_the_same_schedule():
+    """Both encoder-side searches weigh rate with one schedule (model.npmath.ScaledLambda): the
+    latent search's lambda equals motion refinement's for the same range and scale, and a bad
+    range is refused with the search's name."""
+    from runtime.latent_opt import LatentOptimization
+
+    for level in (0.0, 2.5, 7.0):
+        for card in (None, (0.2, 0.001)):
+            assert LatentOptimization(steps=1, lambda_scale=1.5).rd_lambda(level, 7.0, card) == pytest.approx(
+                mr.MotionRefinement(lambda_scale=1.5).rd_lambda(level, 7.0, card))
+    assert LatentOptimization(lambda_range=(0.3, 0.003)).rd_lambda(7.0, 7.0, (0.2, 0.001)) == pytest.approx(0.003)
+    with pytest.raises(ValueError, match="latent optimization lambda range"):
+        LatentOptimization(lambda_range=(0.3, -1.0))
 
 
 # -- the choice, on a decoder whose errors are known ---------------------------------------
