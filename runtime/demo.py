@@ -104,6 +104,9 @@ def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_pa
         "bpp": 8 * stream.stat().st_size / (len(frames) * w * h),
         "psnr_rgb": float(np.mean(metrics.psnr_rgb(frames, decoded))),
         "ms_ssim": float(np.mean(metrics.ms_ssim(frames, decoded))),
+        # Block edges on the codec's 16-pixel grid, decoded and source (metrics.block_edge_ratio).
+        "block_edges": float(np.mean(metrics.block_edge_ratio(decoded, 16))),
+        "block_edges_source": float(np.mean(metrics.block_edge_ratio(frames, 16))),
         "encode_fps": len(frames) / encode_seconds,
         "decode_fps": len(frames) / decode_seconds,
         "trained": bundle.trained,
@@ -131,6 +134,8 @@ def _main(argv) -> int:
           f"{r['bpp']:.4f} bpp ({r['bytes']} bytes), PSNR {r['psnr_rgb']:.2f} dB, MS-SSIM {r['ms_ssim']:.4f}, "
           f"encode {r['encode_fps']:.2f} fps, decode {r['decode_fps']:.2f} fps"
           + ("" if r["trained"] else "  [UNTRAINED model]"))
+    print(f"16x16 block edges: {r['block_edges']:.3f} (source {r['block_edges_source']:.3f}; "
+          "1: no grid structure, see runtime.metrics.block_edge_ratio)")
     print(f"wrote {r['stream']} and {r['png']}")
     return 0
 

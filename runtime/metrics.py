@@ -252,6 +252,40 @@ def vmaf(ref: Planes, dist: Planes, threads: int | None = None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
+# Block edges
+
+
+def block_edge_ratio(frames: np.ndarray, block: int = 16) -> np.ndarray:
+    """How much stronger luma steps are across a `block`-pixel grid than inside it, per frame.
+
+    Along each axis, the mean absolute difference between adjacent pixels (luma, the mean of R, G
+    and B) that straddle a grid line (columns, then rows, at multiples of `block`; the grid starts
+    at the top-left pixel, as the codec's latent and motion blocks do) over the same mean for the
+    pairs inside a block; the mean of the two axes' ratios (an axis with no steps at all counts
+    1). A picture with no grid structure scores about 1 (pixel
+    noise exactly 1 in expectation); visible block edges score well above 1; a picture flat
+    inside every block scores +inf. Compare a decoded clip's score with its source's.
+
+    frames: uint8 [T, H, W, 3] with H and W at least 2 * block. Returns float64 [T].
+    """
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise MetricError(f"block_edge_ratio: expected uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    if not (isinstance(block, int) and block >= 2):
+        raise MetricError(f"block_edge_ratio: block must be an integer >= 2, got {block!r}")
+    if min(frames.shape[1:3]) < 2 * block:
+        raise MetricError(f"block_edge_ratio: frames {frames.shape[2]}x{frames.shape[1]} are smaller than two {block}-pixel blocks")
+    luma = frames.astype(np.float64).mean(axis=-1)  # [T, H, W]
+    ratios = []
+    for diffs in (np.abs(np.diff(luma, axis=2)), np.abs(np.diff(luma, axis=1)).transpose(0, 2, 1)):
+        on_grid = (np.arange(diffs.shape[2]) + 1) % block == 0  # the pair (j, j + 1) straddles a grid line
+        across = diffs[:, :, on_grid].mean(axis=(1, 2))
+        inside = diffs[:, :, ~on_grid].mean(axis=(1, 2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios.append(np.where(inside > 0, across / np.maximum(inside, 1e-300), np.where(across > 0, np.inf, 1.0)))
+    return (ratios[0] + ratios[1]) / 2.0
+
+
+# --------------------------------------------------------------------------------------------
 # All metrics of one decoded clip
 
 

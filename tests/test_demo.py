@@ -24,6 +24,10 @@ def test_demo_encodes_decodes_and_reports(tmp_path, capsys):
     png = (tmp_path / "bikes_side_by_side.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bikes.elfvc", "bikes_side_by_side.png"]
+    edges = re.search(r"16x16 block edges: ([\d.]+) \(source ([\d.]+);", out)
+    assert edges, out
+    # bikes.mp4 is itself H.264 with a faint 16-pixel grid (1.2); the shipped model adds none.
+    assert 0.5 < float(edges.group(1)) < 1.3 and 1.0 < float(edges.group(2)) < 1.5
 
 
 def test_demo_bad_flag_and_missing_input_are_one_line_errors(tmp_path, capsys):

@@ -109,3 +109,36 @@ def test_vmaf_built_in_model_orders_distortions():
     assert scores[0] > scores[1] > scores[2]
     with pytest.raises(MetricError, match="shapes differ"):
         metrics.vmaf(ref, (y[:2], u[:2], v[:2]))
+
+
+# -- block edges ------------------------------------------------------------------------------
+def test_block_edge_ratio_of_known_pictures():
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (3, 256, 256, 3)).astype(np.uint8)
+    # i.i.d. pixels: the pairs across the grid and inside it have one distribution (the ratio's
+    # spread over 256 x 15 pairs per axis is ~0.02; 0.1 is five of it).
+    assert np.all(np.abs(metrics.block_edge_ratio(noise) - 1.0) < 0.1)
+    ramp = np.tile(np.arange(64, dtype=np.uint8)[None, None, :, None], (1, 48, 1, 3))
+    assert metrics.block_edge_ratio(ramp) == pytest.approx([1.0])  # equal steps everywhere
+    flat_blocks = np.repeat(np.repeat(rng.integers(0, 256, (1, 4, 4, 3)), 16, 1), 16, 2).astype(np.uint8)
+    assert metrics.block_edge_ratio(flat_blocks) == [np.inf]
+    assert metrics.block_edge_ratio(flat_blocks[:, 8:-8, 8:-8]) == [0.0]  # off the grid: steps only inside blocks
+    assert metrics.block_edge_ratio(flat_blocks, block=8) == [np.inf]  # a 16-pixel grid lies on the 8-pixel one
+
+
+def test_block_edge_ratio_grows_with_the_step_at_the_grid():
+    rng = np.random.default_rng(1)
+    texture = rng.normal(128, 8, (1, 128, 128, 1)).repeat(3, axis=-1)
+    offsets = rng.normal(0, 1, (1, 8, 8, 1)).repeat(16, 1).repeat(16, 2)  # one offset per 16x16 block
+    scores = [metrics.block_edge_ratio(np.clip(texture + a * offsets, 0, 255).round().astype(np.uint8))[0]
+              for a in (0, 4, 8, 16)]  # fmt: skip
+    assert abs(scores[0] - 1) < 0.1 and all(a < b for a, b in zip(scores, scores[1:])), scores
+
+
+def test_block_edge_ratio_bad_inputs():
+    good = np.zeros((1, 32, 32, 3), np.uint8)
+    for frames, block, message in [(good.astype(np.float32), 16, "uint8"), (good[..., 0], 16, "uint8"),
+                                   (good[:, :31], 16, "smaller than two"), (good, 1, "integer >= 2"),
+                                   (good[:0], 16, "uint8")]:  # fmt: skip
+        with pytest.raises(MetricError, match=message):
+            metrics.block_edge_ratio(frames, block)
