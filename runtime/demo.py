@@ -103,10 +103,12 @@ def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_pa
         "bytes": stream.stat().st_size,
         "bpp": 8 * stream.stat().st_size / (len(frames) * w * h),
         "psnr_rgb": float(np.mean(metrics.psnr_rgb(frames, decoded))),
-        "ms_ssim": float(np.mean(metrics.ms_ssim(frames, decoded))),
-        # Block edges on the codec's 16-pixel grid, decoded and source (metrics.block_edge_ratio).
-        "block_edges": float(np.mean(metrics.block_edge_ratio(decoded, 16))),
-        "block_edges_source": float(np.mean(metrics.block_edge_ratio(frames, 16))),
+        # MS-SSIM needs 161 px a side (5 scales): None below that.
+        "ms_ssim": float(np.mean(metrics.ms_ssim(frames, decoded))) if min(h, w) >= metrics.min_ms_ssim_size() else None,
+        # Block edges on the codec's 16-pixel grid, decoded and source (metrics.block_edge_ratio;
+        # None for a picture under two blocks on a side).
+        "block_edges": float(np.mean(metrics.block_edge_ratio(decoded, 16))) if min(h, w) >= 32 else None,
+        "block_edges_source": float(np.mean(metrics.block_edge_ratio(frames, 16))) if min(h, w) >= 32 else None,
         "encode_fps": len(frames) / encode_seconds,
         "decode_fps": len(frames) / decode_seconds,
         "trained": bundle.trained,
@@ -131,11 +133,13 @@ def _main(argv) -> int:
     clikit.parse_flags(FLAGS, argv, PROG, __doc__)
     r = run(FLAGS.frames, FLAGS.level, FLAGS.backend, FLAGS.model, FLAGS.input, FLAGS.out_dir)
     print(f"{r['clip']}: {r['frames']} frames {r['size']}, level {r['level']:g}: "
-          f"{r['bpp']:.4f} bpp ({r['bytes']} bytes), PSNR {r['psnr_rgb']:.2f} dB, MS-SSIM {r['ms_ssim']:.4f}, "
-          f"encode {r['encode_fps']:.2f} fps, decode {r['decode_fps']:.2f} fps"
+          f"{r['bpp']:.4f} bpp ({r['bytes']} bytes), PSNR {r['psnr_rgb']:.2f} dB, "
+          + (f"MS-SSIM {r['ms_ssim']:.4f}, " if r["ms_ssim"] is not None else "MS-SSIM n/a (under 161 px a side), ")
+          + f"encode {r['encode_fps']:.2f} fps, decode {r['decode_fps']:.2f} fps"
           + ("" if r["trained"] else "  [UNTRAINED model]"))
-    print(f"16x16 block edges: {r['block_edges']:.3f} (source {r['block_edges_source']:.3f}; "
-          "1: no grid structure, see runtime.metrics.block_edge_ratio)")
+    if r["block_edges"] is not None:
+        print(f"16x16 block edges: {r['block_edges']:.3f} (source {r['block_edges_source']:.3f}; "
+              "1: no grid structure, see runtime.metrics.block_edge_ratio)")
     print(f"wrote {r['stream']} and {r['png']}")
     return 0
 

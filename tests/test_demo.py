@@ -35,3 +35,22 @@ def test_demo_bad_flag_and_missing_input_are_one_line_errors(tmp_path, capsys):
     assert demo.main(["demo", f"--input={tmp_path / 'missing.mp4'}", f"--out_dir={tmp_path}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(l.startswith("demo: error:") for l in err)
+
+
+def test_demo_on_a_clip_smaller_than_two_blocks(tmp_path, capsys):
+    """A 24x16 clip codes and reports; the block-edge score needs two 16-pixel blocks a side, so
+    it is left out rather than failing the run after the coding."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from runtime.video_io import write_video
+
+    clip = tmp_path / "tiny.y4m"
+    rng = np.random.default_rng(0)
+    write_video(clip, (rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(2)), Fraction(25))
+    out_dir = tmp_path / "out"
+    assert demo.main(["demo", "--frames=2", f"--input={clip}", f"--out_dir={out_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny.y4m: 2 frames 24x16" in out and "MS-SSIM n/a" in out and "block edges" not in out
+    assert (out_dir / "tiny.elfvc").stat().st_size > 0
