@@ -44,6 +44,7 @@ ENTRY_POINTS = {
     "gpu_train.train": ("python -m gpu_train.train", "args"),  # plain argparse: flags and errors frozen for running jobs
     "gpu_train.campaign": ("python3 -m gpu_train.campaign", "args"),
     "gpu_train.diagnose": ("python -m gpu_train.diagnose", "args"),
+    "gpu_train.ceiling": ("python -m gpu_train.ceiling", "args"),
     "gpu_train.pack": ("python -m gpu_train.pack", "args"),
     "gpu_train.table2": ("python -m gpu_train.table2", "args"),
     "gpu_train.weights": ("python -m gpu_train.weights", "args"),
