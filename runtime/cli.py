@@ -81,7 +81,9 @@ def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     clikit.define_level(fv, None, "Constant level in [0, L-1] (continuous; default: the middle "
                         "of the model's range, or the top when only caps are given).")
-    clikit.define_gop(fv, 16)
+    clikit.define_gop(fv, 16, "Frames per group of pictures (an I-frame, then P-frames; 0: one I-frame, then only "
+                      "P-frames). Without this flag: the model card's GOP where it gives one (base: 1, every frame "
+                      "an I-frame; `elfvc models` lists them), else 16.")
     from runtime.presets import DEFAULT_PRESET, PRESETS
 
     flags.DEFINE_enum("preset", DEFAULT_PRESET, list(PRESETS), "Encoder preset, trading encoding time for bits; the "
