@@ -217,8 +217,9 @@ def parse_fps(text: Optional[str]) -> Optional[Fraction]:
     return fps
 
 
-def load_model(fv: flags.FlagValues):
-    """The bundle --model names, or the shipped one (saying so plainly if it is untrained)."""
+def load_model(fv: flags.FlagValues, command: str):
+    """The bundle --model names, or the shipped one (saying so plainly if it is untrained); for a
+    command that takes --gop and was not given one, the model card's GOP."""
     import tensorflow as tf
 
     from model.bundle import default_bundle, load_bundle
@@ -231,7 +232,7 @@ def load_model(fv: flags.FlagValues):
         bundle = default_bundle()
     for note in bundle.notes:
         _note(f"note: {one_line(note)}")
-    if "gop" in fv and not fv["gop"].present and bundle.gop is not None and bundle.gop != fv.gop:
+    if "gop" in COMMAND_FLAGS[command] and not fv["gop"].present and bundle.gop is not None and bundle.gop != fv.gop:
         fv.gop = bundle.gop  # the model card's recommendation; an explicit --gop wins
         _note(f"note: GOP {bundle.gop}{' (every frame an I-frame)' if bundle.gop == 1 else ''}, as {bundle.source}'s "
               "model card recommends; --gop overrides")
@@ -326,7 +327,7 @@ def encode(fv: flags.FlagValues, src: str, out: str) -> int:
     with video_io.open_video(src, parse_fps(fv.fps), max_pixels=fv.max_pixels) as reader:
         src_info = reader.info
         controller_from_flags(fv, None, src_info.fps)
-        bundle = load_model(fv)
+        bundle = load_model(fv, "encode")
         controller = controller_from_flags(fv, bundle.config.max_level, src_info.fps)
         total = src_info.expected_frames
         if fv.frames is not None:
@@ -355,7 +356,7 @@ def decode(fv: flags.FlagValues, src: str, out: str) -> int:
         reference = None
         if fv.reference:
             reference = iter(stack.enter_context(video_io.open_video(fv.reference)))
-        bundle = load_model(fv)
+        bundle = load_model(fv, "decode")
         start = time.perf_counter()
         backend = stack.enter_context(open_backend(fv, bundle))
         bar = stack.enter_context(make_progress(fv, "decode", count))
@@ -420,7 +421,7 @@ def plot_rc(fv: flags.FlagValues, src: str, out: str) -> int:
     if out_path.suffix.lower() != ".png":
         raise UsageError(f"{out}: plot_rc writes a .png")
     frames, src_info = video_io.read_video(src, fv.frames or PLOT_RC_FRAMES, parse_fps(fv.fps))
-    bundle = load_model(fv)
+    bundle = load_model(fv, "plot_rc")
     runs = _rate_control_runs(fv, frames, src_info, bundle)
     tmp = video_io.temp_name(out_path)
     try:
@@ -448,7 +449,7 @@ def visualize(fv: flags.FlagValues, src: str, out: str) -> int:
     frames, _ = video_io.read_video(src, fv.frame + 1)
     if len(frames) <= fv.frame:
         raise CodecError(f"{src} has {len(frames)} frames; --frame {fv.frame} is past its end")
-    bundle = load_model(fv)
+    bundle = load_model(fv, "visualize")
     top = bundle.config.max_level
     level = top / 2 if fv.level is None else fv.level
     if not 0 <= level <= top:

@@ -154,13 +154,16 @@ def test_the_model_cards_gop_applies_unless_gop_is_given(monkeypatch):
     card = SimpleNamespace(notes=(), gop=1, source="runtime/checkpoints/x", trained=True,
                            config=SimpleNamespace(motion_search_radius=0))
     monkeypatch.setattr(bundle, "load_bundle", lambda path: card)
-    for argv, gop, noted in ((["--model=x"], 1, True), (["--model=x", "--gop=16"], 16, False), (["--model=x", "--gop=4"], 4, False)):
+    for command, argv, gop, noted in (("encode", ["--model=x"], 1, True), ("encode", ["--model=x", "--gop=16"], 16, False),
+                                      ("plot_rc", ["--model=x", "--gop=4"], 4, False), ("plot_rc", ["--model=x"], 1, True),
+                                      ("decode", ["--model=x"], 16, False), ("visualize", ["--model=x"], 16, False)):  # fmt: skip
         fv = cli.define_flags()
         fv(["elfvc", *argv])
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
-            cli.load_model(fv)
-        assert fv.gop == gop and ("model card recommends" in err.getvalue()) == noted, (argv, err.getvalue())
+            cli.load_model(fv, command)
+        # decode and visualize take no --gop (a stream carries its own): no note for them
+        assert fv.gop == gop and ("model card recommends" in err.getvalue()) == noted, (command, argv, err.getvalue())
 
 
 def test_progress_bar_draws_only_when_enabled():
