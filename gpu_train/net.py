@@ -539,12 +539,22 @@ class IFrameCodec(nn.Module):
         self.image_head = Conv(width, 48)
         self.state_head = Conv(width, c["state_channels"])
 
+    def encode(self, image, embedding):
+        """The analysis transform: image [B, 3, H, W] in [0, 1] -> latent [B, C, H/16, W/16]."""
+        return self.analysis(space_to_depth(image - 0.5, 4), embedding)
+
+    def quant_width(self, level):
+        """The level's per-channel quantization width [B, C]."""
+        return torch.exp(interpolate_rows(self.log_quant_width, level))
+
+    def decode(self, latent_hat, embedding):
+        """The synthesis transform: -> (reconstruction [B, 3, H, W], state)."""
+        features = self.synthesis(latent_hat, embedding)
+        return 0.5 + depth_to_space(self.image_head(features).float(), 4), self.state_head(features).float()
+
     def forward(self, image, level, embedding, mode, noise=None):
-        latent = self.analysis(space_to_depth(image - 0.5, 4), embedding)
-        qw = torch.exp(interpolate_rows(self.log_quant_width, level))
-        code = self.codelayer(latent, embedding, qw, mode, noise)
-        features = self.synthesis(code.latent_hat, embedding)
-        return 0.5 + depth_to_space(self.image_head(features).float(), 4), self.state_head(features).float(), code
+        code = self.codelayer(self.encode(image, embedding), embedding, self.quant_width(level), mode, noise)
+        return (*self.decode(code.latent_hat, embedding), code)
 
 
 class FlowPredictor(nn.Module):

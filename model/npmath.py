@@ -127,6 +127,8 @@ def check_lambda_range(lambda_range, what: str) -> None:
     """ValueError unless `lambda_range` is None or two finite positive numbers."""
     if lambda_range is None:
         return
+    if isinstance(lambda_range, (str, bytes)):
+        raise ValueError(f"{what} lambda range must be two positive numbers, got {lambda_range!r}")
     try:
         first, last = (float(v) for v in lambda_range)
     except (TypeError, ValueError):

@@ -22,6 +22,7 @@ from absl import flags
 
 PROG = "demo"
 FLAGS = flags.FlagValues()
+GRID = 16  # the codec's block grid (latents at 1/16, motion per 16x16 block): the block-edge score's
 clikit.define_frames(FLAGS, 16, "Frames of the clip to code (one 16-frame GOP by default).", lower_bound=None)
 clikit.define_level(FLAGS, 4.0, "Constant level (continuous, 0 = lowest rate).")
 clikit.define_backend(FLAGS)
@@ -103,12 +104,12 @@ def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_pa
         "bytes": stream.stat().st_size,
         "bpp": 8 * stream.stat().st_size / (len(frames) * w * h),
         "psnr_rgb": float(np.mean(metrics.psnr_rgb(frames, decoded))),
-        # MS-SSIM needs 161 px a side (5 scales): None below that.
+        # MS-SSIM needs metrics.min_ms_ssim_size() pixels a side (5 scales): None below that.
         "ms_ssim": float(np.mean(metrics.ms_ssim(frames, decoded))) if min(h, w) >= metrics.min_ms_ssim_size() else None,
         # Block edges on the codec's 16-pixel grid, decoded and source (metrics.block_edge_ratio;
         # None for a picture under two blocks on a side).
-        "block_edges": float(np.mean(metrics.block_edge_ratio(decoded, 16))) if min(h, w) >= 32 else None,
-        "block_edges_source": float(np.mean(metrics.block_edge_ratio(frames, 16))) if min(h, w) >= 32 else None,
+        "block_edges": float(np.mean(metrics.block_edge_ratio(decoded, GRID))) if min(h, w) >= 2 * GRID else None,
+        "block_edges_source": float(np.mean(metrics.block_edge_ratio(frames, GRID))) if min(h, w) >= 2 * GRID else None,
         "encode_fps": len(frames) / encode_seconds,
         "decode_fps": len(frames) / decode_seconds,
         "trained": bundle.trained,
@@ -132,13 +133,14 @@ def main(argv) -> int:
 def _main(argv) -> int:
     clikit.parse_flags(FLAGS, argv, PROG, __doc__)
     r = run(FLAGS.frames, FLAGS.level, FLAGS.backend, FLAGS.model, FLAGS.input, FLAGS.out_dir)
+    from runtime.metrics import min_ms_ssim_size
     print(f"{r['clip']}: {r['frames']} frames {r['size']}, level {r['level']:g}: "
           f"{r['bpp']:.4f} bpp ({r['bytes']} bytes), PSNR {r['psnr_rgb']:.2f} dB, "
-          + (f"MS-SSIM {r['ms_ssim']:.4f}, " if r["ms_ssim"] is not None else "MS-SSIM n/a (under 161 px a side), ")
+          + (f"MS-SSIM {r['ms_ssim']:.4f}, " if r["ms_ssim"] is not None else f"MS-SSIM n/a (under {min_ms_ssim_size()} px a side), ")
           + f"encode {r['encode_fps']:.2f} fps, decode {r['decode_fps']:.2f} fps"
           + ("" if r["trained"] else "  [UNTRAINED model]"))
     if r["block_edges"] is not None:
-        print(f"16x16 block edges: {r['block_edges']:.3f} (source {r['block_edges_source']:.3f}; "
+        print(f"{GRID}x{GRID} block edges: {r['block_edges']:.3f} (source {r['block_edges_source']:.3f}; "
               "1: no grid structure, see runtime.metrics.block_edge_ratio)")
     print(f"wrote {r['stream']} and {r['png']}")
     return 0

@@ -262,9 +262,10 @@ def block_edge_ratio(frames: np.ndarray, block: int = 16) -> np.ndarray:
     and B) that straddle a grid line (columns, then rows, at multiples of `block`; the grid starts
     at the top-left pixel, as the codec's latent and motion blocks do) over the same mean for the
     pairs inside a block; the mean of the two axes' ratios (an axis with no steps at all counts
-    1). A picture with no grid structure scores about 1 (pixel
-    noise exactly 1 in expectation); visible block edges score well above 1; a picture flat
-    inside every block scores +inf. Compare a decoded clip's score with its source's.
+    1). A picture with no grid structure scores about 1 (i.i.d.
+    pixel noise: the steps across and inside have one distribution); visible block edges score
+    well above 1; a picture flat inside every block (but not uniform) scores +inf. Compare a
+    decoded clip's score with its source's.
 
     frames: uint8 [T, H, W, 3] with H and W at least 2 * block. Returns float64 [T].
     """

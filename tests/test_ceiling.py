@@ -50,6 +50,15 @@ def test_finer_quantization_costs_bits_and_converges_to_unquantized(images, tmp_
     assert rows[1]["scales"][0]["bpp"] > rows[0]["scales"][0]["bpp"]
 
 
+@pytest.fixture
+def synthetic(tmp_path):
+    """A folder with one 64x64 PNG (the bad-input paths need no real photo)."""
+    folder = tmp_path / "synthetic"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / "x.png")
+    return folder
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -58,10 +67,11 @@ def test_finer_quantization_costs_bits_and_converges_to_unquantized(images, tmp_
         (["--scales=0,1"], "positive"),
         (["--scales=a"], "comma list"),
         (["--limit=-1"], "--limit"),
+        (["--out=/nonexistent/c.json"], "no such folder"),
     ],
 )
-def test_bad_input_is_one_line(images, capsys, argv, message):
-    base = [f"--model={BASE}", f"--images={images}"]
+def test_bad_input_is_one_line(synthetic, capsys, argv, message):
+    base = [f"--model={BASE}", f"--images={synthetic}"]
     status = ceiling.main(base + argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1 and message in err[0], err
@@ -72,3 +82,26 @@ def test_a_folder_without_images_or_config(tmp_path, capsys):
     assert "no images" in capsys.readouterr().err
     assert ceiling.main([f"--model={tmp_path}", f"--images={tmp_path}"]) == 1
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_scale_one_is_the_mirrors_forward_pass(images, tmp_path):
+    """code_image at the model's own step is IFrameCodec.forward in rounding mode, bit for bit:
+    the tool measures the codec the trainer trains, not a copy of it."""
+    script = f"""
+import json, numpy as np, torch
+from gpu_train import ceiling, net
+from gpu_train.weights import load_npz
+model = net.ELFVC(json.load(open("{BASE}/config.json"))).eval()
+load_npz(model, "{BASE}/weights.npz")
+images, _ = ceiling.load_images("{images}", 1)
+for level in (0.0, 3.5, 7.0):
+    y, bits = ceiling.code_image(model, images[0], level, 1.0)
+    x = torch.from_numpy(images[0]).permute(2, 0, 1)[None]
+    lv = torch.tensor([level])
+    with torch.no_grad():
+        ref, _, code = model.iframe(x, lv, model.embed(lv), "round")
+    assert np.array_equal(y, ref[0].permute(1, 2, 0).numpy()) and bits == float(code.bits[0]), level
+print("ok")
+"""
+    r = run_torch(["-c", script])
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -26,8 +26,10 @@ def test_demo_encodes_decodes_and_reports(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bikes.elfvc", "bikes_side_by_side.png"]
     edges = re.search(r"16x16 block edges: ([\d.]+) \(source ([\d.]+);", out)
     assert edges, out
-    # bikes.mp4 is itself H.264 with a faint 16-pixel grid (1.2); the shipped model adds none.
-    assert 0.5 < float(edges.group(1)) < 1.3 and 1.0 < float(edges.group(2)) < 1.5
+    # bikes.mp4 is itself H.264 with a faint 16-pixel grid (1.2); the shipped model adds none
+    # (0.99 on 16 frames; `small`, whose P-frames code motion per 16x16 block, scored 1.48).
+    decoded, source = float(edges.group(1)), float(edges.group(2))
+    assert 1.1 < source < 1.4 and 0.8 < decoded < 1.1, (decoded, source)
 
 
 def test_demo_bad_flag_and_missing_input_are_one_line_errors(tmp_path, capsys):

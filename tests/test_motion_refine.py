@@ -85,7 +85,7 @@ def test_lambda_follows_the_training_table_geometrically():
     assert options.rd_lambda(3.5, 7.0) == pytest.approx(math.sqrt(0.6 * 0.0011))
     assert mr.MotionRefinement(lambda_scale=2.0).rd_lambda(2.5, 7.0) == pytest.approx(2 * options.rd_lambda(2.5, 7.0))
     for bad in ({"lambda_range": (0.0, 0.1)}, {"lambda_range": (math.inf, 0.1)}, {"lambda_range": (0.1,)},
-                {"lambda_range": "ab"}, {"lambda_scale": -1.0}, {"lambda_scale": math.nan}):  # fmt: skip
+                {"lambda_range": "ab"}, {"lambda_range": "12"}, {"lambda_scale": -1.0}, {"lambda_scale": math.nan}):  # fmt: skip
         with pytest.raises(ValueError, match="motion refinement"):
             mr.MotionRefinement(**bad)
 
