@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
 
 import numpy as np
 import pytest
@@ -284,3 +285,53 @@ def test_diagnose_trains_both_autoencoders_on_cpu(tmp_path):
     assert d["results"]["elf"]["parameters"] > 1e6
     bad = run_torch(["-m", "gpu_train.diagnose", f"--photos={tmp_path}", "--out=/tmp/x.json", "--device=cuda"])
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+
+
+# -- the prepared call in docs/GPU.md stays runnable ----------------------------------------
+def _documented_commands(module: str):
+    """Every command line of docs/GPU.md's bash blocks that runs `module` (backslash continuations
+    joined), cut at the first pipe or redirection, as argument lists after the module name."""
+    import re
+    import shlex
+
+    text = (REPO / "docs" / "GPU.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("#")[0]
+            if f"-m {module} " not in line:
+                continue
+            words = shlex.split(line.split(f"-m {module} ", 1)[1].split("2>&1")[0].split("|")[0])
+            commands.append([w.replace("$OUT", "/tmp/out") for w in words])
+    return commands
+
+
+def test_the_documented_campaign_commands_parse():
+    """The GPU call is prepared ahead and run without thought: every campaign command docs/GPU.md
+    gives parses (campaign flags, and the trainer flags after `--` with the trainer's parser)."""
+    from gpu_train import campaign, train
+
+    commands = _documented_commands("gpu_train.campaign")
+    assert len(commands) >= 2, commands  # "The one call" and "The next call"
+    for argv in commands:
+        args = campaign.build_parser().parse_args(argv)
+        train.build_parser().parse_args(["--config=c.json", "--data=d", "--out_dir=o", "--minutes=1", *args.train_flags])
+        assert args.image_frac < 1 and args.budget_s <= 560, argv  # within a 590 s call
+
+
+def test_the_documented_pack_fits_one_call(tmp_path):
+    """docs/GPU.md's pack command on the real training set, plus the tracked files that travel
+    with it, stays under a call's 64 MiB (the photos outgrew the old defaults once)."""
+    train_dir = REPO.parent / "shared" / "data" / "train"
+    if not (train_dir / "images").is_dir():
+        pytest.skip(f"{train_dir} is missing (../shared/data, see its README)")
+    from gpu_train import pack
+
+    variants = {tuple(a for a in argv if not a.startswith(("--out=", "--seed="))) for argv in _documented_commands("gpu_train.pack")}
+    assert len(variants) == 1, variants  # one pack recipe, whatever the seed
+    (argv,) = variants
+    assert pack.main([f"--train={train_dir}", f"--out={tmp_path / 'pack'}", "--seed=0", *argv]) == 0
+    packed = sum(f.stat().st_size for f in (tmp_path / "pack").rglob("*") if f.is_file())
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    tracked_bytes = sum((REPO / p.decode()).stat().st_size for p in tracked if p and (REPO / p.decode()).is_file())
+    assert packed + tracked_bytes < 64 * 2**20, (packed, tracked_bytes)
