@@ -190,7 +190,7 @@ def test_cli_max_pixels_is_passed_to_the_decoder(tmp_path, codec, monkeypatch):
     """--max_pixels reaches decode_video (the model is swapped for the test bundle)."""
     bundle, backend = codec
     path = write(tmp_path, "small.elfvc", crafted_stream(bundle.model_id, 100, 80))
-    monkeypatch.setattr(cli, "load_model", lambda fv: bundle)
+    monkeypatch.setattr(cli, "load_model", lambda fv, command: bundle)
     monkeypatch.setattr(cli, "open_backend", lambda fv, b: contextlib.nullcontext(backend))
     code, _, err = run_cli(["decode", str(path), str(tmp_path / "a.y4m"), "--max_pixels=16383"])
     assert code == 1 and "exceeds the limit of 16,383 pixels" in err
@@ -288,7 +288,7 @@ def test_video_over_the_limit_is_refused_from_ffmpegs_header(tmp_path):
 
 
 def test_cli_encode_refuses_an_absurd_input_before_the_model(tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "load_model", lambda fv: pytest.fail("the model must not load"))
+    monkeypatch.setattr(cli, "load_model", lambda fv, command: pytest.fail("the model must not load"))
     path = write(tmp_path, "huge.y4m", y4m(70000, 60000, b"FRAME\n"))
     code, _, err = run_cli(["encode", str(path), str(tmp_path / "x.elfvc")])
     assert code == 1 and err.count("\n") == 1 and "70000x60000" in err and "exceeds the limit" in err
