@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Everything the card decision needs after a P-path run (docs/TRAINING.md, "`base`'s P path on
+# this CPU"; docs/BENCHMARKS.md, "`base`'s P-frames"), in one command:
+#   1. scripts/after_campaign.sh RUN 8: 8-frame level sweeps, new vs shipped, I+P vs all-intra;
+#   2. the same on bikes.mp4 (the demo clip), GOP 16 and GOP 1;
+#   3. whole clips as a user codes them (bench_rd, scene-cut check on) at GOP 16: street (21
+#      frames), bedroom (100), bikes' first 48, each against x264 and against the all-intra curve
+#      of the same I-frame codec (bench_rd --gop=1, run once per I-frame codec: cached under
+#      out/rd_allintra_<hash of the iframe weights>_<clip>).
+# The card moves to GOP 16 when I+P beats all-intra on all three clips (step 3's first column).
+#
+# usage: scripts/eval_pframes.sh RUN_DIR     (~15 min on 2 cores; ~25 the first time for an I-frame codec)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+E=${EVAL:-../shared/data/eval/video}
+run=${1:?usage: scripts/eval_pframes.sh RUN_DIR}
+B=$("$PY" -c "from model.samples import require_bikes_path; print(require_bikes_path())")
+read -r step iframe_hash < <("$PY" -c "
+import hashlib, sys, numpy as np
+from gpu_train.weights import read_arrays
+a = read_arrays(sys.argv[1])
+h = hashlib.sha256()
+for k in sorted(k for k in a if k.startswith('iframe.')):
+    h.update(k.encode()); h.update(np.ascontiguousarray(a[k], np.float32).tobytes())
+print(int(a['step']), h.hexdigest()[:12])" "$run")
+scripts/after_campaign.sh "$run" 8
+model=runs/campaign_s$step
+out=out/after_campaign_s$step
+for gop in 16 1; do
+    f=$out/sweep_bikes_new_gop$gop.json
+    [[ -f $f ]] || "$PY" -m benchmarks.level_sweep --model="$model" --clip="$B" --step=1 --frames=8 --gop=$gop --out="$f" | tail -n 1
+done
+echo "bikes new GOP 16 vs new GOP 1: $("$PY" -m benchmarks.level_sweep --load="$out/sweep_bikes_new_gop16.json" \
+    --anchor="$out/sweep_bikes_new_gop1.json" 2>&1 | grep -i 'BD-rate\|overlap' || true)" | tee -a "$out/bd.txt"
+rd() {  # rd OUT_DIR GOP CLIP [MAX_FRAMES]
+    [[ -f $1/results.json ]] && return
+    "$PY" -m benchmarks.bench_rd --models=base="$model" --clips="$3" ${4:+--max_frames=$4} --anchors=x264 \
+        --x264_crf=18,23,28,33,38,43,48,51 --novmaf --gop="$2" --out_dir="$1" > "$1.log" 2>&1
+}
+for spec in street:$E/street_320x180_21f.y4m: bedroom:$E/bedroom_480x270_100f.y4m: bikes48:$B:48; do
+    IFS=: read -r name clip frames <<< "$spec"
+    rd "out/rd_s${step}_gop16_$name" 16 "$clip" "$frames"
+    rd "out/rd_allintra_${iframe_hash}_$name" 1 "$clip" "$frames"
+    "$PY" - "out/rd_s${step}_gop16_$name/results.json" "out/rd_allintra_${iframe_hash}_$name/results.json" "$name" <<'EOF' | tee -a "$out/bd.txt"
+import json, sys
+from benchmarks.bdrate import bd_rate
+def curve(path, codec):
+    pts = sorted((p for p in json.load(open(path))["points"] if p["codec"] == codec), key=lambda p: p["bpp"])
+    return [p["bpp"] for p in pts], [p["metrics"]["psnr_rgb"] for p in pts]
+ip, intra, x264 = curve(sys.argv[1], "elfvc"), curve(sys.argv[2], "elfvc"), curve(sys.argv[1], "x264")
+print(f"{sys.argv[3]} whole clip, PSNR-RGB BD-rate: I+P (GOP 16) vs all-intra {bd_rate(*intra, *ip):+.1f}%; "
+      f"vs x264: I+P {bd_rate(*x264, *ip):+.1f}%, all-intra {bd_rate(*x264, *intra):+.1f}%")
+EOF
+done
