@@ -82,6 +82,19 @@ def read_arrays(spec) -> dict:
     return arrays
 
 
+def iframe_digest(arrays: dict) -> str:
+    """A short hash of the I-frame codec's weights (the iframe.* arrays, widened to FP32, so an FP16
+    copy and an FP32 run that froze it agree): equal digests, identical all-intra coding. The
+    evaluation scripts key their reuse of GOP 1 results on it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(k for k in arrays if k.startswith("iframe.")):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(arrays[k], np.float32).tobytes())
+    return h.hexdigest()[:12]
+
+
 def from_npz(npz, config_path, out_dir, metadata: dict) -> pathlib.Path:
     from model import checkpoints as ckpt
     from model.elfvc import ELFVC

@@ -95,6 +95,7 @@ def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_pa
         decode_seconds = time.perf_counter() - start
     decoded = np.stack(decoded)
     h, w = frames.shape[1:3]
+    gridded = min(h, w) >= 2 * GRID  # block_edge_ratio needs two grid blocks a side
     result = {
         "clip": source.name,
         "frames": len(frames),
@@ -108,8 +109,8 @@ def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_pa
         "ms_ssim": float(np.mean(metrics.ms_ssim(frames, decoded))) if min(h, w) >= metrics.min_ms_ssim_size() else None,
         # Block edges on the codec's 16-pixel grid, decoded and source (metrics.block_edge_ratio;
         # None for a picture under two blocks on a side).
-        "block_edges": float(np.mean(metrics.block_edge_ratio(decoded, GRID))) if min(h, w) >= 2 * GRID else None,
-        "block_edges_source": float(np.mean(metrics.block_edge_ratio(frames, GRID))) if min(h, w) >= 2 * GRID else None,
+        "block_edges": float(np.mean(metrics.block_edge_ratio(decoded, GRID))) if gridded else None,
+        "block_edges_source": float(np.mean(metrics.block_edge_ratio(frames, GRID))) if gridded else None,
         "encode_fps": len(frames) / encode_seconds,
         "decode_fps": len(frames) / decode_seconds,
         "trained": bundle.trained,

@@ -20,12 +20,10 @@ frames=${2:-8}
 # The model step, and whether the I-frame codec is bit for bit the shipped one (a run with
 # --freeze=iframe): then the new model's GOP 1 sweeps are the shipped model's and are not re-run.
 read -r step same_iframe < <("$PY" -c "
-import sys, numpy as np
-from gpu_train.weights import read_arrays
-new, old = read_arrays(sys.argv[1]), np.load('runtime/checkpoints/base/weights.npz')
-keys = [k for k in new if k.startswith('iframe.')]
-same = all(k in old and np.array_equal(new[k].astype(np.float32), old[k].astype(np.float32)) for k in keys)
-print(int(new['step']), int(bool(keys) and same))" "$weights")
+import sys
+from gpu_train.weights import iframe_digest, read_arrays
+new = read_arrays(sys.argv[1])
+print(int(new['step']), int(iframe_digest(new) == iframe_digest(read_arrays('runtime/checkpoints/base/weights.npz'))))" "$weights")
 model=runs/campaign_s$step
 out=out/after_campaign_s$step
 mkdir -p "$out"

@@ -335,3 +335,19 @@ def test_the_documented_pack_fits_one_call(tmp_path):
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
     tracked_bytes = sum((REPO / p.decode()).stat().st_size for p in tracked if p and (REPO / p.decode()).is_file())
     assert packed + tracked_bytes < 64 * 2**20, (packed, tracked_bytes)
+
+
+def test_iframe_digest_keys_on_the_iframe_weights_only():
+    from gpu_train.weights import iframe_digest
+
+    rng = np.random.default_rng(0)
+    arrays = {"iframe.a.kernel": rng.normal(size=(3, 3)).astype(np.float16).astype(np.float32),
+              "iframe.b.bias": np.zeros(4, np.float32), "residue.c.kernel": rng.normal(size=(2,)).astype(np.float32),
+              "step": np.array(7)}  # fmt: skip
+    digest = iframe_digest(arrays)
+    fp16 = {k: (v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in arrays.items()}
+    assert iframe_digest(fp16) == digest  # the compact FP16 copy of FP16-exact weights
+    assert iframe_digest({**arrays, "residue.c.kernel": arrays["residue.c.kernel"] + 1, "step": np.array(8)}) == digest
+    changed = arrays["iframe.b.bias"].copy()
+    changed[2] = 1e-3
+    assert iframe_digest({**arrays, "iframe.b.bias": changed}) != digest
