@@ -78,6 +78,7 @@ class RDConfig:
     motion_refine: bool = False  # this codec's encoder-side motion choice (runtime/motion_refine.py)
     preset: str = "medium"  # this codec's encoder preset (runtime/presets.py)
     rd_frame_type: Optional[bool] = None  # each P-frame also tried as an I-frame (None: the preset's)
+    p_level_offset: Optional[float] = None  # P-frames at level + this (None: each model's card, else 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,7 +98,7 @@ class ElfCodec:
     """This codec for one model and backend: encodes frames to a real file and decodes it."""
 
     def __init__(self, spec: ModelSpec, backend_name: str, gop: Optional[int], motion_refine: bool = False,
-                 preset: str = "medium", rd_frame_type: Optional[bool] = None):
+                 preset: str = "medium", rd_frame_type: Optional[bool] = None, p_level_offset: Optional[float] = None):
         from runtime.backends import get_backend
         from model.bundle import default_bundle, load_bundle
 
@@ -108,6 +109,7 @@ class ElfCodec:
         self.motion_refine = motion_refine
         self.preset = preset
         self.rd_frame_type = rd_frame_type
+        self.p_level_offset = p_level_offset if p_level_offset is not None else self.bundle.p_level_offset
 
     @property
     def trained(self) -> bool:
@@ -120,7 +122,8 @@ class ElfCodec:
     def describe(self) -> str:
         state = "trained" if self.trained else "UNTRAINED"
         return (f"{self.spec.label}: {self.bundle.source} ({self.bundle.config.name} config, {state}, "
-                f"id {self.bundle.model_id_hex[:12]}, GOP {self.gop})")
+                f"id {self.bundle.model_id_hex[:12]}, GOP {self.gop}"
+                + (f", P-frames at level {self.p_level_offset:+g}" if self.p_level_offset and self.gop != 1 else "") + ")")
 
     def run(self, frames: np.ndarray, fps, level: float, stream: pathlib.Path) -> ElfRun:
         from runtime.motion_refine import MotionRefinement
@@ -128,7 +131,7 @@ class ElfCodec:
         from runtime.stream import decode_video, encode_video
 
         start = time.perf_counter()
-        encode_video(iter(frames), stream, fps=fps, gop=self.gop, controller=ConstantLevel(level),
+        encode_video(iter(frames), stream, fps=fps, gop=self.gop, controller=ConstantLevel(level, self.p_level_offset, self.max_level),
                      backend=self.backend, bundle=self.bundle, preset=self.preset, rd_frame_type=self.rd_frame_type,
                      motion_refinement=MotionRefinement() if self.motion_refine else None)  # fmt: skip
         encode_s = time.perf_counter() - start
@@ -202,7 +205,7 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
         raise BenchError(f"unknown BD method {cfg.bd_method!r}; choose one of {', '.join(METHODS)}")
     anchors = [anchors_lib.get_anchor(a) for a in cfg.anchors]
     points: list[RDPoint] = []
-    elf_codecs = [ElfCodec(spec, cfg.backend, cfg.gop, cfg.motion_refine, cfg.preset, cfg.rd_frame_type)
+    elf_codecs = [ElfCodec(spec, cfg.backend, cfg.gop, cfg.motion_refine, cfg.preset, cfg.rd_frame_type, cfg.p_level_offset)
                   for spec in cfg.models]
     try:
         for codec in elf_codecs:
@@ -253,6 +256,7 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
             "motion_refine": cfg.motion_refine,
             "preset": cfg.preset,
             "rd_frame_type": cfg.rd_frame_type,
+            "p_level_offset": [c.p_level_offset for c in elf_codecs],
             "max_frames": cfg.max_frames,
             "bd_method": cfg.bd_method,
             "bd_rate_axis": "bpp (file bytes); quality: mean of per-frame values",
@@ -310,6 +314,8 @@ flags.DEFINE_boolean("motion_refine", False, "This codec's encoder-side rate-dis
                      "motion (runtime/motion_refine.py).", flag_values=FLAGS)
 flags.DEFINE_boolean("rd_frame_type", None, "This codec codes each P-frame as an I-frame too and keeps the one of "
                      "lower MSE + lambda(level) x bpp (default: the preset's, on in slow).", flag_values=FLAGS)
+flags.DEFINE_float("p_level_offset", None, "This codec's P-frames at level + this, clipped to the model's range "
+                   "(default: each model's card, else 0).", flag_values=FLAGS)
 flags.DEFINE_boolean("keep_streams", False, "Keep every codec's stream under OUT_DIR/streams.", flag_values=FLAGS)
 
 
@@ -356,6 +362,8 @@ def config_from_flags() -> RDConfig:
         raise BenchError("--max_frames must be positive")
     if FLAGS.gop is not None and FLAGS.gop <= 0:
         raise BenchError("--gop must be positive")
+    if FLAGS.p_level_offset is not None and not math.isfinite(FLAGS.p_level_offset):
+        raise BenchError(f"--p_level_offset must be a finite number, got {FLAGS.p_level_offset:g}")
     out_dir = pathlib.Path(FLAGS.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return RDConfig(
@@ -363,7 +371,7 @@ def config_from_flags() -> RDConfig:
         models=tuple(models) or (ModelSpec("default"),), anchors=tuple(FLAGS.anchors), sweeps=sweeps,
         max_frames=FLAGS.max_frames, gop=FLAGS.gop, backend=FLAGS.backend, with_vmaf=FLAGS.vmaf,
         bd_method=FLAGS.bd_method, keep_streams=FLAGS.keep_streams, motion_refine=FLAGS.motion_refine,
-        preset=FLAGS.preset, rd_frame_type=FLAGS.rd_frame_type,
+        preset=FLAGS.preset, rd_frame_type=FLAGS.rd_frame_type, p_level_offset=FLAGS.p_level_offset,
     )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ sweep file that cannot be used.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -42,12 +43,14 @@ flags.DEFINE_integer("gop", None, "I-frame interval (default: the model card's, 
 flags.DEFINE_bool("motion_refine", False, "Encoder-side rate-distortion choice of the quantized block motion "
                   "(runtime/motion_refine.py).", flag_values=FLAGS)
 flags.DEFINE_float("motion_lambda_scale", 1.0, "Scale of the motion refinement's lambda.", flag_values=FLAGS)
+flags.DEFINE_float("p_level_offset", None, "P-frames at level + this, clipped to the model's range (default: the "
+                   "model card's, else 0).", flag_values=FLAGS)
 flags.DEFINE_bool("rd_frame_type", None, "Code every P-frame as an I-frame too and keep the cheaper in rate + lambda x "
                   "distortion (runtime/stream.py; default: the preset's, on in slow).", flag_values=FLAGS)
 
 
 def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="tf", motion_refinement=None,
-          preset="medium", gop=None, rd_frame_type=None) -> list:
+          preset="medium", gop=None, rd_frame_type=None, p_level_offset=None) -> list:
     import numpy as np
 
     from runtime import metrics, video_io
@@ -61,6 +64,8 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
     bundle = load_bundle(model_dir) if model_dir else default_bundle()
     if gop is None:
         gop = bundle.coding_gop  # the model card's (base: 1, all I-frames)
+    if p_level_offset is None:
+        p_level_offset = bundle.p_level_offset
     frames, info = video_io.read_video(clip, frames_wanted)
     h, w = frames.shape[1:3]
     levels = list(np.arange(0.0, bundle.config.max_level + 1e-9, step))
@@ -69,7 +74,7 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
         for level in levels:
             path = os.path.join(tmp, f"{level:g}.elfvc")
             # scenecut=0: a fixed GOP, so a P-frame loop that drifts shows instead of being cut short.
-            summary = encode_video(frames, path, fps=info.fps, gop=gop, controller=ConstantLevel(float(level)),
+            summary = encode_video(frames, path, fps=info.fps, gop=gop, controller=ConstantLevel(float(level), p_level_offset, bundle.config.max_level),
                                    backend=backend, bundle=bundle, scenecut=0, motion_refinement=motion_refinement,
                                    preset=preset, rd_frame_type=rd_frame_type)
             decoded = []
@@ -139,6 +144,8 @@ def _main(argv) -> int:
         problem = f"--motion_lambda_scale must be >= 0, got {FLAGS.motion_lambda_scale:g}"
     elif FLAGS["motion_lambda_scale"].present and not FLAGS.motion_refine:
         problem = "--motion_lambda_scale needs --motion_refine"
+    elif FLAGS.p_level_offset is not None and not math.isfinite(FLAGS.p_level_offset):
+        problem = f"--p_level_offset must be a finite number, got {FLAGS.p_level_offset:g}"
     if problem:
         raise clikit.UsageError(problem)
     anchor = load_rows(FLAGS.anchor) if FLAGS.anchor else None
@@ -149,7 +156,7 @@ def _main(argv) -> int:
         refinement = MotionRefinement(lambda_scale=FLAGS.motion_lambda_scale)
     rows = load_rows(FLAGS.load) if FLAGS.load else sweep(
         FLAGS.clip, FLAGS.step, FLAGS.frames, FLAGS.model, FLAGS.backend, refinement, FLAGS.preset, FLAGS.gop,
-        FLAGS.rd_frame_type,
+        FLAGS.rd_frame_type, FLAGS.p_level_offset,
     )
     bd = bd_rate_against(anchor, rows) if anchor else None
     print(f"{'level':>6} {'bpp':>8} {'PSNR':>7} {'worst':>7}  frames")

@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import pathlib
 import tempfile
@@ -99,6 +100,14 @@ class ModelBundle:
         """The GOP the model card recommends for this model (None: no recommendation)."""
         value = self.card.get("gop")
         return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    @property
+    def p_level_offset(self) -> float:
+        """The card's P-frame level offset for a constant level (runtime.ratecontrol.ConstantLevel):
+        P-frames at level + offset; 0.0 without one."""
+        value = self.card.get("p_level_offset")
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return float(value) if ok else 0.0
 
     @property
     def coding_gop(self) -> int:

@@ -59,11 +59,11 @@ COMMANDS = {
 _CODING = ("model", "backend", "progress")
 #: The flags each command accepts (others given explicitly are an error, not silently ignored).
 COMMAND_FLAGS = {
-    "encode": {"level", "gop", "preset", "scenecut", "rd_frame_type", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
+    "encode": {"level", "p_level_offset", "gop", "preset", "scenecut", "rd_frame_type", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
                "motion_refine", "max_pixels", *_CODING},
     "decode": {"reference", "overwrite", "max_pixels", *_CODING},
     "info": set(),
-    "plot_rc": {"level", "gop", "scenecut", "rd_frame_type", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
+    "plot_rc": {"level", "p_level_offset", "gop", "scenecut", "rd_frame_type", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
                 "motion_refine", *_CODING},
     "visualize": {"level", "frame", "model", "overwrite"},
     "models": set(),
@@ -81,6 +81,10 @@ def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     clikit.define_level(fv, None, "Constant level in [0, L-1] (continuous; default: the middle "
                         "of the model's range, or the top when only caps are given).")
+    flags.DEFINE_float("p_level_offset", None, "With a constant level (or caps): code P-frames this many levels "
+                       "from the I-frames, clipped to the model's range (negative: coarser P-frames, as x264's --ipratio "
+                       "does; 0: every frame at the level). Default: the model card's where it gives one, else 0.",
+                       flag_values=fv)
     clikit.define_gop(fv, 16, "Frames per group of pictures (an I-frame, then P-frames; 0: one I-frame, then only "
                       "P-frames). Without this flag: the model card's GOP where it gives one (base: 1, every frame "
                       "an I-frame; `elfvc models` lists them), else 16.")
@@ -256,9 +260,11 @@ def open_backend(fv: flags.FlagValues, bundle):
         raise CodecError(f"backend {fv.backend!r} is not available here: {err}") from None
 
 
-def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps: Fraction):
+def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps: Fraction, card_p_offset: float = 0.0):
     """The rate controller the flags ask for. With max_level None, only checks the flags (before
-    the model is loaded, so a bad command line fails at once)."""
+    the model is loaded, so a bad command line fails at once). `card_p_offset` (the model card's
+    P-frame level offset) applies where no --p_level_offset is given and the frames' level is a
+    constant one (not a target bitrate or a PSNR floor alone)."""
     from runtime.ratecontrol import make_controller
 
     if max_level is None:
@@ -268,13 +274,19 @@ def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps:
     level = fv.level
     if level is None and fv.target_kbps is None and fv.max_bpp_i is None and fv.max_bpp_p is None and fv.min_psnr is None:
         level = max_level / 2
+    if fv.p_level_offset is not None and not math.isfinite(fv.p_level_offset):
+        raise UsageError(f"--p_level_offset must be a finite number, got {fv.p_level_offset:g}")
+    constant = fv.target_kbps is None and (level is not None or fv.max_bpp_i is not None or fv.max_bpp_p is not None)
+    p_offset = fv.p_level_offset if fv.p_level_offset is not None else (card_p_offset if constant else 0.0)
+    if fv.p_level_offset is None and p_offset and fv.gop != 1:
+        _note(f"note: P-frames coded at the level {p_offset:+g}, as the model card recommends; --p_level_offset overrides")
     try:
         return make_controller(
             max_level=max_level, level=level, max_bpp_i=fv.max_bpp_i, max_bpp_p=fv.max_bpp_p,
-            min_psnr=fv.min_psnr, target_kbps=fv.target_kbps, fps=float(fps), gop=fv.gop,
+            min_psnr=fv.min_psnr, target_kbps=fv.target_kbps, fps=float(fps), gop=fv.gop, p_level_offset=p_offset,
         )  # fmt: skip
     except ValueError as err:
-        raise UsageError(str(err)) from None
+        raise UsageError(str(err).replace("a P-frame level offset", "--p_level_offset", 1)) from None
 
 
 def limited(frames: Iterable, count: Optional[int]) -> Iterator:
@@ -328,7 +340,7 @@ def encode(fv: flags.FlagValues, src: str, out: str) -> int:
         src_info = reader.info
         controller_from_flags(fv, None, src_info.fps)
         bundle = load_model(fv, "encode")
-        controller = controller_from_flags(fv, bundle.config.max_level, src_info.fps)
+        controller = controller_from_flags(fv, bundle.config.max_level, src_info.fps, bundle.p_level_offset)
         total = src_info.expected_frames
         if fv.frames is not None:
             total = fv.frames if total is None else min(total, fv.frames)
@@ -400,6 +412,9 @@ def models(fv: flags.FlagValues) -> int:
             head += f", {params / 1e6:.1f}M parameters"
         if card.get("gop") is not None:
             head += f", GOP {card['gop']}"
+        offset = card.get("p_level_offset")
+        if isinstance(offset, (int, float)) and not isinstance(offset, bool) and offset:
+            head += f", P-frames at level {offset:+g}"
         print(head)
         for key in ("description", "speed", "rate_range", "quality"):
             if card.get(key):
@@ -420,6 +435,8 @@ def plot_rc(fv: flags.FlagValues, src: str, out: str) -> int:
     out_path = video_io.check_output(out, overwrite=fv.overwrite, inputs=[src])
     if out_path.suffix.lower() != ".png":
         raise UsageError(f"{out}: plot_rc writes a .png")
+    if fv.p_level_offset is not None and not math.isfinite(fv.p_level_offset):
+        raise UsageError(f"--p_level_offset must be a finite number, got {fv.p_level_offset:g}")
     frames, src_info = video_io.read_video(src, fv.frames or PLOT_RC_FRAMES, parse_fps(fv.fps))
     bundle = load_model(fv, "plot_rc")
     runs = _rate_control_runs(fv, frames, src_info, bundle)
@@ -568,7 +585,9 @@ def _rate_control_runs(fv, frames, src_info, bundle) -> List[RcRun]:
             runs.append(RcRun(name, stats, src_info.fps, pixels, **marks))
             return runs[-1]
 
-        base = code(f"constant level {level:g}", ConstantLevel(level))
+        p_offset = fv.p_level_offset if fv.p_level_offset is not None else bundle.p_level_offset
+        name = f"constant level {level:g}" + (f" (P {p_offset:+g})" if p_offset and fv.gop != 1 else "")
+        base = code(name, ConstantLevel(level, p_offset, top))
 
         def mean(values):
             return sum(values) / len(values) if values else None

@@ -7,7 +7,8 @@ which code the frame without committing it (runtime/types.py's `RateController` 
 
 Controllers (the three of Fig. 3 and an average-bitrate one):
 
-- `ConstantLevel(s)`: every frame at s.
+- `ConstantLevel(s, p_offset)`: every I-frame at s, every P-frame at s + p_offset (clipped to the
+  model's range; the I/P quality ratio of x264's `--ipratio`, in levels).
 - `MaxBits(cap_bpp_i, cap_bpp_p, base_level)`: s = base_level if that frame fits the cap for
   its type, else the highest level below it that fits (the lowest level if none does).
 - `MinQuality(min_psnr)`: the lowest level whose PSNR reaches the floor (the highest if none).
@@ -141,17 +142,31 @@ def _check_range(min_level: float, max_level: float) -> None:
 
 @dataclass
 class ConstantLevel:
-    """Every frame at one level (the paper's R-D curves, Sec. 4.2)."""
+    """Every I-frame at `level`, every P-frame at `level + p_offset` clipped to [0, max_level]
+    (the paper's R-D curves, Sec. 4.2, use one level for both: p_offset 0).
+
+    A negative offset codes P-frames a little coarser than the I-frame they predict from, as
+    block codecs do (x264's default I/P quantizer ratio 1.4 is about 3 QP): measured on `base`,
+    the saturating top levels cost P-frames more bits than they return (docs/BENCHMARKS.md,
+    "P-frame level offset")."""
 
     level: float
+    p_offset: float = 0.0
+    max_level: float = math.inf
 
     needs_psnr = False  # whether it judges frames by their reconstruction's PSNR
 
     def __post_init__(self):
         if not (self.level >= 0 and math.isfinite(self.level)):
             raise ValueError(f"level must be a finite number >= 0, got {self.level}")
+        if not math.isfinite(self.p_offset):
+            raise ValueError(f"the P-frame level offset must be a finite number, got {self.p_offset}")
+        if not self.max_level >= 0:  # NaN too
+            raise ValueError(f"max_level must be >= 0, got {self.max_level}")
 
     def select_level(self, index: int, frame_type: FrameType, num_pixels: int, trial: Trial) -> float:
+        if frame_type is FrameType.P and self.p_offset:
+            return float(min(max(self.level + self.p_offset, 0.0), self.max_level))
         return float(self.level)
 
     def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None:
@@ -333,12 +348,19 @@ def make_controller(
     target_kbps: Optional[float] = None,
     fps: Optional[float] = None,
     gop: int = 16,
+    p_level_offset: float = 0.0,
 ):
     """The controller a command line asks for. `level` is the primary choice unless a target
     bitrate is given (not both); with caps alone the base level is `level` or the top level;
-    with a floor alone, the lowest level. Raises ValueError naming a bad combination."""
+    with a floor alone, the lowest level. `p_level_offset` moves the P-frames of a constant level
+    (ConstantLevel). Raises ValueError naming a bad combination."""
     if level is not None and target_kbps is not None:
         raise ValueError("give either a constant level or a target bitrate, not both")
+    if not math.isfinite(p_level_offset):
+        raise ValueError(f"the P-frame level offset must be a finite number, got {p_level_offset}")
+    if p_level_offset and (target_kbps is not None or (level is None and max_bpp_i is None and max_bpp_p is None)):
+        raise ValueError("a P-frame level offset applies to a constant level (or caps), not to a target bitrate "
+                         "or a PSNR floor alone")
     if level is not None and not (0 <= level <= max_level):
         raise ValueError(f"level {level} is outside the model's range [0, {max_level:g}]")
     caps = None
@@ -350,9 +372,9 @@ def make_controller(
             raise ValueError("a target bitrate needs the frame rate")
         primary = TargetBitrate(target_kbps, float(fps), gop, max_level)
     elif level is not None:
-        primary = ConstantLevel(level)
+        primary = ConstantLevel(level, p_level_offset, max_level)
     elif caps is not None:
-        primary = ConstantLevel(max_level)
+        primary = ConstantLevel(max_level, p_level_offset, max_level)
     elif floor is not None:
         return floor
     else:

@@ -4,8 +4,10 @@
 # default model `base`"): both eval clips with every frame an I-frame (GOP 1) and with I+P (GOP
 # 16), BD-rate PSNR-RGB against the shipped model's same sweep, and Kodak's I-frame codec.
 #
-# usage: scripts/after_campaign.sh WEIGHTS_DIR [FRAMES]
+# usage: [P_OFFSET=X] scripts/after_campaign.sh WEIGHTS_DIR [FRAMES]
 #   scripts/after_campaign.sh /work/.device/1          # FRAMES: frames per clip (default 8)
+#   P_OFFSET=-1 scripts/after_campaign.sh RUN          # P-frames at level - 1 in both models' GOP 16 sweeps
+#                                                      # (--p_level_offset; default 0 whatever the cards say)
 # Writes runs/campaign_sSTEP/ (the model folder, pinned), out/after_campaign_sSTEP/ (level sweeps
 # 0..7 of both models at GOP 1 and GOP 16, and bd.txt) and prints the BD-rates (negative: the new
 # weights need fewer bits), and the new I+P (GOP 16) against the shipped all-intra; ships
@@ -17,6 +19,9 @@ PY=${PY:-.venv/bin/python}
 EVAL=${EVAL:-../shared/data/eval/video}
 weights=${1:?usage: scripts/after_campaign.sh WEIGHTS_DIR [FRAMES]}
 frames=${2:-8}
+po=${P_OFFSET:-0}
+g16=gop16
+[[ $po == 0 ]] || g16=gop16_po$po  # sweeps at another P-frame offset are kept apart
 # The model step, and whether the I-frame codec is bit for bit the shipped one (a run with
 # --freeze=iframe): then the new model's GOP 1 sweeps are the shipped model's and are not re-run.
 read -r step same_iframe < <("$PY" -c "
@@ -32,7 +37,7 @@ mkdir -p "$out"
 # codes within ~0.1% in bpp), are reused instead of sweeping the shipped model again.
 shipped_step=$("$PY" -c "import json; print(json.load(open('runtime/checkpoints/base/training.json'))['model_step'])")
 if [[ $shipped_step != "$step" && -d out/after_campaign_s$shipped_step ]]; then
-    for f in out/after_campaign_s$shipped_step/sweep_*_new_gop{1,16}.json; do
+    for f in out/after_campaign_s$shipped_step/sweep_*_new_gop*.json; do
         [[ -f $f ]] || continue
         name=$(basename "$f")
         cp -n "$f" "$out/${name/_new_/_shipped_}"
@@ -45,34 +50,35 @@ if [[ ! -d $model ]]; then
     "$PY" -m gpu_train.weights from_npz --npz="$weights" --config=runtime/checkpoints/base/config.json --out="$model"
     "$PY" -m runtime.bundle pin "$model"
 fi
-: > "$out/bd.txt"
+bdf=$out/bd${g16#gop16}.txt  # bd.txt, or bd_po-1.txt for P_OFFSET=-1
+: > "$bdf"
 for spec in street:$EVAL/street_320x180_21f.y4m bedroom:$EVAL/bedroom_480x270_100f.y4m; do
     name=${spec%%:*}
     clip=${spec#*:}
-    for gop in 1 16; do
+    for g in gop1 "$g16"; do
         for who in shipped:base new:$model; do
             tag=${who%%:*}
             path=${who#*:}
-            if [[ $gop == 1 && $tag == new && $same_iframe == 1 && -f $out/sweep_${name}_shipped_gop1.json ]]; then
+            if [[ $g == gop1 && $tag == new && $same_iframe == 1 && -f $out/sweep_${name}_shipped_gop1.json ]]; then
                 cp "$out/sweep_${name}_shipped_gop1.json" "$out/sweep_${name}_new_gop1.json"  # same I-frame codec
             fi
-            if [[ ! -f $out/sweep_${name}_${tag}_gop$gop.json ]]; then
+            if [[ ! -f $out/sweep_${name}_${tag}_$g.json ]]; then
                 "$PY" -m benchmarks.level_sweep --model="$path" --clip="$clip" --step=1 --frames="$frames" \
-                    --gop="$gop" --out="$out/sweep_${name}_${tag}_gop$gop.json" | tail -n 1
+                    --gop="${g:3:2}" --p_level_offset="$po" --out="$out/sweep_${name}_${tag}_$g.json" | tail -n 1
             fi
         done
-        echo "$name GOP $gop, new vs shipped base: $(bd "$out/sweep_${name}_new_gop$gop.json" \
-            "$out/sweep_${name}_shipped_gop$gop.json")" | tee -a "$out/bd.txt"
+        echo "$name $g, new vs shipped base: $(bd "$out/sweep_${name}_new_$g.json" \
+            "$out/sweep_${name}_shipped_$g.json")" | tee -a "$bdf"
     done
     # Do the P-frames earn their place? (The card's GOP: 16 only if this is negative on both clips.)
-    echo "$name new GOP 16 vs shipped GOP 1: $(bd "$out/sweep_${name}_new_gop16.json" \
-        "$out/sweep_${name}_shipped_gop1.json")" | tee -a "$out/bd.txt"
+    echo "$name new $g16 vs shipped GOP 1: $(bd "$out/sweep_${name}_new_$g16.json" \
+        "$out/sweep_${name}_shipped_gop1.json")" | tee -a "$bdf"
     # And with the encoder's R-D frame-type choice (each P-frame also tried as an I-frame).
-    if [[ ! -f $out/sweep_${name}_new_gop16_rd.json ]]; then
+    if [[ ! -f $out/sweep_${name}_new_${g16}_rd.json ]]; then
         "$PY" -m benchmarks.level_sweep --model="$model" --clip="$clip" --step=1 --frames="$frames" --gop=16 \
-            --rd_frame_type --out="$out/sweep_${name}_new_gop16_rd.json" | tail -n 1
+            --p_level_offset="$po" --rd_frame_type --out="$out/sweep_${name}_new_${g16}_rd.json" | tail -n 1
     fi
-    echo "$name new GOP 16 + rd_frame_type vs shipped GOP 1: $(bd "$out/sweep_${name}_new_gop16_rd.json" \
-        "$out/sweep_${name}_shipped_gop1.json")" | tee -a "$out/bd.txt"
+    echo "$name new $g16 + rd_frame_type vs shipped GOP 1: $(bd "$out/sweep_${name}_new_${g16}_rd.json" \
+        "$out/sweep_${name}_shipped_gop1.json")" | tee -a "$bdf"
 done
 echo "Kodak: $PY -m benchmarks.bench_image --model=$model --out_dir=$out/image   (10 min; not run here)"

@@ -9,7 +9,8 @@
 #      out/rd_allintra_<hash of the iframe weights>_<clip>).
 # The card moves to GOP 16 when I+P beats all-intra on all three clips (step 3's first column).
 #
-# usage: scripts/eval_pframes.sh RUN_DIR     (~15 min on 2 cores; ~25 the first time for an I-frame codec)
+# usage: [P_OFFSET=X] scripts/eval_pframes.sh RUN_DIR     (~15 min on 2 cores; ~25 the first time for an I-frame codec)
+#   P_OFFSET: the GOP 16 runs code P-frames at level + X (--p_level_offset; default 0 whatever the cards say)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -21,34 +22,39 @@ import sys
 from gpu_train.weights import iframe_digest, read_arrays
 a = read_arrays(sys.argv[1])
 print(int(a['step']), iframe_digest(a))" "$run")
-scripts/after_campaign.sh "$run" 8
+po=${P_OFFSET:-0}
+g16=gop16
+[[ $po == 0 ]] || g16=gop16_po$po
+P_OFFSET=$po scripts/after_campaign.sh "$run" 8
 model=runs/campaign_s$step
 out=out/after_campaign_s$step
+bdf=$out/bd${g16#gop16}.txt  # after_campaign.sh's, appended to
 # bikes' all-intra sweep depends on the I-frame codec only: swept once per codec, like the whole clips below.
-for spec in 16:$out/sweep_bikes_new_gop16.json 1:out/sweep_bikes_allintra_$iframe_hash.json; do
+for spec in 16:$out/sweep_bikes_new_$g16.json 1:out/sweep_bikes_allintra_$iframe_hash.json; do
     gop=${spec%%:*}
     f=${spec#*:}
-    [[ -f $f ]] || "$PY" -m benchmarks.level_sweep --model="$model" --clip="$B" --step=1 --frames=8 --gop=$gop --out="$f" | tail -n 1
+    [[ -f $f ]] || "$PY" -m benchmarks.level_sweep --model="$model" --clip="$B" --step=1 --frames=8 --gop=$gop \
+        --p_level_offset="$po" --out="$f" | tail -n 1
 done
-echo "bikes new GOP 16 vs all-intra: $("$PY" -m benchmarks.level_sweep --load="$out/sweep_bikes_new_gop16.json" \
-    --anchor="out/sweep_bikes_allintra_$iframe_hash.json" 2>&1 | grep -i 'BD-rate\|overlap' || true)" | tee -a "$out/bd.txt"
+echo "bikes new $g16 vs all-intra: $("$PY" -m benchmarks.level_sweep --load="$out/sweep_bikes_new_$g16.json" \
+    --anchor="out/sweep_bikes_allintra_$iframe_hash.json" 2>&1 | grep -i 'BD-rate\|overlap' || true)" | tee -a "$bdf"
 rd() {  # rd OUT_DIR GOP CLIP [MAX_FRAMES]
     [[ -f $1/results.json ]] && return
     "$PY" -m benchmarks.bench_rd --models=base="$model" --clips="$3" ${4:+--max_frames=$4} --anchors=x264 \
-        --x264_crf=18,23,28,33,38,43,48,51 --novmaf --gop="$2" --out_dir="$1" > "$1.log" 2>&1
+        --x264_crf=18,23,28,33,38,43,48,51 --novmaf --gop="$2" --p_level_offset="$po" --out_dir="$1" > "$1.log" 2>&1
 }
 for spec in street:$E/street_320x180_21f.y4m: bedroom:$E/bedroom_480x270_100f.y4m: bikes48:$B:48; do
     IFS=: read -r name clip frames <<< "$spec"
-    rd "out/rd_s${step}_gop16_$name" 16 "$clip" "$frames"
+    rd "out/rd_s${step}_${g16}_$name" 16 "$clip" "$frames"
     rd "out/rd_allintra_${iframe_hash}_$name" 1 "$clip" "$frames"
-    "$PY" - "out/rd_s${step}_gop16_$name/results.json" "out/rd_allintra_${iframe_hash}_$name/results.json" "$name" <<'EOF' | tee -a "$out/bd.txt"
+    "$PY" - "out/rd_s${step}_${g16}_$name/results.json" "out/rd_allintra_${iframe_hash}_$name/results.json" "$name" "$g16" <<'EOF' | tee -a "$bdf"
 import json, sys
 from benchmarks.bdrate import bd_rate
 def curve(path, codec):
     pts = sorted((p for p in json.load(open(path))["points"] if p["codec"] == codec), key=lambda p: p["bpp"])
     return [p["bpp"] for p in pts], [p["metrics"]["psnr_rgb"] for p in pts]
 ip, intra, x264 = curve(sys.argv[1], "elfvc"), curve(sys.argv[2], "elfvc"), curve(sys.argv[1], "x264")
-print(f"{sys.argv[3]} whole clip, PSNR-RGB BD-rate: I+P (GOP 16) vs all-intra {bd_rate(*intra, *ip):+.1f}%; "
+print(f"{sys.argv[3]} whole clip, PSNR-RGB BD-rate: I+P ({sys.argv[4]}) vs all-intra {bd_rate(*intra, *ip):+.1f}%; "
       f"vs x264: I+P {bd_rate(*x264, *ip):+.1f}%, all-intra {bd_rate(*x264, *intra):+.1f}%")
 EOF
 done

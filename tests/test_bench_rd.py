@@ -110,8 +110,10 @@ def test_bench_rd_cli_rejects_bad_input(tmp_path, capsys):
     assert bench_rd.main(["bench_rd", f"--clips={clip}", "--models=nosuch", f"--out_dir={tmp_path}"]) == 1
     # Shipped names resolve (the docs' `--models=base`): the duplicate is what is refused.
     assert bench_rd.main(["bench_rd", f"--clips={clip}", "--models=small,small", f"--out_dir={tmp_path}"]) == 1
+    assert bench_rd.main(["bench_rd", f"--clips={clip}", "--p_level_offset=inf", f"--out_dir={tmp_path}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 7 and all(line.startswith("bench_rd: error: ") for line in err)
+    assert len(err) == 8 and all(line.startswith("bench_rd: error: ") for line in err)
+    assert err[7] == "bench_rd: error: --p_level_offset must be a finite number, got inf"
     assert "unknown anchor 'x266'" in err[3]
     assert "nosuch does not exist, nor is it a shipped model's name (shipped: base, small)" in err[5]
     assert err[6] == "bench_rd: error: --models: labels must be unique"
@@ -126,24 +128,25 @@ def test_tiny_end_to_end_against_x264(tmp_path, capsys, monkeypatch):
     untrained fallback model codes at about 6 dB, where no x264 setting reaches, and the
     report must then say exactly that instead of inventing a number. This codec runs with the
     encoder-side motion refinement and the R-D frame-type choice (both reach the encoder and are
-    recorded in the report's meta).
+    recorded in the report's meta), and so does a P-frame level offset.
     """
     import runtime.stream
 
     encode_video, seen = runtime.stream.encode_video, []
 
     def spy(*args, **kwargs):
-        seen.append((kwargs["rd_frame_type"], kwargs["motion_refinement"] is not None))
+        seen.append((kwargs["rd_frame_type"], kwargs["motion_refinement"] is not None, kwargs["controller"].p_offset))
         return encode_video(*args, **kwargs)
 
     monkeypatch.setattr(runtime.stream, "encode_video", spy)
     out = tmp_path / "rd"
     argv = ["bench_rd", f"--clips={bikes_path()}", "--max_frames=3", "--levels=1,6", "--anchors=x264",
-            "--x264_crf=18,45", f"--out_dir={out}", "--motion_refine", "--rd_frame_type"]  # fmt: skip
+            "--x264_crf=18,45", f"--out_dir={out}", "--motion_refine", "--rd_frame_type", "--p_level_offset=-0.5"]  # fmt: skip
     assert bench_rd.main(argv) == 0, capsys.readouterr().err
-    assert seen == [(True, True)] * 2
+    assert seen == [(True, True, -0.5)] * 2
     report = RDReport.load(out / "results.json")
     assert report.meta["motion_refine"] is True and report.meta["rd_frame_type"] is True
+    assert report.meta["p_level_offset"] == [-0.5]
     assert sorted((p.codec, p.setting) for p in report.points) == [
         ("elfvc", "level=1"), ("elfvc", "level=6"), ("x264", "crf=18"), ("x264", "crf=45")]  # fmt: skip
     for p in report.points:

@@ -166,6 +166,52 @@ def test_the_model_cards_gop_applies_unless_gop_is_given(monkeypatch):
         assert fv.gop == gop and ("model card recommends" in err.getvalue()) == noted, (command, argv, err.getvalue())
 
 
+def test_p_level_offset_codes_p_frames_at_their_level_and_refuses_other_rate_control(tmp_path, workdir):
+    clip, out = str(workdir / "clip.y4m"), tmp_path / "o.elfvc"
+    code, _, err = run_cli_raw(["encode", clip, str(out), "--level=3.5", "--gop=3", "--p_level_offset=-1"])
+    assert code == 0, err
+    code, text, err = run_cli_raw(["info", str(out)])
+    assert code == 0, err
+    rows = re.findall(r"^\s*(\d+)\s+([IP])\s+(\d+\.\d+)", text, re.M)
+    assert [(t, float(lv)) for _, t, lv in rows] == [("I", 3.5), ("P", 2.5), ("P", 2.5)], text
+    fails(["encode", clip, str(tmp_path / "x.elfvc"), "--p_level_offset=-1", "--target_kbps=100"], 2,
+          "--p_level_offset applies to a constant level", tmp_path)
+    fails(["encode", clip, str(tmp_path / "x.elfvc"), "--p_level_offset=nan"], 2, "--p_level_offset must be a finite", tmp_path)
+    fails(["plot_rc", clip, str(tmp_path / "x.png"), "--p_level_offset=inf"], 2, "--p_level_offset must be a finite", tmp_path)
+    fails(["decode", str(out), str(tmp_path / "x.y4m"), "--p_level_offset=1"], 2, "decode does not take --p_level_offset", tmp_path)
+
+
+def test_the_model_cards_p_level_offset_applies_to_a_constant_level_unless_overridden():
+    from types import SimpleNamespace
+
+    from model.bundle import DEFAULT_DIR, ModelBundle, read_card
+
+    read = ModelBundle.p_level_offset.fget
+    assert [read(SimpleNamespace(card=c)) for c in ({"p_level_offset": -1}, {"p_level_offset": 0.5}, {})] == [-1.0, 0.5, 0.0]
+    assert [read(SimpleNamespace(card={"p_level_offset": v})) for v in (True, "x", float("nan"), None)] == [0.0] * 4
+    assert read(SimpleNamespace(card=read_card(DEFAULT_DIR))) == -1.0  # the shipped card's (docs/BENCHMARKS.md)
+
+    def p_level(argv, card=-1.0):
+        fv = cli.define_flags()
+        fv(["elfvc", *argv])
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            rc = cli.controller_from_flags(fv, 7.0, Fraction(25), card)
+        primary = getattr(rc, "primary", rc)
+        offset = getattr(primary, "p_offset", None)
+        return offset, "model card recommends" in err.getvalue()
+
+    assert p_level(["--level=3"]) == (-1.0, True)
+    assert p_level([]) == (-1.0, True)  # the default level is a constant one
+    assert p_level(["--max_bpp_p=0.1"]) == (-1.0, True)  # caps alone: a constant top level, capped
+    assert p_level(["--level=3", "--p_level_offset=0"]) == (0.0, False)  # the flag wins
+    assert p_level(["--level=3", "--p_level_offset=0.5"]) == (0.5, False)
+    assert p_level(["--level=3", "--gop=1"]) == (-1.0, False)  # no P-frames: nothing to say
+    assert p_level(["--target_kbps=100"]) == (None, False)  # not a constant level: the card's offset does not apply
+    assert p_level(["--min_psnr=30"]) == (None, False)
+    assert p_level(["--level=3"], card=0.0) == (0.0, False)
+
+
 def test_progress_bar_draws_only_when_enabled():
     stream = io.StringIO()
     with Progress("encode", 4, enabled=True, stream=stream, interval=0) as bar:

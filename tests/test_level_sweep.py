@@ -113,6 +113,7 @@ def test_bad_saved_sweeps_end_with_one_line(tmp_path, capsys, content, message):
         (["--clip=x.y4m", "--load=x.json"], 2, "not both"),
         (["--clip=x.y4m", "--motion_refine", "--motion_lambda_scale=-1"], 2, "--motion_lambda_scale must be >= 0"),
         (["--clip=x.y4m", "--motion_lambda_scale=2"], 2, "needs --motion_refine"),
+        (["--clip=x.y4m", "--p_level_offset=nan"], 2, "--p_level_offset must be a finite number"),
         (["--load={missing}"], 1, "missing.y4m"),
         (["--clip={missing}"], 1, "missing.y4m"),
         (["--clip={bikes}", "--model={missing}"], 1, "level_sweep: error:"),

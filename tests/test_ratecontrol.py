@@ -55,6 +55,21 @@ def test_constant_level_needs_no_trial():
     assert trial.levels == []
 
 
+def test_constant_level_offsets_p_frames_within_the_range_and_leaves_i_frames():
+    trial = Synthetic()
+    rc = ConstantLevel(2.5, p_offset=-1.0, max_level=TOP)
+    assert (rc.select_level(0, I, PIXELS, trial), rc.select_level(1, P, PIXELS, trial)) == (2.5, 1.5)
+    assert ConstantLevel(0.5, -1.0, TOP).select_level(1, P, PIXELS, trial) == 0.0  # clipped at the bottom
+    assert ConstantLevel(6.5, 1.0, TOP).select_level(1, P, PIXELS, trial) == TOP  # and at the top
+    assert ConstantLevel(6.5, 1.0, TOP).select_level(0, I, PIXELS, trial) == 6.5
+    assert trial.levels == []
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="offset must be a finite"):
+            ConstantLevel(2.0, bad, TOP)
+    with pytest.raises(ValueError, match="max_level"):
+        ConstantLevel(2.0, -1.0, math.nan)
+
+
 def test_max_bits_highest_level_that_fits_the_cap_of_its_type():
     rc = MaxBits(cap_bpp_i=10.0, cap_bpp_p=3.5, base_level=TOP)
     p = Synthetic(P)
@@ -220,3 +235,12 @@ def test_make_controller_combinations_and_errors():
         make_controller(max_level=TOP)
     with pytest.raises(ValueError, match="positive"):
         make_controller(max_level=TOP, max_bpp_p=-1.0)
+    offset = make_controller(max_level=TOP, level=3.0, p_level_offset=-1.0)
+    assert offset.select_level(1, P, PIXELS, Synthetic()) == 2.0 and offset.select_level(0, I, PIXELS, Synthetic()) == 3.0
+    capped = make_controller(max_level=TOP, max_bpp_p=100.0, p_level_offset=-1.0)  # caps alone: the top, P one lower
+    assert capped.select_level(1, P, PIXELS, Synthetic()) == TOP - 1
+    for kwargs in (dict(target_kbps=100.0, fps=25), dict(min_psnr=30.0)):
+        with pytest.raises(ValueError, match="offset applies to a constant level"):
+            make_controller(max_level=TOP, p_level_offset=-1.0, **kwargs)
+    with pytest.raises(ValueError, match="finite"):
+        make_controller(max_level=TOP, level=3.0, p_level_offset=math.nan)
