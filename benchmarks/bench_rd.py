@@ -256,7 +256,7 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
             "motion_refine": cfg.motion_refine,
             "preset": cfg.preset,
             "rd_frame_type": cfg.rd_frame_type,
-            "p_level_offset": [c.p_level_offset for c in elf_codecs],
+            "p_level_offset": [c.p_level_offset if c.gop != 1 else 0.0 for c in elf_codecs],  # GOP 1: no P-frames
             "max_frames": cfg.max_frames,
             "bd_method": cfg.bd_method,
             "bd_rate_axis": "bpp (file bytes); quality: mean of per-frame values",

@@ -88,6 +88,7 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
                 "psnr_rgb_worst_frame": float(np.min(psnr)),
                 "psnr_rgb_by_frame": [round(float(v), 4) for v in psnr],
                 "frame_types": "".join(r.frame_type.name for r in summary.frames),
+                "p_level_offset": float(p_level_offset) if gop != 1 else 0.0,
             })
     return rows
 

@@ -260,11 +260,12 @@ def open_backend(fv: flags.FlagValues, bundle):
         raise CodecError(f"backend {fv.backend!r} is not available here: {err}") from None
 
 
-def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps: Fraction, card_p_offset: float = 0.0):
+def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps: Fraction, bundle=None):
     """The rate controller the flags ask for. With max_level None, only checks the flags (before
-    the model is loaded, so a bad command line fails at once). `card_p_offset` (the model card's
-    P-frame level offset) applies where no --p_level_offset is given and the frames' level is a
-    constant one (not a target bitrate or a PSNR floor alone)."""
+    the model is loaded, so a bad command line fails at once). The model card's P-frame level
+    offset (`bundle.p_level_offset`) applies where no --p_level_offset is given and the frames
+    have a constant level (--level or the default one; not caps alone, a target bitrate or a
+    PSNR floor alone)."""
     from runtime.ratecontrol import make_controller
 
     if max_level is None:
@@ -276,10 +277,12 @@ def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps:
         level = max_level / 2
     if fv.p_level_offset is not None and not math.isfinite(fv.p_level_offset):
         raise UsageError(f"--p_level_offset must be a finite number, got {fv.p_level_offset:g}")
-    constant = fv.target_kbps is None and (level is not None or fv.max_bpp_i is not None or fv.max_bpp_p is not None)
-    p_offset = fv.p_level_offset if fv.p_level_offset is not None else (card_p_offset if constant else 0.0)
+    card_p_offset = bundle.p_level_offset if bundle is not None else 0.0
+    p_offset = fv.p_level_offset if fv.p_level_offset is not None else (card_p_offset if level is not None else 0.0)
     if fv.p_level_offset is None and p_offset and fv.gop != 1:
-        _note(f"note: P-frames coded at the level {p_offset:+g}, as the model card recommends; --p_level_offset overrides")
+        _note(f"note: P-frames {abs(p_offset):g} level{'s' if abs(p_offset) != 1 else ''} "
+              f"{'below' if p_offset < 0 else 'above'} the I-frames, as {bundle.source}'s model card recommends; "
+              "--p_level_offset=0 turns it off")
     try:
         return make_controller(
             max_level=max_level, level=level, max_bpp_i=fv.max_bpp_i, max_bpp_p=fv.max_bpp_p,
@@ -340,7 +343,7 @@ def encode(fv: flags.FlagValues, src: str, out: str) -> int:
         src_info = reader.info
         controller_from_flags(fv, None, src_info.fps)
         bundle = load_model(fv, "encode")
-        controller = controller_from_flags(fv, bundle.config.max_level, src_info.fps, bundle.p_level_offset)
+        controller = controller_from_flags(fv, bundle.config.max_level, src_info.fps, bundle)
         total = src_info.expected_frames
         if fv.frames is not None:
             total = fv.frames if total is None else min(total, fv.frames)

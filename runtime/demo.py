@@ -78,15 +78,17 @@ def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_pa
     out_dir.mkdir(parents=True, exist_ok=True)
     stream = out_dir / (source.stem + ".elfvc")
 
+    # P-frames (a card GOP above 1) at the card's offset from the I-frames, as `elfvc encode` codes them.
+    controller = ConstantLevel(level, bundle.p_level_offset, bundle.config.max_level)
     with get_backend(backend_name, bundle) as backend:
         # Warm-up: trace every graph once on a 1-frame and 2-frame stream, not timed.
-        encode_video(frames[:2], out_dir / "warmup.elfvc", fps=fps, gop=gop, controller=ConstantLevel(level),
+        encode_video(frames[:2], out_dir / "warmup.elfvc", fps=fps, gop=gop, controller=controller,
                      backend=backend, bundle=bundle, input_path=source)
         decode_video(out_dir / "warmup.elfvc", lambda f: None, backend, bundle)
         (out_dir / "warmup.elfvc").unlink()
 
         start = time.perf_counter()
-        summary = encode_video(frames, stream, fps=fps, gop=gop, controller=ConstantLevel(level),
+        summary = encode_video(frames, stream, fps=fps, gop=gop, controller=controller,
                                backend=backend, bundle=bundle, input_path=source)
         encode_seconds = time.perf_counter() - start
         decoded = []

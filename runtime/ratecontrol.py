@@ -143,7 +143,9 @@ def _check_range(min_level: float, max_level: float) -> None:
 @dataclass
 class ConstantLevel:
     """Every I-frame at `level`, every P-frame at `level + p_offset` clipped to [0, max_level]
-    (the paper's R-D curves, Sec. 4.2, use one level for both: p_offset 0).
+    (the paper's R-D curves, Sec. 4.2, use one level for both: p_offset 0). The encoder's own
+    I-frame alternatives to a P-frame (the scene-cut check, `--rd_frame_type`) are coded at the
+    P-frame's level, so they compete with the P-frame at equal footing (runtime/stream.py).
 
     A negative offset codes P-frames a little coarser than the I-frame they predict from, as
     block codecs do (x264's default I/P quantizer ratio 1.4 is about 3 QP): measured on `base`,
@@ -163,6 +165,8 @@ class ConstantLevel:
             raise ValueError(f"the P-frame level offset must be a finite number, got {self.p_offset}")
         if not self.max_level >= 0:  # NaN too
             raise ValueError(f"max_level must be >= 0, got {self.max_level}")
+        if self.p_offset and math.isinf(self.max_level):
+            raise ValueError("a P-frame level offset needs the model's max_level to clip to")
 
     def select_level(self, index: int, frame_type: FrameType, num_pixels: int, trial: Trial) -> float:
         if frame_type is FrameType.P and self.p_offset:

@@ -19,7 +19,8 @@ PY=${PY:-.venv/bin/python}
 EVAL=${EVAL:-../shared/data/eval/video}
 weights=${1:?usage: scripts/after_campaign.sh WEIGHTS_DIR [FRAMES]}
 frames=${2:-8}
-po=${P_OFFSET:-0}
+po=$(printf '%g' "${P_OFFSET:-0}")  # -1.0 and -1 name the same files
+[[ $po == -0 ]] && po=0
 g16=gop16
 [[ $po == 0 ]] || g16=gop16_po$po  # sweeps at another P-frame offset are kept apart
 # The model step, and whether the I-frame codec is bit for bit the shipped one (a run with
@@ -38,7 +39,7 @@ mkdir -p "$out"
 shipped_step=$("$PY" -c "import json; print(json.load(open('runtime/checkpoints/base/training.json'))['model_step'])")
 if [[ $shipped_step != "$step" && -d out/after_campaign_s$shipped_step ]]; then
     for f in out/after_campaign_s$shipped_step/sweep_*_new_gop*.json; do
-        [[ -f $f ]] || continue
+        [[ -f $f && $f != *_rd.json && $f != *sweep_bikes_* ]] || continue  # the sweeps this script compares
         name=$(basename "$f")
         cp -n "$f" "$out/${name/_new_/_shipped_}"
     done
@@ -62,9 +63,11 @@ for spec in street:$EVAL/street_320x180_21f.y4m bedroom:$EVAL/bedroom_480x270_10
             if [[ $g == gop1 && $tag == new && $same_iframe == 1 && -f $out/sweep_${name}_shipped_gop1.json ]]; then
                 cp "$out/sweep_${name}_shipped_gop1.json" "$out/sweep_${name}_new_gop1.json"  # same I-frame codec
             fi
+            n=${g#gop}
+            n=${n%%_*}  # the GOP of gop1, gop16, gop16_po-1
             if [[ ! -f $out/sweep_${name}_${tag}_$g.json ]]; then
                 "$PY" -m benchmarks.level_sweep --model="$path" --clip="$clip" --step=1 --frames="$frames" \
-                    --gop="${g:3:2}" --p_level_offset="$po" --out="$out/sweep_${name}_${tag}_$g.json" | tail -n 1
+                    --gop="$n" --p_level_offset="$po" --out="$out/sweep_${name}_${tag}_$g.json" | tail -n 1
             fi
         done
         echo "$name $g, new vs shipped base: $(bd "$out/sweep_${name}_new_$g.json" \

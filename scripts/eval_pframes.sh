@@ -22,7 +22,8 @@ import sys
 from gpu_train.weights import iframe_digest, read_arrays
 a = read_arrays(sys.argv[1])
 print(int(a['step']), iframe_digest(a))" "$run")
-po=${P_OFFSET:-0}
+po=$(printf '%g' "${P_OFFSET:-0}")  # -1.0 and -1 name the same files
+[[ $po == -0 ]] && po=0
 g16=gop16
 [[ $po == 0 ]] || g16=gop16_po$po
 P_OFFSET=$po scripts/after_campaign.sh "$run" 8

@@ -126,6 +126,7 @@ def test_models_lists_the_shipped_models_and_names_resolve(tmp_path, workdir):
     assert heads[0].startswith(f"{DEFAULT_DIR.name} (default): config ") and len(heads) >= 2
     assert any(re.match(r"small( \(default\))?: config small, 2\.0M parameters, GOP 16$", h) for h in heads), heads
     assert "rate range:" in out and "speed:" in out
+    assert heads[0].endswith(", GOP 1, P-frames at level -1"), heads[0]  # base's card: GOP and P-frame offset
     fails(["models", "x"], 2, "models takes , got 1", tmp_path)
     fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "o.elfvc"), "--model=no-such-model"], 1,
           r"no-such-model does not exist, nor is it a shipped model's name \(shipped: .*small", tmp_path)
@@ -181,6 +182,22 @@ def test_p_level_offset_codes_p_frames_at_their_level_and_refuses_other_rate_con
     fails(["decode", str(out), str(tmp_path / "x.y4m"), "--p_level_offset=1"], 2, "decode does not take --p_level_offset", tmp_path)
 
 
+def test_encode_codes_p_frames_at_the_model_cards_offset(tmp_path, workdir, monkeypatch):
+    import dataclasses
+
+    from model import bundle
+
+    small = bundle.shipped_bundle("small")
+    monkeypatch.setattr(bundle, "default_bundle", lambda: dataclasses.replace(small, card={**small.card, "p_level_offset": -1.5}))
+    out = tmp_path / "o.elfvc"
+    code, _, err = run_cli_raw(["encode", str(workdir / "clip.y4m"), str(out), "--level=1", "--gop=3"])
+    assert code == 0, err
+    assert "P-frames 1.5 levels below the I-frames" in err and "--p_level_offset=0 turns it off" in err, err
+    code, text, err = run_cli_raw(["info", str(out)])
+    rows = re.findall(r"^\s*(\d+)\s+([IP])\s+(\d+\.\d+)", text, re.M)
+    assert [(t, float(lv)) for _, t, lv in rows] == [("I", 1.0), ("P", 0.0), ("P", 0.0)], text  # clipped at 0
+
+
 def test_the_model_cards_p_level_offset_applies_to_a_constant_level_unless_overridden():
     from types import SimpleNamespace
 
@@ -196,14 +213,17 @@ def test_the_model_cards_p_level_offset_applies_to_a_constant_level_unless_overr
         fv(["elfvc", *argv])
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
-            rc = cli.controller_from_flags(fv, 7.0, Fraction(25), card)
+            rc = cli.controller_from_flags(fv, 7.0, Fraction(25), SimpleNamespace(p_level_offset=card, source="m"))
         primary = getattr(rc, "primary", rc)
         offset = getattr(primary, "p_offset", None)
         return offset, "model card recommends" in err.getvalue()
 
     assert p_level(["--level=3"]) == (-1.0, True)
     assert p_level([]) == (-1.0, True)  # the default level is a constant one
-    assert p_level(["--max_bpp_p=0.1"]) == (-1.0, True)  # caps alone: a constant top level, capped
+    assert p_level(["--max_bpp_p=0.1"]) == (0.0, False)  # caps alone keep their meaning (the highest level that fits)
+    assert p_level(["--max_bpp_p=0.1", "--p_level_offset=-1"]) == (-1.0, False)  # unless asked
+    assert p_level(["--level=3", "--min_psnr=30"]) == (-1.0, True)  # a level raised to a floor: the level's offset
+    assert p_level(["--level=3", "--gop=0"]) == (-1.0, True)  # one I-frame, then only P-frames
     assert p_level(["--level=3", "--p_level_offset=0"]) == (0.0, False)  # the flag wins
     assert p_level(["--level=3", "--p_level_offset=0.5"]) == (0.5, False)
     assert p_level(["--level=3", "--gop=1"]) == (-1.0, False)  # no P-frames: nothing to say

@@ -25,7 +25,7 @@ def _bikes_crop(tmp_path):
     return clip
 
 
-def _check_sweep(tmp_path, capsys, args, max_drop: float):
+def _check_sweep(tmp_path, capsys, args, max_drop: float, p_offset: float = 0.0):
     out = tmp_path / "sweep.json"
     assert level_sweep.main(["level_sweep", f"--clip={_bikes_crop(tmp_path)}", "--frames=16", "--step=3.5",
                              f"--out={out}", *args]) == 0  # fmt: skip
@@ -38,6 +38,7 @@ def _check_sweep(tmp_path, capsys, args, max_drop: float):
         by_frame = row["psnr_rgb_by_frame"]
         assert len(by_frame) == 16 and abs(min(by_frame) - row["psnr_rgb_worst_frame"]) < 1e-3
         assert len(row["frame_types"]) == 16 and row["frame_types"][0] == "I" and set(row["frame_types"]) <= {"I", "P"}
+        assert row["p_level_offset"] == p_offset, row  # recorded (0 where the GOP has no P-frames)
         assert row["psnr_rgb_worst_frame"] <= row["psnr_rgb"] < 60.0, row
         assert min(by_frame[1:]) > by_frame[0] - max_drop, row
     printed = capsys.readouterr().out
