@@ -105,9 +105,7 @@ class ModelBundle:
     def p_level_offset(self) -> float:
         """The card's P-frame level offset for a constant level (runtime.ratecontrol.ConstantLevel):
         P-frames at level + offset; 0.0 without one."""
-        value = self.card.get("p_level_offset")
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return float(value) if ok else 0.0
+        return card_p_level_offset(self.card)
 
     @property
     def coding_gop(self) -> int:
@@ -267,6 +265,13 @@ def load_bundle(path) -> ModelBundle:
         notes=tuple(notes),
         card=read_card(folder),
     )
+
+
+def card_p_level_offset(card: Dict[str, object]) -> float:
+    """A model card's `p_level_offset` (a finite number), else 0.0."""
+    value = card.get("p_level_offset")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else 0.0
 
 
 def read_card(folder) -> Dict[str, object]:

@@ -260,6 +260,11 @@ def open_backend(fv: flags.FlagValues, bundle):
         raise CodecError(f"backend {fv.backend!r} is not available here: {err}") from None
 
 
+def check_p_level_offset(fv: flags.FlagValues) -> None:
+    if fv.p_level_offset is not None and not math.isfinite(fv.p_level_offset):
+        raise UsageError(f"--p_level_offset must be a finite number, got {fv.p_level_offset:g}")
+
+
 def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps: Fraction, bundle=None):
     """The rate controller the flags ask for. With max_level None, only checks the flags (before
     the model is loaded, so a bad command line fails at once). The model card's P-frame level
@@ -275,8 +280,7 @@ def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps:
     level = fv.level
     if level is None and fv.target_kbps is None and fv.max_bpp_i is None and fv.max_bpp_p is None and fv.min_psnr is None:
         level = max_level / 2
-    if fv.p_level_offset is not None and not math.isfinite(fv.p_level_offset):
-        raise UsageError(f"--p_level_offset must be a finite number, got {fv.p_level_offset:g}")
+    check_p_level_offset(fv)
     card_p_offset = bundle.p_level_offset if bundle is not None else 0.0
     p_offset = fv.p_level_offset if fv.p_level_offset is not None else (card_p_offset if level is not None else 0.0)
     if fv.p_level_offset is None and p_offset and fv.gop != 1:
@@ -400,7 +404,7 @@ def models(fv: flags.FlagValues) -> int:
     from each folder's config.json and model_card.json (no model is built)."""
     import json
 
-    from model.bundle import CONFIG_FILE, DEFAULT_DIR, read_card, shipped_models
+    from model.bundle import CONFIG_FILE, DEFAULT_DIR, card_p_level_offset, read_card, shipped_models
 
     shipped = shipped_models()
     if not shipped:
@@ -415,8 +419,8 @@ def models(fv: flags.FlagValues) -> int:
             head += f", {params / 1e6:.1f}M parameters"
         if card.get("gop") is not None:
             head += f", GOP {card['gop']}"
-        offset = card.get("p_level_offset")
-        if isinstance(offset, (int, float)) and not isinstance(offset, bool) and offset:
+        offset = card_p_level_offset(card)
+        if offset:
             head += f", P-frames at level {offset:+g}"
         print(head)
         for key in ("description", "speed", "rate_range", "quality"):
@@ -438,8 +442,7 @@ def plot_rc(fv: flags.FlagValues, src: str, out: str) -> int:
     out_path = video_io.check_output(out, overwrite=fv.overwrite, inputs=[src])
     if out_path.suffix.lower() != ".png":
         raise UsageError(f"{out}: plot_rc writes a .png")
-    if fv.p_level_offset is not None and not math.isfinite(fv.p_level_offset):
-        raise UsageError(f"--p_level_offset must be a finite number, got {fv.p_level_offset:g}")
+    check_p_level_offset(fv)
     frames, src_info = video_io.read_video(src, fv.frames or PLOT_RC_FRAMES, parse_fps(fv.fps))
     bundle = load_model(fv, "plot_rc")
     runs = _rate_control_runs(fv, frames, src_info, bundle)
