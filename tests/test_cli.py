@@ -126,7 +126,7 @@ def test_models_lists_the_shipped_models_and_names_resolve(tmp_path, workdir):
     assert heads[0].startswith(f"{DEFAULT_DIR.name} (default): config ") and len(heads) >= 2
     assert any(re.match(r"small( \(default\))?: config small, 2\.0M parameters, GOP 16$", h) for h in heads), heads
     assert "rate range:" in out and "speed:" in out
-    assert heads[0].endswith(", GOP 1, P-frames at level -1"), heads[0]  # base's card: GOP and P-frame offset
+    assert heads[0].endswith(", GOP 16, P-frames at level -1"), heads[0]  # base's card: GOP and P-frame offset
     fails(["models", "x"], 2, "models takes , got 1", tmp_path)
     fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "o.elfvc"), "--model=no-such-model"], 1,
           r"no-such-model does not exist, nor is it a shipped model's name \(shipped: .*small", tmp_path)

@@ -16,18 +16,18 @@ from conftest import bikes_path, read_video_frames
 pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
 
 
-def _bikes_crop(tmp_path):
-    """A 320x128 crop of bikes (its moving middle), 16 frames: the properties do not need the full
-    640x272 frame, which costs 4x the time."""
+def _bikes_crop(tmp_path, count: int = 16):
+    """A 320x128 crop of bikes (its moving middle), `count` frames: the properties do not need the
+    full 640x272 frame, which costs 4x the time."""
     clip = tmp_path / "bikes_crop.y4m"
-    frames = read_video_frames(bikes_path(), 16)[:, 64:192, 64:384]
+    frames = read_video_frames(bikes_path(), count)[:, 64:192, 64:384]
     write_video(clip, np.ascontiguousarray(frames), Fraction(25))
     return clip
 
 
-def _check_sweep(tmp_path, capsys, args, max_drop: float, p_offset: float = 0.0):
+def _check_sweep(tmp_path, capsys, args, max_drop: float, p_offset: float = 0.0, frames: int = 16):
     out = tmp_path / "sweep.json"
-    assert level_sweep.main(["level_sweep", f"--clip={_bikes_crop(tmp_path)}", "--frames=16", "--step=3.5",
+    assert level_sweep.main(["level_sweep", f"--clip={_bikes_crop(tmp_path, frames)}", f"--frames={frames}", "--step=3.5",
                              f"--out={out}", *args]) == 0  # fmt: skip
     rows = json.loads(out.read_text())
     assert [r["level"] for r in rows] == [0.0, 3.5, 7.0]
@@ -36,8 +36,8 @@ def _check_sweep(tmp_path, capsys, args, max_drop: float, p_offset: float = 0.0)
     assert level_sweep.monotone([r["psnr_rgb"] for r in rows]), rows
     for row in rows:
         by_frame = row["psnr_rgb_by_frame"]
-        assert len(by_frame) == 16 and abs(min(by_frame) - row["psnr_rgb_worst_frame"]) < 1e-3
-        assert len(row["frame_types"]) == 16 and row["frame_types"][0] == "I" and set(row["frame_types"]) <= {"I", "P"}
+        assert len(by_frame) == frames and abs(min(by_frame) - row["psnr_rgb_worst_frame"]) < 1e-3
+        assert len(row["frame_types"]) == frames and row["frame_types"][0] == "I" and set(row["frame_types"]) <= {"I", "P"}
         assert row["p_level_offset"] == p_offset, row  # recorded (0 where the GOP has no P-frames)
         assert row["psnr_rgb_worst_frame"] <= row["psnr_rgb"] < 60.0, row
         assert min(by_frame[1:]) > by_frame[0] - max_drop, row
@@ -47,10 +47,12 @@ def _check_sweep(tmp_path, capsys, args, max_drop: float, p_offset: float = 0.0)
 
 
 def test_sweep_of_the_default_model_rises_with_the_level(tmp_path, capsys):
-    """The shipped default at its model card's GOP (base: every frame an I-frame) at levels 0, 3.5
-    and 7: rate and PSNR rise with the level, and no frame of the moving clip is far below the
-    first (each is coded on its own)."""
-    _check_sweep(tmp_path, capsys, [], max_drop=3.0)
+    """The shipped default at its model card's GOP and P-frame offset (base: GOP 16, P-frames one
+    level below the I-frames), 8 frames (I + 7 P) at levels 0, 3.5 and 7: rate and PSNR rise with
+    the level, every P-frame was coded at the card's offset, and no P-frame falls far below the
+    I-frame it is predicted from (a diverging P-frame loop loses 10 dB and more within a GOP)."""
+    _check_sweep(tmp_path, capsys, [], max_drop=3.0, p_offset=-1.0, frames=8)
+    assert all(set(r["frame_types"][1:]) == {"P"} for r in json.loads((tmp_path / "sweep.json").read_text()))
 
 
 @pytest.mark.slow  # ~15 s: 16-frame GOPs of P-frames
