@@ -43,6 +43,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence
 from absl import flags
 
 from runtime import video_io
+from runtime.entropy_coding import SINGLE_TILE_MAX_PX, TILE_PX_MAX, TILE_PX_UNIT
 from runtime.limits import MAX_PIXELS, check_picture_size
 from runtime.progress import Progress
 from runtime.types import DEFAULT_SCENECUT, CodecError
@@ -60,7 +61,7 @@ _CODING = ("model", "backend", "progress")
 #: The flags each command accepts (others given explicitly are an error, not silently ignored).
 COMMAND_FLAGS = {
     "encode": {"level", "p_level_offset", "gop", "preset", "scenecut", "rd_frame_type", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
-               "motion_refine", "max_pixels", *_CODING},
+               "motion_refine", "max_pixels", "tile", *_CODING},
     "decode": {"reference", "overwrite", "max_pixels", *_CODING},
     "info": set(),
     "plot_rc": {"level", "p_level_offset", "gop", "scenecut", "rd_frame_type", "max_bpp_i", "max_bpp_p", "min_psnr", "target_kbps", "fps", "frames", "overwrite",
@@ -104,6 +105,10 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_boolean("motion_refine", False, "Choose each 16x16 block's coded motion by rate and distortion "
                          "(runtime/motion_refine.py; models with the motion search): slower encoding, a few % fewer bits "
                          "at equal quality; any decoder reads the stream (default: the preset's, on in slow).", flag_values=fv)
+    flags.DEFINE_integer("tile", None, "Cut each coded layer into square tiles of this many pixels a side (a multiple "
+                         f"of {TILE_PX_UNIT}), each range-coded as its own substream, which decoders can code in parallel; "
+                         "each costs about 2.3 bytes a layer. Default: one tile for pictures up to "
+                         f"{SINGLE_TILE_MAX_PX} pixels a side, else 512.", flag_values=fv)
     flags.DEFINE_float("max_bpp_i", None, "Cap on each I-frame, bits per pixel.", flag_values=fv)
     flags.DEFINE_float("max_bpp_p", None, "Cap on each P-frame, bits per pixel.", flag_values=fv)
     flags.DEFINE_float("min_psnr", None, "Quality floor: each frame's RGB PSNR in dB (caps win over it).", flag_values=fv)
@@ -260,6 +265,18 @@ def open_backend(fv: flags.FlagValues, bundle):
         raise CodecError(f"backend {fv.backend!r} is not available here: {err}") from None
 
 
+def layout_from_flags(fv: flags.FlagValues):
+    """--tile (pixels) as a SubstreamLayout; None without the flag (the encoder's default for the
+    picture size, SubstreamLayout.for_frame)."""
+    from runtime.entropy_coding import SubstreamLayout
+
+    if fv.tile is None:
+        return None
+    if not (fv.tile % TILE_PX_UNIT == 0 and TILE_PX_UNIT <= fv.tile <= TILE_PX_MAX):
+        raise UsageError(f"--tile must be a multiple of {TILE_PX_UNIT} in [{TILE_PX_UNIT}, {TILE_PX_MAX}] pixels, got {fv.tile}")
+    return SubstreamLayout(tile=fv.tile // 16)
+
+
 def check_p_level_offset(fv: flags.FlagValues) -> None:
     if fv.p_level_offset is not None and not math.isfinite(fv.p_level_offset):
         raise UsageError(f"--p_level_offset must be a finite number, got {fv.p_level_offset:g}")
@@ -346,6 +363,7 @@ def encode(fv: flags.FlagValues, src: str, out: str) -> int:
     with video_io.open_video(src, parse_fps(fv.fps), max_pixels=fv.max_pixels) as reader:
         src_info = reader.info
         controller_from_flags(fv, None, src_info.fps)
+        layout = layout_from_flags(fv)
         bundle = load_model(fv, "encode")
         controller = controller_from_flags(fv, bundle.config.max_level, src_info.fps, bundle)
         total = src_info.expected_frames
@@ -353,7 +371,7 @@ def encode(fv: flags.FlagValues, src: str, out: str) -> int:
             total = fv.frames if total is None else min(total, fv.frames)
         with open_backend(fv, bundle) as backend, make_progress(fv, "encode", total) as bar:
             stats, seconds = _encode(limited(reader, fv.frames), out_path, src_info.fps, fv.gop, controller,
-                                     backend, bundle, bar, fv, src)  # fmt: skip
+                                     backend, bundle, bar, fv, src, layout)  # fmt: skip
     total_bits = 8 * out_path.stat().st_size
     line = summary_line("encoded", len(stats), src_info.width, src_info.height, src_info.fps, total_bits,
                         mean_psnr([s.psnr for s in stats]), seconds, f"-> {out}")  # fmt: skip
@@ -489,7 +507,7 @@ def visualize(fv: flags.FlagValues, src: str, out: str) -> int:
 # Adapters over runtime.stream: everything that knows its field names is here.
 
 
-def _encode(frames, out_path, fps, gop, controller, backend, bundle, bar, fv, src=None) -> tuple:
+def _encode(frames, out_path, fps, gop, controller, backend, bundle, bar, fv, src=None, layout=None) -> tuple:
     """Codes `frames` into `out_path` with the preset, scene-cut and motion flags of `fv` (a flag
     left unset defers to the preset); returns ([FrameStat], seconds)."""
     from runtime.motion_refine import MotionRefinement
@@ -499,7 +517,7 @@ def _encode(frames, out_path, fps, gop, controller, backend, bundle, bar, fv, sr
         bar.update(index + 1, note=f"{encoded.frame_type.name} level {encoded.level:.3f}")
 
     summary = encode_video(frames, out_path, fps=fps, gop=gop, controller=controller, backend=backend,
-                           bundle=bundle, progress=progress, input_path=src,
+                           bundle=bundle, progress=progress, input_path=src, layout=layout,
                            scenecut=fv.scenecut if fv["scenecut"].present else None,
                            motion_refinement=MotionRefinement(enabled=fv.motion_refine) if fv["motion_refine"].present else None,
                            rd_frame_type=fv.rd_frame_type if fv["rd_frame_type"].present else None,
@@ -529,6 +547,9 @@ def describe_stream(path: str, stream) -> List[str]:
         f"format    version {stream.version}, model {stream.model_id}",
         f"video     {width}x{height}, {fps} fps ({float(fps):.3f}), {count} frames, GOP {stream.gop}",
     ]
+    tile, groups = getattr(stream, "tile", None), getattr(stream, "channel_groups", None)
+    if tile is not None and groups is not None:
+        lines.append(f"layout    {16 * tile}-pixel tiles, {groups} channel group{'s' if groups != 1 else ''} per coded layer")
     if frames:
         seconds = len(frames) / float(fps)
         lines.append(f"rate      {8 * size / (len(frames) * width * height):.4f} bpp, {8 * size / seconds / 1000:.1f} kbps")

@@ -9,6 +9,7 @@ Frame types follow the GOP: frame i is an I-frame when i % gop == 0 (gop 0: only
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import pathlib
@@ -137,7 +138,7 @@ def encode_video(
     backend,
     bundle,
     progress: Optional[Callable[[int, EncodedFrame], None]] = None,
-    layout: SubstreamLayout = SubstreamLayout(),
+    layout: Optional[SubstreamLayout] = None,
     input_path=None,
     scenecut: Optional[float] = None,
     motion_refinement: Optional[MotionRefinement] = None,
@@ -153,6 +154,9 @@ def encode_video(
     replaces it if it is no larger and no worse in PSNR; the next GOP then counts from there
     (`gop` is the longest I-frame interval, as x264's keyint). The decoder reads each frame's
     type from its frame unit.
+
+    `layout` cuts each codelayer into substreams (runtime/entropy_coding.py; in the stream header);
+    None: `SubstreamLayout.for_frame` of the first frame's size.
 
     `progress(index, encoded_frame)` is called after each frame; `input_path` (or an
     `frames.path` attribute) names the source, which is never overwritten. Frames over
@@ -193,6 +197,11 @@ def encode_video(
         raise CodecError(f"scene-cut threshold {scenecut} must be a finite number >= 0 (0: off)")
     rate = _fraction(fps)
     start = time.perf_counter()
+    frames = iter(frames)
+    first = next(frames, None)  # its size chooses the default substream layout
+    if layout is None:
+        shape = np.shape(first) if first is not None else ()
+        layout = SubstreamLayout.for_frame(shape[1], shape[0]) if len(shape) == 3 else SubstreamLayout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
     tmp = pathlib.Path(tmp_name)
@@ -202,7 +211,7 @@ def encode_video(
                                                   latent_optimization=preset.latent_optimization()) as encoder:
             header = None
             last_intra = None  # (index, bits) of the last I-frame
-            for index, frame in enumerate(frames):
+            for index, frame in enumerate(itertools.chain(() if first is None else (first,), frames)):
                 frame = np.asarray(frame)
                 if header is None:
                     if frame.ndim != 3 or frame.shape[2:] != (3,) or frame.dtype != np.uint8:

@@ -394,3 +394,27 @@ def test_a_broken_backend_is_exit_1_not_a_usage_error(tmp_path, workdir, monkeyp
     monkeypatch.setattr(backends, "get_backend", broken)
     fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "x.elfvc"), "--backend=onnx"], 1, "the export is damaged$",
           folder=tmp_path)
+
+
+def test_tile_sets_the_substream_layout_and_refuses_bad_sizes(tmp_path, workdir):
+    """--tile (pixels) reaches the stream header and cuts the frames into more substreams; the
+    default codes this 130x98 clip as one tile (runtime.entropy_coding.SubstreamLayout.for_frame);
+    a size that is not a multiple of 64 pixels is a usage error before anything is written."""
+    clip = str(workdir / "clip.y4m")
+    counts = {}
+    for tile, shown in ((None, 192), (64, 64)):
+        out = tmp_path / f"t{tile}.elfvc"
+        code, _, err = run_cli_raw(["encode", clip, str(out), "--level=2", "--gop=2", *([f"--tile={tile}"] if tile else [])])
+        assert code == 0, err
+        code, text, err = run_cli_raw(["info", str(out)])
+        assert f"layout    {shown}-pixel tiles, 1 channel group per coded layer" in text, text
+        counts[tile] = [int(n) for n in re.findall(r"^\s*\d+\s+[IP]\s+\S+\s+\d+\s+\S+\s+(\d+)$", text, re.M)]
+        code, _, err = run_cli_raw(["decode", str(out), str(tmp_path / f"t{tile}.y4m")])
+        assert code == 0, err
+    # I-frame: one codelayer, q1 + q0 substreams; P-frame: two codelayers. 130x98 pads to 192x128:
+    # 64-pixel tiles cut q0 (12x8 cells) and q1 (3x2 cells) alike into 3 x 2.
+    assert counts == {None: [2, 4, 2], 64: [12, 24, 12]}, counts
+    assert (vio.read_video(tmp_path / "tNone.y4m")[0] == vio.read_video(tmp_path / "t64.y4m")[0]).all()
+    for bad in ("100", "0", "-64", str(1 << 17)):
+        fails(["encode", clip, str(tmp_path / "x.elfvc"), f"--tile={bad}"], 2, r"--tile must be a multiple of 64 in \[64, 65536\]", tmp_path)
+    fails(["decode", str(tmp_path / "t64.elfvc"), str(tmp_path / "x.y4m"), "--tile=64"], 2, "decode does not take --tile", tmp_path)

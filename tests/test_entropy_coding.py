@@ -117,3 +117,17 @@ def test_layout_rejects_bad_parameters():
         ec.SubstreamLayout(tile=6)
     with pytest.raises(ValueError, match="channel_groups"):
         ec.SubstreamLayout(channel_groups=0)
+
+
+def test_the_encoders_default_layout_follows_the_picture_size():
+    """One tile per codelayer up to 1024 pixels a side (the tile covers the picture padded to 64
+    pixels), 512-pixel tiles above: 1080p keeps 12 q0 substreams per codelayer to code in parallel."""
+    for (width, height), tile in (((640, 272), 40), ((130, 98), 12), ((16, 16), 4), ((1024, 576), 64),
+                                  ((1025, 64), 32), ((1920, 1080), 32), ((64, 2000), 32)):
+        layout = ec.SubstreamLayout.for_frame(width, height)
+        assert (layout.tile, layout.channel_groups) == (tile, 1), (width, height, layout)
+        cells = (-(-height // 64) * 4, -(-width // 64) * 4)  # the 16x grid of the padded picture
+        single = max(width, height) <= ec.SINGLE_TILE_MAX_PX
+        assert (layout.count((*cells, 8), hyper=False) == 1) == single
+        assert (layout.count((cells[0] // 4, cells[1] // 4, 8), hyper=True) == 1) == single
+    assert ec.SubstreamLayout.for_frame(1920, 1080).count((68, 120, 8), hyper=False) == 12
