@@ -117,15 +117,17 @@ def compare_codec(
     own stream."""
     from runtime.bitstream import Reader, read_frame
     from runtime.codec import Decoder, Encoder
+    from runtime.entropy_coding import SubstreamLayout
     from runtime.types import FrameType
 
     opened = {spec: _open(spec, bundle, options) for spec in backends}
     times = {spec: {"ie": [], "pe": [], "id": [], "pd": []} for spec in backends}
     height, width = frames.shape[1:3]
+    layout = SubstreamLayout.for_frame(width, height)  # what `elfvc encode` writes for this size
     try:
         for round_ in range(gops + 1):
             for spec, backend in opened.items():
-                with Encoder(bundle, backend) as encoder, Decoder(bundle, backend, width, height) as decoder:
+                with Encoder(bundle, backend, layout) as encoder, Decoder(bundle, backend, width, height, layout) as decoder:
                     for index, frame in enumerate(frames):
                         kind = FrameType.I if index == 0 else FrameType.P
                         start = time.perf_counter()

@@ -158,15 +158,17 @@ def time_elfvc(bundle, backend, frames: np.ndarray, level: float, warmup: int, r
     """
     from runtime.bitstream import Reader, read_frame
     from runtime.codec import Decoder, Encoder
+    from runtime.entropy_coding import SubstreamLayout
 
     if frames.shape[0] < 2:
         raise FpsError("--frames must be at least 2 (an I-frame and a P-frame)")
     height, width = frames.shape[1:3]
+    layout = SubstreamLayout.for_frame(width, height)  # what `elfvc encode` writes for this size
     enc_samples, dec_samples = _Samples(), _Samples()
     bits = []
     for run in range(warmup + repeats):
         timed = run >= warmup
-        with Encoder(bundle, backend) as encoder, Decoder(bundle, backend, width, height) as decoder:
+        with Encoder(bundle, backend, layout) as encoder, Decoder(bundle, backend, width, height, layout) as decoder:
             for index, frame in enumerate(frames):
                 frame_type = FrameType.I if index == 0 else FrameType.P
                 entropy = encoder.timings.entropy_seconds

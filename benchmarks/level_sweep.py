@@ -63,7 +63,7 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
         raise ValueError(f"--step must be positive, got {step}")
     bundle = load_bundle(model_dir) if model_dir else default_bundle()
     if gop is None:
-        gop = bundle.coding_gop  # the model card's (base: 1, all I-frames)
+        gop = bundle.coding_gop  # the model card's (base: 16)
     if p_level_offset is None:
         p_level_offset = bundle.p_level_offset
     frames, info = video_io.read_video(clip, frames_wanted)

@@ -43,8 +43,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence
 from absl import flags
 
 from runtime import video_io
-from runtime.entropy_coding import SINGLE_TILE_MAX_PX, TILE_PX_MAX, TILE_PX_UNIT
-from runtime.limits import MAX_PIXELS, check_picture_size
+from runtime.limits import MAX_PIXELS, SINGLE_TILE_MAX_PX, TILE_PX_MAX, TILE_PX_UNIT, check_picture_size
 from runtime.progress import Progress
 from runtime.types import DEFAULT_SCENECUT, CodecError
 
@@ -87,8 +86,8 @@ def define_flags() -> flags.FlagValues:
                        "does; 0: every frame at the level). Default: the model card's where it gives one, else 0.",
                        flag_values=fv)
     clikit.define_gop(fv, 16, "Frames per group of pictures (an I-frame, then P-frames; 0: one I-frame, then only "
-                      "P-frames). Without this flag: the model card's GOP where it gives one (base: 1, every frame "
-                      "an I-frame; `elfvc models` lists them), else 16.")
+                      "P-frames). Without this flag: the model card's GOP where it gives one (base and small: 16; "
+                      "`elfvc models` lists them), else 16.")
     from runtime.presets import DEFAULT_PRESET, PRESETS
 
     flags.DEFINE_enum("preset", DEFAULT_PRESET, list(PRESETS), "Encoder preset, trading encoding time for bits; the "
@@ -106,9 +105,9 @@ def define_flags() -> flags.FlagValues:
                          "(runtime/motion_refine.py; models with the motion search): slower encoding, a few % fewer bits "
                          "at equal quality; any decoder reads the stream (default: the preset's, on in slow).", flag_values=fv)
     flags.DEFINE_integer("tile", None, "Cut each coded layer into square tiles of this many pixels a side (a multiple "
-                         f"of {TILE_PX_UNIT}), each range-coded as its own substream, which decoders can code in parallel; "
-                         "each costs about 2.3 bytes a layer. Default: one tile for pictures up to "
-                         f"{SINGLE_TILE_MAX_PX} pixels a side, else 512.", flag_values=fv)
+                         f"of {TILE_PX_UNIT} up to {TILE_PX_MAX}), each range-coded on its own, so decoders can code them "
+                         "in parallel; each tile costs about 4.5 bytes per coded layer. Default: one tile for pictures "
+                         f"up to {SINGLE_TILE_MAX_PX} pixels a side, else 512.", flag_values=fv)
     flags.DEFINE_float("max_bpp_i", None, "Cap on each I-frame, bits per pixel.", flag_values=fv)
     flags.DEFINE_float("max_bpp_p", None, "Cap on each P-frame, bits per pixel.", flag_values=fv)
     flags.DEFINE_float("min_psnr", None, "Quality floor: each frame's RGB PSNR in dB (caps win over it).", flag_values=fv)
@@ -549,7 +548,8 @@ def describe_stream(path: str, stream) -> List[str]:
     ]
     tile, groups = getattr(stream, "tile", None), getattr(stream, "channel_groups", None)
     if tile is not None and groups is not None:
-        lines.append(f"layout    {16 * tile}-pixel tiles, {groups} channel group{'s' if groups != 1 else ''} per coded layer")
+        tiles = f"{16 * tile}-pixel tiles" if 16 * tile < max(width, height) else f"one tile ({16 * tile} px)"
+        lines.append(f"layout    {tiles}, {groups} channel group{'s' if groups != 1 else ''} per coded layer")
     if frames:
         seconds = len(frames) / float(fps)
         lines.append(f"rate      {8 * size / (len(frames) * width * height):.4f} bpp, {8 * size / seconds / 1000:.1f} kbps")

@@ -68,7 +68,7 @@ def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_pa
     if not bundle.trained:
         print("NOTE: no trained model is shipped: this runs an UNTRAINED small model, so its bpp and "
               "PSNR say nothing about the codec's quality.")
-    gop = bundle.coding_gop  # the model card's GOP (base: 1, all I-frames)
+    gop = bundle.coding_gop  # the model card's GOP (base: 16)
     print(f"model: {bundle.source} (id {bundle.model_id.hex()}), GOP {gop}")
     source = pathlib.Path(input_path) if input_path else bikes_path()
     reader = video_io.open_video(source)

@@ -44,6 +44,7 @@ from model import entropy as _model_entropy
 from model.npmath import SCALE_COUNT, SCALE_MAX, SCALE_MIN, scale_boundaries, scale_index, scale_table  # noqa: F401
 from scipy.special import ndtr, ndtri
 
+from runtime.limits import SINGLE_TILE_MAX_PX, TILE_PX_UNIT
 from runtime.types import CodecError
 
 # The scale table is model/npmath.py's (the model clamps to SCALE_MIN; the integer hyper synthesis
@@ -240,11 +241,6 @@ def decode_substream(substream: Substream, indices: np.ndarray, tables: Optional
 
 
 # -- substream layout ------------------------------------------------------------------------------
-#: The largest picture side the encoder codes as one tile per codelayer (SubstreamLayout.for_frame).
-SINGLE_TILE_MAX_PX = 1024
-#: A tile's side in pixels: a multiple of 4 cells of the 16x grid (one cell of the 64x hyper grid).
-TILE_PX_UNIT = 64
-TILE_PX_MAX = 4096 * 16
 
 
 @dataclass(frozen=True)
@@ -267,15 +263,26 @@ class SubstreamLayout:
     @classmethod
     def for_frame(cls, width: int, height: int) -> "SubstreamLayout":
         """The encoder's default layout for a width x height picture: 512-pixel tiles where a side
-        exceeds SINGLE_TILE_MAX_PX (720p and up: 6-12 substreams per codelayer to code in
-        parallel), else one tile covering the picture. Each substream costs about 2.3 bytes (two
-        length varints and a range-coder flush) and a small picture's range coding takes about a
-        millisecond, so cutting it buys no speed: on bikes.mp4 (640x272, two tiles of 512 px)
-        one tile saves 2-4% of the bits at low levels (docs/DESIGN.md, "Substreams")."""
+        exceeds SINGLE_TILE_MAX_PX (1280x720 and up: 6-12 tiles per codelayer to code in
+        parallel), else one tile covering the picture. Each tile costs about 4.5 bytes per coded
+        layer (two substreams, q1 and q0: their length varints and range-coder flushes), and a
+        picture of at most 1024 px a side range-codes in a few milliseconds on one thread, so
+        cutting it buys little speed: on bikes.mp4 (640x272: a 512-px and a 128-px tile before)
+        one tile saved 4.8% of the bits at level 0 (docs/DESIGN.md, "Substreams"). The rule
+        reads the longest side, not the area: a 1024x1024 picture (1.05 MP) is one tile, a
+        1280x720 one (0.92 MP) six."""
         side = max(int(width), int(height))
         if side > SINGLE_TILE_MAX_PX:
             return cls()
-        return cls(tile=max(4, 4 * -(-side // 64)))  # whole 64-pixel units (the codec pads to them), in cells
+        return cls(tile=max(4, 4 * -(-side // TILE_PX_UNIT)))  # whole 64-pixel units (the codec pads to them), in cells
+
+    def per_frame(self, width: int, height: int, codelayers: int) -> int:
+        """Substreams a width x height frame of `codelayers` coded layers (I: 1, P: 2) has under
+        this layout (at most: with more channel groups than latent channels, fewer)."""
+        cells = (-(-int(height) // TILE_PX_UNIT) * 4, -(-int(width) // TILE_PX_UNIT) * 4)
+        per_layer = self.count((*cells, self.channel_groups), hyper=False)
+        per_layer += self.count((cells[0] // 4, cells[1] // 4, self.channel_groups), hyper=True)
+        return codelayers * per_layer
 
     def __post_init__(self):
         if not 1 <= self.channel_groups <= 255:

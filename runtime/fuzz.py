@@ -470,7 +470,8 @@ def mutate(bases: Sequence[Stream], base_bytes: Sequence[bytes], seed: int, inde
 
 # -- base streams ---------------------------------------------------------------------------------
 def make_bases(bundle, backend) -> List[bytes]:
-    """Three tiny streams coded with `bundle`: 70x50 I+P (default layout), 130x70 I P I with 3
+    """Three tiny streams coded with `bundle`: 70x50 I+P (512-px tiles, the default layout before
+    session 17), 130x70 I P I with 3
     channel groups and 4-cell tiles (many substreams), 64x64 one I-frame at the top level."""
     import tempfile
 

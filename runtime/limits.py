@@ -39,6 +39,12 @@ from runtime.types import CodecError
 
 #: Default picture-size limit (pixels of the picture padded to a multiple of 64): 8K, see above.
 MAX_PIXELS = 8192 * 4352
+#: Substream tiles (runtime.entropy_coding.SubstreamLayout): the encoder codes a picture whose
+#: sides are at most SINGLE_TILE_MAX_PX as one tile per coded layer; a tile's side in pixels is a
+#: multiple of TILE_PX_UNIT (4 cells of the 16x grid, one of the 64x hyper grid) up to TILE_PX_MAX.
+SINGLE_TILE_MAX_PX = 1024
+TILE_PX_UNIT = 64
+TILE_PX_MAX = 4096 * 16
 #: The frame multiple of the codec (model.config.FRAME_MULTIPLE; repeated here so that the video
 #: readers need not import the model package).
 _MULTIPLE = 64

@@ -163,12 +163,14 @@ def _observer(bundle, measurement: Measurement):
 def measure(bundle, backend, frames: np.ndarray, clip: str, level: float, gop: int = 0) -> Measurement:
     from runtime.bitstream import Reader, read_frame
     from runtime.codec import Decoder, Encoder
+    from runtime.entropy_coding import SubstreamLayout
 
     result = Measurement(clip, level, frames=len(frames))
     height, width = frames.shape[1:3]
     result.pixels = height * width
+    layout = SubstreamLayout.for_frame(width, height)  # what `elfvc encode` writes for this size
     units = []
-    with Encoder(bundle, backend, observer=_observer(bundle, result)) as encoder:
+    with Encoder(bundle, backend, layout, observer=_observer(bundle, result)) as encoder:
         for index, frame in enumerate(frames):
             frame_type = FrameType.I if index == 0 or (gop and index % gop == 0) else FrameType.P
             encoded = encoder.encode_frame(frame, level, frame_type)
@@ -180,7 +182,7 @@ def measure(bundle, backend, frames: np.ndarray, clip: str, level: float, gop: i
             result.types.append(frame_type)
             units.append((encoded.payload, encoded.reconstruction))
         result.encode_share = encoder.timings.entropy_share
-    with Decoder(bundle, backend, width, height) as decoder:
+    with Decoder(bundle, backend, width, height, layout) as decoder:
         for index, (payload, reconstruction) in enumerate(units):
             decoded = decoder.decode_frame(read_frame(Reader(payload), index))
             if not np.array_equal(decoded.reconstruction, reconstruction):

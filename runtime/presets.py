@@ -3,10 +3,12 @@
 Each preset is a named set of encoder-side choices. None changes the bitstream or the decoder:
 every preset's stream decodes bit-exactly with the plain decoder of the same model, on every
 backend (tests/test_presets.py). Measured per preset (`scripts/presets.sh`, docs/BENCHMARKS.md
-"Encoder presets"; base, GOP 1, this 2-core CPU): fast 0.0% BD-rate against medium at 2.2x its
-encode speed; slow -10.5% (street), -14.0% (bedroom), -21.0% (bikes.mp4) at 1/55 of it.
+"Encoder presets"; base, GOP 1, its card's then, this 2-core CPU): fast 0.0% BD-rate against
+medium at 2.2x its encode speed; slow -10.5% (street), -14.0% (bedroom), -21.0% (bikes.mp4) at
+1/55 of it. (Since model step 28596 `base`'s card sets GOP 16, where `fast` only turns the
+scene-cut check off unless `--gop 1` is given.)
 
-- `fast`: with GOP 1 (every frame an I-frame, the default model's setting) the encoder does not
+- `fast`: with GOP 1 (every frame an I-frame: `--gop 1`) the encoder does not
   run the synthesis transform: no later frame references a frame, so only the PSNR the encoder
   reports needs the reconstruction (it reports "n/a"; decode with --reference to measure).
   The bits are identical to `medium`'s. The scene-cut check (trial I-frame codings of costly

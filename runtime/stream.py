@@ -23,6 +23,7 @@ import numpy as np
 
 from runtime.bitstream import (
     FORMAT_VERSION,
+    MAX_SUBSTREAMS,
     Reader,
     StreamHeader,
     read_frame,
@@ -109,6 +110,9 @@ class StreamInfo:
     channel_groups: int
     tile: int
     frames: Tuple[FrameInfo, ...]
+
+
+_END = object()  # encode_video's marker for an input with no frames
 
 
 def _fraction(fps) -> Fraction:
@@ -198,10 +202,14 @@ def encode_video(
     rate = _fraction(fps)
     start = time.perf_counter()
     frames = iter(frames)
-    first = next(frames, None)  # its size chooses the default substream layout
+    first = next(frames, _END)  # its size chooses the default substream layout
+    shape = first.shape if isinstance(first, np.ndarray) else ()  # anything else is refused below as before
     if layout is None:
-        shape = np.shape(first) if first is not None else ()
         layout = SubstreamLayout.for_frame(shape[1], shape[0]) if len(shape) == 3 else SubstreamLayout()
+    if len(shape) == 3 and layout.per_frame(shape[1], shape[0], codelayers=2) > MAX_SUBSTREAMS:
+        raise CodecError(f"{16 * layout.tile}-pixel tiles cut a {shape[1]}x{shape[0]} picture into "
+                         f"{layout.per_frame(shape[1], shape[0], codelayers=2)} substreams a P-frame; the format allows "
+                         f"{MAX_SUBSTREAMS}: use larger tiles")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
     tmp = pathlib.Path(tmp_name)
@@ -211,7 +219,7 @@ def encode_video(
                                                   latent_optimization=preset.latent_optimization()) as encoder:
             header = None
             last_intra = None  # (index, bits) of the last I-frame
-            for index, frame in enumerate(itertools.chain(() if first is None else (first,), frames)):
+            for index, frame in enumerate(itertools.chain(() if first is _END else (first,), frames)):
                 frame = np.asarray(frame)
                 if header is None:
                     if frame.ndim != 3 or frame.shape[2:] != (3,) or frame.dtype != np.uint8:

@@ -402,12 +402,12 @@ def test_tile_sets_the_substream_layout_and_refuses_bad_sizes(tmp_path, workdir)
     a size that is not a multiple of 64 pixels is a usage error before anything is written."""
     clip = str(workdir / "clip.y4m")
     counts = {}
-    for tile, shown in ((None, 192), (64, 64)):
+    for tile, shown in ((None, "one tile (192 px)"), (64, "64-pixel tiles")):
         out = tmp_path / f"t{tile}.elfvc"
         code, _, err = run_cli_raw(["encode", clip, str(out), "--level=2", "--gop=2", *([f"--tile={tile}"] if tile else [])])
         assert code == 0, err
         code, text, err = run_cli_raw(["info", str(out)])
-        assert f"layout    {shown}-pixel tiles, 1 channel group per coded layer" in text, text
+        assert f"layout    {shown}, 1 channel group per coded layer" in text, text
         counts[tile] = [int(n) for n in re.findall(r"^\s*\d+\s+[IP]\s+\S+\s+\d+\s+\S+\s+(\d+)$", text, re.M)]
         code, _, err = run_cli_raw(["decode", str(out), str(tmp_path / f"t{tile}.y4m")])
         assert code == 0, err
@@ -418,3 +418,20 @@ def test_tile_sets_the_substream_layout_and_refuses_bad_sizes(tmp_path, workdir)
     for bad in ("100", "0", "-64", str(1 << 17)):
         fails(["encode", clip, str(tmp_path / "x.elfvc"), f"--tile={bad}"], 2, r"--tile must be a multiple of 64 in \[64, 65536\]", tmp_path)
     fails(["decode", str(tmp_path / "t64.elfvc"), str(tmp_path / "x.y4m"), "--tile=64"], 2, "decode does not take --tile", tmp_path)
+
+
+def test_the_default_layout_codes_a_picture_wider_than_512_px_as_one_tile(tmp_path, bikes_frames):
+    """A 520x64 strip of bikes: one tile per coded layer by default (two 512-px tiles before
+    session 17, and with --tile=512), so the default stream is smaller."""
+    clip = tmp_path / "strip.y4m"
+    vio.write_video(clip, np.ascontiguousarray(bikes_frames[:2, :64, :520]), Fraction(25))
+    sizes, counts = {}, {}
+    for tile in (None, 512):
+        out = tmp_path / f"s{tile}.elfvc"
+        code, _, err = run_cli_raw(["encode", str(clip), str(out), "--level=1", "--gop=2", *([f"--tile={tile}"] if tile else [])])
+        assert code == 0, err
+        code, text, err = run_cli_raw(["info", str(out)])
+        counts[tile] = [int(n) for n in re.findall(r"^\s*\d+\s+[IP]\s+\S+\s+\d+\s+\S+\s+(\d+)$", text, re.M)]
+        sizes[tile] = out.stat().st_size
+    assert counts == {None: [2, 4], 512: [4, 8]}, counts
+    assert sizes[None] < sizes[512], sizes

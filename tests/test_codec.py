@@ -119,8 +119,9 @@ def test_stream_structure(coded, bundle):
 
 def test_substream_layout_changes_the_packing_not_the_pictures(tmp_path, clip, bundle, backend):
     """A stream cut into more substreams (3 channel groups x 64-pixel tiles: 12 per q0 codelayer
-    of this 130x98 clip) decodes to the same frames as the default layout (one group, one tile),
-    and costs more: each substream adds two length varints and a range-coder flush."""
+    of this 130x98 clip) decodes to the same frames as one group and one tile (512 px, the
+    SubstreamLayout() default), and costs more: each substream adds two length varints and a
+    range-coder flush."""
     results = {}
     for name, layout in [("default", SubstreamLayout()), ("split", SubstreamLayout(channel_groups=3, tile=4))]:
         path = tmp_path / f"{name}.elfvc"
@@ -201,6 +202,14 @@ def test_encode_failures_leave_no_output(tmp_path, clip, bundle, backend):
         encode_video(mixed, out, fps=25, controller=Constant(1.0), backend=backend, bundle=bundle)
     with pytest.raises(CodecError, match="no frames"):
         encode_video([], out, fps=25, controller=Constant(1.0), backend=backend, bundle=bundle)
+    with pytest.raises(CodecError, match="a frame must be uint8"):  # not skipped: the first frame chooses the layout
+        encode_video([None, clip[0]], out, fps=25, controller=Constant(1.0), backend=backend, bundle=bundle)
+    # 64-pixel tiles of a 8192x8256 picture: 4 x 16,512 substreams a P-frame, past the format's
+    # 65,535; refused before any network runs (the frame is a read-only view, no memory).
+    huge = np.broadcast_to(clip[0][:1, :1], (8256, 8192, 3))
+    with pytest.raises(CodecError, match="66048 substreams a P-frame; the format allows 65535: use larger tiles"):
+        encode_video([huge], out, fps=25, controller=Constant(1.0), backend=backend, bundle=bundle,
+                     layout=SubstreamLayout(tile=4), max_pixels=1 << 30)  # fmt: skip
     with pytest.raises(CodecError, match="outside"):
         encode_video([clip[0]], out, fps=25, controller=Constant(9.5), backend=backend, bundle=bundle)
     for bad in (-0.5, float("nan"), float("inf")):
