@@ -496,8 +496,13 @@ def block_motion_search(target, reference, radius: int, penalty):
     return table[best].permute(0, 3, 1, 2)
 
 
-def upsample_blocks(field):
-    """model.motion.upsample_blocks: [B, C, h, w] -> [B, C, 16 h, 16 w], each block constant."""
+def upsample_blocks(field, mode: str = "nearest"):
+    """model.motion.upsample_blocks: [B, C, h, w] -> [B, C, 16 h, 16 w], each block constant
+    ("nearest") or bilinear between block centres ("bilinear")."""
+    if mode == "bilinear":
+        return F.interpolate(field, scale_factor=MOTION_BLOCK, mode="bilinear", align_corners=False)
+    if mode != "nearest":
+        raise ValueError(f"upsample_blocks: unknown mode {mode!r}")
     return field.repeat_interleave(MOTION_BLOCK, 2).repeat_interleave(MOTION_BLOCK, 3)
 
 
@@ -507,6 +512,7 @@ def _cfg(config: dict) -> dict:
     c.setdefault("motion_search_radius", 0)
     c.setdefault("motion_search_penalty", MOTION_SEARCH_PENALTY)
     c.setdefault("motion_search_penalty_top", None)
+    c.setdefault("block_motion_upsample", "nearest")
     levels = 1 if c.get("single_level") else c["num_levels"]
     c["levels"] = levels
     c["embedding_width"] = 1 if c.get("single_level") else c["embedding_dim"]
@@ -624,7 +630,7 @@ class FlowBlock(_InterBlock):
         out = depth_to_space(self.flow_head(h).float(), 4)
         mask_logits, delta = out[:, :3], c["flow_output_scale"] * out[:, 3:]
         if c["motion_search_radius"]:
-            block_flow = upsample_blocks(latent_hat[:, :2])
+            block_flow = upsample_blocks(latent_hat[:, :2], c["block_motion_upsample"])
             delta = delta + torch.cat([block_flow, torch.zeros_like(block_flow[:, :1])], 1)
         if c["use_predictor"]:
             mask = torch.sigmoid(mask_logits)

@@ -145,8 +145,11 @@ def _capture_safe_blur():
         gnet.gaussian_blur = original
 
 
-def _upsample_blocks(field):
-    """net.upsample_blocks without repeat_interleave (which may sync): each 16x16 block constant."""
+def _upsample_blocks(field, mode: str = "nearest"):
+    """net.upsample_blocks without repeat_interleave (which may sync): each 16x16 block constant,
+    or bilinear between block centres."""
+    if mode != "nearest":
+        return gnet.upsample_blocks(field, mode)
     b, c, h, w = field.shape
     block = gnet.MOTION_BLOCK
     return field[:, :, :, None, :, None].expand(b, c, h, block, w, block).reshape(b, c, h * block, w * block)
@@ -275,7 +278,7 @@ class FrameNetworks:
         out = depth_to_space(n.flow_head(h), 4).float()
         mask_logits, delta = out[:, :3], c["flow_output_scale"] * out[:, 3:]
         if self.radius:
-            block_flow = _upsample_blocks(latent_hat[:, :2].float())
+            block_flow = _upsample_blocks(latent_hat[:, :2].float(), c.get("block_motion_upsample", "nearest"))
             delta = delta + torch.cat([block_flow, torch.zeros_like(block_flow[:, :1])], 1)
         flow = torch.sigmoid(mask_logits) * predicted + delta if c["use_predictor"] else delta
         with _capture_safe_blur():

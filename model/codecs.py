@@ -214,7 +214,7 @@ class FlowBlock(_InterBlock):
         mask_logits, delta = tf.split(from_4x(self.flow_head(h)), 2, axis=-1)
         delta = self.config.flow_output_scale * delta
         if self.config.motion_search_radius:  # deviation (model/motion.py): the block-motion path.
-            block_flow = upsample_blocks(latent_hat[..., :2])
+            block_flow = upsample_blocks(latent_hat[..., :2], self.config.block_motion_upsample)
             delta = delta + tf.concat([block_flow, tf.zeros_like(block_flow[..., :1])], axis=-1)
         if self.config.use_predictor:
             mask = tf.sigmoid(mask_logits)

@@ -34,7 +34,12 @@ QUANT_WIDTH_FIELDS = (
 #: Config fields that change the computation but no weight (model/motion.py's encoder-side block
 #: search and the decoder's block-motion path). A checkpoint differing only in them loads as is,
 #: and the model id hashes them only when set, like QUANT_WIDTH_FIELDS.
-WEIGHT_FREE_FIELDS = ("motion_search_radius", "motion_search_penalty", "motion_search_penalty_top")
+WEIGHT_FREE_FIELDS = ("motion_search_radius", "motion_search_penalty", "motion_search_penalty_top", "block_motion_upsample")
+
+#: How the decoder spreads each 16x16 block's coded motion over its pixels (model/motion.py,
+#: upsample_blocks): "nearest" (block-constant, as trained so far) or "bilinear" (between block
+#: centres, as overlapped block motion compensation smooths block codecs' predictions).
+BLOCK_MOTION_UPSAMPLES = ("nearest", "bilinear")
 
 #: Default cost per pixel of |dx| + |dy| in model/motion.py's block search (mean |luma difference|,
 #: pixels in [0, 1]); here, not in model/motion.py, so TF-free gpu_train/ shares it.
@@ -89,6 +94,10 @@ class ModelConfig:
     # the search weighs a vector's bits like the level's lambda does: dear at low rates, cheap at
     # high ones (model/motion.py, level_penalty).
     motion_search_penalty_top: Optional[float] = None
+    # With the block-motion path: how the decoded block vectors become a per-pixel flow
+    # (BLOCK_MOTION_UPSAMPLES). A change needs training: the flow decoder's learned correction
+    # is fitted to one of them.
+    block_motion_upsample: str = "nearest"
     # Channel normalization (App. C).
     norm_freeze_steps: int = 2000
     # Ablations (Table 3).
@@ -121,6 +130,9 @@ class ModelConfig:
                 raise ValueError(
                     f"config {self.name!r}: a motion_search_penalty_top needs more than one level and an embedding_dim > 1"
                 )
+        if self.block_motion_upsample not in BLOCK_MOTION_UPSAMPLES:
+            raise ValueError(f"config {self.name!r}: block_motion_upsample must be one of {', '.join(BLOCK_MOTION_UPSAMPLES)}, "
+                             f"got {self.block_motion_upsample!r}")
         if self.motion_search_radius and self.latent_channels < 2:
             raise ValueError(f"config {self.name!r}: motion_search_radius needs latent_channels >= 2")
         if (self.flow_quant_width_first is None) != (self.flow_quant_width_last is None):

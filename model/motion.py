@@ -9,7 +9,8 @@ gains 3.4-5.2 dB on the same pairs (benchmarks/flow_probe.py). With `config.moti
   encoder:  the first two channels of the flow latent y are the integer block motion (dx, dy)
             in pixels of each 16x16 block (the codelayer's own grid), found by exhaustive search
             over |dx|, |dy| <= R on luma; the analysis network fills the other channels.
-  decoder:  the flow delta gains those two dequantized channels, upsampled nearest to pixels:
+  decoder:  the flow delta gains those two dequantized channels, upsampled to pixels (nearest, or
+            bilinear between block centres with `config.block_motion_upsample`):
             f_t = m * f_bar + delta_net + up16(y_hat[..., :2]).
 
 Both halves code nothing new: the two channels are ordinary latents of the flow codelayer, so the
@@ -100,7 +101,14 @@ def level_penalty(config: ModelConfig, embedding):
     return first * tf.exp(math.log(config.motion_search_penalty_top / first) * level / config.max_level)
 
 
-def upsample_blocks(field):
-    """[B, h, w, C] per-16x16-block values -> [B, 16 h, 16 w, C], each block constant."""
+def upsample_blocks(field, mode: str = "nearest"):
+    """[B, h, w, C] per-16x16-block values -> [B, 16 h, 16 w, C]: each block constant ("nearest"),
+    or interpolated bilinearly between block centres, the outer half-blocks held at their block's
+    value ("bilinear": half-pixel centres, edges clamped; torch's align_corners=False)."""
+    if mode == "bilinear":
+        size = tf.shape(field)[1:3] * BLOCK
+        return tf.cast(tf.image.resize(field, size, method="bilinear"), field.dtype)
+    if mode != "nearest":
+        raise ValueError(f"upsample_blocks: unknown mode {mode!r}")
     # depth_to_space reads channel (i * 16 + j) * C + c for offset (i, j): a tiled field gives c.
     return tf.nn.depth_to_space(tf.tile(field, [1, 1, 1, BLOCK * BLOCK]), BLOCK)

@@ -68,6 +68,11 @@ flags.DEFINE_float(
     "Motion search penalty at the top level; --motion_search_penalty is then level 0's, geometric in between "
     "(model/motion.py, level_penalty; default: the config's).", flag_values=FLAGS,
 )
+flags.DEFINE_enum(
+    "block_motion_upsample", None, ["nearest", "bilinear"],
+    "How the decoder spreads each block's coded motion over its pixels (model/motion.py, upsample_blocks; default: the config's).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_integer("gop", 3, "Frames per training GOP (1 = I-frame codec only; §4.1 uses IPPP = 4).", flag_values=FLAGS)
 flags.DEFINE_string("crop", "128", "Crop size: N (square) or HxW, multiples of 64.", flag_values=FLAGS)
 flags.DEFINE_integer("batch", 4, "Global batch size (split over replicas).", flag_values=FLAGS)
@@ -586,6 +591,8 @@ def _configs_from_flags():
         overrides["motion_search_penalty"] = FLAGS.motion_search_penalty
     if FLAGS.motion_search_penalty_top is not None:
         overrides["motion_search_penalty_top"] = FLAGS.motion_search_penalty_top
+    if FLAGS.block_motion_upsample is not None:
+        overrides["block_motion_upsample"] = FLAGS.block_motion_upsample
     model_config = get_config(FLAGS.config, FLAGS.ablation, **overrides)
     data_config = DataConfig(
         path=FLAGS.data,

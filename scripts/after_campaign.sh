@@ -47,8 +47,16 @@ fi
 bd() {  # BD-rate of sweep $1 against sweep $2 (or why there is none)
     "$PY" -m benchmarks.level_sweep --load="$1" --anchor="$2" 2>&1 | grep -i 'BD-rate\|overlap' || true
 }
+# The config the weights were trained with (progress.json's --config, e.g. a run with another
+# block_motion_upsample), where the run recorded one that exists here; else the shipped one.
+config=$("$PY" -c "
+import json, pathlib, sys
+p = pathlib.Path(sys.argv[1], 'progress.json')
+c = json.loads(p.read_text()).get('args', {}).get('config') if p.is_file() else None
+print(c if c and pathlib.Path(c).is_file() else 'runtime/checkpoints/base/config.json')" "$weights")
 if [[ ! -d $model ]]; then
-    "$PY" -m gpu_train.weights from_npz --npz="$weights" --config=runtime/checkpoints/base/config.json --out="$model"
+    echo "model folder $model from $weights with $config"
+    "$PY" -m gpu_train.weights from_npz --npz="$weights" --config="$config" --out="$model"
     "$PY" -m runtime.bundle pin "$model"
 fi
 bdf=$out/bd${g16#gop16}.txt  # bd.txt, or bd_po-1.txt for P_OFFSET=-1

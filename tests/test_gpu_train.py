@@ -54,9 +54,11 @@ def perturbed(arrays: dict, seed: int = 0) -> dict:
 
 
 @pytest.mark.parametrize(
-    "motion_search_radius, penalty_top", [(0, None), (4, None), (4, 0.001)], ids=["no-search", "search", "level-penalty"]
+    "motion_search_radius, penalty_top, upsample",
+    [(0, None, "nearest"), (4, None, "nearest"), (4, 0.001, "nearest"), (4, None, "bilinear")],
+    ids=["no-search", "search", "level-penalty", "bilinear-block-motion"],
 )
-def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays, motion_search_radius, penalty_top):
+def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays, motion_search_radius, penalty_top, upsample):
     import dataclasses
 
     from model.checkpoints import load_config, write_json
@@ -67,7 +69,7 @@ def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays, motion_search_r
     np.savez(tmp_path / "w.npz", **arrays)
     config = dataclasses.replace(
         load_config(DEFAULT / "config.json"), motion_search_radius=motion_search_radius,
-        motion_search_penalty_top=penalty_top,
+        motion_search_penalty_top=penalty_top, block_motion_upsample=upsample,
     )
     write_json(tmp_path / "config.json", config.to_dict())
     model = ELFVC(config).build_weights()

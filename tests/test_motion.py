@@ -102,6 +102,25 @@ def test_upsample_blocks_is_nearest_per_16x16_block():
     np.testing.assert_array_equal(upsample_blocks(tf.constant(field)).numpy(), expected)
 
 
+def test_bilinear_block_motion_interpolates_between_block_centres():
+    """Half-pixel centres: pixel p of a block row reads block coordinate (p + 0.5) / 16 - 0.5, so a
+    field linear in the block index stays linear between block centres (slope 1/16 per pixel) and
+    is held at the first / last block's value over the outer half blocks; a constant field stays
+    constant; the block-constant mode is the default."""
+    field = np.arange(4, dtype=np.float32).reshape(1, 1, 4, 1) * np.ones((1, 3, 1, 2), np.float32)
+    up = upsample_blocks(tf.constant(field), "bilinear").numpy()
+    assert up.shape == (1, 48, 64, 2)
+    coordinate = np.clip((np.arange(64) + 0.5) / 16 - 0.5, 0, 3)
+    np.testing.assert_allclose(up[0, 20, :, 0], coordinate, atol=1e-6)
+    np.testing.assert_allclose(up[0, :, 37, 1], np.full(48, coordinate[37]), atol=1e-6)
+    np.testing.assert_allclose(upsample_blocks(tf.fill([2, 3, 5, 2], 2.5), "bilinear").numpy(), 2.5, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown mode"):
+        upsample_blocks(tf.constant(field), "cubic")
+    assert get_config("small").block_motion_upsample == "nearest"
+    with pytest.raises(ValueError, match="block_motion_upsample must be one of nearest, bilinear"):
+        get_config("small", block_motion_upsample="cubic")
+
+
 def test_config_checks_the_search_fields():
     from model.motion import MOTION_PENALTY
 
