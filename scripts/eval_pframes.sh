@@ -6,7 +6,9 @@
 #   3. whole clips as a user codes them (bench_rd, scene-cut check on) at GOP 16: street (21
 #      frames), bedroom (100), bikes' first 48, each against x264 and against the all-intra curve
 #      of the same I-frame codec (bench_rd --gop=1, run once per I-frame codec: cached under
-#      out/rd_allintra_<hash of the iframe weights>_<clip>).
+#      out/rd_allintra_<hash of the iframe weights>_<clip>). The caches know the weights, not the
+#      encoder: after a change to the encoder's bits (as the one-tile layout of session 17 for
+#      bikes.mp4) move them away, or the comparison mixes two encoders.
 # The card moves to GOP 16 when I+P beats all-intra on all three clips (step 3's first column).
 #
 # usage: [P_OFFSET=X] scripts/eval_pframes.sh RUN_DIR     (~15 min on 2 cores; ~25 the first time for an I-frame codec)
