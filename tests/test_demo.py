@@ -26,12 +26,13 @@ def test_demo_encodes_decodes_and_reports(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bikes.elfvc", "bikes_side_by_side.png"]
     edges = re.search(r"16x16 block edges: ([\d.]+) \(source ([\d.]+);", out)
     assert edges, out
-    # bikes.mp4 is itself H.264 with a faint 16-pixel grid (1.2-1.3); the shipped model's
-    # I-frames add none (0.99 all-intra on 16 frames) and its P-frames, which code motion per
-    # 16x16 block, stay below the source on average (I + P here: 1.15 against 1.30; 16 frames at
-    # level 4: 1.17 against 1.20); `small`'s P-frames scored 1.48, well above it.
+    # bikes.mp4 is itself H.264 with a faint 16-pixel grid (1.2-1.3); the shipped model adds none:
+    # its I-frames score 0.99 (all-intra, 16 frames) and its P-frames, whose motion is coded per
+    # 16x16 block and interpolated between block centres (block_motion_upsample: bilinear), 1.06
+    # here (I + P against the source's 1.30; 16 frames at level 4: 1.03 against 1.20). With the
+    # vectors held constant over each block (step 32656) it was 1.15, `small` scored 1.48.
     decoded, source = float(edges.group(1)), float(edges.group(2))
-    assert 1.1 < source < 1.4 and 0.8 < decoded < source, (decoded, source)
+    assert 1.1 < source < 1.4 and 0.8 < decoded < 1.1, (decoded, source)
 
 
 def test_demo_bad_flag_and_missing_input_are_one_line_errors(tmp_path, capsys):
