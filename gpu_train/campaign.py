@@ -14,7 +14,8 @@ per call), so everything it should do runs in one call, unattended, within --bud
      --bf16_gain faster; eager steps are the fallback when capture fails);
   5. trains the model (--config, from its newest weights: --init, by default the committed
      warm-start copy gpu_train/warm/CONFIG/ when there is one, else the shipped model's
-     runtime/checkpoints/CONFIG/weights.npz) for the rest of the budget,
+     runtime/checkpoints/CONFIG/weights.npz; a named --config takes the config.json beside those
+     weights when there is one) for the rest of the budget,
      writing FP32 weight shards and progress.json into --out every --save_every_secs;
   6. leaves in --out: weights-NN.npz (FP32, at most 15 MiB each), progress.json (the training
      log: steps, throughput, MFU, loss, bpp and PSNR per level), campaign.json (GPU, probe,
@@ -36,6 +37,7 @@ import pathlib
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from model import clikit  # --help, one error line, exit statuses (model/clikit.py)
 
@@ -61,6 +63,35 @@ def default_init(config_name: str) -> str:
         return str(folder)
     shipped = REPO / "runtime" / "checkpoints" / config_name / "weights.npz"
     return str(shipped) if shipped.is_file() else ""
+
+
+def weights_config(init: str) -> Optional[pathlib.Path]:
+    """The config.json the weights at `init` (a folder of shards or an .npz file) were trained
+    with, when it lies beside them: a named --config continues the shipped model with the
+    shipped config.json, whose weight-free fields (block_motion_upsample, the motion search) may
+    differ from model/config.py's recipe of the same name, and the flow decoder is fitted to them."""
+    path = pathlib.Path(init)
+    found = (path if path.is_dir() else path.parent) / "config.json"
+    return found if found.is_file() else None
+
+
+def resolve_config(config: str, init: str, scratch: pathlib.Path):
+    """(config.json path, initial weights) for --config and --init. A config.json is used as
+    given; a config name takes the config.json beside the weights it continues (the shipped
+    model's), else model/config.py's recipe, written into `scratch` (not --out: a call returns
+    at most 8 files)."""
+    from model.config import get_config  # TF-free
+
+    if str(config).endswith(".json"):
+        path = pathlib.Path(config)
+        return path, default_init(json.loads(path.read_text())["name"]) if init == "auto" else init
+    init = default_init(config) if init == "auto" else init
+    path = weights_config(init) if init else None
+    if path is None:  # from scratch, or weights without their config: the named recipe
+        scratch.mkdir(parents=True, exist_ok=True)
+        path = scratch / "config.json"
+        path.write_text(json.dumps(get_config(config).to_dict(), indent=1))
+    return path, init
 
 
 def sync(device) -> None:
@@ -267,7 +298,6 @@ def run(args, start: float) -> int:
     import torch
 
     from gpu_train import train as T
-    from model.config import get_config  # TF-free
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -278,13 +308,7 @@ def run(args, start: float) -> int:
     device = torch.device(args.device)
     facts = {"gpu": gpu_facts(device), "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start))}
     print(f"GPU: {facts['gpu']}", flush=True)
-    if str(args.config).endswith(".json"):
-        config_path = pathlib.Path(args.config)
-    else:
-        config_path = pathlib.Path("/tmp/elfvc_campaign/config.json")  # not in --out: a call returns at most 8 files
-        config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(json.dumps(get_config(args.config).to_dict(), indent=1))
-    init = default_init(json.loads(config_path.read_text())["name"]) if args.init == "auto" else args.init
+    config_path, init = resolve_config(args.config, args.init, pathlib.Path("/tmp/elfvc_campaign"))
     image_frac = args.image_frac if args.image_frac >= 0 else (0.1 if init else 0.3)
     train_argv = [
         f"--config={config_path}", f"--data={pack / 'video'}", f"--out_dir={out}", "--minutes=1",

@@ -353,3 +353,29 @@ def test_iframe_digest_keys_on_the_iframe_weights_only():
     changed = arrays["iframe.b.bias"].copy()
     changed[2] = 1e-3
     assert iframe_digest({**arrays, "iframe.b.bias": changed}) != digest
+
+
+def test_a_named_config_continues_with_the_shipped_config(tmp_path):
+    """`--config=base` continues the shipped weights with the shipped config.json (its
+    block_motion_upsample is "bilinear", model/config.py's recipe says "nearest": training the
+    shipped weights with the recipe would refit the flow decoder to the other upsampling); from
+    scratch, the recipe; a config.json is used as given."""
+    from gpu_train import campaign
+    from model.config import get_config
+
+    shipped = REPO / "runtime" / "checkpoints" / "base"
+    path, init = campaign.resolve_config("base", "auto", tmp_path / "a")
+    if not (REPO / "gpu_train" / "warm" / "base").is_dir():
+        assert init == str(shipped / "weights.npz") and path == shipped / "config.json"
+    assert json.loads(path.read_text())["block_motion_upsample"] == "bilinear"
+    assert get_config("base").block_motion_upsample == "nearest"  # else this test checks nothing
+    path, init = campaign.resolve_config("base", "", tmp_path / "b")
+    assert init == "" and json.loads(path.read_text()) == get_config("base").to_dict()
+    given = tmp_path / "c.json"
+    given.write_text(json.dumps({**get_config("small").to_dict(), "name": "small"}))
+    path, init = campaign.resolve_config(str(given), "runs/x", tmp_path / "d")
+    assert (path, init) == (given, "runs/x")
+    lone = tmp_path / "lone"  # weights without a config.json beside them: the recipe
+    lone.mkdir()
+    path, _ = campaign.resolve_config("small", str(lone / "w.npz"), tmp_path / "e")
+    assert json.loads(path.read_text()) == get_config("small").to_dict()
