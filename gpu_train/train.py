@@ -818,6 +818,25 @@ class Run:
         self.keep_good_state()
 
 
+def config_differences(config: dict, init: str) -> dict:
+    """{field: (config's value, the init weights' value)} for the fields in which `config` differs
+    from the config.json beside the weights `init` (a folder of shards, or a file in a folder);
+    {} when there is none. Weight-free fields (block_motion_upsample, the motion search) load
+    silently under either value, yet the flow decoder is fitted to its own: a switch is worth a
+    warning (it may be meant, as when a run first trains the bilinear block motion)."""
+    path = pathlib.Path(init.split(",")[0])
+    beside = (path if path.is_dir() else path.parent) / "config.json"
+    if not beside.is_file():
+        return {}
+    from model.config import ModelConfig  # TF-free
+
+    try:  # through the dataclass, so that a field left out and its default compare equal
+        ours, theirs = (ModelConfig.from_dict(c).to_dict() for c in (config, json.loads(beside.read_text())))
+    except (OSError, ValueError, TypeError):
+        return {}
+    return {k: (ours[k], theirs[k]) for k in sorted(ours) if k != "name" and ours[k] != theirs[k]}
+
+
 def build_model(args, device):
     """The mirror with its initial weights, on `device`, channels_last on CUDA."""
     from gpu_train.net import ELFVC
@@ -830,6 +849,9 @@ def build_model(args, device):
             load_npz(model, args.init)
         except WeightsError as e:
             raise TrainError(f"--init: {e}") from None
+        for field, (ours, theirs) in config_differences(config, args.init).items():
+            print(f"warning: --init's weights were trained with {field}={theirs!r} (the config.json beside them), "
+                  f"--config says {ours!r}", file=sys.stderr, flush=True)
     reinit = [s for s in args.reinit.split(",") if s]
     if reinit:
         names = reinitialize(model, reinit, args.seed + 1)

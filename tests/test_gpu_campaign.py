@@ -379,3 +379,21 @@ def test_a_named_config_continues_with_the_shipped_config(tmp_path):
     lone.mkdir()
     path, _ = campaign.resolve_config("small", str(lone / "w.npz"), tmp_path / "e")
     assert json.loads(path.read_text()) == get_config("small").to_dict()
+
+
+def test_trainer_names_a_config_switch_against_the_init_weights(tmp_path):
+    """gpu_train.train warns when --config differs from the config.json beside --init's weights
+    (a weight-free field such as block_motion_upsample loads silently under either value); a field
+    left out compares equal to its default; weights without a config.json beside them: nothing."""
+    from gpu_train.train import config_differences
+    from model.config import get_config
+
+    shipped = REPO / "runtime" / "checkpoints" / "base"
+    ours = json.loads((shipped / "config.json").read_text())
+    assert config_differences(ours, str(shipped / "weights.npz")) == {}
+    assert config_differences(get_config("base").to_dict(), str(shipped)) == {"block_motion_upsample": ("nearest", "bilinear")}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({k: v for k, v in ours.items() if k != "block_motion_upsample"}))
+    assert config_differences({**ours, "block_motion_upsample": "nearest"}, f"{run}/weights-00.npz,{run}/weights-01.npz") == {}
+    assert config_differences(ours, str(tmp_path / "elsewhere" / "w.npz")) == {}
