@@ -665,6 +665,23 @@ class GopResult:
     reconstructions: torch.Tensor  # [B, T, 3, H, W]
     bits: torch.Tensor  # [B, T]
     compensated: List[torch.Tensor]  # x_comp of every P-frame, [B, 3, H, W] each
+    carry: Optional["GopCarry"] = None  # the decoder's memory after the last frame
+
+
+@dataclass
+class GopCarry:
+    """What the next P-frame reads of the frames before it: the last two reconstructions, the
+    last decoded flow and the recurrent state (Sec. 3.1), and the last frame's bits. It lets a
+    GOP go on from where an earlier forward_gop stopped (gpu_train.train's --rollout)."""
+
+    previous: torch.Tensor
+    previous2: torch.Tensor
+    flow: torch.Tensor
+    state: torch.Tensor
+    bits: torch.Tensor  # [B]
+
+    def detached(self) -> "GopCarry":
+        return GopCarry(*(t.detach() for t in (self.previous, self.previous2, self.flow, self.state, self.bits)))
 
 
 class ELFVC(nn.Module):
@@ -683,18 +700,27 @@ class ELFVC(nn.Module):
     def embed(self, level):
         return level_embedding(level, self.c["levels"], self.c["embedding_width"])
 
-    def forward_gop(self, frames, levels, mode: str = "round", training: bool = False, noise=None) -> GopResult:
-        """`noise`, for exact tests only: per frame, per codelayer, the (hyper, main) U(-1/2, 1/2) draws."""
+    def forward_gop(self, frames, levels, mode: str = "round", training: bool = False, noise=None,
+                    carry: Optional[GopCarry] = None) -> GopResult:
+        """`noise`, for exact tests only: per frame, per codelayer, the (hyper, main) U(-1/2, 1/2) draws.
+        With `carry` (an earlier call's `GopResult.carry`, whose last frame is frames[:, 0]) the
+        GOP goes on from there: frame 0 is not coded again (its reconstruction and bits are the
+        carry's), frames 1.. are P-frames, as if the two calls were one."""
         step = self.step_int if self.step_int is not None else int(self.step)
         c = self.c
         recons, bits, comps = [], [], []
-        emb = self.embed(levels[:, 0])
-        x_hat, state, code = self.iframe(frames[:, 0], levels[:, 0], emb, mode, None if noise is None else noise[0][0])
-        if not c["use_state"]:
-            state = torch.zeros_like(state)
-        previous, previous2, flow = x_hat, x_hat, torch.zeros_like(x_hat)
-        recons.append(x_hat)
-        bits.append(code.bits)
+        if carry is None:
+            emb = self.embed(levels[:, 0])
+            x_hat, state, code = self.iframe(frames[:, 0], levels[:, 0], emb, mode, None if noise is None else noise[0][0])
+            if not c["use_state"]:
+                state = torch.zeros_like(state)
+            previous, previous2, flow = x_hat, x_hat, torch.zeros_like(x_hat)
+            recons.append(x_hat)
+            bits.append(code.bits)
+        else:
+            previous, previous2, flow, state = carry.previous, carry.previous2, carry.flow, carry.state
+            recons.append(previous)
+            bits.append(carry.bits)
         for t in range(1, frames.shape[1]):
             frame, level = frames[:, t], levels[:, t]
             emb = self.embed(level)
@@ -712,7 +738,8 @@ class ELFVC(nn.Module):
             recons.append(x_hat)
             bits.append(fcode.bits + rcode.bits)
             comps.append(compensated)
-        return GopResult(torch.stack(recons, 1), torch.stack(bits, 1), comps)
+        return GopResult(torch.stack(recons, 1), torch.stack(bits, 1), comps,
+                         GopCarry(previous, previous2, flow, state, bits[-1]))
 
 
 # -- model.losses -----------------------------------------------------------------------------

@@ -430,14 +430,29 @@ class Stepper:
         # No cast cache: a cached bf16 weight copy would be stale inside a replayed CUDA graph.
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=False)
 
-    def _loss(self, frames, levels):
+    def roll_out(self, frames, levels, frames_before: int):
+        """The --rollout prefix: frames[:, :frames_before + 1] coded without gradients (an I-frame,
+        then P-frames, as training codes them); returns the --gop frames that go on from its last
+        frame, their levels and the decoder's carry (None when frames_before is 0: a plain GOP)."""
+        import torch
+
+        gop = self.args.gop
+        if frames_before == 0:
+            return frames[:, :gop], levels[:, :gop], None
+        with torch.no_grad(), self._autocast():
+            out = self.model.forward_gop(frames[:, : frames_before + 1], levels[:, : frames_before + 1].float(),
+                                         "noise", training=True)
+        span = slice(frames_before, frames_before + gop)
+        return frames[:, span], levels[:, span], out.carry.detached()
+
+    def _loss(self, frames, levels, carry=None):
         import torch
 
         from gpu_train.net import multilevel_loss
 
         args = self.args
         with self._autocast():
-            out = self.model.forward_gop(frames, levels.float(), "noise", training=True)
+            out = self.model.forward_gop(frames, levels.float(), "noise", training=True, carry=carry)
         recon = out.reconstructions.float()
         dist = (frames - recon).pow(2).mean(dim=(2, 3, 4))
         bpp = out.bits.float() / (frames.shape[3] * frames.shape[4])
@@ -449,10 +464,10 @@ class Stepper:
             warp = torch.zeros(frames.shape[0], 0, device=frames.device)
         return loss, dist, bpp, warp
 
-    def _train(self, frames, levels):
+    def _train(self, frames, levels, carry=None):
         import torch
 
-        loss, dist, bpp, warp = self._loss(frames, levels)
+        loss, dist, bpp, warp = self._loss(frames, levels, carry)
         loss.backward()
         if self.replicas is not None:
             self.replicas.average_gradients(self.params)
@@ -461,9 +476,9 @@ class Stepper:
         self.opt.step()
         return loss.detach(), dist.detach(), bpp.detach(), warp.detach()
 
-    def eager(self, frames, levels):
+    def eager(self, frames, levels, carry=None):
         self.opt.zero_grad(set_to_none=True)
-        return self._train(frames, levels)
+        return self._train(frames, levels, carry)
 
     def graphed(self, key, frames, levels, warmup: int = 3):
         """Replays the step captured for `key` (capturing it first, after `warmup` eager steps on a
@@ -586,6 +601,8 @@ def check_args(args) -> None:
         raise TrainError("--image_frac needs --gop >= 2 (the image phase already trains single frames)")
     if args.graphs and args.device == "cpu":
         raise TrainError("--graphs needs a CUDA device")
+    if args.rollout < 0 or (args.rollout and (args.graphs or args.gop < 2)):
+        raise TrainError("--rollout must be >= 0, with --gop >= 2 and without --graphs (its GOPs vary in length)")
     for path, flag in ((args.config, "--config"), (args.init, "--init")):
         if path and not pathlib.Path(path).exists():
             raise TrainError(f"{flag}: {path}: no such file")
@@ -611,6 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "the phases and the lr schedule then follow steps (0: time only)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--gop", type=int, default=16)
+    p.add_argument("--rollout", type=int, default=0,
+                   help="expose the P-frames to a long GOP's drift: each GOP step first codes a random 0..N frames "
+                        "without gradients (an I-frame, then P-frames) and trains --gop frames from where they end, the "
+                        "first of them the rollout's last (its reconstruction and bits, untrained, count in the log's I-frame "
+                        "columns) (0: off; eager steps only)")
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--image_frac", type=float, default=0.0, help="fraction of the budget spent on the I-frame phase")
     p.add_argument("--image_batch", type=int, default=32)
@@ -870,7 +892,7 @@ def load_data(args, num_levels, device):
     t0 = time.time()
     clips = load_clips(args.data, args.downscale, args.cache_dir, args.workers, min_side=args.crop)
     photos = load_photos(args.photos, args.workers) if args.photos else []
-    sampler = GpuSampler(clips, args.gop, args.crop, args.max_stride, num_levels, device, args.seed)
+    sampler = GpuSampler(clips, args.gop + args.rollout, args.crop, args.max_stride, num_levels, device, args.seed)
     stills = StillSampler(photos, clips, args.image_crop, num_levels, device, args.seed + 7) if args.image_frac > 0 else None
     frames = sum(f.shape[0] for _, f in sampler.clips)
     print(f"{len(sampler.clips)} clips, {frames} frames, {len(photos)} photos loaded in {time.time() - t0:.0f}s", flush=True)
@@ -971,6 +993,9 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
         warp_on = args.warp_loss > 0 and (args.warp_loss_frac <= 0 or frac < args.warp_loss_frac)
         active.set_warp_weight(args.warp_loss if warp_on else 0.0)
         frames, levels = source.batch(size)
+        carry = None
+        if phase == "gop" and args.rollout:
+            frames, levels, carry = active.roll_out(frames, levels, int(source.rng.integers(0, args.rollout + 1)))
         if phase not in run.flops:
             run.flops[phase] = count_step_flops(active, frames, levels)  # a real step, not logged
         else:
@@ -982,7 +1007,7 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
                     print(f"warning: CUDA graph capture failed ({active.graph_failed}); training eagerly", flush=True)
                     use_graphs = False
             if outputs is None:
-                outputs = active.eager(frames, levels)
+                outputs = active.eager(frames, levels, carry)
             active.modulator.update(replicas.gather(outputs[1]), replicas.gather(levels))
             if model.step_int < model.c["norm_freeze_steps"]:
                 replicas.average_norm_statistics(model)
