@@ -7,7 +7,9 @@ Codes the clip at levels 0, step, 2 step, ..., L-1 through real .elfvc files (a 
 no scene-cut I-frames; the default model unless --model), and prints bpp (file size), the mean
 RGB PSNR of the decoded frames, the worst frame's PSNR (a P-frame loop that drifts over the GOP
 shows here first: the model trains on IPPP, §4.1, and is unrolled to 16 frames), and whether
-rate and mean PSNR are monotone in the level. Writes the table, with every frame's PSNR, as JSON
+rate and mean PSNR are monotone in the level, and the GOP drift (`gop_drift`: how much PSNR
+the P-frames lose from a GOP's start to its end, where a GOP has at least 8 frames; the model
+trains on short GOPs, so this is what a 16-frame GOP costs). Writes the table, with every frame's PSNR, as JSON
 with --out. With --anchor=A.json (an earlier sweep of the same clip, another model, say) it also
 prints the BD-rate of this sweep against A in PSNR-RGB (`benchmarks.bdrate.bd_rate`: cubic in
 log-rate, over the PSNR range both cover; negative = fewer bits); --load=B.json reads a saved
@@ -22,6 +24,7 @@ import math
 import os
 import sys
 import tempfile
+from typing import Optional
 
 from model import clikit  # first: quiets TensorFlow's C++ log
 
@@ -93,6 +96,26 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
     return rows
 
 
+DRIFT_MIN_GOP = 8  # frames: shorter GOPs have too few P-frames for a start and an end
+DRIFT_SPAN = 3  # P-frames averaged at each end
+
+
+def gop_drift(row) -> Optional[float]:
+    """Mean RGB PSNR of the first DRIFT_SPAN P-frames of each GOP minus that of its last
+    DRIFT_SPAN (dB; positive: quality falls along the GOP), averaged over the GOPs of at least
+    DRIFT_MIN_GOP frames (an I-frame and the P-frames up to the next); None if there is none."""
+    types, psnr = row.get("frame_types", ""), row.get("psnr_rgb_by_frame", [])
+    if len(types) != len(psnr):
+        return None
+    starts = [i for i, t in enumerate(types) if t == "I"] + [len(types)]
+    drifts = []
+    for a, b in zip(starts, starts[1:]):
+        p_frames = psnr[a + 1 : b]
+        if b - a >= DRIFT_MIN_GOP and all(t == "P" for t in types[a + 1 : b]):
+            drifts.append(sum(p_frames[:DRIFT_SPAN]) / DRIFT_SPAN - sum(p_frames[-DRIFT_SPAN:]) / DRIFT_SPAN)
+    return sum(drifts) / len(drifts) if drifts else None
+
+
 def monotone(values) -> bool:
     return all(b > a for a, b in zip(values, values[1:]))
 
@@ -160,10 +183,11 @@ def _main(argv) -> int:
         FLAGS.rd_frame_type, FLAGS.p_level_offset,
     )
     bd = bd_rate_against(anchor, rows) if anchor else None
-    print(f"{'level':>6} {'bpp':>8} {'PSNR':>7} {'worst':>7}  frames")
+    print(f"{'level':>6} {'bpp':>8} {'PSNR':>7} {'worst':>7} {'drift':>6}  frames")
     for row in rows:
+        drift = gop_drift(row)
         print(f"{row['level']:>6.2f} {row['bpp']:>8.4f} {row['psnr_rgb']:>7.2f} {row.get('psnr_rgb_worst_frame', float('nan')):>7.2f}"
-              f"  {row.get('frame_types', '')}")
+              f" {'-' if drift is None else f'{drift:.2f}':>6}  {row.get('frame_types', '')}")
     print(f"bpp monotone: {monotone([r['bpp'] for r in rows])}; PSNR monotone: {monotone([r['psnr_rgb'] for r in rows])}")
     if anchor:
         print(f"BD-rate against {FLAGS.anchor} (PSNR-RGB): {bd:+.2f}%")

@@ -129,3 +129,17 @@ def test_bad_input_ends_with_one_line(tmp_path, capsys, args, status, message):
     assert level_sweep.main(["level_sweep", *args]) == status
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err, err
+
+
+def test_gop_drift_is_the_fall_from_a_gops_start_to_its_end():
+    """Three P-frames at each end of every GOP of 8 frames or more, averaged over those GOPs; a
+    short GOP (here the trailing I + 3 P) or an all-intra sweep has none."""
+    from benchmarks.level_sweep import gop_drift
+
+    first = [30.0] + [25.0 - 0.1 * i for i in range(9)]  # I + 9 P: (25 + 24.9 + 24.8) / 3 - (24.4 + 24.3 + 24.2) / 3
+    second = [31.0] + [26.0, 26.0, 26.0, 26.0, 25.0, 25.0, 25.0]  # I + 7 P: 1 dB
+    tail = [30.0, 20.0, 20.0, 20.0]
+    row = {"frame_types": "I" + "P" * 9 + "I" + "P" * 7 + "IPPP", "psnr_rgb_by_frame": first + second + tail}
+    assert gop_drift(row) == pytest.approx((0.6 + 1.0) / 2)
+    assert gop_drift({"frame_types": "I" * 8, "psnr_rgb_by_frame": [30.0] * 8}) is None
+    assert gop_drift({"frame_types": "IPPP", "psnr_rgb_by_frame": [1.0]}) is None  # a malformed row: no number
