@@ -65,28 +65,34 @@ def default_init(config_name: str) -> str:
     return str(shipped) if shipped.is_file() else ""
 
 
-def weights_config(init: str) -> Optional[pathlib.Path]:
-    """The config.json the weights at `init` (a folder of shards or an .npz file) were trained
-    with, when it lies beside them: a named --config continues the shipped model with the
-    shipped config.json, whose weight-free fields (block_motion_upsample, the motion search) may
-    differ from model/config.py's recipe of the same name, and the flow decoder is fitted to them."""
-    path = pathlib.Path(init)
-    found = (path if path.is_dir() else path.parent) / "config.json"
-    return found if found.is_file() else None
+def weights_config(init: str, scratch: pathlib.Path) -> Optional[pathlib.Path]:
+    """The config.json the weights at `init` were trained with, when it lies beside them: a named
+    --config continues the shipped model with the shipped config.json, whose weight-free fields
+    (block_motion_upsample, the motion search) may differ from model/config.py's recipe of the
+    same name, and the flow decoder is fitted to them. A training run's folder has the config in
+    its progress.json instead: written into `scratch` as config.json."""
+    from gpu_train.train import config_beside
+
+    config, source = config_beside(init)
+    if config is None or source.name == "config.json":
+        return source if config is not None else None
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "config.json").write_text(json.dumps(config, indent=1))
+    return scratch / "config.json"
 
 
 def resolve_config(config: str, init: str, scratch: pathlib.Path):
     """(config.json path, initial weights) for --config and --init. A config.json is used as
-    given; a config name takes the config.json beside the weights it continues (the shipped
-    model's), else model/config.py's recipe, written into `scratch` (not --out: a call returns
-    at most 8 files)."""
+    given; a config name takes the config of the weights it continues (the config.json beside
+    them, as the shipped model's, or a training run's progress.json), else model/config.py's
+    recipe, written into `scratch` (not --out: a call returns at most 8 files)."""
     from model.config import get_config  # TF-free
 
     if str(config).endswith(".json"):
         path = pathlib.Path(config)
         return path, default_init(json.loads(path.read_text())["name"]) if init == "auto" else init
     init = default_init(config) if init == "auto" else init
-    path = weights_config(init) if init else None
+    path = weights_config(init, scratch) if init else None
     if path is None:  # from scratch, or weights without their config: the named recipe
         scratch.mkdir(parents=True, exist_ok=True)
         path = scratch / "config.json"
@@ -277,6 +283,9 @@ def _main(argv) -> int:
     args = p.parse_args(argv)
     start = time.time()
     try:
+        if any(f.split("=")[0] == "--rollout" for f in args.train_flags):
+            raise CampaignError("--rollout trains eagerly (its GOPs vary in depth) and the campaign probes and trains with "
+                                "CUDA graphs: run python -m gpu_train.train --rollout=N directly")
         import torch
 
         if args.device == "cuda" and not torch.cuda.is_available():

@@ -188,7 +188,7 @@ class GpuSampler:
             for n, f in clips if f.shape[0] >= gop and min(f.shape[1:3]) >= crop
         ]
         if not self.clips:
-            raise TrainError(f"no clip has {gop} frames of at least {crop}x{crop}")
+            raise TrainError(f"no clip has {gop} frames (--gop + --rollout) of at least {crop}x{crop}")
         sizes = np.array([float(f.shape[0] * f.shape[1] * f.shape[2]) for _, f in self.clips])
         self.weights = sizes / sizes.sum()
         self.rng = np.random.default_rng(seed)
@@ -514,14 +514,15 @@ class Stepper:
         return outputs
 
 
-def count_step_flops(stepper, frames, levels) -> float:
+def count_step_flops(stepper, frames, levels, carry=None) -> float:
     """FLOPs of one training step (forward and backward), counted by torch.utils.flop_counter on
-    one real step (which also trains: it is a step like any other)."""
+    one real step (which also trains: it is a step like any other). With --rollout, the trained
+    frames only: the rollout's forward passes vary in depth and are not counted (nor in MFU)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
-        stepper.eager(frames, levels)
+        stepper.eager(frames, levels, carry)
     return float(counter.get_total_flops())
 
 
@@ -629,10 +630,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--gop", type=int, default=16)
     p.add_argument("--rollout", type=int, default=0,
-                   help="expose the P-frames to a long GOP's drift: each GOP step first codes a random 0..N frames "
-                        "without gradients (an I-frame, then P-frames) and trains --gop frames from where they end, the "
-                        "first of them the rollout's last (its reconstruction and bits, untrained, count in the log's I-frame "
-                        "columns) (0: off; eager steps only)")
+                   help="expose the P-frames to a long GOP's drift: each GOP step draws a depth k in 0..N; for k > 0 it "
+                        "first codes frames 0..k without gradients (an I-frame, then k P-frames) and trains the --gop frames "
+                        "from frame k on, frame k being the rollout's (its reconstruction and bits, untrained, count in the "
+                        "log's I-frame columns); k = 0 is a plain GOP, so the I-frame trains on 1/(N+1) of the steps. The "
+                        "loss modulator learns from plain GOPs only; MFU counts the trained frames only (0: off; eager "
+                        "steps only, no --graphs)")
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--image_frac", type=float, default=0.0, help="fraction of the budget spent on the I-frame phase")
     p.add_argument("--image_batch", type=int, default=32)
@@ -701,6 +704,9 @@ class Run:
 
         self.args, self.model, self.stepper, self.device = args, model, stepper, device
         self.num_levels, self.out_dir, self.peak = num_levels, out_dir, flops_peak
+        # The config itself, not only --config's path (a GPU machine's /tmp, or a file that changes
+        # later): what the weights were trained with, for config_beside and after_campaign.sh.
+        self.config = json.loads(pathlib.Path(args.config).read_text()) if getattr(args, "config", None) else None
         self.start = time.time()
         self.budget = args.minutes * 60.0
         self.step0 = int(model.step)
@@ -830,7 +836,7 @@ class Run:
             "elapsed_s": round(time.time() - self.start, 1), "final": final, "weights": [f.name for f in files],
             "mu": self.stepper.modulator.mu.cpu().numpy().round(3).tolist(), "flops_per_step": self.flops,
             "graphs": bool(self.args.graphs) and self.stepper.graph_failed is None, "graph_error": self.stepper.graph_failed,
-            "args": vars(self.args), "log": self.history, "rollbacks": self.rollbacks,
+            "args": vars(self.args), "config": self.config, "log": self.history, "rollbacks": self.rollbacks,
         }
         if extra:
             progress.update(extra)
@@ -840,21 +846,37 @@ class Run:
         self.keep_good_state()
 
 
+def config_beside(init: str):
+    """(config, the file it came from) of the weights at `init` (an .npz, comma-separated shards
+    or a folder of shards): the config.json beside them, else the config a training run recorded
+    in the progress.json beside them; (None, None) when neither is there or readable."""
+    path = pathlib.Path(init.split(",")[0])
+    folder = path if path.is_dir() else path.parent
+    for source in (folder / "config.json", folder / "progress.json"):
+        try:
+            data = json.loads(source.read_text())
+        except (OSError, ValueError):
+            continue
+        config = data if source.name == "config.json" else data.get("config")
+        if isinstance(config, dict) and config:
+            return config, source
+    return None, None  # a run from before progress.json recorded its config: unknown
+
+
 def config_differences(config: dict, init: str) -> dict:
     """{field: (config's value, the init weights' value)} for the fields in which `config` differs
-    from the config.json beside the weights `init` (a folder of shards, or a file in a folder);
-    {} when there is none. Weight-free fields (block_motion_upsample, the motion search) load
-    silently under either value, yet the flow decoder is fitted to its own: a switch is worth a
-    warning (it may be meant, as when a run first trains the bilinear block motion)."""
-    path = pathlib.Path(init.split(",")[0])
-    beside = (path if path.is_dir() else path.parent) / "config.json"
-    if not beside.is_file():
-        return {}
+    from the config of the weights `init` (`config_beside`); {} when it is unknown. Weight-free
+    fields (block_motion_upsample, the motion search) load silently under either value, yet the
+    flow decoder is fitted to its own: a switch is worth a warning (it may be meant, as when a run
+    first trains the bilinear block motion)."""
     from model.config import ModelConfig  # TF-free
 
+    theirs, _ = config_beside(init)
+    if theirs is None:
+        return {}
     try:  # through the dataclass, so that a field left out and its default compare equal
-        ours, theirs = (ModelConfig.from_dict(c).to_dict() for c in (config, json.loads(beside.read_text())))
-    except (OSError, ValueError, TypeError):
+        ours, theirs = (ModelConfig.from_dict(c).to_dict() for c in (config, theirs))
+    except (ValueError, TypeError):
         return {}
     return {k: (ours[k], theirs[k]) for k in sorted(ours) if k != "name" and ours[k] != theirs[k]}
 
@@ -872,7 +894,7 @@ def build_model(args, device):
         except WeightsError as e:
             raise TrainError(f"--init: {e}") from None
         for field, (ours, theirs) in config_differences(config, args.init).items():
-            print(f"warning: --init's weights were trained with {field}={theirs!r} (the config.json beside them), "
+            print(f"warning: --init's weights were trained with {field}={theirs!r} (the config beside them), "
                   f"--config says {ours!r}", file=sys.stderr, flush=True)
     reinit = [s for s in args.reinit.split(",") if s]
     if reinit:
@@ -895,7 +917,9 @@ def load_data(args, num_levels, device):
     sampler = GpuSampler(clips, args.gop + args.rollout, args.crop, args.max_stride, num_levels, device, args.seed)
     stills = StillSampler(photos, clips, args.image_crop, num_levels, device, args.seed + 7) if args.image_frac > 0 else None
     frames = sum(f.shape[0] for _, f in sampler.clips)
-    print(f"{len(sampler.clips)} clips, {frames} frames, {len(photos)} photos loaded in {time.time() - t0:.0f}s", flush=True)
+    left_out = len(clips) - len(sampler.clips)
+    note = f" ({left_out} shorter than {sampler.gop} frames or smaller than the crop left out)" if left_out else ""
+    print(f"{len(sampler.clips)} clips{note}, {frames} frames, {len(photos)} photos loaded in {time.time() - t0:.0f}s", flush=True)
     return sampler, stills
 
 
@@ -912,6 +936,10 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda: no CUDA device is available")
     replicas = Replicas(device.type)
+    # --rollout depths: one draw per step shared by every process (seeded before the rank offset
+    # below), so that all of them train the same parameters (a depth-0 step trains the I-frame,
+    # a deeper one does not) and average gradients of the same shapes.
+    rollout_rng = np.random.default_rng([args.seed, 7919])
     if replicas.dist is not None:
         if device.type == "cuda":
             device = torch.device("cuda", replicas.local_rank)
@@ -936,6 +964,8 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
     modulator = LossModulator(args.gop, num_levels, device)
     image_modulator = LossModulator(1, num_levels, device)
     use_graphs = bool(args.graphs)
+    if use_graphs and args.rollout:  # gpu_train.campaign sets --graphs after check_args
+        raise TrainError("--rollout trains eagerly (its GOPs vary in depth): run without --graphs")
     stepper = Stepper(model, lam, modulator, args, device, autocast_dtype, capturable=use_graphs)
     image_stepper = None
     if stills is not None:
@@ -980,7 +1010,8 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
             run.reset_window()
             print(f"phase {phase}: " + (
                 f"I-frame crops, batch {args.image_batch} x {args.image_crop}^2" if phase == "image"
-                else f"GOPs, batch {args.batch} x {args.gop} x {args.crop}^2"), flush=True)
+                else f"GOPs, batch {args.batch} x {args.gop} x {args.crop}^2"
+                + (f", after 0-{args.rollout} frames coded without gradients (--rollout)" if args.rollout else "")), flush=True)
         lr = args.lr * run.lr_scale * (1.0 if frac < 0.8 else 0.2 if frac < 0.95 else 0.04)
         if phase_start is not None and args.phase_warmup > 0:
             lr *= min(1.0, (iteration - phase_start + 1) / args.phase_warmup)
@@ -995,9 +1026,9 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
         frames, levels = source.batch(size)
         carry = None
         if phase == "gop" and args.rollout:
-            frames, levels, carry = active.roll_out(frames, levels, int(source.rng.integers(0, args.rollout + 1)))
+            frames, levels, carry = active.roll_out(frames, levels, int(rollout_rng.integers(0, args.rollout + 1)))
         if phase not in run.flops:
-            run.flops[phase] = count_step_flops(active, frames, levels)  # a real step, not logged
+            run.flops[phase] = count_step_flops(active, frames, levels, carry)  # a real step, not logged
         else:
             outputs = None
             if use_graphs:
@@ -1008,7 +1039,8 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
                     use_graphs = False
             if outputs is None:
                 outputs = active.eager(frames, levels, carry)
-            active.modulator.update(replicas.gather(outputs[1]), replicas.gather(levels))
+            if carry is None:  # row 0 of the modulator is the I-frame's: a rolled-out P-frame is not
+                active.modulator.update(replicas.gather(outputs[1]), replicas.gather(levels))
             if model.step_int < model.c["norm_freeze_steps"]:
                 replicas.average_norm_statistics(model)
             run.accumulate(outputs, levels)

@@ -47,13 +47,21 @@ fi
 bd() {  # BD-rate of sweep $1 against sweep $2 (or why there is none)
     "$PY" -m benchmarks.level_sweep --load="$1" --anchor="$2" 2>&1 | grep -i 'BD-rate\|overlap' || true
 }
-# The config the weights were trained with (progress.json's --config, e.g. a run with another
-# block_motion_upsample), where the run recorded one that exists here; else the shipped one.
+# The config the weights were trained with (progress.json's config, recorded by gpu_train.train,
+# e.g. a run with another block_motion_upsample; older runs: its --config path where that exists
+# here); else the shipped one.
+mkdir -p "$out"
 config=$("$PY" -c "
 import json, pathlib, sys
 p = pathlib.Path(sys.argv[1], 'progress.json')
-c = json.loads(p.read_text()).get('args', {}).get('config') if p.is_file() else None
-print(c if c and pathlib.Path(c).is_file() else 'runtime/checkpoints/base/config.json')" "$weights")
+progress = json.loads(p.read_text()) if p.is_file() else {}
+if isinstance(progress.get('config'), dict):
+    path = pathlib.Path(sys.argv[2], 'config_of_run.json')
+    path.write_text(json.dumps(progress['config'], indent=1))
+    print(path)
+else:
+    c = progress.get('args', {}).get('config')
+    print(c if c and pathlib.Path(c).is_file() else 'runtime/checkpoints/base/config.json')" "$weights" "$out")
 if [[ ! -d $model ]]; then
     echo "model folder $model from $weights with $config"
     "$PY" -m gpu_train.weights from_npz --npz="$weights" --config="$config" --out="$model"

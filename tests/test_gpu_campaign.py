@@ -375,10 +375,16 @@ def test_a_named_config_continues_with_the_shipped_config(tmp_path):
     given.write_text(json.dumps({**get_config("small").to_dict(), "name": "small"}))
     path, init = campaign.resolve_config(str(given), "runs/x", tmp_path / "d")
     assert (path, init) == (given, "runs/x")
-    lone = tmp_path / "lone"  # weights without a config.json beside them: the recipe
+    lone = tmp_path / "lone"  # weights without a config beside them: the recipe
     lone.mkdir()
     path, _ = campaign.resolve_config("small", str(lone / "w.npz"), tmp_path / "e")
     assert json.loads(path.read_text()) == get_config("small").to_dict()
+    run = tmp_path / "run"  # a training run's folder: the config its progress.json recorded
+    run.mkdir()
+    recorded = {**get_config("base").to_dict(), "block_motion_upsample": "bilinear"}
+    (run / "progress.json").write_text(json.dumps({"model_step": 5, "config": recorded}))
+    path, init = campaign.resolve_config("base", str(run), tmp_path / "f")
+    assert init == str(run) and json.loads(path.read_text()) == recorded
 
 
 def test_trainer_names_a_config_switch_against_the_init_weights(tmp_path):
@@ -412,10 +418,26 @@ with torch.no_grad():
     head = model.forward_gop(frames[:, :3], levels[:, :3], "round")
     tail = model.forward_gop(frames[:, 2:], levels[:, 2:], "round", carry=head.carry)
     fresh = model.forward_gop(frames[:, 2:], levels[:, 2:], "round")
+# The trainer's --rollout: frames 0..2 coded without gradients (noise mode, as training codes:
+# the decoders see rounded latents), then a GOP of 3 from frame 2 on.
+from types import SimpleNamespace
+from gpu_train.train import Stepper
+model.step_int = config["norm_freeze_steps"] + 1  # frozen normalization statistics: training mode is deterministic
+stepper = Stepper(model, None, None, SimpleNamespace(gop=3, lr=1e-4, clip_norm=0.0), torch.device("cpu"), None, capturable=False)
+seg, seg_levels, carry = stepper.roll_out(frames, levels, 2)
+plain = stepper.roll_out(frames, levels, 0)
+with torch.no_grad():
+    model.step_int = None
+    whole = model.forward_gop(frames, levels, "round")  # the same step as the rollout's
+    rolled = model.forward_gop(seg, seg_levels, "round", carry=carry)
 print(json.dumps({
     "recon": (tail.reconstructions - whole.reconstructions[:, 2:]).abs().max().item(),
     "bits": (tail.bits - whole.bits[:, 2:]).abs().max().item(),
     "fresh": (fresh.reconstructions[:, 1:] - whole.reconstructions[:, 3:]).abs().max().item(),
+    "segment": bool(torch.equal(seg, frames[:, 2:5]) and torch.equal(seg_levels, levels[:, 2:5])),
+    "plain": bool(torch.equal(plain[0], frames[:, :3]) and plain[2] is None),
+    "rolled": (rolled.reconstructions - whole.reconstructions[:, 2:5]).abs().max().item(),
+    "grad": any(t.requires_grad for t in (carry.previous, carry.previous2, carry.flow, carry.state, carry.bits)),
 }))
 """
 
@@ -423,12 +445,16 @@ print(json.dumps({
 def test_a_gop_goes_on_from_its_carry(tmp_path):
     """forward_gop(carry=...) continues a GOP exactly where an earlier call stopped (what
     gpu_train.train's --rollout relies on): 2 + 3 frames equal 5 in one call, bit for bit; starting
-    afresh at frame 2 instead (an I-frame) differs, or the test would check nothing."""
+    afresh at frame 2 instead (an I-frame) differs, or the test would check nothing. The trainer's
+    roll_out hands on the right frames and a carry without gradients."""
     config = _tiny_base_config(tmp_path / "config.json")
     result = run_torch(["-c", SCRIPT_CARRY, str(config)])
     assert result.returncode == 0, result.stderr[-2000:]
     d = json.loads(result.stdout.strip().splitlines()[-1])
     assert d["recon"] == 0 and d["bits"] == 0 and d["fresh"] > 1e-3, d
+    # Stepper.roll_out: the segment is frames 2..4 and goes on from the rollout's decoder state
+    # (noise mode rounds for the decoders as round mode does: float rounding apart, the same)
+    assert d["segment"] and d["plain"] and not d["grad"] and d["rolled"] < 1e-4, d
 
 
 def test_rollout_training_on_cpu(tmp_path):
@@ -445,8 +471,21 @@ def test_rollout_training_on_cpu(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     progress = json.loads((tmp_path / "out" / "progress.json").read_text())
     assert progress["gop_steps"] == 6 and progress["final"], progress
+    assert "after 0-3 frames coded without gradients (--rollout)" in result.stdout
+    assert progress["config"] == json.loads(config.read_text())  # the config itself, for config_beside
     assert all(np.isfinite(r["loss"]) for r in progress["log"]), progress["log"]
     for bad in (["--rollout=-1"], ["--rollout=2", "--graphs", "--device=cuda"], ["--rollout=2", "--gop=1"]):
         args = train.build_parser().parse_args([*common, "--out_dir=o", *bad])
         with pytest.raises(train.TrainError, match="--rollout"):
             train.check_args(args)
+
+
+def test_campaign_refuses_rollout_before_anything_else(tmp_path, capsys):
+    """The campaign probes and trains with CUDA graphs, which --rollout's varying GOPs cannot use:
+    refused in one line before the GPU check, having spent no time."""
+    from gpu_train import campaign
+
+    assert campaign.main([f"--out={tmp_path / 'o'}", "--", "--rollout=4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--rollout trains eagerly" in err[0], err
+    assert not (tmp_path / "o").exists()
