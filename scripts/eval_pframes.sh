@@ -9,9 +9,11 @@
 #      out/rd_allintra_<hash of the iframe weights>_<clip>). The caches know the weights, not the
 #      encoder: after a change to the encoder's bits (as the one-tile layout of session 17 for
 #      bikes.mp4) move them away, or the comparison mixes two encoders.
+#   4. the GOP drift on street's 21 frames (level_sweep's drift column), new vs shipped, and the
+#      BD-rate of those 21-frame sweeps (the 8-frame sweeps of step 1 do not reach a GOP's end).
 # The card moves to GOP 16 when I+P beats all-intra on all three clips (step 3's first column).
 #
-# usage: [P_OFFSET=X] scripts/eval_pframes.sh RUN_DIR     (~15 min on 2 cores; ~25 the first time for an I-frame codec)
+# usage: [P_OFFSET=X] scripts/eval_pframes.sh RUN_DIR     (~17 min on 2 cores; ~27 the first time for an I-frame codec)
 #   P_OFFSET: the GOP 16 runs code P-frames at level + X (--p_level_offset; default 0 whatever the cards say)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,3 +63,20 @@ print(f"{sys.argv[3]} whole clip, PSNR-RGB BD-rate: I+P ({sys.argv[4]}) vs all-i
       f"vs x264: I+P {bd_rate(*x264, *ip):+.1f}%, all-intra {bd_rate(*x264, *intra):+.1f}%")
 EOF
 done
+# 4. The GOP drift on street's 21 frames (benchmarks.level_sweep's drift column: a GOP's first
+#    three P-frames against its last three), new against the shipped model, GOP 16.
+S=$E/street_320x180_21f.y4m
+for spec in new:$model shipped:runtime/checkpoints/base; do
+    f=$out/drift_street_${spec%%:*}_$g16.json
+    [[ -f $f ]] || "$PY" -m benchmarks.level_sweep --model="${spec#*:}" --clip="$S" --step=1 --frames=21 --gop=16 \
+        --p_level_offset="$po" --out="$f" > /dev/null
+done
+"$PY" - "$out/drift_street_new_$g16.json" "$out/drift_street_shipped_$g16.json" <<'EOF2' | tee -a "$bdf"
+import json, sys
+from benchmarks.level_sweep import bd_rate_against, gop_drift
+new, shipped = (json.load(open(p)) for p in sys.argv[1:3])
+def mean(rows):
+    return sum(gop_drift(r) for r in rows) / len(rows)
+print(f"street 21 frames, GOP drift (dB, mean over levels 0..7): new {mean(new):.2f}, shipped {mean(shipped):.2f}; "
+      f"BD-rate new vs shipped {bd_rate_against(shipped, new):+.1f}%")
+EOF2
