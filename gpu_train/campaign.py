@@ -70,15 +70,20 @@ def weights_config(init: str, scratch: pathlib.Path) -> Optional[pathlib.Path]:
     --config continues the shipped model with the shipped config.json, whose weight-free fields
     (block_motion_upsample, the motion search) may differ from model/config.py's recipe of the
     same name, and the flow decoder is fitted to them. A training run's folder has the config in
-    its progress.json instead: written into `scratch` as config.json."""
+    its progress.json instead: written into `scratch` as config.json (`gpu_train.train.config_beside`).
+    The path is also what scripts/after_campaign.sh builds a run's model folder with."""
     from gpu_train.train import config_beside
 
     config, source = config_beside(init)
-    if config is None or source.name == "config.json":
-        return source if config is not None else None
-    scratch.mkdir(parents=True, exist_ok=True)
-    (scratch / "config.json").write_text(json.dumps(config, indent=1))
-    return scratch / "config.json"
+    if config is None:
+        return None
+    return source if source.name != "progress.json" else write_config(scratch, config)
+
+
+def write_config(folder: pathlib.Path, config: dict) -> pathlib.Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    return folder / "config.json"
 
 
 def resolve_config(config: str, init: str, scratch: pathlib.Path):
@@ -94,9 +99,7 @@ def resolve_config(config: str, init: str, scratch: pathlib.Path):
     init = default_init(config) if init == "auto" else init
     path = weights_config(init, scratch) if init else None
     if path is None:  # from scratch, or weights without their config: the named recipe
-        scratch.mkdir(parents=True, exist_ok=True)
-        path = scratch / "config.json"
-        path.write_text(json.dumps(get_config(config).to_dict(), indent=1))
+        path = write_config(scratch, get_config(config).to_dict())
     return path, init
 
 

@@ -43,6 +43,7 @@ import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from typing import Optional
 
 import numpy as np
 
@@ -846,21 +847,30 @@ class Run:
         self.keep_good_state()
 
 
+def _read_json(path) -> Optional[dict]:
+    try:
+        data = json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data else None
+
+
 def config_beside(init: str):
     """(config, the file it came from) of the weights at `init` (an .npz, comma-separated shards
     or a folder of shards): the config.json beside them, else the config a training run recorded
-    in the progress.json beside them; (None, None) when neither is there or readable."""
+    in the progress.json beside them, else (a run from before it recorded one) the file its
+    --config named, where that still exists; (None, None) when none is there or readable."""
     path = pathlib.Path(init.split(",")[0])
     folder = path if path.is_dir() else path.parent
-    for source in (folder / "config.json", folder / "progress.json"):
-        try:
-            data = json.loads(source.read_text())
-        except (OSError, ValueError):
-            continue
-        config = data if source.name == "config.json" else data.get("config")
-        if isinstance(config, dict) and config:
-            return config, source
-    return None, None  # a run from before progress.json recorded its config: unknown
+    config = _read_json(folder / "config.json")
+    if config is not None:
+        return config, folder / "config.json"
+    progress = _read_json(folder / "progress.json") or {}
+    if isinstance(progress.get("config"), dict) and progress["config"]:
+        return progress["config"], folder / "progress.json"
+    named = (progress.get("args") or {}).get("config")
+    config = _read_json(named) if named else None
+    return (config, pathlib.Path(named)) if config is not None else (None, None)
 
 
 def config_differences(config: dict, init: str) -> dict:

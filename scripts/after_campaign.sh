@@ -47,21 +47,13 @@ fi
 bd() {  # BD-rate of sweep $1 against sweep $2 (or why there is none)
     "$PY" -m benchmarks.level_sweep --load="$1" --anchor="$2" 2>&1 | grep -i 'BD-rate\|overlap' || true
 }
-# The config the weights were trained with (progress.json's config, recorded by gpu_train.train,
-# e.g. a run with another block_motion_upsample; older runs: its --config path where that exists
-# here); else the shipped one.
-mkdir -p "$out"
+# The config the weights were trained with (gpu_train.train.config_beside: a config.json beside
+# them, the config the run recorded in progress.json, or the --config file an older run named),
+# else the shipped one.
 config=$("$PY" -c "
-import json, pathlib, sys
-p = pathlib.Path(sys.argv[1], 'progress.json')
-progress = json.loads(p.read_text()) if p.is_file() else {}
-if isinstance(progress.get('config'), dict):
-    path = pathlib.Path(sys.argv[2], 'config_of_run.json')
-    path.write_text(json.dumps(progress['config'], indent=1))
-    print(path)
-else:
-    c = progress.get('args', {}).get('config')
-    print(c if c and pathlib.Path(c).is_file() else 'runtime/checkpoints/base/config.json')" "$weights" "$out")
+import pathlib, sys
+from gpu_train.campaign import weights_config
+print(weights_config(sys.argv[1], pathlib.Path(sys.argv[2])) or 'runtime/checkpoints/base/config.json')" "$weights" "$out")
 if [[ ! -d $model ]]; then
     echo "model folder $model from $weights with $config"
     "$PY" -m gpu_train.weights from_npz --npz="$weights" --config="$config" --out="$model"
