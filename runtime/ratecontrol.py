@@ -145,7 +145,8 @@ class ConstantLevel:
     """Every I-frame at `level`, every P-frame at `level + p_offset` clipped to [0, max_level]
     (the paper's R-D curves, Sec. 4.2, use one level for both: p_offset 0). The encoder's own
     I-frame alternatives to a P-frame (the scene-cut check, `--rd_frame_type`) are coded at the
-    P-frame's level, so they compete with the P-frame at equal footing (runtime/stream.py).
+    P-frame's level, so they compete with the P-frame at equal footing; one that wins starts a GOP,
+    so it is then coded again at the I-frame level (`intra_level`, runtime/stream.py).
 
     A negative offset codes P-frames a little coarser than the I-frame they predict from, as
     block codecs do (x264's default I/P quantizer ratio 1.4 is about 3 QP): measured on `base`,
@@ -386,3 +387,19 @@ def make_controller(
     if floor is None and caps is None:
         return primary
     return Combined(primary, floor=floor, caps=caps)
+
+
+def intra_level(controller, index: int, num_pixels: int, trial: Trial) -> Optional[float]:
+    """The level of an I-frame that replaces a P-frame (a scene cut, `--rd_frame_type`) when the
+    controller gives I-frames another level than P-frames, else None (keep the P-frame's level).
+
+    Only constant levels with a P-frame offset (alone or under a floor and caps) differ by type
+    without state; a target bitrate's budgets are left alone (its GOP accounting counts from
+    multiples of the GOP, and the bucket repays what the cut's frame costs). The new I-frame
+    starts a GOP that its P-frames predict from, so it gets the quality every other I-frame gets
+    (x264 codes a scene-cut I-frame at the I-frame quantizer too). `trial` codes the frame as an
+    I-frame."""
+    primary = controller.primary if isinstance(controller, Combined) else controller
+    if not (isinstance(primary, ConstantLevel) and primary.p_offset):
+        return None
+    return controller.select_level(index, FrameType.I, num_pixels, trial)

@@ -156,8 +156,9 @@ def encode_video(
     An I-frame starts every GOP of `gop` frames (0: only the first frame). With `scenecut` > 0 a
     P-frame costing more than `scenecut` times the last I-frame is also tried as an I-frame, which
     replaces it if it is no larger and no worse in PSNR; the next GOP then counts from there
-    (`gop` is the longest I-frame interval, as x264's keyint). The decoder reads each frame's
-    type from its frame unit.
+    (`gop` is the longest I-frame interval, as x264's keyint). The I-frame alternative is tried at
+    the P-frame's level; one that wins is coded at the I-frames' level where the controller gives
+    them another (a P-frame level offset). The decoder reads each frame's type from its frame unit.
 
     `layout` cuts each codelayer into substreams (runtime/entropy_coding.py; in the stream header);
     None: `SubstreamLayout.for_frame` of the first frame's size.
@@ -314,9 +315,26 @@ def _encode_one(
         intra = encoder.encode_frame(frame, level, FrameType.I, commit=False)
         if _dominates(intra, encoded):
             encoded = intra
+    if encoded.frame_type is not frame_type:  # a P-frame turned I-frame: it starts a GOP
+        encoded = _at_intra_level(encoder, controller, frame, index, num_pixels, encoded, reconstruct)
     encoder.commit(encoded)
     controller.update(index, encoded.frame_type, encoded.trial_result())
     return encoded
+
+
+def _at_intra_level(encoder: Encoder, controller: RateController, frame, index: int, num_pixels: int,
+                    intra: EncodedFrame, reconstruct: bool) -> EncodedFrame:
+    """`intra` (an I-frame chosen over a P-frame at the P-frame's level), coded again at the level
+    the controller gives I-frames when that differs (runtime/ratecontrol.py's `intra_level`)."""
+    from runtime.ratecontrol import intra_level
+
+    def trial(level: float) -> TrialResult:
+        return encoder.encode_frame(frame, level, FrameType.I, commit=False, reconstruct=reconstruct).trial_result()
+
+    level = intra_level(controller, index, num_pixels, trial)
+    if level is None or float(np.float32(level)) == intra.level:
+        return intra
+    return encoder.encode_frame(frame, float(np.float32(level)), FrameType.I, commit=False, reconstruct=reconstruct)
 
 
 def _dominates(a: EncodedFrame, b: EncodedFrame) -> bool:

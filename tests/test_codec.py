@@ -394,6 +394,32 @@ def test_scene_cut_codes_an_iframe_and_restarts_the_gop(tmp_path, clip):
     assert summaries[0.05].frames[3].psnr >= summaries[0.0].frames[3].psnr  # ... and no worse
 
 
+def test_a_scene_cut_iframe_gets_the_iframe_level_under_a_p_level_offset(tmp_path, clip):
+    """P-frames one level below the I-frames (the base card's offset): the cut frame is tried as an
+    I-frame at the P-frames' level (equal footing), and once it wins it starts a GOP, so it is
+    coded at the I-frames' level like every other I-frame; the stream decodes to what the encoder
+    measured. Without the offset nothing is coded twice: the levels are the same."""
+    from model.bundle import shipped_bundle
+    from runtime.metrics import psnr_rgb
+    from runtime.ratecontrol import ConstantLevel
+
+    bundle = shipped_bundle("small")
+    backend = get_backend("tf", bundle)
+    cut = np.concatenate([clip[:3], np.full((5,) + clip.shape[1:], 128, np.uint8)])
+    controller = ConstantLevel(3.0, p_offset=-1.0, max_level=bundle.config.max_level)
+    path = tmp_path / "cut.elfvc"
+    summary = encode_video(list(cut), path, fps=25, gop=4, controller=controller, backend=backend, bundle=bundle,
+                           scenecut=0.05)  # fmt: skip
+    types = "".join(f.frame_type.name for f in summary.frames)
+    assert types.startswith("IPPI"), types  # the cut
+    assert {f.level for f in summary.frames if f.frame_type is FrameType.I} == {3.0}
+    assert {f.level for f in summary.frames if f.frame_type is FrameType.P} == {2.0}
+    assert [f.level for f in inspect(path).frames] == [f.level for f in summary.frames]
+    decoded = []
+    decode_video(path, decoded.append, backend, bundle)
+    np.testing.assert_allclose(psnr_rgb(cut, np.stack(decoded)), [f.psnr for f in summary.frames], rtol=0, atol=1e-9)
+
+
 def test_model_id_ignores_later_config_fields_at_their_defaults():
     """Q_w config fields came after model ids: at their defaults they stay out of the hash (a
     model folder made before them keeps its id, so its streams still decode); set, they count."""
