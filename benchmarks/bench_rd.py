@@ -110,6 +110,7 @@ class ElfCodec:
         self.preset = preset
         self.rd_frame_type = rd_frame_type
         self.p_level_offset = p_level_offset if p_level_offset is not None else self.bundle.p_level_offset
+        self.note = self.bundle.uncarded_note(gop is not None, p_level_offset is not None)
 
     @property
     def trained(self) -> bool:
@@ -213,6 +214,8 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
             if bad:
                 raise BenchError(f"levels {bad} are outside the model's range [0, {codec.max_level:g}]")
             _log(f"model {codec.describe()}")
+            if codec.note:
+                _log(codec.note)
         streams = cfg.out_dir / "streams"
         if cfg.keep_streams:
             streams.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@
 # usage: [P_OFFSET=X] scripts/after_campaign.sh WEIGHTS_DIR [FRAMES]
 #   scripts/after_campaign.sh /work/.device/1          # FRAMES: frames per clip (default 8)
 #   P_OFFSET=-1 scripts/after_campaign.sh RUN          # P-frames at level - 1 in both models' GOP 16 sweeps
-#                                                      # (--p_level_offset; default 0 whatever the cards say)
+#                                                      # (--p_level_offset; default: the shipped card's, base -1)
 # Writes runs/campaign_sSTEP/ (the model folder, pinned), out/after_campaign_sSTEP/ (level sweeps
 # 0..7 of both models at GOP 1 and GOP 16, and bd.txt) and prints the BD-rates (negative: the new
 # weights need fewer bits), and the new I+P (GOP 16) against the shipped all-intra; ships
@@ -19,7 +19,9 @@ PY=${PY:-.venv/bin/python}
 EVAL=${EVAL:-../shared/data/eval/video}
 weights=${1:?usage: scripts/after_campaign.sh WEIGHTS_DIR [FRAMES]}
 frames=${2:-8}
-po=$(printf '%g' "${P_OFFSET:-0}")  # -1.0 and -1 name the same files
+# The shipped card's P-frame offset unless P_OFFSET says (a run's model folder has no card, so the
+# sweeps pass the offset explicitly, to both models alike)
+po=$(printf '%g' "${P_OFFSET:-$("$PY" -c "from model.bundle import DEFAULT_DIR, card_p_level_offset, read_card; print(card_p_level_offset(read_card(DEFAULT_DIR)))")}")  # -1.0 and -1 name the same files
 [[ $po == -0 ]] && po=0
 g16=gop16
 [[ $po == 0 ]] || g16=gop16_po$po  # sweeps at another P-frame offset are kept apart

@@ -14,7 +14,7 @@
 # The card moves to GOP 16 when I+P beats all-intra on all three clips (step 3's first column).
 #
 # usage: [P_OFFSET=X] scripts/eval_pframes.sh RUN_DIR     (~17 min on 2 cores; ~27 the first time for an I-frame codec)
-#   P_OFFSET: the GOP 16 runs code P-frames at level + X (--p_level_offset; default 0 whatever the cards say)
+#   P_OFFSET: the GOP 16 runs code P-frames at level + X (--p_level_offset; default: the shipped card's, base -1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -26,7 +26,9 @@ import sys
 from gpu_train.weights import iframe_digest, read_arrays
 a = read_arrays(sys.argv[1])
 print(int(a['step']), iframe_digest(a))" "$run")
-po=$(printf '%g' "${P_OFFSET:-0}")  # -1.0 and -1 name the same files
+# The shipped card's P-frame offset unless P_OFFSET says (a run's model folder has no card, so the
+# sweeps pass the offset explicitly, to both models alike)
+po=$(printf '%g' "${P_OFFSET:-$("$PY" -c "from model.bundle import DEFAULT_DIR, card_p_level_offset, read_card; print(card_p_level_offset(read_card(DEFAULT_DIR)))")}")  # -1.0 and -1 name the same files
 [[ $po == -0 ]] && po=0
 g16=gop16
 [[ $po == 0 ]] || g16=gop16_po$po

@@ -435,3 +435,21 @@ def test_the_default_layout_codes_a_picture_wider_than_512_px_as_one_tile(tmp_pa
         sizes[tile] = out.stat().st_size
     assert counts == {None: [2, 4], 512: [4, 8]}, counts
     assert sizes[None] < sizes[512], sizes
+
+
+def test_a_model_without_a_card_is_noted_where_tools_fall_back_on_coding_defaults():
+    """level_sweep and bench_rd on a folder made from a run's weights (no model card) code at GOP 16
+    with P-frames at the I-frames' level unless told: they say so, naming the flags; a carded
+    model, or both flags given, need no note."""
+    import dataclasses
+
+    from model import bundle
+
+    small = bundle.shipped_bundle("small")
+    bare = dataclasses.replace(small, card={})
+    for gop_given, offset_given in ((False, False), (True, False), (False, True)):
+        note = bare.uncarded_note(gop_given, offset_given)
+        assert note and "no model card" in note and "--gop and --p_level_offset" in note, note
+        assert ("GOP 16" in note) != gop_given and ("the I-frames' level" in note) != offset_given, note
+    assert bare.uncarded_note(True, True) is None
+    assert small.uncarded_note(False, False) is None  # the shipped card says
