@@ -92,6 +92,7 @@ class ElfRun:
     decoded: np.ndarray  # uint8 [T, H, W, 3]
     encode_s: float
     decode_s: float
+    frame_types: str = ""  # "IPPP...": as coded (the scene-cut check may start a GOP early)
 
 
 class ElfCodec:
@@ -132,7 +133,7 @@ class ElfCodec:
         from runtime.stream import decode_video, encode_video
 
         start = time.perf_counter()
-        encode_video(iter(frames), stream, fps=fps, gop=self.gop, controller=ConstantLevel(level, self.p_level_offset, self.max_level),
+        summary = encode_video(iter(frames), stream, fps=fps, gop=self.gop, controller=ConstantLevel(level, self.p_level_offset, self.max_level),
                      backend=self.backend, bundle=self.bundle, preset=self.preset, rd_frame_type=self.rd_frame_type,
                      motion_refinement=MotionRefinement() if self.motion_refine else None)  # fmt: skip
         encode_s = time.perf_counter() - start
@@ -143,7 +144,8 @@ class ElfCodec:
         out = np.stack(decoded)
         if out.shape != frames.shape:
             raise BenchError(f"{stream.name}: decoded {out.shape}, expected {frames.shape}")
-        return ElfRun(level, stream.stat().st_size, out, encode_s, decode_s)
+        types = "".join(f.frame_type.name for f in summary.frames)
+        return ElfRun(level, stream.stat().st_size, out, encode_s, decode_s, types)
 
     def close(self) -> None:
         self.backend.close()
@@ -153,9 +155,22 @@ class ElfCodec:
 # The benchmark
 
 
-def _point(codec, source, setting, param, nbytes, quality, encode_s, decode_s, model) -> RDPoint:
+def _point(codec, source, setting, param, nbytes, quality, encode_s, decode_s, model, frame_types="") -> RDPoint:
     return RDPoint.make(codec, source.name, setting, param, nbytes, source.frames, source.width, source.height,
-                        float(source.fps), quality.as_dict(), encode_s, decode_s, model)  # fmt: skip
+                        float(source.fps), quality.as_dict(), encode_s, decode_s, model, frame_types)  # fmt: skip
+
+
+def _scene_cuts(frame_types: str, gop: int) -> list[int]:
+    """Frames coded as I-frames where the GOP schedule had a P-frame (the scene-cut check, or
+    `--rd_frame_type`): a GOP restarts at each, as runtime/stream.py schedules."""
+    cuts, last = [], None
+    for index, kind in enumerate(frame_types):
+        scheduled = last is None or (gop > 0 and index - last >= gop)
+        if kind == "I":
+            if not scheduled:
+                cuts.append(index)
+            last = index
+    return cuts
 
 
 def _log(message: str) -> None:
@@ -236,9 +251,10 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
                         run = codec.run(ref_rgb, source.fps, level, stream)
                         quality = measure(run.decoded, rgb_to_yuv420(run.decoded))
                         points.append(_point(ELFVC, source, f"level={level:g}", level, run.nbytes, quality,
-                                             run.encode_s, run.decode_s, codec.describe()))  # fmt: skip
+                                             run.encode_s, run.decode_s, codec.describe(), run.frame_types))  # fmt: skip
+                        cuts = _scene_cuts(run.frame_types, codec.gop)
                         _log(f"  elfvc {codec.spec.label} level {level:g}: {points[-1].bpp:.4f} bpp, "
-                             f"PSNR {quality.psnr_rgb:.2f} dB")  # fmt: skip
+                             f"PSNR {quality.psnr_rgb:.2f} dB" + (f", scene-cut I-frames at {cuts}" if cuts else ""))  # fmt: skip
                 for anchor in anchors:
                     for value in cfg.sweeps.get(anchor.name, anchor.sweep):
                         run = anchors_lib.run_anchor(anchor, value, source, work)

@@ -63,6 +63,7 @@ class RDPoint:
     encode_s: float = 0.0
     decode_s: float = 0.0
     model: str = ""  # elfvc: which model made it (config / checkpoint); anchors: encoder version
+    frame_types: str = ""  # elfvc: each frame's type as coded ("IPPP...": scene cuts show); anchors: ""
 
     @classmethod
     def make(
@@ -80,6 +81,7 @@ class RDPoint:
         encode_s: float = 0.0,
         decode_s: float = 0.0,
         model: str = "",
+        frame_types: str = "",
     ) -> "RDPoint":
         """Derives bpp and kbps from the byte count, so every codec computes them alike."""
         if frames <= 0 or width <= 0 or height <= 0 or fps <= 0 or nbytes <= 0:
@@ -104,6 +106,7 @@ class RDPoint:
             encode_s=float(encode_s),
             decode_s=float(decode_s),
             model=model,
+            frame_types=str(frame_types),
         )
 
     def metric(self, name: str) -> Optional[float]:

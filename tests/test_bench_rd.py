@@ -154,6 +154,9 @@ def test_tiny_end_to_end_against_x264(tmp_path, capsys, monkeypatch):
         assert p.bpp == pytest.approx(8 * p.bytes / (3 * 640 * 272))
         assert all(p.metrics[m] is not None and np.isfinite(p.metrics[m]) for m in METRICS), p
         assert 0 < p.metrics["ms_ssim"] <= 1 and 0 <= p.metrics["vmaf"] <= 100
+        # this codec's frame types as coded (GOP 16: an I-frame, then P-frames or R-D I-frames)
+        assert (len(p.frame_types) == 3 and p.frame_types[0] == "I" and set(p.frame_types) <= {"I", "P"}
+                if p.codec == "elfvc" else p.frame_types == ""), p
     x264 = sorted(report.curve("x264", "bikes"), key=lambda p: p.param)
     assert x264[0].bpp > x264[1].bpp and x264[0].metrics["psnr_rgb"] > x264[1].metrics["psnr_rgb"]
     bd = {(b.clip, b.metric): b for b in report.bd if b.anchor == "x264"}
@@ -165,6 +168,18 @@ def test_tiny_end_to_end_against_x264(tmp_path, capsys, monkeypatch):
         assert "UNTRAINED" in (out / "results.md").read_text()
     assert (out / "rd_bikes.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in out.iterdir()) == ["rd_bikes.png", "results.json", "results.md"]
+
+
+def test_scene_cuts_are_the_iframes_the_gop_did_not_schedule():
+    cuts = bench_rd._scene_cuts
+    assert cuts("IPPPIPPP", 4) == [] and cuts("IIII", 1) == [] and cuts("", 16) == []
+    assert cuts("IPPIPPPI", 4) == [3]  # the cut at 3 restarts the GOP: 7 = 3 + 4 is scheduled
+    assert cuts("IPPIPIPP", 4) == [3, 5]
+    assert cuts("IPPIPPPIP", 0) == [3, 7]  # GOP 0: only the first frame is scheduled
+    # points saved before frame_types existed still load (the field defaults to "")
+    data = RDReport(points=(_pt("elfvc", 0.1, 30.0),)).to_json()
+    del data["points"][0]["frame_types"]
+    assert RDReport.from_json(data).points[0].frame_types == ""
 
 
 def test_anchors_are_also_compared_with_each_other():
