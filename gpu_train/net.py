@@ -470,9 +470,16 @@ def level_penalty(c: dict, embedding):
 
 
 @torch.no_grad()
+@torch.no_grad()
 def block_motion_search(target, reference, radius: int, penalty):
     """model.motion.block_motion_search: [B, 3, H, W] x 2 -> [B, 2, H/16, W/16] (dx, dy) pixels;
-    `penalty` a number or a [B] tensor."""
+    `penalty` a number or a [B] tensor. No gradient (the vectors are a table lookup).
+
+    The (2R + 1)^2 candidate shifts are costed one row of shifts (2R + 1 of them) at a time rather
+    than all at once as the TF original does: the same numbers in the same order (equal vectors,
+    tests/test_gpu_train.py), without materializing (2R + 1)^2 shifted frames (289 at R = 8: about
+    75 MB for 4 x 128^2), which made the search ~10x slower on a CPU and, with autograd on, kept
+    that tensor alive for the backward pass."""
     target, reference = target.mean(1, keepdim=True), reference.mean(1, keepdim=True)
     height, width = target.shape[2:]
     device = target.device
@@ -481,7 +488,9 @@ def block_motion_search(target, reference, radius: int, penalty):
     padded = reference[:, :, rows][:, :, :, cols]
     span = range(-radius, radius + 1)
     columns = torch.cat([padded[:, :, :, radius + dx : radius + dx + width] for dx in span], 1)
-    candidates = torch.cat([columns[:, :, radius + dy : radius + dy + height] for dy in span], 1)
+    # channel (dy + R) (2R + 1) + (dx + R), as model.motion builds its candidates
+    sad = torch.cat([F.avg_pool2d((target - columns[:, :, radius + dy : radius + dy + height]).abs_(), MOTION_BLOCK)
+                     for dy in span], 1)
     vectors = [(float(dx), float(dy)) for dy in span for dx in span]
     table = _constant(("motion_vectors", radius, str(device)), lambda: torch.tensor(vectors, device=device))
     norms = _constant(
@@ -491,7 +500,7 @@ def block_motion_search(target, reference, radius: int, penalty):
     if not torch.is_tensor(penalty):
         penalty = _constant(("penalty", float(penalty), str(device)), lambda: torch.tensor(float(penalty), device=device))
     lengths = penalty.float().reshape(-1, 1, 1, 1) * norms
-    costs = F.avg_pool2d((target - candidates).abs(), MOTION_BLOCK) + lengths
+    costs = sad + lengths
     best = costs.argmin(1)
     return table[best].permute(0, 3, 1, 2)
 

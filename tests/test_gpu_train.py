@@ -91,6 +91,34 @@ def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays, motion_search_r
     assert diff["bits_max_rel"] < 1e-4, diff
 
 
+def test_mirror_motion_search_picks_the_keras_vectors(tmp_path):
+    """The mirror's block search (shifts costed one row at a time, no gradient) chooses exactly
+    the vectors of model.motion's (all (2R + 1)^2 shifts at once) at the shipped radius, with a
+    per-example penalty, on real frames two apart and on a copy shifted by a known amount."""
+    import tensorflow as tf
+
+    from model.motion import block_motion_search
+
+    clip = read_video_frames(bikes_path(), 3)[:, 40:168, 100:292].astype(np.float32) / 255.0  # 128 x 192
+    target = np.stack([clip[2], clip[2]])
+    reference = np.stack([clip[0], np.roll(clip[2], (5, -3), (0, 1))])
+    penalty = np.array([0.01, 0.0], np.float32)
+    vectors = block_motion_search(target, reference, radius=8, penalty=tf.constant(penalty)).numpy()
+    # the known shift (dx, dy) = (-3, 5) on most blocks (flat ones tie; the first shift wins)
+    assert (vectors[1] == [-3.0, 5.0]).all(-1).mean() > 0.8, vectors[1]
+    np.savez(tmp_path / "case.npz", target=target, reference=reference, penalty=penalty, vectors=vectors)
+    code = (
+        "import sys, numpy as np, torch; from gpu_train.net import block_motion_search as s; "
+        "d = np.load(sys.argv[1]); t = lambda k: torch.from_numpy(d[k]).permute(0, 3, 1, 2); "
+        "ref = t('reference').requires_grad_(); out = s(t('target'), ref, 8, torch.from_numpy(d['penalty'])); "
+        "assert not out.requires_grad; "
+        "print(int((out.permute(0, 2, 3, 1).numpy() != d['vectors']).sum()))"
+    )
+    result = run_torch(["-c", code, str(tmp_path / "case.npz")])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "0"
+
+
 def test_weights_round_trip_through_npz(tmp_path, default_arrays):
     from gpu_train import weights
 
