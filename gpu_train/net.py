@@ -470,7 +470,6 @@ def level_penalty(c: dict, embedding):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def block_motion_search(target, reference, radius: int, penalty):
     """model.motion.block_motion_search: [B, 3, H, W] x 2 -> [B, 2, H/16, W/16] (dx, dy) pixels;
     `penalty` a number or a [B] tensor. No gradient (the vectors are a table lookup).
@@ -478,8 +477,7 @@ def block_motion_search(target, reference, radius: int, penalty):
     The (2R + 1)^2 candidate shifts are costed one row of shifts (2R + 1 of them) at a time rather
     than all at once as the TF original does: the same numbers in the same order (equal vectors,
     tests/test_gpu_train.py), without materializing (2R + 1)^2 shifted frames (289 at R = 8: about
-    75 MB for 4 x 128^2), which made the search ~10x slower on a CPU and, with autograd on, kept
-    that tensor alive for the backward pass."""
+    75 MB for 4 x 128^2), which made the search ~10x slower on a CPU."""
     target, reference = target.mean(1, keepdim=True), reference.mean(1, keepdim=True)
     height, width = target.shape[2:]
     device = target.device
