@@ -111,7 +111,7 @@ class ElfCodec:
         self.preset = preset
         self.rd_frame_type = rd_frame_type
         self.p_level_offset = p_level_offset if p_level_offset is not None else self.bundle.p_level_offset
-        self.note = self.bundle.uncarded_note(gop is not None, p_level_offset is not None)
+        self.note = self.bundle.uncarded_note(gop, p_level_offset is not None)
 
     @property
     def trained(self) -> bool:

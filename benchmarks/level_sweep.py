@@ -65,7 +65,7 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
     if step <= 0:
         raise ValueError(f"--step must be positive, got {step}")
     bundle = load_bundle(model_dir) if model_dir else default_bundle()
-    note = bundle.uncarded_note(gop is not None, p_level_offset is not None)
+    note = bundle.uncarded_note(gop, p_level_offset is not None)
     if note:
         print(note, file=sys.stderr)
     if gop is None:

@@ -107,15 +107,17 @@ class ModelBundle:
         P-frames at level + offset; 0.0 without one."""
         return card_p_level_offset(self.card)
 
-    def uncarded_note(self, gop_given: bool, offset_given: bool) -> Optional[str]:
+    def uncarded_note(self, gop: Optional[int], offset_given: bool) -> Optional[str]:
         """A line for tools that fall back on coding defaults: None when the folder has a model card
-        or the caller gave both the GOP and the P-frame level offset. (A folder made from a run's
-        weights has no card, so without the flags it codes differently from the shipped model.)"""
-        if self.card or (gop_given and offset_given):
+        or the caller gave the GOP (None: not given) and, unless it is 1 (no P-frames), the P-frame
+        level offset. (A folder made from a run's weights has no card, so without the flags it codes
+        differently from the shipped model.)"""
+        gop_given = gop is not None
+        if self.card or (gop_given and (offset_given or gop == 1)):
             return None
-        gop = "the given GOP" if gop_given else f"GOP {self.coding_gop}"
+        gop_text = f"GOP {gop if gop_given else self.coding_gop}"
         offset = "the given P-frame level offset" if offset_given else "P-frames at the I-frames' level"
-        return (f"note: {self.source} has no model card: coding at {gop} with {offset}; pass --gop and "
+        return (f"note: {self.source} has no model card: coding at {gop_text} with {offset}; pass --gop and "
                 "--p_level_offset to code as another model's card says (`elfvc models` lists them)")
 
     @property

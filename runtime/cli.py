@@ -94,7 +94,8 @@ def define_flags() -> flags.FlagValues:
                       "stream decodes the same way whichever is used. " + " ".join(f"{p.name}: {p.summary}." for p in PRESETS.values()),
                       flag_values=fv)
     flags.DEFINE_float("scenecut", DEFAULT_SCENECUT, "A P-frame costing more than this multiple of the last I-frame "
-                       "is tried as an I-frame, kept if no larger and no worse in PSNR; the next GOP counts from it "
+                       "is tried as an I-frame at its level, kept if no larger and no worse in PSNR (then coded at the I-frames' "
+                       "level, which --p_level_offset may set apart); the next GOP counts from it "
                        "(0: off; default: the preset's, fast 0, else this).",
                        lower_bound=0.0, flag_values=fv)
     flags.DEFINE_boolean("rd_frame_type", False, "Code every P-frame as an I-frame too and keep the one of lower "

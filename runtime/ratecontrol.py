@@ -391,15 +391,17 @@ def make_controller(
 
 def intra_level(controller, index: int, num_pixels: int, trial: Trial) -> Optional[float]:
     """The level of an I-frame that replaces a P-frame (a scene cut, `--rd_frame_type`) when the
-    controller gives I-frames another level than P-frames, else None (keep the P-frame's level).
+    controller may give I-frames another level than P-frames, else None (keep the P-frame's level).
 
-    Only constant levels with a P-frame offset (alone or under a floor and caps) differ by type
-    without state; a target bitrate's budgets are left alone (its GOP accounting counts from
+    Only constant levels differ by type without state: through a P-frame offset, or through caps
+    (one for I-frames, one for P-frames; a floor alone is the same for both). A target bitrate's
+    budgets are left alone (its GOP accounting counts from
     multiples of the GOP, and the bucket repays what the cut's frame costs). The new I-frame
     starts a GOP that its P-frames predict from, so it gets the quality every other I-frame gets
     (x264 codes a scene-cut I-frame at the I-frame quantizer too). `trial` codes the frame as an
     I-frame."""
-    primary = controller.primary if isinstance(controller, Combined) else controller
-    if not (isinstance(primary, ConstantLevel) and primary.p_offset):
+    combined = isinstance(controller, Combined)
+    primary = controller.primary if combined else controller
+    if not (isinstance(primary, ConstantLevel) and (primary.p_offset or (combined and controller.caps is not None))):
         return None
     return controller.select_level(index, FrameType.I, num_pixels, trial)

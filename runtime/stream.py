@@ -294,7 +294,9 @@ def _encode_one(
     lambda) every P-frame is also coded as an I-frame at the same level and the one of lower
     `rd_cost` is kept; otherwise a P-frame of more than `scenecut_bits` bits is also coded as an
     I-frame, which replaces it only if it is no larger and no worse in PSNR (and better in one of
-    the two)."""
+    the two). Both choices are made at the P-frame's level; an I-frame that wins starts a GOP and
+    is coded at the I-frames' level where the controller gives them another (`_at_intra_level`),
+    so it may then be larger than the P-frame it replaced."""
     trials = {}
 
     def trial(level: float) -> TrialResult:
@@ -328,13 +330,19 @@ def _at_intra_level(encoder: Encoder, controller: RateController, frame, index: 
     the controller gives I-frames when that differs (runtime/ratecontrol.py's `intra_level`)."""
     from runtime.ratecontrol import intra_level
 
+    trials = {intra.level: intra}
+
     def trial(level: float) -> TrialResult:
-        return encoder.encode_frame(frame, level, FrameType.I, commit=False, reconstruct=reconstruct).trial_result()
+        encoded = encoder.encode_frame(frame, level, FrameType.I, commit=False, reconstruct=reconstruct)
+        trials[encoded.level] = encoded
+        return encoded.trial_result()
 
     level = intra_level(controller, index, num_pixels, trial)
-    if level is None or float(np.float32(level)) == intra.level:
+    if level is None:
         return intra
-    return encoder.encode_frame(frame, float(np.float32(level)), FrameType.I, commit=False, reconstruct=reconstruct)
+    level = float(np.float32(level))
+    return trials[level] if level in trials else encoder.encode_frame(frame, level, FrameType.I, commit=False,
+                                                                      reconstruct=reconstruct)
 
 
 def _dominates(a: EncodedFrame, b: EncodedFrame) -> bool:

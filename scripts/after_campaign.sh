@@ -21,7 +21,8 @@ weights=${1:?usage: scripts/after_campaign.sh WEIGHTS_DIR [FRAMES]}
 frames=${2:-8}
 # The shipped card's P-frame offset unless P_OFFSET says (a run's model folder has no card, so the
 # sweeps pass the offset explicitly, to both models alike)
-po=$(printf '%g' "${P_OFFSET:-$("$PY" -c "from model.bundle import DEFAULT_DIR, card_p_level_offset, read_card; print(card_p_level_offset(read_card(DEFAULT_DIR)))")}")  # -1.0 and -1 name the same files
+card_po=$("$PY" -c "from model.bundle import DEFAULT_DIR, card_p_level_offset, read_card; print(card_p_level_offset(read_card(DEFAULT_DIR)))")
+po=$(printf '%g' "${P_OFFSET:-$card_po}")  # -1.0 and -1 name the same files
 [[ $po == -0 ]] && po=0
 g16=gop16
 [[ $po == 0 ]] || g16=gop16_po$po  # sweeps at another P-frame offset are kept apart

@@ -28,7 +28,8 @@ a = read_arrays(sys.argv[1])
 print(int(a['step']), iframe_digest(a))" "$run")
 # The shipped card's P-frame offset unless P_OFFSET says (a run's model folder has no card, so the
 # sweeps pass the offset explicitly, to both models alike)
-po=$(printf '%g' "${P_OFFSET:-$("$PY" -c "from model.bundle import DEFAULT_DIR, card_p_level_offset, read_card; print(card_p_level_offset(read_card(DEFAULT_DIR)))")}")  # -1.0 and -1 name the same files
+card_po=$("$PY" -c "from model.bundle import DEFAULT_DIR, card_p_level_offset, read_card; print(card_p_level_offset(read_card(DEFAULT_DIR)))")
+po=$(printf '%g' "${P_OFFSET:-$card_po}")  # -1.0 and -1 name the same files
 [[ $po == -0 ]] && po=0
 g16=gop16
 [[ $po == 0 ]] || g16=gop16_po$po

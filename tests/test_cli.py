@@ -447,9 +447,10 @@ def test_a_model_without_a_card_is_noted_where_tools_fall_back_on_coding_default
 
     small = bundle.shipped_bundle("small")
     bare = dataclasses.replace(small, card={})
-    for gop_given, offset_given in ((False, False), (True, False), (False, True)):
-        note = bare.uncarded_note(gop_given, offset_given)
+    for gop, offset_given in ((None, False), (8, False), (None, True)):
+        note = bare.uncarded_note(gop, offset_given)
         assert note and "no model card" in note and "--gop and --p_level_offset" in note, note
-        assert ("GOP 16" in note) != gop_given and ("the I-frames' level" in note) != offset_given, note
-    assert bare.uncarded_note(True, True) is None
-    assert small.uncarded_note(False, False) is None  # the shipped card says
+        assert f"GOP {gop or 16}" in note and ("the I-frames' level" in note) != offset_given, note
+    assert bare.uncarded_note(8, True) is None
+    assert bare.uncarded_note(1, False) is None  # all-intra: no P-frames to offset
+    assert small.uncarded_note(None, False) is None  # the shipped card says

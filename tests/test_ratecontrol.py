@@ -244,3 +244,27 @@ def test_make_controller_combinations_and_errors():
             make_controller(max_level=TOP, p_level_offset=-1.0, **kwargs)
     with pytest.raises(ValueError, match="finite"):
         make_controller(max_level=TOP, level=3.0, p_level_offset=math.nan)
+
+
+def test_intra_level_moves_a_scene_cut_iframe_only_where_i_and_p_levels_differ_without_state():
+    """An I-frame that replaces a P-frame is coded at the I-frames' level where a constant level
+    gives I-frames another one (a P-frame offset, or caps per frame type); a floor alone, a
+    target bitrate and a plain constant level keep the P-frame's level (None)."""
+    from runtime.ratecontrol import Combined, ConstantLevel, MaxBits, MinQuality, TargetBitrate, intra_level
+    from runtime.types import TrialResult
+
+    tried = []
+
+    def trial(level):  # bits rise with the level: 1000 bits per level step
+        tried.append(level)
+        return TrialResult(level, bits=1000 * (level + 1), psnr=30.0 + level)
+
+    assert intra_level(ConstantLevel(3.0, -1.0, 7.0), 5, 100, trial) == 3.0
+    assert intra_level(ConstantLevel(3.0, 0.0, 7.0), 5, 100, trial) is None
+    assert intra_level(Combined(ConstantLevel(3.0, 0.0, 7.0), floor=MinQuality(31.0, 7.0)), 5, 100, trial) is None
+    assert intra_level(TargetBitrate(100.0, 25.0, 16, 7.0), 5, 100, trial) is None
+    assert tried == []  # none of the above codes anything
+    # caps per type (I: 3500 bits = 35 bpp on 100 pixels): the I-frame's cap sets its level
+    capped = Combined(ConstantLevel(7.0, 0.0, 7.0), caps=MaxBits(35.0, 20.0, base_level=7.0))
+    assert intra_level(capped, 5, 100, trial) == 2.5
+    assert capped.select_level(5, FrameType.P, 100, trial) == 1.0  # the P-frame's cap: another level
