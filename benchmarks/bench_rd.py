@@ -162,12 +162,13 @@ def _point(codec, source, setting, param, nbytes, quality, encode_s, decode_s, m
 
 def _scene_cuts(frame_types: str, gop: int) -> list[int]:
     """Frames coded as I-frames where the GOP schedule had a P-frame (the scene-cut check, or
-    `--rd_frame_type`): a GOP restarts at each, as runtime/stream.py schedules."""
+    `--rd_frame_type`): a GOP restarts at each (runtime.stream.scheduled_intra)."""
+    from runtime.stream import scheduled_intra
+
     cuts, last = [], None
     for index, kind in enumerate(frame_types):
-        scheduled = last is None or (gop > 0 and index - last >= gop)
         if kind == "I":
-            if not scheduled:
+            if not scheduled_intra(index, last, gop):
                 cuts.append(index)
             last = index
     return cuts

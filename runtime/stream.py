@@ -238,7 +238,7 @@ def encode_video(
                         tile=layout.tile,
                     )
                     f.write(write_stream_header(header))
-                scheduled = last_intra is None or (gop > 0 and index - last_intra[0] >= gop)
+                scheduled = scheduled_intra(index, None if last_intra is None else last_intra[0], gop)
                 frame_type = FrameType.I if scheduled else FrameType.P
                 intra_bits = None if (scenecut <= 0 or last_intra is None) else scenecut * last_intra[1]
                 encoded = _encode_one(encoder, controller, frame, index, frame_type, intra_bits, reconstruct, rd_lambda)
@@ -270,6 +270,13 @@ def encode_video(
         total_bytes=out_path.stat().st_size,
         seconds=time.perf_counter() - start,
     )
+
+
+def scheduled_intra(index: int, last_intra: Optional[int], gop: int) -> bool:
+    """Whether the GOP schedule puts an I-frame at frame `index`, given the index of the last
+    I-frame (None: none yet) and the GOP (0: only the first frame). Any other I-frame in a stream
+    is the encoder's own choice (the scene-cut check, `rd_frame_type`), and the GOP counts from it."""
+    return last_intra is None or (gop > 0 and index - last_intra >= gop)
 
 
 def _replace_count(header: StreamHeader, count: int) -> StreamHeader:
