@@ -42,6 +42,7 @@ from benchmarks import anchors as anchors_lib
 from benchmarks.bdrate import METHODS, BDError, bd_rate
 from benchmarks.plot import bd_markdown, plot_rd, points_markdown
 from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport, merged_curve
+from model.level_offsets import format_level_offsets, level_offsets_json, parse_level_offsets
 from runtime import metrics as metrics_lib
 from runtime.types import CodecError
 from runtime.video_io import rgb_to_yuv420, yuv420_to_rgb
@@ -78,7 +79,7 @@ class RDConfig:
     motion_refine: bool = False  # this codec's encoder-side motion choice (runtime/motion_refine.py)
     preset: str = "medium"  # this codec's encoder preset (runtime/presets.py)
     rd_frame_type: Optional[bool] = None  # each P-frame also tried as an I-frame (None: the preset's)
-    p_level_offset: Optional[float] = None  # P-frames at level + this (None: each model's card, else 0)
+    p_level_offset: Optional[tuple] = None  # P-frames at level + this, or a pattern (None: each model's card, else 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ class ElfCodec:
     """This codec for one model and backend: encodes frames to a real file and decodes it."""
 
     def __init__(self, spec: ModelSpec, backend_name: str, gop: Optional[int], motion_refine: bool = False,
-                 preset: str = "medium", rd_frame_type: Optional[bool] = None, p_level_offset: Optional[float] = None):
+                 preset: str = "medium", rd_frame_type: Optional[bool] = None, p_level_offset: Optional[tuple] = None):
         from runtime.backends import get_backend
         from model.bundle import default_bundle, load_bundle
 
@@ -110,7 +111,7 @@ class ElfCodec:
         self.motion_refine = motion_refine
         self.preset = preset
         self.rd_frame_type = rd_frame_type
-        self.p_level_offset = p_level_offset if p_level_offset is not None else self.bundle.p_level_offset
+        self.p_level_offset = parse_level_offsets(p_level_offset) if p_level_offset is not None else self.bundle.p_level_offset
         self.note = self.bundle.uncarded_note(gop, p_level_offset is not None)
 
     @property
@@ -125,7 +126,8 @@ class ElfCodec:
         state = "trained" if self.trained else "UNTRAINED"
         return (f"{self.spec.label}: {self.bundle.source} ({self.bundle.config.name} config, {state}, "
                 f"id {self.bundle.model_id_hex[:12]}, GOP {self.gop}"
-                + (f", P-frames at level {self.p_level_offset:+g}" if self.p_level_offset and self.gop != 1 else "") + ")")
+                + (f", P-frames at level {format_level_offsets(self.p_level_offset, signed=True)}"
+                   if any(self.p_level_offset) and self.gop != 1 else "") + ")")
 
     def run(self, frames: np.ndarray, fps, level: float, stream: pathlib.Path) -> ElfRun:
         from runtime.motion_refine import MotionRefinement
@@ -276,7 +278,8 @@ def run_benchmark(cfg: RDConfig) -> RDReport:
             "motion_refine": cfg.motion_refine,
             "preset": cfg.preset,
             "rd_frame_type": cfg.rd_frame_type,
-            "p_level_offset": [c.p_level_offset if c.gop != 1 else 0.0 for c in elf_codecs],  # GOP 1: no P-frames
+            "p_level_offset": [level_offsets_json(c.p_level_offset) if c.gop != 1 else 0.0  # GOP 1: no P-frames
+                               for c in elf_codecs],  # a number, or a list for a pattern
             "max_frames": cfg.max_frames,
             "bd_method": cfg.bd_method,
             "bd_rate_axis": "bpp (file bytes); quality: mean of per-frame values",
@@ -334,8 +337,8 @@ flags.DEFINE_boolean("motion_refine", False, "This codec's encoder-side rate-dis
                      "motion (runtime/motion_refine.py).", flag_values=FLAGS)
 flags.DEFINE_boolean("rd_frame_type", None, "This codec codes each P-frame as an I-frame too and keeps the one of "
                      "lower MSE + lambda(level) x bpp (default: the preset's, on in slow).", flag_values=FLAGS)
-flags.DEFINE_float("p_level_offset", None, "This codec's P-frames at level + this, clipped to the model's range "
-                   "(default: each model's card, else 0).", flag_values=FLAGS)
+flags.DEFINE_string("p_level_offset", None, "This codec's P-frames at level + this, clipped to the model's range; "
+                    "a comma list is cycled over each GOP's P-frames (default: each model's card, else 0).", flag_values=FLAGS)
 flags.DEFINE_boolean("keep_streams", False, "Keep every codec's stream under OUT_DIR/streams.", flag_values=FLAGS)
 
 
@@ -382,8 +385,12 @@ def config_from_flags() -> RDConfig:
         raise BenchError("--max_frames must be positive")
     if FLAGS.gop is not None and FLAGS.gop <= 0:
         raise BenchError("--gop must be positive")
-    if FLAGS.p_level_offset is not None and not math.isfinite(FLAGS.p_level_offset):
-        raise BenchError(f"--p_level_offset must be a finite number, got {FLAGS.p_level_offset:g}")
+    p_level_offset = None
+    if FLAGS.p_level_offset is not None:
+        try:
+            p_level_offset = parse_level_offsets(FLAGS.p_level_offset)
+        except ValueError as err:
+            raise BenchError(f"--p_level_offset {err}") from None
     out_dir = pathlib.Path(FLAGS.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return RDConfig(
@@ -391,7 +398,7 @@ def config_from_flags() -> RDConfig:
         models=tuple(models) or (ModelSpec("default"),), anchors=tuple(FLAGS.anchors), sweeps=sweeps,
         max_frames=FLAGS.max_frames, gop=FLAGS.gop, backend=FLAGS.backend, with_vmaf=FLAGS.vmaf,
         bd_method=FLAGS.bd_method, keep_streams=FLAGS.keep_streams, motion_refine=FLAGS.motion_refine,
-        preset=FLAGS.preset, rd_frame_type=FLAGS.rd_frame_type, p_level_offset=FLAGS.p_level_offset,
+        preset=FLAGS.preset, rd_frame_type=FLAGS.rd_frame_type, p_level_offset=p_level_offset,
     )  # fmt: skip
 
 

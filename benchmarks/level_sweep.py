@@ -30,6 +30,8 @@ from model import clikit  # first: quiets TensorFlow's C++ log
 
 from absl import flags
 
+from model.level_offsets import level_offsets_json, parse_level_offsets
+
 PROG = "level_sweep"
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("clip", None, "Video to code (y4m, mp4, ...).", flag_values=FLAGS)
@@ -46,8 +48,8 @@ flags.DEFINE_integer("gop", None, "I-frame interval (default: the model card's, 
 flags.DEFINE_bool("motion_refine", False, "Encoder-side rate-distortion choice of the quantized block motion "
                   "(runtime/motion_refine.py).", flag_values=FLAGS)
 flags.DEFINE_float("motion_lambda_scale", 1.0, "Scale of the motion refinement's lambda.", flag_values=FLAGS)
-flags.DEFINE_float("p_level_offset", None, "P-frames at level + this, clipped to the model's range (default: the "
-                   "model card's, else 0).", flag_values=FLAGS)
+flags.DEFINE_string("p_level_offset", None, "P-frames at level + this, clipped to the model's range; a comma list "
+                    "is cycled over each GOP's P-frames (default: the model card's, else 0).", flag_values=FLAGS)
 flags.DEFINE_bool("rd_frame_type", None, "Code every P-frame as an I-frame too and keep the cheaper in rate + lambda x "
                   "distortion (runtime/stream.py; default: the preset's, on in slow).", flag_values=FLAGS)
 
@@ -94,7 +96,7 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
                 "psnr_rgb_worst_frame": float(np.min(psnr)),
                 "psnr_rgb_by_frame": [round(float(v), 4) for v in psnr],
                 "frame_types": "".join(r.frame_type.name for r in summary.frames),
-                "p_level_offset": float(p_level_offset) if gop != 1 else 0.0,
+                "p_level_offset": level_offsets_json(parse_level_offsets(p_level_offset)) if gop != 1 else 0.0,
             })
     return rows
 
@@ -171,8 +173,11 @@ def _main(argv) -> int:
         problem = f"--motion_lambda_scale must be >= 0, got {FLAGS.motion_lambda_scale:g}"
     elif FLAGS["motion_lambda_scale"].present and not FLAGS.motion_refine:
         problem = "--motion_lambda_scale needs --motion_refine"
-    elif FLAGS.p_level_offset is not None and not math.isfinite(FLAGS.p_level_offset):
-        problem = f"--p_level_offset must be a finite number, got {FLAGS.p_level_offset:g}"
+    elif FLAGS.p_level_offset is not None:
+        try:
+            parse_level_offsets(FLAGS.p_level_offset)
+        except ValueError as err:
+            problem = f"--p_level_offset {err}"
     if problem:
         raise clikit.UsageError(problem)
     anchor = load_rows(FLAGS.anchor) if FLAGS.anchor else None

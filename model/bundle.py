@@ -35,7 +35,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import os
 import pathlib
 import tempfile
@@ -46,6 +45,7 @@ import numpy as np
 
 from model.errors import CodecError
 from model.integer_hyper import BLOCKS, IntegerHyperSynthesis, convert
+from model.level_offsets import LevelOffsets, parse_level_offsets
 
 CONFIG_FILE = "config.json"
 WEIGHTS_PREFIX = "model"
@@ -102,9 +102,9 @@ class ModelBundle:
         return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
     @property
-    def p_level_offset(self) -> float:
-        """The card's P-frame level offset for a constant level (runtime.ratecontrol.ConstantLevel):
-        P-frames at level + offset; 0.0 without one."""
+    def p_level_offset(self) -> LevelOffsets:
+        """The card's P-frame level offsets for a constant level (runtime.ratecontrol.ConstantLevel;
+        one, or a pattern cycled over a GOP's P-frames, model/level_offsets.py); (0.0,) without."""
         return card_p_level_offset(self.card)
 
     def uncarded_note(self, gop: Optional[int], offset_given: bool) -> Optional[str]:
@@ -280,11 +280,16 @@ def load_bundle(path) -> ModelBundle:
     )
 
 
-def card_p_level_offset(card: Dict[str, object]) -> float:
-    """A model card's `p_level_offset` (a finite number), else 0.0."""
+def card_p_level_offset(card: Dict[str, object]) -> LevelOffsets:
+    """A model card's `p_level_offset` (a finite number or a list of them, model/level_offsets.py),
+    else (0.0,): a card that does not say codes every frame at the level."""
     value = card.get("p_level_offset")
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else 0.0
+    if isinstance(value, str):  # a card spells numbers as JSON numbers
+        return (0.0,)
+    try:
+        return parse_level_offsets(value)
+    except ValueError:
+        return (0.0,)
 
 
 def read_card(folder) -> Dict[str, object]:

@@ -42,6 +42,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence
 
 from absl import flags
 
+from model.level_offsets import LevelOffsets, describe_level_offsets, format_level_offsets, parse_level_offsets
 from runtime import video_io
 from runtime.limits import MAX_PIXELS, SINGLE_TILE_MAX_PX, TILE_PX_MAX, TILE_PX_UNIT, check_picture_size
 from runtime.progress import Progress
@@ -81,10 +82,11 @@ def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     clikit.define_level(fv, None, "Constant level in [0, L-1] (continuous; default: the middle "
                         "of the model's range, or the top when only caps are given).")
-    flags.DEFINE_float("p_level_offset", None, "With a constant level (or caps): code P-frames this many levels "
-                       "from the I-frames, clipped to the model's range (negative: coarser P-frames, as x264's --ipratio "
-                       "does; 0: every frame at the level). Default: the model card's where it gives one, else 0.",
-                       flag_values=fv)
+    flags.DEFINE_string("p_level_offset", None, "With a constant level (or caps): code P-frames this many levels "
+                        "from the I-frames, clipped to the model's range (negative: coarser P-frames, as x264's --ipratio "
+                        "does; 0: every frame at the level). A comma list is cycled over each GOP's P-frames, e.g. "
+                        "-1.25,-1.25,-1.25,-0.25 codes every 4th P-frame better (hierarchical quality). Default: the model "
+                        "card's where it gives one, else 0.", flag_values=fv)
     clikit.define_gop(fv, 16, "Frames per group of pictures (an I-frame, then P-frames; 0: one I-frame, then only "
                       "P-frames). Without this flag: the model card's GOP where it gives one (base and small: 16; "
                       "`elfvc models` lists them), else 16.")
@@ -277,9 +279,14 @@ def layout_from_flags(fv: flags.FlagValues):
     return SubstreamLayout(tile=fv.tile // 16)
 
 
-def check_p_level_offset(fv: flags.FlagValues) -> None:
-    if fv.p_level_offset is not None and not math.isfinite(fv.p_level_offset):
-        raise UsageError(f"--p_level_offset must be a finite number, got {fv.p_level_offset:g}")
+def p_level_offset_flag(fv: flags.FlagValues) -> Optional[LevelOffsets]:
+    """--p_level_offset parsed (None where not given); UsageError naming a bad value."""
+    if fv.p_level_offset is None:
+        return None
+    try:
+        return parse_level_offsets(fv.p_level_offset)
+    except ValueError as err:
+        raise UsageError(f"--p_level_offset {err}") from None
 
 
 def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps: Fraction, bundle=None):
@@ -297,12 +304,11 @@ def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps:
     level = fv.level
     if level is None and fv.target_kbps is None and fv.max_bpp_i is None and fv.max_bpp_p is None and fv.min_psnr is None:
         level = max_level / 2
-    check_p_level_offset(fv)
-    card_p_offset = bundle.p_level_offset if bundle is not None else 0.0
-    p_offset = fv.p_level_offset if fv.p_level_offset is not None else (card_p_offset if level is not None else 0.0)
-    if fv.p_level_offset is None and p_offset and fv.gop != 1:
-        _note(f"note: P-frames {abs(p_offset):g} level{'s' if abs(p_offset) != 1 else ''} "
-              f"{'below' if p_offset < 0 else 'above'} the I-frames, as {bundle.source}'s model card recommends; "
+    given = p_level_offset_flag(fv)
+    card_p_offset = bundle.p_level_offset if bundle is not None else (0.0,)
+    p_offset = given if given is not None else (card_p_offset if level is not None else (0.0,))
+    if given is None and any(p_offset) and fv.gop != 1:
+        _note(f"note: P-frames {describe_level_offsets(p_offset)}, as {bundle.source}'s model card recommends; "
               "--p_level_offset=0 turns it off")
     try:
         return make_controller(
@@ -437,9 +443,9 @@ def models(fv: flags.FlagValues) -> int:
             head += f", {params / 1e6:.1f}M parameters"
         if card.get("gop") is not None:
             head += f", GOP {card['gop']}"
-        offset = card_p_level_offset(card)
-        if offset:
-            head += f", P-frames at level {offset:+g}"
+        offsets = card_p_level_offset(card)
+        if any(offsets):
+            head += f", P-frames at level {format_level_offsets(offsets, signed=True)}"
         print(head)
         for key in ("description", "speed", "rate_range", "quality"):
             if card.get(key):
@@ -460,7 +466,7 @@ def plot_rc(fv: flags.FlagValues, src: str, out: str) -> int:
     out_path = video_io.check_output(out, overwrite=fv.overwrite, inputs=[src])
     if out_path.suffix.lower() != ".png":
         raise UsageError(f"{out}: plot_rc writes a .png")
-    check_p_level_offset(fv)
+    p_level_offset_flag(fv)
     frames, src_info = video_io.read_video(src, fv.frames or PLOT_RC_FRAMES, parse_fps(fv.fps))
     bundle = load_model(fv, "plot_rc")
     runs = _rate_control_runs(fv, frames, src_info, bundle)
@@ -613,8 +619,9 @@ def _rate_control_runs(fv, frames, src_info, bundle) -> List[RcRun]:
             runs.append(RcRun(name, stats, src_info.fps, pixels, **marks))
             return runs[-1]
 
-        p_offset = fv.p_level_offset if fv.p_level_offset is not None else bundle.p_level_offset
-        name = f"constant level {level:g}" + (f" (P {p_offset:+g})" if p_offset and fv.gop != 1 else "")
+        given = p_level_offset_flag(fv)
+        p_offset = given if given is not None else bundle.p_level_offset
+        name = f"constant level {level:g}" + (f" (P {format_level_offsets(p_offset, signed=True)})" if any(p_offset) and fv.gop != 1 else "")
         base = code(name, ConstantLevel(level, p_offset, top))
 
         def mean(values):

@@ -8,7 +8,8 @@ which code the frame without committing it (runtime/types.py's `RateController` 
 Controllers (the three of Fig. 3 and an average-bitrate one):
 
 - `ConstantLevel(s, p_offset)`: every I-frame at s, every P-frame at s + p_offset (clipped to the
-  model's range; the I/P quality ratio of x264's `--ipratio`, in levels).
+  model's range; the I/P quality ratio of x264's `--ipratio`, in levels), or a pattern of offsets
+  cycled over each GOP's P-frames (model/level_offsets.py: hierarchical quality).
 - `MaxBits(cap_bpp_i, cap_bpp_p, base_level)`: s = base_level if that frame fits the cap for
   its type, else the highest level below it that fits (the lowest level if none does).
 - `MinQuality(min_psnr)`: the lowest level whose PSNR reaches the floor (the highest if none).
@@ -46,8 +47,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
+from model.level_offsets import LevelOffsets, offset_at, parse_level_offsets
 from runtime.types import FrameType, TrialResult
 
 Trial = Callable[[float], TrialResult]
@@ -142,40 +144,54 @@ def _check_range(min_level: float, max_level: float) -> None:
 
 @dataclass
 class ConstantLevel:
-    """Every I-frame at `level`, every P-frame at `level + p_offset` clipped to [0, max_level]
-    (the paper's R-D curves, Sec. 4.2, use one level for both: p_offset 0). The encoder's own
-    I-frame alternatives to a P-frame (the scene-cut check, `--rd_frame_type`) are coded at the
+    """Every I-frame at `level`, every P-frame at `level + offset` clipped to [0, max_level]
+    (the paper's R-D curves, Sec. 4.2, use one level for both: p_offset 0). `p_offset` is one
+    number or a pattern cycled over each GOP's P-frames: the k-th P-frame after the last I-frame
+    gets entry (k - 1) mod n (model/level_offsets.py; the controller learns where the I-frames
+    fell from `update`, so a scene cut restarts the pattern as it restarts the GOP). The encoder's
+    own I-frame alternatives to a P-frame (the scene-cut check, `--rd_frame_type`) are coded at the
     P-frame's level, so they compete with the P-frame at equal footing; one that wins starts a GOP,
     so it is then coded again at the I-frame level (`intra_level`, runtime/stream.py).
 
     A negative offset codes P-frames a little coarser than the I-frame they predict from, as
     block codecs do (x264's default I/P quantizer ratio 1.4 is about 3 QP): measured on `base`,
     the saturating top levels cost P-frames more bits than they return (docs/BENCHMARKS.md,
-    "P-frame level offset")."""
+    "P-frame level offset"). A pattern with a higher last entry codes every n-th P-frame better,
+    a reference the next ones predict from (docs/BENCHMARKS.md, "Hierarchical quality")."""
 
     level: float
-    p_offset: float = 0.0
+    p_offset: Union[float, Sequence[float]] = 0.0
     max_level: float = math.inf
+    last_intra: int = field(default=0, compare=False)  # the index of the last I-frame coded
 
     needs_psnr = False  # whether it judges frames by their reconstruction's PSNR
 
     def __post_init__(self):
         if not (self.level >= 0 and math.isfinite(self.level)):
             raise ValueError(f"level must be a finite number >= 0, got {self.level}")
-        if not math.isfinite(self.p_offset):
-            raise ValueError(f"the P-frame level offset must be a finite number, got {self.p_offset}")
+        try:
+            self.p_offsets: LevelOffsets = parse_level_offsets(self.p_offset)
+        except ValueError as err:
+            raise ValueError(f"the P-frame level offset {err}") from None
         if not self.max_level >= 0:  # NaN too
             raise ValueError(f"max_level must be >= 0, got {self.max_level}")
-        if self.p_offset and math.isinf(self.max_level):
+        if any(self.p_offsets) and math.isinf(self.max_level):
             raise ValueError("a P-frame level offset needs the model's max_level to clip to")
 
+    @property
+    def offsets_p_frames(self) -> bool:
+        """Whether any P-frame is coded at another level than the I-frames."""
+        return any(self.p_offsets)
+
     def select_level(self, index: int, frame_type: FrameType, num_pixels: int, trial: Trial) -> float:
-        if frame_type is FrameType.P and self.p_offset:
-            return float(min(max(self.level + self.p_offset, 0.0), self.max_level))
+        if frame_type is FrameType.P and self.offsets_p_frames:
+            offset = offset_at(self.p_offsets, max(index - self.last_intra, 1))
+            return float(min(max(self.level + offset, 0.0), self.max_level))
         return float(self.level)
 
     def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None:
-        pass
+        if frame_type is FrameType.I:
+            self.last_intra = index
 
 
 @dataclass
@@ -353,17 +369,19 @@ def make_controller(
     target_kbps: Optional[float] = None,
     fps: Optional[float] = None,
     gop: int = 16,
-    p_level_offset: float = 0.0,
+    p_level_offset: Union[float, Sequence[float]] = 0.0,
 ):
     """The controller a command line asks for. `level` is the primary choice unless a target
     bitrate is given (not both); with caps alone the base level is `level` or the top level;
-    with a floor alone, the lowest level. `p_level_offset` moves the P-frames of a constant level
-    (ConstantLevel). Raises ValueError naming a bad combination."""
+    with a floor alone, the lowest level. `p_level_offset` (one number or a pattern) moves the
+    P-frames of a constant level (ConstantLevel). Raises ValueError naming a bad combination."""
     if level is not None and target_kbps is not None:
         raise ValueError("give either a constant level or a target bitrate, not both")
-    if not math.isfinite(p_level_offset):
-        raise ValueError(f"the P-frame level offset must be a finite number, got {p_level_offset}")
-    if p_level_offset and (target_kbps is not None or (level is None and max_bpp_i is None and max_bpp_p is None)):
+    try:
+        offsets = parse_level_offsets(p_level_offset)
+    except ValueError as err:
+        raise ValueError(f"the P-frame level offset {err}") from None
+    if any(offsets) and (target_kbps is not None or (level is None and max_bpp_i is None and max_bpp_p is None)):
         raise ValueError("a P-frame level offset applies to a constant level (or caps), not to a target bitrate "
                          "or a PSNR floor alone")
     if level is not None and not (0 <= level <= max_level):
@@ -377,9 +395,9 @@ def make_controller(
             raise ValueError("a target bitrate needs the frame rate")
         primary = TargetBitrate(target_kbps, float(fps), gop, max_level)
     elif level is not None:
-        primary = ConstantLevel(level, p_level_offset, max_level)
+        primary = ConstantLevel(level, offsets, max_level)
     elif caps is not None:
-        primary = ConstantLevel(max_level, p_level_offset, max_level)
+        primary = ConstantLevel(max_level, offsets, max_level)
     elif floor is not None:
         return floor
     else:
@@ -402,6 +420,6 @@ def intra_level(controller, index: int, num_pixels: int, trial: Trial) -> Option
     I-frame."""
     combined = isinstance(controller, Combined)
     primary = controller.primary if combined else controller
-    if not (isinstance(primary, ConstantLevel) and (primary.p_offset or (combined and controller.caps is not None))):
+    if not (isinstance(primary, ConstantLevel) and (primary.offsets_p_frames or (combined and controller.caps is not None))):
         return None
     return controller.select_level(index, FrameType.I, num_pixels, trial)

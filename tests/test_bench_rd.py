@@ -113,7 +113,7 @@ def test_bench_rd_cli_rejects_bad_input(tmp_path, capsys):
     assert bench_rd.main(["bench_rd", f"--clips={clip}", "--p_level_offset=inf", f"--out_dir={tmp_path}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 8 and all(line.startswith("bench_rd: error: ") for line in err)
-    assert err[7] == "bench_rd: error: --p_level_offset must be a finite number, got inf"
+    assert err[7] == "bench_rd: error: --p_level_offset must be a finite number or a comma list of at most 64 of them, got inf"
     assert "unknown anchor 'x266'" in err[3]
     assert "nosuch does not exist, nor is it a shipped model's name (shipped: base, small)" in err[5]
     assert err[6] == "bench_rd: error: --models: labels must be unique"
@@ -135,7 +135,7 @@ def test_tiny_end_to_end_against_x264(tmp_path, capsys, monkeypatch):
     encode_video, seen = runtime.stream.encode_video, []
 
     def spy(*args, **kwargs):
-        seen.append((kwargs["rd_frame_type"], kwargs["motion_refinement"] is not None, kwargs["controller"].p_offset))
+        seen.append((kwargs["rd_frame_type"], kwargs["motion_refinement"] is not None, kwargs["controller"].p_offsets))
         return encode_video(*args, **kwargs)
 
     monkeypatch.setattr(runtime.stream, "encode_video", spy)
@@ -143,7 +143,7 @@ def test_tiny_end_to_end_against_x264(tmp_path, capsys, monkeypatch):
     argv = ["bench_rd", f"--clips={bikes_path()}", "--max_frames=3", "--levels=1,6", "--anchors=x264",
             "--x264_crf=18,45", f"--out_dir={out}", "--motion_refine", "--rd_frame_type", "--p_level_offset=-0.5"]  # fmt: skip
     assert bench_rd.main(argv) == 0, capsys.readouterr().err
-    assert seen == [(True, True, -0.5)] * 2
+    assert seen == [(True, True, (-0.5,))] * 2
     report = RDReport.load(out / "results.json")
     assert report.meta["motion_refine"] is True and report.meta["rd_frame_type"] is True
     assert report.meta["p_level_offset"] == [-0.5]  # the flag's, over the card's -1 (base's card GOP 16 brings P-frames)

@@ -179,6 +179,8 @@ def test_p_level_offset_codes_p_frames_at_their_level_and_refuses_other_rate_con
           "--p_level_offset applies to a constant level", tmp_path)
     fails(["encode", clip, str(tmp_path / "x.elfvc"), "--p_level_offset=nan"], 2, "--p_level_offset must be a finite", tmp_path)
     fails(["plot_rc", clip, str(tmp_path / "x.png"), "--p_level_offset=inf"], 2, "--p_level_offset must be a finite", tmp_path)
+    fails(["encode", clip, str(tmp_path / "x.elfvc"), "--p_level_offset=-1,,0"], 2, "--p_level_offset must be a finite number "
+          "or a comma list", tmp_path)
     fails(["decode", str(out), str(tmp_path / "x.y4m"), "--p_level_offset=1"], 2, "decode does not take --p_level_offset", tmp_path)
 
 
@@ -198,38 +200,64 @@ def test_encode_codes_p_frames_at_the_model_cards_offset(tmp_path, workdir, monk
     assert [(t, float(lv)) for _, t, lv in rows] == [("I", 1.0), ("P", 0.0), ("P", 0.0)], text  # clipped at 0
 
 
+def test_a_p_level_offset_pattern_cycles_over_each_gops_p_frames(tmp_path, workdir, bikes_frames, monkeypatch):
+    """--p_level_offset=a,b: the k-th P-frame after an I-frame at level + entry (k-1) mod 2,
+    restarting at every I-frame (GOP 4 over 6 frames: I P P P I P); a card's pattern is noted."""
+    import dataclasses
+
+    from model import bundle
+
+    clip, out = str(tmp_path / "six.y4m"), tmp_path / "o.elfvc"
+    vio.write_video(clip, np.ascontiguousarray(bikes_frames[:6, 40 : 40 + H, 200 : 200 + W]), Fraction(25))
+    code, _, err = run_cli_raw(["encode", clip, str(out), "--level=3.5", "--gop=4", "--scenecut=0",
+                                "--p_level_offset=-1.5,-0.5"])  # fmt: skip
+    assert code == 0, err
+    code, text, err = run_cli_raw(["info", str(out)])
+    rows = re.findall(r"^\s*(\d+)\s+([IP])\s+(\d+\.\d+)", text, re.M)
+    assert [(t, float(lv)) for _, t, lv in rows] == [("I", 3.5), ("P", 2.0), ("P", 3.0), ("P", 2.0), ("I", 3.5), ("P", 2.0)], text
+    small = bundle.shipped_bundle("small")
+    monkeypatch.setattr(bundle, "default_bundle", lambda: dataclasses.replace(small, card={**small.card, "p_level_offset": [-1, 0]}))
+    code, _, err = run_cli_raw(["encode", str(workdir / "clip.y4m"), str(tmp_path / "c.elfvc"), "--level=2", "--gop=3"])
+    assert code == 0, err
+    assert "P-frames at levels -1,0 from the I-frames, cycled over each GOP's P-frames" in err, err
+
+
 def test_the_model_cards_p_level_offset_applies_to_a_constant_level_unless_overridden():
     from types import SimpleNamespace
 
     from model.bundle import DEFAULT_DIR, ModelBundle, read_card
 
     read = ModelBundle.p_level_offset.fget
-    assert [read(SimpleNamespace(card=c)) for c in ({"p_level_offset": -1}, {"p_level_offset": 0.5}, {})] == [-1.0, 0.5, 0.0]
-    assert [read(SimpleNamespace(card={"p_level_offset": v})) for v in (True, "x", float("nan"), None)] == [0.0] * 4
-    assert read(SimpleNamespace(card=read_card(DEFAULT_DIR))) == -1.0  # the shipped card's (docs/BENCHMARKS.md)
+    cards = ({"p_level_offset": -1}, {"p_level_offset": 0.5}, {}, {"p_level_offset": [-1.5, 0]})
+    assert [read(SimpleNamespace(card=c)) for c in cards] == [(-1.0,), (0.5,), (0.0,), (-1.5, 0.0)]
+    bad = (True, "x", "-1", float("nan"), None, [], [-1, "x"], [-1.0, float("inf")], [-1.0] * 65)
+    assert [read(SimpleNamespace(card={"p_level_offset": v})) for v in bad] == [(0.0,)] * len(bad)
+    assert read(SimpleNamespace(card=read_card(DEFAULT_DIR))) == (-1.0,)  # the shipped card's (docs/BENCHMARKS.md)
 
-    def p_level(argv, card=-1.0):
+    def p_level(argv, card=(-1.0,)):
         fv = cli.define_flags()
         fv(["elfvc", *argv])
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
             rc = cli.controller_from_flags(fv, 7.0, Fraction(25), SimpleNamespace(p_level_offset=card, source="m"))
         primary = getattr(rc, "primary", rc)
-        offset = getattr(primary, "p_offset", None)
+        offset = getattr(primary, "p_offsets", None)
         return offset, "model card recommends" in err.getvalue()
 
-    assert p_level(["--level=3"]) == (-1.0, True)
-    assert p_level([]) == (-1.0, True)  # the default level is a constant one
-    assert p_level(["--max_bpp_p=0.1"]) == (0.0, False)  # caps alone keep their meaning (the highest level that fits)
-    assert p_level(["--max_bpp_p=0.1", "--p_level_offset=-1"]) == (-1.0, False)  # unless asked
-    assert p_level(["--level=3", "--min_psnr=30"]) == (-1.0, True)  # a level raised to a floor: the level's offset
-    assert p_level(["--level=3", "--gop=0"]) == (-1.0, True)  # one I-frame, then only P-frames
-    assert p_level(["--level=3", "--p_level_offset=0"]) == (0.0, False)  # the flag wins
-    assert p_level(["--level=3", "--p_level_offset=0.5"]) == (0.5, False)
-    assert p_level(["--level=3", "--gop=1"]) == (-1.0, False)  # no P-frames: nothing to say
+    assert p_level(["--level=3"]) == ((-1.0,), True)
+    assert p_level([]) == ((-1.0,), True)  # the default level is a constant one
+    assert p_level(["--max_bpp_p=0.1"]) == ((0.0,), False)  # caps alone keep their meaning (the highest level that fits)
+    assert p_level(["--max_bpp_p=0.1", "--p_level_offset=-1"]) == ((-1.0,), False)  # unless asked
+    assert p_level(["--level=3", "--min_psnr=30"]) == ((-1.0,), True)  # a level raised to a floor: the level's offset
+    assert p_level(["--level=3", "--gop=0"]) == ((-1.0,), True)  # one I-frame, then only P-frames
+    assert p_level(["--level=3", "--p_level_offset=0"]) == ((0.0,), False)  # the flag wins
+    assert p_level(["--level=3", "--p_level_offset=0.5"]) == ((0.5,), False)
+    assert p_level(["--level=3", "--p_level_offset=-1.5, 0"]) == ((-1.5, 0.0), False)  # a pattern
+    assert p_level(["--level=3"], card=(-1.25, -0.25)) == ((-1.25, -0.25), True)  # the card's pattern
+    assert p_level(["--level=3", "--gop=1"]) == ((-1.0,), False)  # no P-frames: nothing to say
     assert p_level(["--target_kbps=100"]) == (None, False)  # not a constant level: the card's offset does not apply
     assert p_level(["--min_psnr=30"]) == (None, False)
-    assert p_level(["--level=3"], card=0.0) == (0.0, False)
+    assert p_level(["--level=3"], card=(0.0,)) == ((0.0,), False)
 
 
 def test_progress_bar_draws_only_when_enabled():

@@ -22,6 +22,7 @@ from runtime.ratecontrol import (
     MinQuality,
     TargetBitrate,
     highest_satisfying,
+    intra_level,
     lowest_satisfying,
     make_controller,
     max_search_trials,
@@ -268,3 +269,27 @@ def test_intra_level_moves_a_scene_cut_iframe_only_where_i_and_p_levels_differ_w
     capped = Combined(ConstantLevel(7.0, 0.0, 7.0), caps=MaxBits(35.0, 20.0, base_level=7.0))
     assert intra_level(capped, 5, 100, trial) == 2.5
     assert capped.select_level(5, FrameType.P, 100, trial) == 1.0  # the P-frame's cap: another level
+
+
+def test_a_constant_levels_offset_pattern_cycles_from_the_last_iframe():
+    """P-frame k after the last I-frame at level + offsets[(k - 1) mod n], clipped; `update` with
+    an I-frame (a scheduled one or a scene cut) restarts the pattern; I-frames keep the level."""
+    rc = ConstantLevel(3.0, (-1.5, -1.5, -0.5), max_level=TOP)
+    trial = Synthetic()
+    assert [rc.select_level(i, P, PIXELS, trial) for i in range(1, 8)] == [1.5, 1.5, 2.5, 1.5, 1.5, 2.5, 1.5]
+    rc.update(5, I, TrialResult(3.0, 1, 30.0))  # a scene cut at frame 5
+    assert [rc.select_level(i, P, PIXELS, trial) for i in (6, 7, 8, 9)] == [1.5, 1.5, 2.5, 1.5]
+    rc.update(6, P, TrialResult(1.5, 1, 30.0))  # P-frames do not move the count
+    assert rc.select_level(8, P, PIXELS, trial) == 2.5 and rc.select_level(8, I, PIXELS, trial) == 3.0
+    assert [ConstantLevel(0.5, (-1.0, 7.0), TOP).select_level(i, P, PIXELS, trial) for i in (1, 2)] == [0.0, TOP]
+    assert trial.levels == []
+    assert ConstantLevel(3.0, "-1, 0", TOP).p_offsets == (-1.0, 0.0) and ConstantLevel(3.0, -1, TOP).p_offsets == (-1.0,)
+    assert not ConstantLevel(3.0, (0.0, 0.0)).offsets_p_frames  # no offset needs no max_level
+    for bad in ((), (-1.0, math.nan), "-1,x", (-1.0,) * 65, (True,)):
+        with pytest.raises(ValueError, match="offset must be a finite number or a comma list"):
+            ConstantLevel(3.0, bad, TOP)
+    combined = make_controller(max_level=TOP, level=3.0, min_psnr=10.0, p_level_offset=(-1.0, 0.0))
+    assert combined.select_level(1, P, PIXELS, Synthetic()) == 2.0
+    combined.update(1, P, TrialResult(2.0, 1, 30.0))
+    assert combined.select_level(2, P, PIXELS, Synthetic()) == 3.0  # the floor (10 dB) is met: the pattern's level
+    assert intra_level(combined, 2, PIXELS, Synthetic(I)) == 3.0
