@@ -445,7 +445,8 @@ def models(fv: flags.FlagValues) -> int:
             head += f", GOP {card['gop']}"
         offsets = card_p_level_offset(card)
         if any(offsets):
-            head += f", P-frames at level {format_level_offsets(offsets, signed=True)}"
+            head += f", P-frames at level {format_level_offsets(offsets, signed=True)}" + (
+                " (cycled over each GOP's P-frames)" if len(offsets) > 1 else "")
         print(head)
         for key in ("description", "speed", "rate_range", "quality"):
             if card.get(key):
