@@ -48,7 +48,7 @@ def _check_sweep(tmp_path, capsys, args, max_drop: float, p_offset=0.0, frames: 
 
 def test_sweep_of_the_default_model_rises_with_the_level(tmp_path, capsys):
     """The shipped default at its model card's GOP and P-frame offset (base: GOP 16, P-frames one
-    level below the I-frames on average, every 4th P-frame 1.25 levels above the others), 8 frames (I + 7 P) at levels 0, 3.5 and 7: rate and PSNR rise with
+    level below the I-frames on average, every 4th P-frame one level above the others), 8 frames (I + 7 P) at levels 0, 3.5 and 7: rate and PSNR rise with
     the level, the sweep records the card's offset (the CLI tests check the levels coded), and no
     P-frame falls far below the I-frame it is predicted from (a diverging P-frame loop loses 10 dB
     and more within a GOP)."""
