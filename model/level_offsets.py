@@ -13,13 +13,14 @@ benchmark reports spell them as defined here. TF-free.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Tuple, Union
 
 LevelOffsets = Tuple[float, ...]
 
 MAX_PATTERN = 64  # entries in a pattern (a GOP of 65 frames); longer ones are refused
 
-FORMAT_HELP = "a finite number or a comma list of at most 64 of them"
+FORMAT_HELP = f"a finite number or a comma list of at most {MAX_PATTERN} of them"
 
 
 def parse_level_offsets(value: Union[float, int, str, list, tuple]) -> LevelOffsets:
@@ -28,24 +29,25 @@ def parse_level_offsets(value: Union[float, int, str, list, tuple]) -> LevelOffs
     if isinstance(value, str):
         parts = [p.strip() for p in value.split(",")]
         try:
-            numbers = [float(p) for p in parts]
+            values = [float(p) for p in parts]
         except ValueError:
             raise ValueError(f"must be {FORMAT_HELP}, got {value!r}") from None
     elif isinstance(value, (list, tuple)):
-        numbers = list(value)
+        values = list(value)
     else:
-        numbers = [value]
-    if not 1 <= len(numbers) <= MAX_PATTERN:
-        raise ValueError(f"must be {FORMAT_HELP}, got {len(numbers)} numbers")
-    for number in numbers:
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        values = [value]
+    if not 1 <= len(values) <= MAX_PATTERN:
+        raise ValueError(f"must be {FORMAT_HELP}, got {len(values)} numbers")
+    for number in values:
+        if isinstance(number, bool) or not isinstance(number, numbers.Real) or not math.isfinite(number):
             shown = value if isinstance(value, str) else number
             raise ValueError(f"must be {FORMAT_HELP}, got {shown}")
-    return tuple(float(n) + 0.0 for n in numbers)  # + 0.0: -0 reads as 0
+    return tuple(float(n) + 0.0 for n in values)  # + 0.0: -0 reads as 0
 
 
 def format_level_offsets(offsets: LevelOffsets, signed: bool = False) -> str:
-    """"-1" or "-1.25,-1.25,-1.25,-0.25" (signed: "+0.5"): what parse_level_offsets reads back."""
+    """"-1" or "-1.25,-1.25,-1.25,-0.25" (signed: "+0.5"), 6 significant digits: what
+    parse_level_offsets reads back (and what names the scripts' files)."""
     return ",".join(f"{o:+g}" if signed else f"{o:g}" for o in offsets)
 
 

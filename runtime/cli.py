@@ -297,6 +297,7 @@ def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps:
     PSNR floor alone)."""
     from runtime.ratecontrol import make_controller
 
+    checking = max_level is None
     if max_level is None:
         if fv.level is not None and not fv.level >= 0:  # NaN too; the top is checked once the model is loaded
             raise UsageError(f"--level must be >= 0 (a model's levels run from 0 to its top, e.g. 7), got {fv.level:g}")
@@ -310,6 +311,9 @@ def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps:
     if given is None and any(p_offset) and fv.gop != 1:
         _note(f"note: P-frames {describe_level_offsets(p_offset)}, as {bundle.source}'s model card recommends; "
               "--p_level_offset=0 turns it off")
+    if not checking and fv.gop is not None and 1 < fv.gop <= len(p_offset):  # a pattern longer than a GOP's P-frames
+        _note(f"note: the P-frame level pattern has {len(p_offset)} entries, but a GOP of {fv.gop} has {fv.gop - 1} "
+              f"P-frame{'s' if fv.gop > 2 else ''}: the entries after the first {fv.gop - 1} are never used")
     try:
         return make_controller(
             max_level=max_level, level=level, max_bpp_i=fv.max_bpp_i, max_bpp_p=fv.max_bpp_p,

@@ -146,7 +146,7 @@ def test_tiny_end_to_end_against_x264(tmp_path, capsys, monkeypatch):
     assert seen == [(True, True, (-0.5,))] * 2
     report = RDReport.load(out / "results.json")
     assert report.meta["motion_refine"] is True and report.meta["rd_frame_type"] is True
-    assert report.meta["p_level_offset"] == [-0.5]  # the flag's, over the card's -1 (base's card GOP 16 brings P-frames)
+    assert report.meta["p_level_offset"] == [-0.5]  # the flag's, over the card's pattern (base's card GOP 16 brings P-frames)
     assert sorted((p.codec, p.setting) for p in report.points) == [
         ("elfvc", "level=1"), ("elfvc", "level=6"), ("x264", "crf=18"), ("x264", "crf=45")]  # fmt: skip
     for p in report.points:

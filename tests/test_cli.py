@@ -203,19 +203,23 @@ def test_encode_codes_p_frames_at_the_model_cards_offset(tmp_path, workdir, monk
 
 def test_a_p_level_offset_pattern_cycles_over_each_gops_p_frames(tmp_path, workdir, bikes_frames, monkeypatch):
     """--p_level_offset=a,b: the k-th P-frame after an I-frame at level + entry (k-1) mod 2,
-    restarting at every I-frame (GOP 4 over 6 frames: I P P P I P); a card's pattern is noted."""
+    restarting at every I-frame (GOP 3 over 6 frames: I P P I P P; counted from frame 0 instead, frames
+    4 and 5 would swap levels); a card's pattern is noted, and so is one longer than a GOP's P-frames."""
     import dataclasses
 
     from model import bundle
 
     clip, out = str(tmp_path / "six.y4m"), tmp_path / "o.elfvc"
     vio.write_video(clip, np.ascontiguousarray(bikes_frames[:6, 40 : 40 + H, 200 : 200 + W]), Fraction(25))
-    code, _, err = run_cli_raw(["encode", clip, str(out), "--level=3.5", "--gop=4", "--scenecut=0",
+    code, _, err = run_cli_raw(["encode", clip, str(out), "--level=3.5", "--gop=3", "--scenecut=0",
                                 "--p_level_offset=-1.5,-0.5"])  # fmt: skip
     assert code == 0, err
     code, text, err = run_cli_raw(["info", str(out)])
     rows = re.findall(r"^\s*(\d+)\s+([IP])\s+(\d+\.\d+)", text, re.M)
-    assert [(t, float(lv)) for _, t, lv in rows] == [("I", 3.5), ("P", 2.0), ("P", 3.0), ("P", 2.0), ("I", 3.5), ("P", 2.0)], text
+    assert [(t, float(lv)) for _, t, lv in rows] == [("I", 3.5), ("P", 2.0), ("P", 3.0), ("I", 3.5), ("P", 2.0), ("P", 3.0)], text
+    assert "never used" not in err
+    code, _, err = run_cli_raw(["encode", clip, str(tmp_path / "l.elfvc"), "--level=3.5", "--gop=2", "--p_level_offset=-1.5,-0.5"])
+    assert code == 0 and "the P-frame level pattern has 2 entries, but a GOP of 2 has 1 P-frame" in err, err
     small = bundle.shipped_bundle("small")
     monkeypatch.setattr(bundle, "default_bundle", lambda: dataclasses.replace(small, card={**small.card, "p_level_offset": [-1, 0]}))
     code, _, err = run_cli_raw(["encode", str(workdir / "clip.y4m"), str(tmp_path / "c.elfvc"), "--level=2", "--gop=3"])

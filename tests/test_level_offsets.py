@@ -1,5 +1,6 @@
 """model/level_offsets.py: how P-frame level offsets (one, or a pattern) are read and written."""
 
+import numpy as np
 import pytest
 
 from model import level_offsets as lo
@@ -9,7 +10,8 @@ def test_parse_reads_numbers_comma_lists_and_sequences_and_format_reads_back():
     assert lo.parse_level_offsets(-1) == (-1.0,)
     assert lo.parse_level_offsets(" -1.25, -1.25,-1.25 ,-0.25") == (-1.25, -1.25, -1.25, -0.25)
     assert lo.parse_level_offsets([0, 0.5]) == (0.0, 0.5)
-    assert lo.parse_level_offsets("-0") == (0.0,) and lo.format_level_offsets((-0.0 + 0.0,)) == "0"
+    assert lo.format_level_offsets(lo.parse_level_offsets("-0")) == "0" and lo.format_level_offsets(lo.parse_level_offsets([-0.0])) == "0"
+    assert lo.parse_level_offsets([np.int64(-1), np.float32(0.5)]) == (-1.0, 0.5)  # numpy scalars are numbers too
     for value in ((-1.0,), (-1.25, -1.25, -1.25, -0.25), (0.5, -3.0)):
         assert lo.parse_level_offsets(lo.format_level_offsets(value)) == value
         assert lo.parse_level_offsets(lo.format_level_offsets(value, signed=True)) == value
@@ -17,7 +19,7 @@ def test_parse_reads_numbers_comma_lists_and_sequences_and_format_reads_back():
     assert lo.level_offsets_json((-1.0,)) == -1.0 and lo.level_offsets_json((-1.0, 0.0)) == [-1.0, 0.0]
 
 
-@pytest.mark.parametrize("bad", ["", "x", "-1,", "1,,2", "nan", "inf", float("inf"), None, True, [], [1, None], "1," * 64 + "1"])
+@pytest.mark.parametrize("bad", ["", "x", "-1,", "1,,2", "nan", "inf", float("inf"), None, True, [], [1, None], "1," * 64 + "1", np.array([1.0])])
 def test_parse_refuses_what_is_not_a_list_of_finite_numbers(bad):
     with pytest.raises(ValueError, match="must be a finite number or a comma list of at most 64 of them"):
         lo.parse_level_offsets(bad)
