@@ -481,8 +481,9 @@ def plot_rc(fv: flags.FlagValues, src: str, out: str) -> int:
         video_io.commit(tmp, out_path)
     finally:
         video_io.discard(tmp)
+    width = max([28] + [len(run.name) for run in runs])  # a pattern's name is longer
     for run in runs:
-        print(run.describe())
+        print(run.describe(width))
     print(f"wrote {out}")
     return 0
 
@@ -596,10 +597,10 @@ class RcRun:
     def psnr(self) -> List[float]:
         return [s.psnr for s in self.stats]
 
-    def describe(self) -> str:
+    def describe(self, width: int = 28) -> str:
         bpp, psnr = self.bpp, self.psnr
         kbps = sum(s.bits for s in self.stats) / len(self.stats) * float(self.fps) / 1000
-        return (f"{self.name:<28} mean {sum(bpp) / len(bpp):.4f} bpp (max {max(bpp):.4f}), {kbps:.1f} kbps, "
+        return (f"{self.name:<{width}} mean {sum(bpp) / len(bpp):.4f} bpp (max {max(bpp):.4f}), {kbps:.1f} kbps, "
                 f"PSNR mean {sum(psnr) / len(psnr):.2f} dB (min {min(psnr):.2f})")  # fmt: skip
 
 
