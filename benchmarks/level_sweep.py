@@ -72,8 +72,7 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
         print(note, file=sys.stderr)
     if gop is None:
         gop = bundle.coding_gop  # the model card's (base: 16)
-    if p_level_offset is None:
-        p_level_offset = bundle.p_level_offset
+    p_level_offset = bundle.p_level_offset if p_level_offset is None else parse_level_offsets(p_level_offset)
     frames, info = video_io.read_video(clip, frames_wanted)
     h, w = frames.shape[1:3]
     levels = list(np.arange(0.0, bundle.config.max_level + 1e-9, step))
@@ -96,7 +95,7 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
                 "psnr_rgb_worst_frame": float(np.min(psnr)),
                 "psnr_rgb_by_frame": [round(float(v), 4) for v in psnr],
                 "frame_types": "".join(r.frame_type.name for r in summary.frames),
-                "p_level_offset": level_offsets_json(parse_level_offsets(p_level_offset)) if gop != 1 else 0.0,
+                "p_level_offset": level_offsets_json(p_level_offset) if gop != 1 else 0.0,
             })
     return rows
 

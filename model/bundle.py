@@ -45,7 +45,7 @@ import numpy as np
 
 from model.errors import CodecError
 from model.integer_hyper import BLOCKS, IntegerHyperSynthesis, convert
-from model.level_offsets import LevelOffsets, parse_level_offsets
+from model.level_offsets import LevelOffsets, format_level_offsets, parse_level_offsets
 
 CONFIG_FILE = "config.json"
 WEIGHTS_PREFIX = "model"
@@ -290,6 +290,14 @@ def card_p_level_offset(card: Dict[str, object]) -> LevelOffsets:
         return parse_level_offsets(value)
     except ValueError:
         return (0.0,)
+
+
+def given_or_card_p_level_offset(given: str) -> str:
+    """`given` (a P-frame level offset or pattern) or, where it is empty, the shipped default
+    model card's, in the one spelling of model/level_offsets.py (the scripts' P_OFFSET, which
+    also names their output files); ValueError for a bad `given`."""
+    offsets = parse_level_offsets(given) if given else card_p_level_offset(read_card(DEFAULT_DIR))
+    return format_level_offsets(offsets)
 
 
 def read_card(folder) -> Dict[str, object]:

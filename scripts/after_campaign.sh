@@ -22,13 +22,8 @@ frames=${2:-8}
 # The shipped card's P-frame offset unless P_OFFSET says (a run's model folder has no card, so the
 # sweeps pass the offset explicitly, to both models alike)
 # (one number, or a pattern "a,b,c" cycled over each GOP's P-frames; model/level_offsets.py)
-po=$("$PY" -c "
-import sys
-from model.bundle import DEFAULT_DIR, card_p_level_offset, read_card
-from model.level_offsets import format_level_offsets, parse_level_offsets
-given = sys.argv[1]
-print(format_level_offsets(parse_level_offsets(given) if given else card_p_level_offset(read_card(DEFAULT_DIR))))
-" "${P_OFFSET:-}")  # one spelling: -1.0 and -1 name the same files
+po=$("$PY" -c "import sys; from model.bundle import given_or_card_p_level_offset as po; print(po(sys.argv[1]))" \
+    "${P_OFFSET:-}")  # one spelling: -1.0 and -1 name the same files
 g16=gop16
 [[ $po == 0 ]] || g16=gop16_po$po  # sweeps at another P-frame offset are kept apart
 # The model step, and whether the I-frame codec is bit for bit the shipped one (a run with

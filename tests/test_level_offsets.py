@@ -35,3 +35,12 @@ def test_offset_at_cycles_from_the_first_p_frame():
     assert lo.describe_level_offsets((0.5,)) == "0.5 levels above the I-frames"
     assert "at levels -1,0 from the I-frames" in lo.describe_level_offsets((-1.0, 0.0))
 
+
+
+def test_the_scripts_offset_is_the_given_one_or_the_default_cards_in_one_spelling():
+    from model.bundle import DEFAULT_DIR, card_p_level_offset, given_or_card_p_level_offset, read_card
+
+    assert given_or_card_p_level_offset("-1.0") == "-1" and given_or_card_p_level_offset("-1.50, 0") == "-1.5,0"
+    assert given_or_card_p_level_offset("") == lo.format_level_offsets(card_p_level_offset(read_card(DEFAULT_DIR)))
+    with pytest.raises(ValueError, match="must be a finite number"):
+        given_or_card_p_level_offset("x")
