@@ -59,9 +59,9 @@ from absl import flags
 
 from benchmarks import anchors as anchors_lib
 from benchmarks.bdrate import METHODS
-from benchmarks.bench_rd import BenchError, ElfCodec, ModelSpec, bd_entries, bd_entry, bd_pairs
+from benchmarks.bench_rd import BenchError, ElfCodec, ModelSpec, bd_entries, bd_pairs
 from benchmarks.plot import bd_markdown, plot_rd, points_markdown
-from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport
+from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport, bd_entry
 from runtime import metrics as metrics_lib
 from runtime.types import CodecError
 from runtime.video_io import Y4mWriter, Yuv420, rgb_to_yuv420, yuv420_to_rgb

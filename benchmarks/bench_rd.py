@@ -39,9 +39,9 @@ import numpy as np
 from absl import flags
 
 from benchmarks import anchors as anchors_lib
-from benchmarks.bdrate import METHODS, BDError, bd_rate
+from benchmarks.bdrate import METHODS
 from benchmarks.plot import bd_markdown, plot_rd, points_markdown
-from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport, merged_curve
+from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport, bd_entry, merged_curve
 from model.level_offsets import format_level_offsets, level_offsets_json, parse_level_offsets
 from runtime import metrics as metrics_lib
 from runtime.types import CodecError
@@ -184,16 +184,6 @@ def bd_pairs(anchors: Sequence[str]) -> list[tuple[str, str]]:
     """(test, anchor) pairs: this codec against every anchor, and, as a check on the anchors
     themselves, every other anchor against the first (x265 and SVT-AV1 against x264)."""
     return [(ELFVC, a) for a in anchors] + [(b, anchors[0]) for b in anchors[1:]]
-
-
-def bd_entry(test: str, anchor: str, clip: str, metric: str, ours, theirs, method: str) -> BDEntry:
-    """BD-rate of the points `ours` against `theirs` under `metric`; the error in the entry if none."""
-    try:
-        value = bd_rate([p.bpp for p in theirs], [p.metric(metric) for p in theirs],
-                        [p.bpp for p in ours], [p.metric(metric) for p in ours], method)  # fmt: skip
-    except BDError as err:
-        return BDEntry(test, anchor, clip, metric, None, str(err))
-    return BDEntry(test, anchor, clip, metric, value)
 
 
 def bd_entries(report: RDReport, pairs: Sequence[tuple[str, str]], method: str) -> list[BDEntry]:

@@ -193,3 +193,15 @@ def merged_curve(report: RDReport, codec: str, clip: str, metric: str) -> list[R
         return pts
     keep = upper_convex_hull([(p.bpp, p.metric(metric)) for p in pts])
     return [pts[i] for i in keep]
+
+
+def bd_entry(test: str, anchor: str, clip: str, metric: str, ours, theirs, method: str) -> BDEntry:
+    """BD-rate of the points `ours` against `theirs` under `metric`; the error in the entry if none."""
+    from benchmarks.bdrate import BDError, bd_rate
+
+    try:
+        value = bd_rate([p.bpp for p in theirs], [p.metric(metric) for p in theirs],
+                        [p.bpp for p in ours], [p.metric(metric) for p in ours], method)  # fmt: skip
+    except BDError as err:
+        return BDEntry(test, anchor, clip, metric, None, str(err))
+    return BDEntry(test, anchor, clip, metric, value)

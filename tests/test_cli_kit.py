@@ -40,6 +40,7 @@ ENTRY_POINTS = {
     "benchmarks.flow_probe": ("flow_probe", "argv0"),
     "benchmarks.level_sweep": ("level_sweep", "argv0"),
     "benchmarks.plot": ("plot", "argv0"),
+    "benchmarks.bd_compare": ("bd_compare", "argv0"),
     "benchmarks.range_coder_speed": ("python -m benchmarks.range_coder_speed", "args"),
     "gpu_train.train": ("python -m gpu_train.train", "args"),  # plain argparse: flags and errors frozen for running jobs
     "gpu_train.campaign": ("python3 -m gpu_train.campaign", "args"),

@@ -1,0 +1,91 @@
+"""benchmarks/bd_compare.py: BD-rate between saved runs, every model its own curve, curves joined
+across files, and its errors (codes nothing, no TensorFlow)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import bd_compare
+from benchmarks.schema import RDPoint, RDReport
+
+RATES, PSNR = [0.05, 0.1, 0.2, 0.4], [30.0, 33.1, 35.9, 38.3]
+
+
+def _pt(codec, bpp, psnr, clip, model=""):
+    # 80 frames of 100x100 at 25 fps: bytes = bpp * 1e5, whole for the rates used here.
+    return RDPoint.make(codec, clip, f"s{bpp}", bpp, int(round(bpp * 1e5)), 80, 100, 100, 25.0,
+                        {"psnr_rgb": psnr, "ms_ssim": 1 - 1 / psnr}, model=model)  # fmt: skip
+
+
+def _save(path, points):
+    RDReport(points=tuple(points)).save(path)
+    return str(path)
+
+
+def _curve(codec, scale, clip, model=""):
+    return [_pt(codec, r * scale, q, clip, model) for r, q in zip(RATES, PSNR)]
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    """old: model s1 at the anchor's rates on clips a and b, plus x264; new: model s2 at half
+    s1's rate on a and at s1's on b, plus the same x264 run."""
+    x264 = _curve("x264", 1.0, "a") + _curve("x264", 1.0, "b")
+    old = _save(tmp_path / "old.json", x264 + _curve("elfvc", 1.0, "a", "s1: runs/x (base)") + _curve("elfvc", 1.0, "b", "s1: runs/x (base)"))
+    new = _save(tmp_path / "new.json", x264 + _curve("elfvc", 0.5, "a", "s2: runs/y (base)") + _curve("elfvc", 1.0, "b", "s2: runs/y (base)"))
+    return old, new
+
+
+def _table(out: str, title: str) -> dict:
+    """{curve: [cells]} of the table whose heading starts with `title`."""
+    block = out.split(title, 1)[1].split("\n\n")[1]
+    return {row.split("|")[1].strip(): [c.strip() for c in row.split("|")[2:-1]] for row in block.splitlines()[2:]}
+
+
+def test_models_stay_separate_curves_across_files(runs, capsys):
+    assert bd_compare.main(["bd_compare", *runs, "--reference=s1"]) == 0
+    psnr = _table(capsys.readouterr().out, "BD-rate against s1, PSNR RGB")
+    assert psnr["s2"] == ["-50.0%", "+0.0%", "-25.0%"]  # clips a, b, then their mean
+    assert psnr["x264"] == ["+0.0%", "+0.0%", "+0.0%"]  # the anchor held by both files joins once
+
+
+def test_default_reference_is_x264_and_curves_filter(runs, capsys):
+    assert bd_compare.main(["bd_compare", *runs, "--curves=s2", "--metrics=psnr_rgb"]) == 0
+    out = capsys.readouterr().out
+    assert "MS-SSIM" not in out
+    assert _table(out, "BD-rate against x264, PSNR RGB") == {"s2": ["-50.0%", "+0.0%", "-25.0%"]}
+
+
+def test_a_curve_that_differs_between_files_needs_labels(tmp_path, capsys):
+    a = _save(tmp_path / "a.json", _curve("x264", 1.0, "c") + _curve("elfvc", 1.0, "c", "default: m (base)"))
+    b = _save(tmp_path / "b.json", _curve("x264", 1.0, "c") + _curve("elfvc", 0.5, "c", "default: m2 (base)"))
+    assert bd_compare.main(["bd_compare", a, b]) == 1
+    err = capsys.readouterr().err
+    assert "curve default on c differs" in err and err.count("\n") == 1
+    assert bd_compare.main(["bd_compare", f"old={a}", f"new={b}", "--reference=old/default", "--metrics=psnr_rgb"]) == 0
+    assert _table(capsys.readouterr().out, "BD-rate against old/default")["new/default"] == ["-50.0%", "-50.0%"]
+
+
+def test_a_clip_without_overlap_says_why(tmp_path, capsys):
+    far = [_pt("elfvc", r, q - 20.0, "c", "low: m (base)") for r, q in zip(RATES, PSNR)]  # no common quality range
+    path = _save(tmp_path / "r.json", _curve("x264", 1.0, "c") + far)
+    assert bd_compare.main(["bd_compare", path, "--metrics=psnr_rgb"]) == 0
+    out = capsys.readouterr().out
+    assert "| low | n/a* | n/a* |" in out and "\\* low, c: " in out
+
+
+@pytest.mark.parametrize("args, status, message", [
+    ([], 2, "give at least one results.json"),
+    (["missing.json"], 1, "missing.json: no such file"),
+    (["{old}", "--metrics=psnr"], 2, "--metrics: unknown psnr"),
+    (["{old}", "--reference=x265"], 1, "--reference x265: no such curve; the files hold s1, x264"),
+    (["{old}", "--curves=s9"], 1, "--curves: no curve s9"),
+    (["=x.json"], 2, "a file's label must be non-empty"),
+    (["{bad}"], 1, "not an R-D results file"),
+])  # fmt: skip
+def test_bad_input_is_one_line(runs, tmp_path, capsys, args, status, message):
+    (tmp_path / "bad.json").write_text('{"schema": "other"}')
+    args = [a.format(old=runs[0], bad=tmp_path / "bad.json") for a in args]
+    assert bd_compare.main(["bd_compare", *args]) == status
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0
