@@ -14,7 +14,9 @@
 # Where a stage warm-started from runtime/checkpoints/small (then the previous stage's model),
 # it starts here from that stage's export folder, the same bytes.
 # Training is not deterministic across machines; rerunning gives a model of the same kind, not
-# the same bytes. Run one stage at a time:  scripts/train_shipped.sh STAGE   (1 2 3 ... 8)
+# the same bytes. Run one stage at a time.
+#
+# usage: scripts/train_shipped.sh STAGE   (1 2 3 4 5a 5b 5c 5d 6a 6b 7 7b 7c 8)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
