@@ -13,8 +13,8 @@ model's run is compared with an earlier run's model and anchors without coding t
 
 A curve that two files both hold on one clip must have the same points there (an anchor run
 twice on the same clip does); otherwise name the files, LABEL=FILE, and that file's curves are
-called LABEL/NAME. The mean is over the clips every curve of the row has a BD-rate on; a row
-without one on some clip says so.
+called LABEL/NAME. Clips are the reference's; the mean is over all of them, so a row without a
+BD-rate on one of them (no points there, other frames or size, no overlap) has none, and says why.
 """
 
 from __future__ import annotations
@@ -74,22 +74,37 @@ def join_curves(reports: Iterable[tuple[str, str, RDReport]]) -> dict[str, dict[
     return curves
 
 
+def _shape(points: Sequence[RDPoint]) -> set:
+    return {(p.frames, p.width, p.height) for p in points}
+
+
 def compare(curves: dict[str, dict[str, list[RDPoint]]], reference: str, tests: Sequence[str],
             metrics: Sequence[str], method: str) -> list[BDEntry]:  # fmt: skip
-    """BD-rate of each test curve against the reference under each metric, per clip the two share
-    and "mean" (over those clips, if every one has a value)."""
+    """BD-rate of each test curve against the reference under each metric, on every clip of the
+    reference, and "mean" over them: a value only where every clip has one. A clip the test
+    curve lacks, coded over other frames or at another size, or without the metric, gets no
+    value and a note saying why."""
     entries = []
     for test in tests:
-        clips = sorted(set(curves[test]) & set(curves[reference]))
         for metric in metrics:
             values = []
-            for clip in clips:
-                ours = [p for p in curves[test][clip] if p.metric(metric) is not None]
-                theirs = [p for p in curves[reference][clip] if p.metric(metric) is not None]
-                if not ours or not theirs:
-                    continue
-                entries.append(bd_entry(test, reference, clip, metric, ours, theirs, method))
-                values.append(entries[-1].value)
+            for clip in sorted(curves[reference]):
+                theirs = curves[reference][clip]
+                ours = curves[test].get(clip, [])
+                if not ours:
+                    note = "no points on this clip"
+                elif _shape(ours) != _shape(theirs):
+                    (f, w, h), (rf, rw, rh) = min(_shape(ours)), min(_shape(theirs))
+                    note = f"other frames: {f} of {w}x{h} against {reference}'s {rf} of {rw}x{rh}"
+                else:
+                    ours = [p for p in ours if p.metric(metric) is not None]
+                    theirs = [p for p in theirs if p.metric(metric) is not None]
+                    note = "" if ours and theirs else f"no {metric} values (measured with --novmaf?)" if metric == "vmaf" \
+                        else f"no {metric} values"  # fmt: skip
+                entry = BDEntry(test, reference, clip, metric, None, note) if note else \
+                    bd_entry(test, reference, clip, metric, ours, theirs, method)  # fmt: skip
+                entries.append(entry)
+                values.append(entry.value)
             if values and all(v is not None for v in values):
                 entries.append(BDEntry(test, reference, "mean", metric, sum(values) / len(values)))
             elif values:
@@ -146,7 +161,7 @@ def _main(argv: Sequence[str]) -> int:
     reports = []
     for arg in files:
         label, sep, name = arg.partition("=")
-        if not sep:
+        if not sep or pathlib.Path(arg).is_file():  # a path with "=" in it is a path
             label, name = "", arg
         elif not label or "/" in label:
             raise clikit.UsageError(f"{arg}: a file's label must be non-empty and without '/'")
@@ -161,10 +176,9 @@ def _main(argv: Sequence[str]) -> int:
         raise clikit.Failed(f"--curves: no curve {', '.join(missing)}; the files hold {', '.join(sorted(curves))}")
     tests = [c for c in (FLAGS.curves or sorted(curves)) if c != FLAGS.reference]
     if not tests:
-        raise clikit.Failed("nothing to compare: the files hold only the reference curve")
+        raise clikit.Failed("nothing to compare: " + ("--curves names only the reference" if FLAGS.curves
+                            else "the files hold only the reference curve"))  # fmt: skip
     entries = compare(curves, FLAGS.reference, tests, FLAGS.metrics, FLAGS.bd_method)
-    if not entries:
-        raise clikit.Failed(f"no clip has both {FLAGS.reference} and another curve")
     print("\n\n".join(t for t in (table(entries, m) for m in FLAGS.metrics) if t))
     return 0
 

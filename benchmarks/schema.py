@@ -148,7 +148,7 @@ class RDReport:
         try:
             points = tuple(RDPoint(**{**p, "metrics": dict(p["metrics"])}) for p in data["points"])
             bd = tuple(BDEntry(**b) for b in data.get("bd", ()))
-        except (KeyError, TypeError) as err:
+        except (KeyError, TypeError, ValueError) as err:
             raise SchemaError(f"malformed R-D results: {err}") from None
         return cls(points=points, bd=bd, meta=dict(data.get("meta", {})))
 
@@ -163,7 +163,7 @@ class RDReport:
     def load(cls, path: os.PathLike) -> "RDReport":
         try:
             data = json.loads(pathlib.Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:  # a binary file: UnicodeDecodeError
             raise SchemaError(f"cannot read {path}: {err}") from None
         return cls.from_json(data)
 

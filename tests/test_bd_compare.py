@@ -82,10 +82,37 @@ def test_a_clip_without_overlap_says_why(tmp_path, capsys):
     (["{old}", "--curves=s9"], 1, "--curves: no curve s9"),
     (["=x.json"], 2, "a file's label must be non-empty"),
     (["{bad}"], 1, "not an R-D results file"),
+    (["{binary}"], 1, "cannot read"),
+    (["{old}", "--curves=x264", "--reference=x264"], 1, "--curves names only the reference"),
 ])  # fmt: skip
 def test_bad_input_is_one_line(runs, tmp_path, capsys, args, status, message):
     (tmp_path / "bad.json").write_text('{"schema": "other"}')
-    args = [a.format(old=runs[0], bad=tmp_path / "bad.json") for a in args]
+    (tmp_path / "binary.json").write_bytes(bytes(range(256)))
+    args = [a.format(old=runs[0], bad=tmp_path / "bad.json", binary=tmp_path / "binary.json") for a in args]
     assert bd_compare.main(["bd_compare", *args]) == status
     err = capsys.readouterr().err
     assert message in err and err.strip().count("\n") == 0
+
+
+def test_a_row_missing_a_clip_or_coded_over_other_frames_has_no_mean(tmp_path, capsys):
+    ref = _save(tmp_path / "ref.json", _curve("x264", 1.0, "a") + _curve("x264", 1.0, "b") + _curve("x264", 1.0, "c"))
+    short = [RDPoint.make("elfvc", "c", f"s{r}", r, int(round(r * 1e5)), 8, 100, 100, 25.0, {"psnr_rgb": q},
+                          model="m: x (base)") for r, q in zip(RATES, PSNR)]  # 8 frames where x264 coded 80
+    new = _save(tmp_path / "n=1.json", _curve("elfvc", 0.5, "a", "m: x (base)") + short)  # a "=" in a path
+    assert bd_compare.main(["bd_compare", ref, new, "--metrics=psnr_rgb"]) == 0
+    out = capsys.readouterr().out
+    assert _table(out, "BD-rate against x264")["m"] == ["-50.0%", "n/a*", "n/a*", "n/a*"]  # a, b, c, mean
+    assert "\\* m, b: no points on this clip" in out
+    assert "\\* m, c: other frames: 8 of 100x100 against x264's 80 of 100x100" in out
+
+
+def test_a_metric_nobody_measured_says_so(runs, capsys):
+    assert bd_compare.main(["bd_compare", runs[0], "--metrics=vmaf"]) == 0
+    assert "\\* s1, a: no vmaf values (measured with --novmaf?)" in capsys.readouterr().out
+
+
+def test_an_anchor_that_differs_between_files_is_refused(tmp_path, capsys):
+    a = _save(tmp_path / "a.json", _curve("x264", 1.0, "c"))
+    b = _save(tmp_path / "b.json", _curve("x264", 0.9, "c"))
+    assert bd_compare.main(["bd_compare", a, b]) == 1
+    assert "curve x264 on c differs between" in capsys.readouterr().err

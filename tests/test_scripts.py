@@ -1,9 +1,12 @@
 """scripts/*.sh, the commands behind the recorded numbers, run for minutes to hours, so the suite
 does not run them; it checks what breaks them before they start: bash syntax, the executable bit,
-a usage line in the header, and that every `python -m MODULE` they call exists."""
+a usage line in the header, that every `python -m MODULE` they call exists, and that every name
+their inline Python imports from this repository (`from model.bundle import ...`) is defined
+there (read from the module's source, not imported)."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import pathlib
@@ -15,7 +18,9 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "scripts").glob("*.sh"))
-MODULE = re.compile(r"-m\s+((?:model|export|runtime|benchmarks|gpu_train)(?:\.\w+)+)")
+PACKAGES = r"(?:model|export|runtime|benchmarks|gpu_train)"
+MODULE = re.compile(rf"-m\s+({PACKAGES}(?:\.\w+)+)")
+FROM_IMPORT = re.compile(rf"from\s+({PACKAGES}(?:\.\w+)+)\s+import\s+([\w, ]+?)(?:\s+as\s+\w+)?\s*(?:;|$|\n)", re.MULTILINE)
 
 
 def test_there_are_scripts():
@@ -29,7 +34,9 @@ def test_script_parses_and_says_how_to_use_it(script):
     r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert os.access(script, os.X_OK), f"{script.name} is not executable"
-    head = script.read_text().split("\nset ", 1)[0]  # the comment block before `set -euo pipefail`
+    text = script.read_text()
+    assert "\nset -euo pipefail\n" in text, f"{script.name}: no `set -euo pipefail`"
+    head = text.split("\nset -euo pipefail\n", 1)[0]  # the comment block before it
     assert "usage:" in head, f"{script.name}: no usage line in its header"
 
 
@@ -38,3 +45,34 @@ def test_every_module_a_script_calls_exists(script):
     modules = set(MODULE.findall(script.read_text()))
     missing = [m for m in sorted(modules) if importlib.util.find_spec(m) is None]
     assert not missing, f"{script.name} calls modules that do not exist: {missing}"
+
+
+def _top_level_names(module: str) -> set:
+    tree = ast.parse(pathlib.Path(importlib.util.find_spec(module).origin).read_text())
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_name_a_script_imports_exists(script):
+    missing = []
+    for module, names in FROM_IMPORT.findall(script.read_text()):
+        if importlib.util.find_spec(module) is None:
+            missing.append(module)
+            continue
+        defined = _top_level_names(module)
+        missing += [f"{module}.{n.strip()}" for n in names.split(",") if n.strip() not in defined]
+    assert not missing, f"{script.name} imports names that do not exist: {missing}"
+
+
+def test_the_import_check_sees_the_scripts_imports():
+    found = {m for s in SCRIPTS for m, _ in FROM_IMPORT.findall(s.read_text())}
+    assert {"model.bundle", "gpu_train.weights", "gpu_train.campaign", "model.samples"} <= found
