@@ -29,7 +29,7 @@ from absl import flags
 
 from benchmarks.bdrate import METHODS
 from benchmarks.plot import LABELS
-from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport, SchemaError, bd_entry
+from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport, SchemaError, bd_entry, mean_entry
 
 PROG = "bd_compare"
 MAX_FILES = 32
@@ -105,10 +105,8 @@ def compare(curves: dict[str, dict[str, list[RDPoint]]], reference: str, tests: 
                     bd_entry(test, reference, clip, metric, ours, theirs, method)  # fmt: skip
                 entries.append(entry)
                 values.append(entry.value)
-            if values and all(v is not None for v in values):
-                entries.append(BDEntry(test, reference, "mean", metric, sum(values) / len(values)))
-            elif values:
-                entries.append(BDEntry(test, reference, "mean", metric, None, "not every clip has a BD-rate"))
+            if values:
+                entries.append(mean_entry(test, reference, metric, values))
     return entries
 
 

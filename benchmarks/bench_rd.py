@@ -41,7 +41,7 @@ from absl import flags
 from benchmarks import anchors as anchors_lib
 from benchmarks.bdrate import METHODS
 from benchmarks.plot import bd_markdown, plot_rd, points_markdown
-from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport, bd_entry, merged_curve
+from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport, bd_entry, mean_entry, merged_curve
 from model.level_offsets import format_level_offsets, level_offsets_json, parse_level_offsets
 from runtime import metrics as metrics_lib
 from runtime.types import CodecError
@@ -199,12 +199,8 @@ def bd_entries(report: RDReport, pairs: Sequence[tuple[str, str]], method: str) 
                     continue
                 entries.append(bd_entry(test, anchor, clip, metric, ours, theirs, method))
                 values.append(entries[-1].value)  # None where this clip has none
-            if not values:
-                continue
-            if all(v is not None for v in values):
-                entries.append(BDEntry(test, anchor, "mean", metric, float(np.mean(values))))
-            else:
-                entries.append(BDEntry(test, anchor, "mean", metric, None, "not every clip has a BD-rate"))
+            if values:
+                entries.append(mean_entry(test, anchor, metric, values))
     return entries
 
 

@@ -205,3 +205,10 @@ def bd_entry(test: str, anchor: str, clip: str, metric: str, ours, theirs, metho
     except BDError as err:
         return BDEntry(test, anchor, clip, metric, None, str(err))
     return BDEntry(test, anchor, clip, metric, value)
+
+
+def mean_entry(test: str, anchor: str, metric: str, values) -> BDEntry:
+    """The "mean" row over clips' BD-rates: their average, or none when a clip has none."""
+    if all(v is not None for v in values):
+        return BDEntry(test, anchor, "mean", metric, sum(values) / len(values))
+    return BDEntry(test, anchor, "mean", metric, None, "not every clip has a BD-rate")
