@@ -95,15 +95,26 @@ def untrained_codec():
 @pytest.fixture(scope="session")
 def small_export(tmp_path_factory):
     """(bundle, export folder, manifest, cache root): one ONNX export of the shipped small model
-    per session through export/cache.py, in a temporary cache (ELFVC_TEST_CACHE=DIR keeps one
-    between sessions; an export is reused only if its manifest and hashes match)."""
+    per run through export/cache.py, in a temporary cache shared by the xdist workers (the first
+    worker to need it exports, the others wait on a lock and reuse it; ELFVC_TEST_CACHE=DIR keeps
+    one between runs; an export is reused only if its manifest and hashes match)."""
+    import fcntl
+
     from export.cache import ensure_onnx_export
     from model.bundle import shipped_bundle
 
     bundle = shipped_bundle("small")
     cached = os.environ.get("ELFVC_TEST_CACHE")
-    root = pathlib.Path(cached) if cached else tmp_path_factory.mktemp("elfvc-test-cache")
-    folder, manifest = ensure_onnx_export(bundle, cache_root=root)
+    if cached:
+        root = pathlib.Path(cached)
+    elif os.environ.get("PYTEST_XDIST_WORKER"):  # the workers' base temps share this parent
+        root = tmp_path_factory.getbasetemp().parent / "elfvc-test-cache"
+    else:
+        root = tmp_path_factory.mktemp("elfvc-test-cache")
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        folder, manifest = ensure_onnx_export(bundle, cache_root=root)
     return bundle, folder, manifest, root
 
 
