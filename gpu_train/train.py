@@ -578,6 +578,14 @@ def freeze_parameters(model, prefixes):
     return names
 
 
+def rollout_depth(rng: np.random.Generator, rollout: int, frac: float = -1.0) -> int:
+    """The depth k of one GOP step's --rollout: uniform in 0..rollout (frac -1), else 1..rollout
+    with probability frac and 0 (a plain GOP) otherwise."""
+    if frac < 0:
+        return int(rng.integers(0, rollout + 1))
+    return int(rng.integers(1, rollout + 1)) if rng.random() < frac else 0
+
+
 def check_args(args) -> None:
     """Rejects values the model or the loop cannot use, naming the flag."""
     if args.minutes <= 0:
@@ -605,6 +613,8 @@ def check_args(args) -> None:
         raise TrainError("--graphs needs a CUDA device")
     if args.rollout < 0 or (args.rollout and (args.graphs or args.gop < 2)):
         raise TrainError("--rollout must be >= 0, with --gop >= 2 and without --graphs (its GOPs vary in length)")
+    if args.rollout_frac != -1.0 and not (args.rollout and 0 <= args.rollout_frac <= 1):
+        raise TrainError(f"--rollout_frac must be in [0, 1] (or -1), with --rollout, got {args.rollout_frac:g}")
     for path, flag in ((args.config, "--config"), (args.init, "--init")):
         if path and not pathlib.Path(path).exists():
             raise TrainError(f"{flag}: {path}: no such file")
@@ -637,6 +647,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "log's I-frame columns); k = 0 is a plain GOP, so the I-frame trains on 1/(N+1) of the steps. The "
                         "loss modulator learns from plain GOPs only; MFU counts the trained frames only (0: off; eager "
                         "steps only, no --graphs)")
+    p.add_argument("--rollout_frac", type=float, default=-1.0,
+                   help="with --rollout N: the fraction of GOP steps that roll out, each to a depth uniform in 1..N, "
+                        "the rest plain GOPs (most steps stay cheap plain GOPs, some see deep references; -1: every "
+                        "depth 0..N equally likely, k = 0 included)")
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--image_frac", type=float, default=0.0, help="fraction of the budget spent on the I-frame phase")
     p.add_argument("--image_batch", type=int, default=32)
@@ -1021,7 +1035,9 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
             print(f"phase {phase}: " + (
                 f"I-frame crops, batch {args.image_batch} x {args.image_crop}^2" if phase == "image"
                 else f"GOPs, batch {args.batch} x {args.gop} x {args.crop}^2"
-                + (f", after 0-{args.rollout} frames coded without gradients (--rollout)" if args.rollout else "")), flush=True)
+                + ((f", after 0-{args.rollout} frames coded without gradients (--rollout)" if args.rollout_frac < 0 else
+                    f", {args.rollout_frac:.0%} of them after 1-{args.rollout} frames coded without gradients (--rollout)")
+                   if args.rollout else "")), flush=True)
         lr = args.lr * run.lr_scale * (1.0 if frac < 0.8 else 0.2 if frac < 0.95 else 0.04)
         if phase_start is not None and args.phase_warmup > 0:
             lr *= min(1.0, (iteration - phase_start + 1) / args.phase_warmup)
@@ -1036,7 +1052,7 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
         frames, levels = source.batch(size)
         carry = None
         if phase == "gop" and args.rollout:
-            frames, levels, carry = active.roll_out(frames, levels, int(rollout_rng.integers(0, args.rollout + 1)))
+            frames, levels, carry = active.roll_out(frames, levels, rollout_depth(rollout_rng, args.rollout, args.rollout_frac))
         if phase not in run.flops:
             run.flops[phase] = count_step_flops(active, frames, levels, carry)  # a real step, not logged
         else:

@@ -474,10 +474,28 @@ def test_rollout_training_on_cpu(tmp_path):
     assert "after 0-3 frames coded without gradients (--rollout)" in result.stdout
     assert progress["config"] == json.loads(config.read_text())  # the config itself, for config_beside
     assert all(np.isfinite(r["loss"]) for r in progress["log"]), progress["log"]
-    for bad in (["--rollout=-1"], ["--rollout=2", "--graphs", "--device=cuda"], ["--rollout=2", "--gop=1"]):
+    for bad in (["--rollout=-1"], ["--rollout=2", "--graphs", "--device=cuda"], ["--rollout=2", "--gop=1"],
+                ["--rollout_frac=0.5"], ["--rollout=2", "--rollout_frac=1.5"]):
         args = train.build_parser().parse_args([*common, "--out_dir=o", *bad])
         with pytest.raises(train.TrainError, match="--rollout"):
             train.check_args(args)
+
+
+def test_rollout_depths_follow_rollout_frac():
+    """--rollout N alone: depths uniform in 0..N (the same draws as before --rollout_frac existed);
+    --rollout_frac F: a plain GOP (depth 0) with probability 1 - F, else a depth uniform in 1..N."""
+    from gpu_train.train import rollout_depth
+
+    rng, ref = np.random.default_rng(3), np.random.default_rng(3)
+    draws = [rollout_depth(rng, 4) for _ in range(500)]
+    assert draws == [int(ref.integers(0, 5)) for _ in range(500)] and set(draws) == {0, 1, 2, 3, 4}
+    rng = np.random.default_rng(4)
+    draws = np.array([rollout_depth(rng, 4, 0.25) for _ in range(4000)])
+    assert abs(np.mean(draws > 0) - 0.25) < 0.03, np.mean(draws > 0)  # binomial sd 0.007
+    assert set(draws[draws > 0].tolist()) == {1, 2, 3, 4}
+    rng = np.random.default_rng(5)
+    assert {rollout_depth(rng, 4, 0.0) for _ in range(200)} == {0}
+    assert 0 not in {rollout_depth(rng, 4, 1.0) for _ in range(200)}
 
 
 def test_campaign_refuses_rollout_before_anything_else(tmp_path, capsys):
