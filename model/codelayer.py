@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from model.entropy import QuantMode, codelength_bits, quantize
+from model.layers import conv_precision
 from model.transforms import HyperAnalysis, HyperSynthesis
 
 layers = tf.keras.layers
@@ -36,8 +37,9 @@ class CodelayerOutput:
 class HyperpriorCodelayer(layers.Layer):
     def __init__(self, hyper_channels: int, latent_channels: int, hyper_latent_channels: int, **kwargs):
         super().__init__(**kwargs)
-        self.hyper_analysis = HyperAnalysis(hyper_channels, hyper_latent_channels, name="hyper_analysis")
-        self.hyper_synthesis = HyperSynthesis(hyper_channels, latent_channels, name="hyper_synthesis")
+        with conv_precision("fp32"):  # rates and quantization in FP32 under bf16 training too
+            self.hyper_analysis = HyperAnalysis(hyper_channels, hyper_latent_channels, name="hyper_analysis")
+            self.hyper_synthesis = HyperSynthesis(hyper_channels, latent_channels, name="hyper_synthesis")
         self.hyper_latent_channels = hyper_latent_channels
 
     def build(self, input_shape):

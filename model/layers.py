@@ -12,15 +12,56 @@ reduced back to C by a 1x1 convolution (gap: the number of convolutions, and the
 
 from __future__ import annotations
 
+import contextlib
+
 import tensorflow as tf
 
 layers = tf.keras.layers
 
+#: Training precisions of the convolutions (`conv_precision`); everything else is always FP32.
+PRECISIONS = ("fp32", "bf16")
+_conv_precision = ["fp32"]
+
+
+@contextlib.contextmanager
+def conv_precision(precision: str):
+    """Layers built inside `with conv_precision("bf16"):` compute their convolutions in bfloat16.
+
+    The analogue of the PyTorch mirror's bf16 autocast (gpu_train/train.py --precision=bf16) for
+    the Keras trainer (model.train --precision=bf16): each `conv` keeps FP32 weights (Keras's
+    mixed_bfloat16 policy: the kernel is read as bf16 inside the convolution), takes its input in
+    bf16 and returns FP32, so activations, channel norms, the warp, the losses and checkpoints stay
+    FP32 and unchanged. The hyperprior codelayers (quantization and rates) build their
+    convolutions under `conv_precision("fp32")` whatever the scope outside. The scope applies when
+    a layer is *constructed* (a Keras dtype policy is fixed then); a model built outside any scope
+    is FP32, as export and the runtime need.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    _conv_precision.append(precision)
+    try:
+        yield
+    finally:
+        _conv_precision.pop()
+
+
+class _Bf16Conv2D(layers.Conv2D):
+    """Conv2D under the mixed_bfloat16 policy whose output is cast back to FP32."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, dtype="mixed_bfloat16", **kwargs)
+
+    def call(self, inputs):
+        return tf.cast(super().call(inputs), tf.float32)
+
 
 def conv(channels: int, kernel: int = 3, stride: int = 1, name=None, activation=None, zero_init: bool = False):
-    """3x3 'same' convolution. `zero_init` starts an output head at exactly zero (see codecs.py)."""
+    """3x3 'same' convolution. `zero_init` starts an output head at exactly zero (see codecs.py).
+
+    In FP32 unless built inside `conv_precision("bf16")`."""
     init = dict(kernel_initializer="zeros") if zero_init else {}
-    return layers.Conv2D(channels, kernel, strides=stride, padding="same", activation=activation, name=name, **init)
+    cls = _Bf16Conv2D if _conv_precision[-1] == "bf16" else layers.Conv2D
+    return cls(channels, kernel, strides=stride, padding="same", activation=activation, name=name, **init)
 
 
 class DMBlock(layers.Layer):

@@ -84,6 +84,10 @@ flags.DEFINE_string("lambda_range", "low", "λ range: 'low' [1e-1.7, 1e-3.7], 'h
 flags.DEFINE_enum("distortion", "mse", ["mse", "ms_ssim"], "Distortion D: MSE (default) or 1 - MS-SSIM (fine-tuning).", flag_values=FLAGS)
 flags.DEFINE_bool("modulate", True, "App. D dynamic loss modulation (False: mu = 1).", flag_values=FLAGS)
 flags.DEFINE_float("modulator_step", 0.01, "How much mu moves per step (App. D's 'small value').", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "precision", "fp32", ["fp32", "bf16"],
+    "fp32, or bf16: convolutions in bfloat16 with FP32 weights (AMX on this CPU); rates, quantization and "
+    "the loss stay FP32, checkpoints are the same either way (docs/TRAINING.md).", flag_values=FLAGS)
 flags.DEFINE_float("clip_norm", 0.0, "Clip gradients to this global norm (0: off).", flag_values=FLAGS)
 flags.DEFINE_float(
     "warp_loss", 0.0, "Weight of the auxiliary motion loss MSE(x_comp, x) over P-frames (0: off; see TrainOptions).", flag_values=FLAGS
@@ -132,6 +136,9 @@ class TrainOptions:
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 3
     seed: int = 0
+    # "bf16": convolutions in bfloat16 with FP32 weights (model.layers.conv_precision); rates,
+    # quantization, the losses and the optimizer stay FP32. Checkpoints are the same either way.
+    precision: str = "fp32"
 
 
 def parse_crop(text: str) -> Tuple[int, int]:
@@ -278,6 +285,7 @@ class Trainer:
 
         from model import checkpoints as ckpt
         from model.elfvc import ELFVC
+        from model.layers import conv_precision
         from model.losses import LossModulator, ModulatorConfig, lambdas
 
         self.model_config, self.data_config, self.options = model_config, data_config, options
@@ -294,7 +302,8 @@ class Trainer:
 
         tf.random.set_seed(options.seed)
         with strategy.scope():
-            self.model = ELFVC(model_config).build_weights()
+            with conv_precision(options.precision):
+                self.model = ELFVC(model_config).build_weights()
             boundaries = [int(0.8 * options.steps), int(0.95 * options.steps)]
             values = [options.lr, options.lr / 5, options.lr / 25]
             self.schedule = tf.keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
@@ -624,6 +633,7 @@ def _configs_from_flags():
         checkpoint_every_steps=FLAGS.checkpoint_every_steps,
         keep_checkpoints=FLAGS.keep_checkpoints,
         seed=FLAGS.seed,
+        precision=FLAGS.precision,
     )
     return model_config, data_config, options
 
@@ -665,7 +675,8 @@ def _train() -> int:
         print(
             f"training {model_config.name} on {len(clips)} clips ({frames} frames) from {data_config.path}; "
             f"GOP {data_config.gop}, crop {data_config.crop[0]}x{data_config.crop[1]}, batch {options.batch} "
-            f"over {strategy.num_replicas_in_sync} replica(s), lambdas {', '.join(f'{x:.2e}' for x in trainer.lambdas)}",
+            f"over {strategy.num_replicas_in_sync} replica(s), {options.precision} convolutions, "
+            f"lambdas {', '.join(f'{x:.2e}' for x in trainer.lambdas)}",
             flush=True,
         )
     result = trainer.train(clips, log=lambda m: print(m, flush=True))

@@ -244,6 +244,29 @@ def test_bad_input_ends_with_one_line(septuplet, tmp_path, capsys, make, args, m
     assert not (tmp_path / "run" / "ckpt").exists()
 
 
+def test_bf16_training_trains_and_writes_fp32_checkpoints(septuplet, trained, tmp_path, capsys):
+    """--precision=bf16 (convolutions in bf16, FP32 weights): a warm-started I-frame step changes
+    the weights, and its checkpoint holds the same FP32 variables an FP32 run writes."""
+    export_dir = trained[1]
+    run_dir = tmp_path / "bf16"
+    assert run_main(*tiny(septuplet, run_dir, "--steps=1", "--gop=1", "--precision=bf16", f"--init_from={export_dir}")) == 0
+    out = capsys.readouterr().out
+    assert "bf16 convolutions" in out and "step 1/1" in out
+    assert json.loads((run_dir / ckpt.OPTIONS_FILE).read_text())["options"]["precision"] == "bf16"
+    after, before = _weights(ckpt.latest_in(run_dir), "iframe"), _weights(export_dir / "model", "iframe")
+    assert set(after) == set(before)
+    assert all(after[k].dtype == before[k].dtype for k in after)
+    assert {v.dtype for v in after.values()} == {np.dtype(np.float32)}
+    assert any(not np.array_equal(after[k], before[k]) for k in after if "analysis" in k)
+
+
+def test_unknown_precision_is_a_usage_error(septuplet, tmp_path, capsys):
+    assert run_main(*tiny(septuplet, tmp_path / "run", "--precision=fp16")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train: error: flag --precision=fp16: value should be one of <fp32|bf16>") and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_unreadable_checkpoint_dir_for_init_from(septuplet, tmp_path, capsys):
     code = run_main(*tiny(septuplet, tmp_path / "run", "--steps=1", f"--init_from={tmp_path / 'nothing'}"))
     assert code == 1 and "does not exist" in capsys.readouterr().err
