@@ -40,8 +40,10 @@ if [ -z "${MODEL:-}" ] && [ ! -f "$model/model.index" ]; then  # a TF folder of 
     --config=runtime/checkpoints/base/config.json --out="$model" >/dev/null
 fi
 config="$model/config.json"
-init="$out/init.npz"  # the same FP32 values for the torch runs
-rm -f "$init" && .venv/bin/python -m gpu_train.weights to_npz --model="$model" --out="$init" >/dev/null
+init="$out/init.npz"  # the same FP32 values for the torch runs (made only when one is asked for)
+if [[ " ${paths[*]} " == *" torch-"* ]]; then
+  rm -f "$init" && .venv/bin/python -m gpu_train.weights to_npz --model="$model" --out="$init" >/dev/null
+fi
 common_gop=(--gop=4 --batch=4 --crop=128 --downscale=2 --lr=1e-4 --clip_norm=1)
 for p in "${paths[@]}"; do
   log="$out/$p.log"
