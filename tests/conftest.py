@@ -8,6 +8,15 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Under pytest-xdist each worker gets its share of the cores for TensorFlow's intra-op pool (and
+# OpenMP's, which torch subprocesses inherit): pools sized for the whole machine in every worker
+# contend, and spinning threads made the suite slower, not faster.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _share = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", _share)
+    os.environ.setdefault("OMP_NUM_THREADS", _share)
+
 import numpy as np
 import pytest
 

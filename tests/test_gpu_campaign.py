@@ -270,7 +270,6 @@ def test_fused_warp_is_the_gather_warp():
     assert value < 1e-12 and grad_image < 1e-11 and grad_flow < 1e-11, (value, grad_image, grad_flow)
 
 
-@pytest.mark.slow  # a diagnostic tool the next call skips (--diagnose_s=0); two torch processes, ~11 s
 def test_diagnose_trains_both_autoencoders_on_cpu(tmp_path):
     _fake_train_set(tmp_path / "train", videos=1)
     result = run_torch([

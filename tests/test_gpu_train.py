@@ -29,7 +29,13 @@ def torch_python() -> str:
 
 
 def run_torch(args, **kwargs):
-    return subprocess.run([torch_python(), *args], cwd=REPO, capture_output=True, text=True, timeout=600, **kwargs)
+    """The torch environment's Python on `args`, one intra-op thread unless the caller's environment
+    says otherwise: the suite runs two pytest-xdist workers on two cores, and a torch process
+    spinning two OpenMP threads beside the other worker ran 2-5x slower than with one."""
+    env = {**os.environ, **kwargs.pop("env", {})}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run([torch_python(), *args], cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+                          **kwargs)
 
 
 @pytest.fixture(scope="module")
