@@ -28,12 +28,16 @@ def torch_python() -> str:
     return candidate
 
 
+def torch_env() -> dict:
+    """What a torch subprocess of the suite runs with beside the environment (run_torch)."""
+    return {"OMP_NUM_THREADS": "1"}
+
+
 def run_torch(args, **kwargs):
-    """The torch environment's Python on `args`, one intra-op thread unless the caller's environment
-    says otherwise: the suite runs two pytest-xdist workers on two cores, and a torch process
+    """The torch environment's Python on `args`, one intra-op thread unless `env=` names
+    OMP_NUM_THREADS: the suite runs two pytest-xdist workers on two cores, and a torch process
     spinning two OpenMP threads beside the other worker ran 2-5x slower than with one."""
-    env = {**os.environ, **kwargs.pop("env", {})}
-    env.setdefault("OMP_NUM_THREADS", "1")
+    env = {**os.environ, **torch_env(), **kwargs.pop("env", {})}
     return subprocess.run([torch_python(), *args], cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
                           **kwargs)
 

@@ -9,6 +9,7 @@ tests/test_gpu_train.py, since torch and TensorFlow 2.14 do not share one enviro
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, bikes_path, read_video_frames
-from test_gpu_train import DEFAULT, perturbed, run_torch, torch_python
+from test_gpu_train import DEFAULT, perturbed, run_torch, torch_env, torch_python
 
 LEVEL = 5.5  # fractional: exercises the Q_w interpolation; high: many non-zero symbols.
 
@@ -93,7 +94,7 @@ def parity(tmp_path_factory):
     np.savez(tmp / "case.npz", frames=images, level=np.float32(LEVEL))
     torch_side = subprocess.Popen(  # runs while TF works below
         [torch_python(), "-c", TORCH_SIDE, str(tmp / "case.npz"), str(tmp / "w.npz"), str(DEFAULT / "config.json"), str(tmp / "torch.npz")],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **torch_env()},
     )
 
     bundle = load_bundle(DEFAULT)
