@@ -76,3 +76,26 @@ def test_every_name_a_script_imports_exists(script):
 def test_the_import_check_sees_the_scripts_imports():
     found = {m for s in SCRIPTS for m, _ in FROM_IMPORT.findall(s.read_text())}
     assert {"model.bundle", "gpu_train.weights", "gpu_train.campaign", "model.samples"} <= found
+
+
+def test_ship_refuses_in_one_line_before_touching_the_shipped_model(tmp_path):
+    """scripts/ship.sh writes into runtime/checkpoints/base: what it cannot ship is refused first,
+    in one `ship:` line, and the shipped folder is left as it was."""
+    if shutil.which("bash") is None:
+        pytest.skip("no bash on this machine")
+    shipped = {p.name: p.stat().st_mtime_ns for p in (REPO / "runtime/checkpoints/base").iterdir()}
+
+    def ship(*args, env=None):
+        return subprocess.run(["bash", str(REPO / "scripts/ship.sh"), *args], capture_output=True, text=True,
+                              env={**os.environ, **(env or {})}, timeout=60)
+
+    r = ship(str(tmp_path / "none"))  # no NOTE
+    assert r.returncode != 0 and "usage: scripts/ship.sh RUN_DIR" in r.stderr
+    r = ship(str(tmp_path / "none"), "a note")
+    assert r.returncode == 1 and r.stderr.strip() == f"ship: {tmp_path / 'none'} has no progress.json (a gpu_train.train --out_dir is needed)"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/progress.json").write_text("{}")
+    r = ship(str(tmp_path / "run"), "a note", env={"EVAL": str(tmp_path)})
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"ship: no {tmp_path}/street_320x180_21f.y4m (EVAL=DIR names the eval videos' folder)"]
+    assert {p.name: p.stat().st_mtime_ns for p in (REPO / "runtime/checkpoints/base").iterdir()} == shipped
