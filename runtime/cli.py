@@ -85,7 +85,7 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_string("p_level_offset", None, "With a constant level (or caps): code P-frames this many levels "
                         "from the I-frames, clipped to the model's range (negative: coarser P-frames, as x264's --ipratio "
                         "does; 0: every frame at the level). A comma list is cycled over each GOP's P-frames, e.g. "
-                        "-1.25,-1.25,-1.25,-0.25 codes every 4th P-frame better (hierarchical quality). Default: the model "
+                        "-1.5,-1.5,-1.5,-0.5 codes every 4th P-frame better (hierarchical quality). Default: the model "
                         "card's where it gives one, else 0.", flag_values=fv)
     clikit.define_gop(fv, 16, "Frames per group of pictures (an I-frame, then P-frames; 0: one I-frame, then only "
                       "P-frames). Without this flag: the model card's GOP where it gives one (base and small: 16; "

@@ -7,7 +7,7 @@
 # usage: [P_OFFSET=X] scripts/after_campaign.sh WEIGHTS_DIR [FRAMES]
 #   scripts/after_campaign.sh /work/.device/1          # FRAMES: frames per clip (default 8)
 #   P_OFFSET=-1 scripts/after_campaign.sh RUN          # P-frames at level - 1 in both models' GOP 16 sweeps
-#                                                      # (--p_level_offset: a number or a pattern a,b,c; default: the shipped card's, base -1.25,-1.25,-1.25,-0.25)
+#                                                      # (--p_level_offset: a number or a pattern a,b,c; default: the shipped card's, base -1.5,-1.5,-1.5,-0.5)
 # Writes runs/campaign_sSTEP/ (the model folder, pinned), out/after_campaign_sSTEP/ (level sweeps
 # 0..7 of both models at GOP 1 and GOP 16, and bd.txt) and prints the BD-rates (negative: the new
 # weights need fewer bits), and the new I+P (GOP 16) against the shipped all-intra; ships

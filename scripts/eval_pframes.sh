@@ -14,7 +14,7 @@
 # The card moves to GOP 16 when I+P beats all-intra on all three clips (step 3's first column).
 #
 # usage: [P_OFFSET=X] scripts/eval_pframes.sh RUN_DIR     (~17 min on 2 cores; ~27 the first time for an I-frame codec)
-#   P_OFFSET: the GOP 16 runs code P-frames at level + X (--p_level_offset: a number or a pattern a,b,c; default: the shipped card's, base -1.25,-1.25,-1.25,-0.25)
+#   P_OFFSET: the GOP 16 runs code P-frames at level + X (--p_level_offset: a number or a pattern a,b,c; default: the shipped card's, base -1.5,-1.5,-1.5,-0.5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

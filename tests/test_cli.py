@@ -127,7 +127,7 @@ def test_models_lists_the_shipped_models_and_names_resolve(tmp_path, workdir):
     assert any(re.match(r"small( \(default\))?: config small, 2\.0M parameters, GOP 16$", h) for h in heads), heads
     assert "rate range:" in out and "speed:" in out
     # base's card: GOP and P-frame offsets (every 4th P-frame better)
-    assert heads[0].endswith(", GOP 16, P-frames at level -1.25,-1.25,-1.25,-0.25 (cycled over each GOP's P-frames)"), heads[0]
+    assert heads[0].endswith(", GOP 16, P-frames at level -1.5,-1.5,-1.5,-0.5 (cycled over each GOP's P-frames)"), heads[0]
     fails(["models", "x"], 2, "models takes , got 1", tmp_path)
     fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "o.elfvc"), "--model=no-such-model"], 1,
           r"no-such-model does not exist, nor is it a shipped model's name \(shipped: .*small", tmp_path)
@@ -237,7 +237,7 @@ def test_the_model_cards_p_level_offset_applies_to_a_constant_level_unless_overr
     assert [read(SimpleNamespace(card=c)) for c in cards] == [(-1.0,), (0.5,), (0.0,), (-1.5, 0.0)]
     bad = (True, "x", "-1", float("nan"), None, [], [-1, "x"], [-1.0, float("inf")], [-1.0] * 65)
     assert [read(SimpleNamespace(card={"p_level_offset": v})) for v in bad] == [(0.0,)] * len(bad)
-    assert read(SimpleNamespace(card=read_card(DEFAULT_DIR))) == (-1.25, -1.25, -1.25, -0.25)  # the shipped card's (docs/BENCHMARKS.md)
+    assert read(SimpleNamespace(card=read_card(DEFAULT_DIR))) == (-1.5, -1.5, -1.5, -0.5)  # the shipped card's (docs/BENCHMARKS.md)
 
     def p_level(argv, card=(-1.0,)):
         fv = cli.define_flags()
