@@ -47,12 +47,16 @@ def _check_sweep(tmp_path, capsys, args, max_drop: float, p_offset=0.0, frames: 
 
 
 def test_sweep_of_the_default_model_rises_with_the_level(tmp_path, capsys):
-    """The shipped default at its model card's GOP and P-frame offset (base: GOP 16, P-frames one
-    level below the I-frames on average, every 4th P-frame one level above the others), 8 frames (I + 7 P) at levels 0, 3.5 and 7: rate and PSNR rise with
+    """The shipped default at its model card's GOP and P-frame offset (base: GOP 16, P-frames 1.25
+    levels below the I-frames on average, every 4th P-frame one level above the others), 8 frames (I + 7 P) at levels 0, 3.5 and 7: rate and PSNR rise with
     the level, the sweep records the card's offset (the CLI tests check the levels coded), and no
     P-frame falls far below the I-frame it is predicted from (a diverging P-frame loop loses 10 dB
     and more within a GOP)."""
-    _check_sweep(tmp_path, capsys, [], max_drop=3.0, p_offset=[-1.25, -1.25, -1.25, -0.25], frames=8)
+    from model.bundle import DEFAULT_DIR, card_p_level_offset, read_card
+
+    card = list(card_p_level_offset(read_card(DEFAULT_DIR)))
+    assert len(card) == 4 and card[3] == card[0] + 1, card  # a pattern, every 4th P-frame better
+    _check_sweep(tmp_path, capsys, [], max_drop=3.0, p_offset=card, frames=8)
     assert all(set(r["frame_types"][1:]) == {"P"} for r in json.loads((tmp_path / "sweep.json").read_text()))
 
 
