@@ -12,7 +12,10 @@ frame) on crops of photos (--photos) and video frames for that fraction of the b
 whole GOPs; the GOP phase starts with fresh Adam moments and a --phase_warmup-step linear
 learning-rate warm-up (shared moments wrecked the I-frame codec in the first GOP steps). Image-phase
 steps do not advance the model's `step` (it counts GOP steps, which
-App. C's normalization freeze is measured in); progress.json counts both.
+App. C's normalization freeze is measured in); progress.json counts both. With --image_mix W > 0
+every GOP step's loss also takes W times the loss of a batch of single-frame crops (--image_mix_batch
+of --image_crop, from the I-frame phase's photos and video frames): one loss, one Adam state, so a
+run that trains the I-frame codec on GOPs keeps it on photos too.
 
 Throughput (a lent GPU is held for minutes): --precision tf32 (FP32 weights, TF32 matmuls and
 convolutions; the default), bf16 (autocast; rates, quantization and the loss stay FP32) or fp32;
@@ -385,13 +388,16 @@ class Replicas:
 class Stepper:
     """The loss and one optimizer step of model/train.py's recipe, eager or replayed from a CUDA graph.
 
-    Outputs are device tensors (no host sync per step): loss, dist [B, T], bpp [B, T], warp [B, T-1].
+    Outputs are device tensors (no host sync per step): loss, dist [B, T], bpp [B, T], warp [B, T-1],
+    and the --image_mix stills' dist and bpp [S, 1] (S = 0 without stills).
     """
 
-    def __init__(self, model, lam, modulator, args, device, autocast_dtype, capturable: bool, opt=None):
+    def __init__(self, model, lam, modulator, args, device, autocast_dtype, capturable: bool, opt=None,
+                 mix: float = 0.0):
         import torch
 
         self.model, self.lam, self.modulator, self.args, self.device = model, lam, modulator, args, device
+        self.mix = float(mix)  # the weight of a step's stills loss (--image_mix), when a step has stills
         self.autocast_dtype = autocast_dtype
         self.params = [q for q in model.parameters() if q.requires_grad]
         if opt is None:  # another phase's Stepper may share its optimizer (one Adam state per run)
@@ -446,44 +452,53 @@ class Stepper:
         span = slice(frames_before, frames_before + gop)
         return frames[:, span], levels[:, span], out.carry.detached()
 
-    def _loss(self, frames, levels, carry=None):
+    def _coded(self, frames, levels, carry=None):
+        """The GOPs coded in training mode: (output, dist [B, T], bpp [B, T])."""
+        with self._autocast():
+            out = self.model.forward_gop(frames, levels.float(), "noise", training=True, carry=carry)
+        dist = (frames - out.reconstructions.float()).pow(2).mean(dim=(2, 3, 4))
+        return out, dist, out.bits.float() / (frames.shape[3] * frames.shape[4])
+
+    def _loss(self, frames, levels, carry=None, stills=None):
         import torch
 
         from gpu_train.net import multilevel_loss
 
-        args = self.args
-        with self._autocast():
-            out = self.model.forward_gop(frames, levels.float(), "noise", training=True, carry=carry)
-        recon = out.reconstructions.float()
-        dist = (frames - recon).pow(2).mean(dim=(2, 3, 4))
-        bpp = out.bits.float() / (frames.shape[3] * frames.shape[4])
+        out, dist, bpp = self._coded(frames, levels, carry)
         loss = multilevel_loss(dist, bpp, levels, self.modulator.mu, self.lam)
         if out.compensated:
             warp = torch.stack([(frames[:, t + 1] - c.float()).pow(2).mean(dim=(1, 2, 3)) for t, c in enumerate(out.compensated)], 1)
             loss = loss + self.warp_weight * warp.sum() / (frames.shape[0] * frames.shape[1])
         else:
             warp = torch.zeros(frames.shape[0], 0, device=frames.device)
-        return loss, dist, bpp, warp
+        if stills is None:
+            s_dist = s_bpp = torch.zeros(0, 1, device=frames.device)
+        else:  # --image_mix: the I-frame phase's loss on a batch of single frames (mu 1: no P-frames)
+            s_frames, s_levels = stills
+            _, s_dist, s_bpp = self._coded(s_frames, s_levels)
+            loss = loss + self.mix * multilevel_loss(s_dist, s_bpp, s_levels, torch.ones_like(self.modulator.mu[:1]), self.lam)
+        return loss, dist, bpp, warp, s_dist, s_bpp
 
-    def _train(self, frames, levels, carry=None):
+    def _train(self, frames, levels, carry=None, stills=None):
         import torch
 
-        loss, dist, bpp, warp = self._loss(frames, levels, carry)
-        loss.backward()
+        outputs = self._loss(frames, levels, carry, stills)
+        outputs[0].backward()
         if self.replicas is not None:
             self.replicas.average_gradients(self.params)
         if self.args.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.args.clip_norm, foreach=True)
         self.opt.step()
-        return loss.detach(), dist.detach(), bpp.detach(), warp.detach()
+        return tuple(o.detach() for o in outputs)
 
-    def eager(self, frames, levels, carry=None):
+    def eager(self, frames, levels, carry=None, stills=None):
         self.opt.zero_grad(set_to_none=True)
-        return self._train(frames, levels, carry)
+        return self._train(frames, levels, carry, stills)
 
-    def graphed(self, key, frames, levels, warmup: int = 3):
+    def graphed(self, key, frames, levels, warmup: int = 3, stills=None):
         """Replays the step captured for `key` (capturing it first, after `warmup` eager steps on a
-        side stream); returns None, once and for all, if capture fails."""
+        side stream); returns None, once and for all, if capture fails. A key's steps all have
+        stills (--image_mix) or none."""
         import torch
 
         if self.graph_failed is not None:
@@ -491,39 +506,43 @@ class Stepper:
         if key not in self.graphs:
             try:
                 static_frames, static_levels = frames.clone(), levels.clone()
+                static_stills = None if stills is None else tuple(s.clone() for s in stills)
                 stream = torch.cuda.Stream()
                 stream.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(stream):
                     for _ in range(warmup):
-                        self.eager(static_frames, static_levels)
+                        self.eager(static_frames, static_levels, stills=static_stills)
                 torch.cuda.current_stream().wait_stream(stream)
                 graph = torch.cuda.CUDAGraph()
                 self.opt.zero_grad(set_to_none=True)
                 with torch.cuda.graph(graph):
-                    outputs = self._train(static_frames, static_levels)
-                self.graphs[key] = (graph, static_frames, static_levels, outputs)
+                    outputs = self._train(static_frames, static_levels, stills=static_stills)
+                self.graphs[key] = (graph, static_frames, static_levels, static_stills, outputs)
             except Exception as e:  # noqa: BLE001 - any capture failure means: run eagerly
                 self.graph_failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 self.graphs.clear()
                 self.opt.zero_grad(set_to_none=True)
                 torch.cuda.synchronize()
                 return None
-        graph, static_frames, static_levels, outputs = self.graphs[key]
+        graph, static_frames, static_levels, static_stills, outputs = self.graphs[key]
         static_frames.copy_(frames)
         static_levels.copy_(levels)
+        for static, given in zip(static_stills or (), stills or ()):
+            static.copy_(given)
         graph.replay()
         return outputs
 
 
-def count_step_flops(stepper, frames, levels, carry=None) -> float:
+def count_step_flops(stepper, frames, levels, carry=None, stills=None) -> float:
     """FLOPs of one training step (forward and backward), counted by torch.utils.flop_counter on
     one real step (which also trains: it is a step like any other). With --rollout, the trained
-    frames only: the rollout's forward passes vary in depth and are not counted (nor in MFU)."""
+    frames only: the rollout's forward passes vary in depth and are not counted (nor in MFU).
+    With --image_mix, the stills' frames too."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
-        stepper.eager(frames, levels, carry)
+        stepper.eager(frames, levels, carry, stills)
     return float(counter.get_total_flops())
 
 
@@ -592,9 +611,13 @@ def check_args(args) -> None:
         raise TrainError(f"--minutes must be positive, got {args.minutes:g}")
     if args.image_frac > 0 and "iframe" in args.freeze.split(","):
         raise TrainError("--freeze=iframe leaves the I-frame phase nothing to train: pass --image_frac=0")
+    if args.image_mix < 0:
+        raise TrainError(f"--image_mix must be >= 0 (0: off), got {args.image_mix:g}")
+    if args.image_mix > 0 and "iframe" in args.freeze.split(","):
+        raise TrainError("--freeze=iframe leaves --image_mix's stills nothing to train: pass --image_mix=0")
     if args.max_steps < 0:
         raise TrainError(f"--max_steps must be >= 0 (0: no step budget), got {args.max_steps}")
-    for flag in ("batch", "gop", "downscale", "max_stride", "log_every", "image_batch", "workers"):
+    for flag in ("batch", "gop", "downscale", "max_stride", "log_every", "image_batch", "image_mix_batch", "workers"):
         if getattr(args, flag) < 1:
             raise TrainError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     for flag in ("crop", "image_crop"):
@@ -655,6 +678,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image_frac", type=float, default=0.0, help="fraction of the budget spent on the I-frame phase")
     p.add_argument("--image_batch", type=int, default=32)
     p.add_argument("--image_crop", type=int, default=256)
+    p.add_argument("--image_mix", type=float, default=0.0,
+                   help="in the GOP phase, add this weight times the loss of --image_mix_batch single-frame crops "
+                        "(--image_crop, from --photos and video frames, as the I-frame phase draws them) to every step's "
+                        "loss: the I-frame codec trains for the P path without drifting off photos (0: off)")
+    p.add_argument("--image_mix_batch", type=int, default=4, help="single-frame crops per GOP step with --image_mix")
     p.add_argument("--downscale", type=int, default=2)
     p.add_argument("--max_stride", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -772,24 +800,30 @@ class Run:
     def reset_window(self):
         torch, L = self.torch, self.num_levels
         z = lambda *s: torch.zeros(*s, device=self.device)  # noqa: E731
-        self.window = {"n": 0, "loss": z(()), "mse": z(2, L), "bpp": z(2, L), "count": z(2, L), "warp": z(()), "warp_n": 0}
+        self.window = {"n": 0, "loss": z(()), "mse": z(3, L), "bpp": z(3, L), "count": z(3, L), "warp": z(()), "warp_n": 0}
         self.window_start = time.time()
 
-    def accumulate(self, outputs, levels):
-        torch = self.torch
-        loss, dist, bpp, warp = outputs
+    def accumulate(self, outputs, levels, still_levels=None):
+        """Adds a step's outputs (Stepper's) to the window: rows I-frames, P-frames, --image_mix stills."""
+        loss, dist, bpp, warp, s_dist, s_bpp = outputs
         w = self.window
         w["n"] += 1
         w["loss"] += loss
-        onehot = torch.nn.functional.one_hot(levels, self.num_levels).float()  # [B, T, L]
-        for kind, sl in ((0, slice(0, 1)), (1, slice(1, None))):
-            if dist[:, sl].numel():
-                w["mse"][kind] += (onehot[:, sl] * dist[:, sl, None]).sum((0, 1))
-                w["bpp"][kind] += (onehot[:, sl] * bpp[:, sl, None]).sum((0, 1))
-                w["count"][kind] += onehot[:, sl].sum((0, 1))
+        self._add(0, dist[:, :1], bpp[:, :1], levels[:, :1])
+        self._add(1, dist[:, 1:], bpp[:, 1:], levels[:, 1:])
+        if still_levels is not None:
+            self._add(2, s_dist, s_bpp, still_levels)
         if warp.numel():
             w["warp"] += warp.mean()
             w["warp_n"] += 1
+
+    def _add(self, kind: int, dist, bpp, levels):
+        if dist.numel():
+            w = self.window
+            onehot = self.torch.nn.functional.one_hot(levels, self.num_levels).float()  # [B, T, L]
+            w["mse"][kind] += (onehot * dist[..., None]).sum((0, 1))
+            w["bpp"][kind] += (onehot * bpp[..., None]).sum((0, 1))
+            w["count"][kind] += onehot.sum((0, 1))
 
     def log(self, phase: str, frames_per_step: int, pixels: int, lr: float, frac: float):
         """Prints and records the window; returns False (recording nothing) if its loss diverged."""
@@ -821,6 +855,8 @@ class Run:
             "i_bpp": [round(float(v), 4) if s else None for v, s in zip(rate[0], seen[0])],
             "p_psnr": [round(float(v), 2) if s else None for v, s in zip(psnr[1], seen[1])],
             "p_bpp": [round(float(v), 4) if s else None for v, s in zip(rate[1], seen[1])],
+            "still_psnr": [round(float(v), 2) if s else None for v, s in zip(psnr[2], seen[2])],
+            "still_bpp": [round(float(v), 4) if s else None for v, s in zip(rate[2], seen[2])],
             "warp_psnr": round(float(-10 * math.log10(float(w["warp"]) / w["warp_n"])), 2) if w["warp_n"] else None,
         }
         self.history.append(record)
@@ -835,7 +871,9 @@ class Run:
             f"{record['frames_per_s']:g} frames/s{util}; {100 * frac:.0f}% of budget, lr {lr:.1e}) loss {mean_loss:.5f}\n"
             f"    I dB by level: {fmt(record['i_psnr'])} | I bpp: {fmt(record['i_bpp'])}\n"
             f"    P dB by level: {fmt(record['p_psnr'])} | P bpp: {fmt(record['p_bpp'])}"
-            + (f" | warp {record['warp_psnr']} dB" if record["warp_psnr"] is not None else ""),
+            + (f" | warp {record['warp_psnr']} dB" if record["warp_psnr"] is not None else "")
+            + (f"\n    stills (--image_mix) dB by level: {fmt(record['still_psnr'])} | bpp: {fmt(record['still_bpp'])}"
+               if seen[2].any() else ""),
             flush=True,
         )
         self.reset_window()
@@ -939,7 +977,8 @@ def load_data(args, num_levels, device):
     clips = load_clips(args.data, args.downscale, args.cache_dir, args.workers, min_side=args.crop)
     photos = load_photos(args.photos, args.workers) if args.photos else []
     sampler = GpuSampler(clips, args.gop + args.rollout, args.crop, args.max_stride, num_levels, device, args.seed)
-    stills = StillSampler(photos, clips, args.image_crop, num_levels, device, args.seed + 7) if args.image_frac > 0 else None
+    wanted = args.image_frac > 0 or args.image_mix > 0
+    stills = StillSampler(photos, clips, args.image_crop, num_levels, device, args.seed + 7) if wanted else None
     frames = sum(f.shape[0] for _, f in sampler.clips)
     left_out = len(clips) - len(sampler.clips)
     note = f" ({left_out} shorter than {sampler.gop} frames or smaller than the crop left out)" if left_out else ""
@@ -990,7 +1029,7 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
     use_graphs = bool(args.graphs)
     if use_graphs and args.rollout:  # gpu_train.campaign sets --graphs after check_args
         raise TrainError("--rollout trains eagerly (its GOPs vary in depth): run without --graphs")
-    stepper = Stepper(model, lam, modulator, args, device, autocast_dtype, capturable=use_graphs)
+    stepper = Stepper(model, lam, modulator, args, device, autocast_dtype, capturable=use_graphs, mix=args.image_mix)
     image_stepper = None
     if stills is not None:
         image_stepper = Stepper(model, lam, image_modulator, args, device, autocast_dtype, capturable=use_graphs, opt=stepper.opt)
@@ -1037,7 +1076,9 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
                 else f"GOPs, batch {args.batch} x {args.gop} x {args.crop}^2"
                 + ((f", after 0-{args.rollout} frames coded without gradients (--rollout)" if args.rollout_frac < 0 else
                     f", {args.rollout_frac:.0%} of them after 1-{args.rollout} frames coded without gradients (--rollout)")
-                   if args.rollout else "")), flush=True)
+                   if args.rollout else "")
+                + (f", each with {args.image_mix_batch} stills of {args.image_crop}^2 at loss weight {args.image_mix:g} "
+                   "(--image_mix)" if args.image_mix > 0 else "")), flush=True)
         lr = args.lr * run.lr_scale * (1.0 if frac < 0.8 else 0.2 if frac < 0.95 else 0.04)
         if phase_start is not None and args.phase_warmup > 0:
             lr *= min(1.0, (iteration - phase_start + 1) / args.phase_warmup)
@@ -1050,26 +1091,28 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
         warp_on = args.warp_loss > 0 and (args.warp_loss_frac <= 0 or frac < args.warp_loss_frac)
         active.set_warp_weight(args.warp_loss if warp_on else 0.0)
         frames, levels = source.batch(size)
-        carry = None
+        carry = still_batch = None
         if phase == "gop" and args.rollout:
             frames, levels, carry = active.roll_out(frames, levels, rollout_depth(rollout_rng, args.rollout, args.rollout_frac))
+        if phase == "gop" and args.image_mix > 0:
+            still_batch = stills.batch(args.image_mix_batch)
         if phase not in run.flops:
-            run.flops[phase] = count_step_flops(active, frames, levels, carry)  # a real step, not logged
+            run.flops[phase] = count_step_flops(active, frames, levels, carry, still_batch)  # a real step, not logged
         else:
             outputs = None
             if use_graphs:
-                key = (phase, model.step_int >= model.c["norm_freeze_steps"])
-                outputs = active.graphed(key, frames, levels)
+                key = (phase, model.step_int >= model.c["norm_freeze_steps"], still_batch is not None)
+                outputs = active.graphed(key, frames, levels, stills=still_batch)
                 if outputs is None and active.graph_failed is not None:
                     print(f"warning: CUDA graph capture failed ({active.graph_failed}); training eagerly", flush=True)
                     use_graphs = False
             if outputs is None:
-                outputs = active.eager(frames, levels, carry)
+                outputs = active.eager(frames, levels, carry, still_batch)
             if carry is None:  # row 0 of the modulator is the I-frame's: a rolled-out P-frame is not
                 active.modulator.update(replicas.gather(outputs[1]), replicas.gather(levels))
             if model.step_int < model.c["norm_freeze_steps"]:
                 replicas.average_norm_statistics(model)
-            run.accumulate(outputs, levels)
+            run.accumulate(outputs, levels, None if still_batch is None else still_batch[1])
         if phase == "image":
             run.image_steps += 1
         else:

@@ -507,3 +507,78 @@ def test_campaign_refuses_rollout_before_anything_else(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--rollout trains eagerly" in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+SCRIPT_IMAGE_MIX = r"""
+import json, sys, torch
+from types import SimpleNamespace
+from gpu_train import net
+from gpu_train.train import Stepper
+config = json.load(open(sys.argv[1]))
+model = net.ELFVC(config).train()
+model.step_int = model.c["norm_freeze_steps"] + 1
+L = model.c["levels"]
+lam = net.lambdas(0.2, 0.001, L)
+args = SimpleNamespace(lr=1e-4, clip_norm=0.0)
+frames, levels = torch.rand(2, 2, 3, 64, 64), torch.tensor([[3, 2], [7, 6]])
+stills = (torch.rand(3, 1, 3, 64, 64), torch.tensor([[0], [4], [7]]))
+losses = {}
+for mix in (0.0, 0.5):
+    stepper = Stepper(model, lam, net.LossModulator(2, L, "cpu"), args, torch.device("cpu"), None,
+                      capturable=False, mix=mix)
+    for with_stills in (False, True):
+        torch.manual_seed(1)  # the same quantization noise for the GOP in every call
+        with torch.no_grad():
+            out = stepper._loss(frames, levels, stills=stills if with_stills else None)
+        losses[(mix, with_stills)] = out
+plain, mixed = losses[(0.0, False)], losses[(0.5, True)]
+stills_loss = net.multilevel_loss(mixed[4], mixed[5], stills[1], torch.ones(1, L), lam)
+print(json.dumps({
+    "zero_mix": float(losses[(0.0, True)][0] - plain[0]), "no_stills_shape": list(plain[4].shape),
+    "mixed_minus_plain": float(mixed[0] - plain[0]), "half_stills_loss": float(0.5 * stills_loss),
+    "gop_same": bool(torch.equal(mixed[1], plain[1])), "stills_shape": list(mixed[4].shape),
+}))
+"""
+
+
+def test_image_mix_adds_the_weighted_stills_loss(tmp_path):
+    """--image_mix W: a GOP step's loss is the GOP's loss plus W times the I-frame loss of the
+    stills (mu 1), the GOP's own terms untouched; W 0 adds exactly nothing."""
+    config = _tiny_base_config(tmp_path / "config.json")
+    result = run_torch(["-c", SCRIPT_IMAGE_MIX, str(config)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = json.loads(result.stdout)
+    assert got["zero_mix"] == 0.0 and got["no_stills_shape"] == [0, 1] and got["stills_shape"] == [3, 1], got
+    assert got["gop_same"], got
+    assert got["half_stills_loss"] > 0
+    assert got["mixed_minus_plain"] == pytest.approx(got["half_stills_loss"], rel=1e-5), got
+
+
+def test_image_mix_training_on_cpu(tmp_path):
+    """A GOP-phase run with --image_mix logs the stills' PSNR and rate by level beside the GOP's,
+    counts their FLOPs, and refuses a frozen I-frame codec or a negative weight in one line."""
+    from gpu_train import train
+
+    _fake_train_set(tmp_path / "train", videos=2)
+    config = _tiny_base_config(tmp_path / "config.json")
+    common = [f"--config={config}", f"--data={tmp_path / 'train/video'}", f"--photos={tmp_path / 'train/images'}",
+              "--minutes=10", "--batch=1", "--gop=2", "--crop=64", "--image_crop=64", "--device=cpu", "--log_every=2",
+              "--phase_warmup=0"]
+    plain = run_torch(["-m", "gpu_train.train", *common, f"--out_dir={tmp_path / 'plain'}", "--max_steps=1"])
+    result = run_torch(["-m", "gpu_train.train", *common, f"--out_dir={tmp_path / 'out'}", "--max_steps=5",
+                        "--image_mix=0.5", "--image_mix_batch=3", "--precision=bf16"])
+    assert plain.returncode == 0 and result.returncode == 0, (plain.stderr[-1000:], result.stderr[-2000:])
+    assert "each with 3 stills of 64^2 at loss weight 0.5 (--image_mix)" in result.stdout
+    assert "stills (--image_mix) dB by level" in result.stdout and "stills (--image_mix)" not in plain.stdout
+    progress = json.loads((tmp_path / "out" / "progress.json").read_text())
+    assert progress["gop_steps"] == 5 and progress["image_steps"] == 0 and progress["final"], progress
+    seen = [v for r in progress["log"] for v in r["still_psnr"] if v is not None]
+    assert seen and all(np.isfinite(seen)), progress["log"]
+    flops_plain = json.loads((tmp_path / "plain" / "progress.json").read_text())["flops_per_step"]["gop"]
+    assert progress["flops_per_step"]["gop"] > flops_plain  # the stills' forward and backward are counted
+    for bad, message in ((["--image_mix=-1"], "--image_mix must be >= 0"),
+                         (["--image_mix=0.5", "--freeze=iframe"], "--freeze=iframe leaves --image_mix's stills"),
+                         (["--image_mix=0.5", "--image_mix_batch=0"], "--image_mix_batch must be >= 1")):
+        args = train.build_parser().parse_args([*common, "--out_dir=o", *bad])
+        with pytest.raises(train.TrainError, match=message):
+            train.check_args(args)
