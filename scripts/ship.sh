@@ -2,17 +2,19 @@
 # Ships new `base` weights as the default model, after scripts/ship_check.sh said they need fewer
 # bits on every clip: the mechanical half of docs/TRAINING.md's ship procedure. It
 #   1. refuses unless RUN_DIR is a trainer run (progress.json) that finished without diverging and
-#      started from the shipped model step, its model folder runs/campaign_sSTEP (ship_check's)
-#      holds exactly RUN_DIR's weights and the shipped config, and runtime/checkpoints/base has no
-#      uncommitted change (git keeps what it replaces);
+#      started from the shipped model step, or from a line of such runs that did (each started
+#      from the weights of the one its --init names: gpu_train/lineage.py), its model folder
+#      runs/campaign_sSTEP (ship_check's) holds exactly RUN_DIR's weights and the shipped config,
+#      and runtime/checkpoints/base has no uncommitted change (git keeps what it replaces);
 #   2. writes the FP16 compact copy (runtime.bundle compact) beside, with the shipped model card,
 #      and codes street's first 8 frames at level 4 with it and with the FP32 folder (the card's
 #      P-frame pattern both): past 1% in bytes or 0.05 dB in PSNR it stops, having shipped nothing;
 #   3. copies weights.npz and integer_hyper.npz into runtime/checkpoints/base, and last moves
-#      training.json on: model_step, gop_steps, image_steps, and a campaigns entry made from the
-#      run's progress.json (its flags, steps, time, rollbacks) with NOTE.
+#      training.json on: model_step, gop_steps, image_steps, lambda_range, and a campaigns entry
+#      per run of the line made from its progress.json (flags, steps, time, rollbacks) with NOTE;
+#      a run trained at another --lambda_range than the card's moves the card's lambda_range too
+#      (the encoder presets' rate weights read it) and says so.
 # The model card's prose, the README / docs figures and the demo stay a person's work (it lists them).
-# A run that did not start from the shipped step (unshipped runs in between) is shipped by hand.
 #
 # usage: [EVAL=DIR] scripts/ship.sh RUN_DIR "NOTE"   (~2 min; `git checkout runtime/checkpoints/base` undoes it)
 #   RUN_DIR: gpu_train.train's --out_dir (weight shards and progress.json), already through ship_check
@@ -31,14 +33,14 @@ fail() { echo "ship: $*" >&2; exit 1; }
 [[ -z $(git status --porcelain -- "$dest") ]] || fail "$dest has uncommitted changes; commit or restore them first"
 step=$("$PY" - "$run" "$dest" <<'EOF'
 import json, pathlib, sys
+from gpu_train.lineage import LineageError, read_progress, run_chain
 run, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-progress = json.loads((run / "progress.json").read_text())
 shipped = json.loads((dest / "training.json").read_text())["model_step"]
-step, start = progress["model_step"], progress["model_step"] - progress["steps_here"]
-if not progress.get("final") or "diverged_at" in progress:
-    sys.exit(f"ship: {run} did not finish (cut, or stopped diverging): ship_check and ship its last shards by hand")
-if start != shipped:
-    sys.exit(f"ship: {run} started at model step {start}, not at the shipped {shipped}: ship it by hand")
+try:
+    step = read_progress(run)["model_step"]
+    run_chain(run, shipped)
+except LineageError as e:
+    sys.exit(f"ship: {e}")
 model = pathlib.Path(f"runs/campaign_s{step}")
 if not (model / "config.json").is_file():
     sys.exit(f"ship: no {model}: run scripts/ship_check.sh {run} first (it builds and measures it)")
@@ -57,7 +59,19 @@ model=runs/campaign_s$step
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$PY" -m runtime.bundle compact "$model" "$tmp/compact" > "$tmp/compact.log" 2>&1 || { cat "$tmp/compact.log" >&2; fail "compact failed"; }
-cp "$dest/model_card.json" "$tmp/compact/"  # codes as the shipped folder will (the card's GOP and pattern)
+"$PY" - "$run" "$dest/model_card.json" "$tmp/compact/model_card.json" <<'EOF'  # codes as the shipped folder will
+import json, shutil, sys
+from gpu_train.lineage import chain_lambda_range, run_chain
+card = json.loads(open(sys.argv[2]).read())
+shipped = json.loads(open(sys.argv[2].replace("model_card.json", "training.json")).read())["model_step"]
+lambda_range = chain_lambda_range(run_chain(sys.argv[1], shipped))
+if lambda_range is not None and lambda_range != card.get("lambda_range"):
+    print(f"model card: lambda_range {card.get('lambda_range')} -> {lambda_range} (the run's --lambda_range)")
+    card["lambda_range"] = lambda_range
+    open(sys.argv[3], "w").write(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
+else:
+    shutil.copy(sys.argv[2], sys.argv[3])
+EOF
 po=$("$PY" -c "from model.bundle import given_or_card_p_level_offset as po; print(po(''))")
 for which in compact fp32; do
     folder=$tmp/compact; [[ $which == fp32 ]] && folder=$model
@@ -75,31 +89,15 @@ print(f"compact FP16 against FP32: {b16 / b32 - 1:+.2%} bits, {p16 - p32:+.3f} d
 if abs(b16 / b32 - 1) > 0.01 or abs(p16 - p32) > 0.05:
     sys.exit("ship: the compact copy codes too far from the FP32 weights; nothing was shipped")
 EOF
-cp "$tmp/compact/weights.npz" "$tmp/compact/integer_hyper.npz" "$dest/"
-"$PY" - "$run" "$dest/training.json" "$step" "$note" <<'EOF'
-import datetime, json, pathlib, sys
-run, path, step, note = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-progress = json.loads((run / "progress.json").read_text())
+cp "$tmp/compact/weights.npz" "$tmp/compact/integer_hyper.npz" "$tmp/compact/model_card.json" "$dest/"
+"$PY" - "$run" "$dest/training.json" "$note" <<'EOF'
+import json, pathlib, sys
+from gpu_train.lineage import record_chain, run_chain
+run, path, note = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
 training = json.loads(path.read_text())
-args = progress["args"]
-precision = {"bf16": "PyTorch bf16 autocast", "tf32": "PyTorch TF32", "fp32": "PyTorch FP32"}.get(args["precision"], args["precision"])
-entry = {
-    "date": datetime.date.today().isoformat(),
-    "device": f"CPU ({precision})" if args["device"] == "cpu" else f"{args['device']} ({precision})",
-    "freeze": args.get("freeze") or None, "batch": args["batch"], "gop": args["gop"], "crop": args["crop"],
-    "lr": args["lr"], "clip_norm": args["clip_norm"], "rollbacks": len(progress.get("rollbacks", [])),
-    "block_motion_upsample": progress["config"].get("block_motion_upsample"),
-    "gop_steps": progress["gop_steps"], "image_steps": progress["image_steps"] or None,
-    "minutes": round(progress["elapsed_s"] / 60, 1), "seed": args["seed"],
-    "rollout": args.get("rollout") or None, "rollout_frac": args.get("rollout_frac") if args.get("rollout") else None,
-    "note": f"{note}; model step {step}",
-}
-shipped = training["model_step"]
-training["campaigns"].append({k: v for k, v in entry.items() if v is not None})
-training["model_step"] = step
-training["gop_steps"] += step - shipped  # the steps kept (a rolled-back window is trained again)
-training["image_steps"] += progress["image_steps"]
-path.write_text(json.dumps(training, indent=1) + "\n")
+chain = run_chain(run, training["model_step"])
+path.write_text(json.dumps(record_chain(training, chain, note), indent=1) + "\n")
+print(f"training.json: {len(chain)} run(s): {', '.join(str(r) for r in chain)}")
 EOF
 echo "shipped model step $step into $dest. By hand: model_card.json's description (its figures), README /
 WORKSPACE / docs/BENCHMARKS.md / TRAINING.md / HISTORY.md, \`python -m runtime.demo\`, then the suite."

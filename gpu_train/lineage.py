@@ -1,0 +1,114 @@
+"""Which training runs lead from the shipped model to new weights, and what training.json records
+of each: the bookkeeping half of scripts/ship.sh.
+
+A run is a gpu_train.train --out_dir: its progress.json has the model step it ended at, the steps
+it trained (`steps_here`) and its flags (`args`, `--init` among them). New weights may come from a
+line of runs, each started from the one before (an I-frame run, then a GOP run from its weights):
+`run_chain` follows the `--init` flags back until a run starts at the shipped step, and refuses a
+line with a gap, a run that did not finish, or one that diverged. Standard library only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+from typing import List, Optional
+
+PRECISION_NAMES = {"bf16": "PyTorch bf16 autocast", "tf32": "PyTorch TF32", "fp32": "PyTorch FP32"}
+
+
+class LineageError(ValueError):
+    """Runs that cannot be shipped as a line from the shipped model; the message says why."""
+
+
+def read_progress(run: pathlib.Path) -> dict:
+    path = pathlib.Path(run) / "progress.json"
+    try:
+        progress = json.loads(path.read_text())
+    except OSError:
+        raise LineageError(f"{run} has no progress.json (a gpu_train.train --out_dir is needed)") from None
+    except ValueError:
+        raise LineageError(f"{path} is not JSON") from None
+    for key in ("model_step", "steps_here", "args"):
+        if key not in progress:
+            raise LineageError(f"{path} has no {key!r}: not a gpu_train.train run")
+    return progress
+
+
+def run_chain(run, shipped_step: int, max_runs: int = 20) -> List[pathlib.Path]:
+    """The runs from the first, which started at `shipped_step`, to `run`, in training order.
+
+    Each run must have finished (`final`) without diverging, and each but the first must have
+    started (`model_step - steps_here`) at the step the run its --init names ended at.
+    """
+    chain = [pathlib.Path(run)]
+    while True:
+        current = chain[0]
+        progress = read_progress(current)
+        if not progress.get("final") or "diverged_at" in progress:
+            raise LineageError(f"{current} did not finish (cut, or stopped diverging): ship its last shards by hand")
+        start = int(progress["model_step"]) - int(progress["steps_here"])
+        if start == shipped_step:
+            return chain
+        init = (progress["args"] or {}).get("init") or ""
+        before = pathlib.Path(init)
+        if not init or not (before / "progress.json").is_file():
+            raise LineageError(
+                f"{current} started at model step {start}, not at the shipped {shipped_step}, and its --init "
+                f"({init or 'none'}) is not a run to follow back: ship it by hand")
+        if int(read_progress(before)["model_step"]) != start:
+            raise LineageError(f"{current} started at model step {start}, but its --init {before} ended at "
+                               f"{read_progress(before)['model_step']}: ship it by hand")
+        if before in chain or len(chain) >= max_runs:
+            raise LineageError(f"{run}: the --init line loops or is longer than {max_runs} runs")
+        chain.insert(0, before)
+
+
+def campaign_entry(progress: dict, note: str, date: Optional[str] = None) -> dict:
+    """training.json's `campaigns` entry for one run (None fields left out)."""
+    args = progress["args"]
+    precision = PRECISION_NAMES.get(args.get("precision"), args.get("precision"))
+    device = args.get("device", "cuda")
+    lambda_range = args.get("lambda_range")
+    entry = {
+        "date": date or datetime.date.today().isoformat(),
+        "device": f"CPU ({precision})" if device == "cpu" else f"{device} ({precision})",
+        "freeze": args.get("freeze") or None, "batch": args.get("batch"), "gop": args.get("gop"), "crop": args.get("crop"),
+        "lr": args.get("lr"), "clip_norm": args.get("clip_norm"), "rollbacks": len(progress.get("rollbacks", [])),
+        "lambda_range": [float(v) for v in lambda_range.split(",")] if lambda_range else None,
+        "block_motion_upsample": (progress.get("config") or {}).get("block_motion_upsample"),
+        "gop_steps": progress.get("gop_steps"), "image_steps": progress.get("image_steps") or None,
+        "image_frac": args.get("image_frac") or None,
+        "image_mix": args.get("image_mix") or None, "image_mix_batch": args.get("image_mix_batch") if args.get("image_mix") else None,
+        "minutes": round(progress.get("elapsed_s", 0.0) / 60, 1), "seed": args.get("seed"),
+        "rollout": args.get("rollout") or None, "rollout_frac": args.get("rollout_frac") if args.get("rollout") else None,
+        "note": f"{note}; model step {progress['model_step']}",
+    }
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def record_chain(training: dict, chain, note: str, date: Optional[str] = None) -> dict:
+    """`training` (a shipped training.json) moved on by the runs of `chain` (run_chain's): a
+    campaigns entry each, model_step the last run's, gop_steps by the steps kept (a window rolled
+    back is trained again), image_steps added up, lambda_range the last run's."""
+    out = json.loads(json.dumps(training))
+    last = None
+    for i, run in enumerate(chain):
+        progress = read_progress(run)
+        label = note if len(chain) == 1 else f"{note} (run {i + 1} of {len(chain)}: {pathlib.Path(run).name})"
+        out["campaigns"].append(campaign_entry(progress, label, date))
+        out["image_steps"] = int(out.get("image_steps", 0)) + int(progress.get("image_steps", 0))
+        last = progress
+    out["gop_steps"] = int(out.get("gop_steps", 0)) + int(last["model_step"]) - int(training["model_step"])
+    out["model_step"] = int(last["model_step"])
+    lambda_range = chain_lambda_range(chain)
+    if lambda_range is not None:
+        out["lambda_range"] = lambda_range
+    return out
+
+
+def chain_lambda_range(chain) -> Optional[List[float]]:
+    """The --lambda_range the line's last run trained with, as two floats (None if unrecorded)."""
+    text = read_progress(chain[-1])["args"].get("lambda_range")
+    return [float(v) for v in text.split(",")] if text else None

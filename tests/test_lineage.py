@@ -1,0 +1,67 @@
+"""gpu_train.lineage: the line of runs scripts/ship.sh follows back to the shipped model, and what
+training.json records of it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gpu_train.lineage import LineageError, campaign_entry, chain_lambda_range, record_chain, run_chain
+
+
+def _run(folder, step, here, init="", final=True, lam="0.2,0.0002", **extra):
+    folder.mkdir(parents=True)
+    progress = {"model_step": step, "steps_here": here, "final": final, "gop_steps": extra.pop("gop_steps", here),
+                "image_steps": extra.pop("image_steps", 0), "elapsed_s": 600.0, "config": {"block_motion_upsample": "bilinear"},
+                "args": {"init": init, "lambda_range": lam, "precision": "bf16", "device": "cpu", "batch": 4, "gop": 4,
+                         "crop": 128, "lr": 1e-4, "clip_norm": 1.0, "seed": 3, "image_mix": extra.pop("image_mix", 0.0),
+                         "image_mix_batch": 2, "rollout": 0},
+                **extra}
+    (folder / "progress.json").write_text(json.dumps(progress))
+    return folder
+
+
+def test_a_line_of_runs_is_followed_back_to_the_shipped_step(tmp_path):
+    first = _run(tmp_path / "i7", 110, 10, init="weights.npz", image_steps=900, gop_steps=10)
+    second = _run(tmp_path / "p25", 150, 40, init=str(first), image_mix=0.5)
+    assert run_chain(second, 100) == [first, second]
+    assert run_chain(first, 100) == [first]
+    training = {"model_step": 100, "gop_steps": 99, "image_steps": 5, "lambda_range": [0.2, 0.001], "campaigns": [{}]}
+    moved = record_chain(training, run_chain(second, 100), "why", date="2026-12-06")
+    assert (moved["model_step"], moved["gop_steps"], moved["image_steps"]) == (150, 149, 905)
+    assert moved["lambda_range"] == [0.2, 0.0002] == chain_lambda_range([first, second])
+    assert [c.get("note") for c in moved["campaigns"]] == [
+        None, "why (run 1 of 2: i7); model step 110", "why (run 2 of 2: p25); model step 150"]
+    assert moved["campaigns"][2]["image_mix"] == 0.5 and "image_mix" not in moved["campaigns"][1]
+    assert training["model_step"] == 100 and len(training["campaigns"]) == 1  # the input is left alone
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unfinished", "did not finish"),
+    ("gap", "but its --init"),
+    ("no_init", "is not a run to follow back"),
+    ("diverged", "did not finish"),
+])
+def test_a_broken_line_is_refused_with_the_reason(tmp_path, case, message):
+    first = _run(tmp_path / "a", 110, 10, final=case != "unfinished",
+                 **({"diverged_at": 105} if case == "diverged" else {}))
+    init = "" if case == "no_init" else str(first)
+    second = _run(tmp_path / "b", 150 + (5 if case == "gap" else 0), 40, init=init)
+    with pytest.raises(LineageError, match=message):
+        run_chain(second, 100)
+
+
+def test_a_folder_without_progress_is_named(tmp_path):
+    with pytest.raises(LineageError, match="has no progress.json"):
+        run_chain(tmp_path, 100)
+    (tmp_path / "progress.json").write_text('{"model_step": 1}')
+    with pytest.raises(LineageError, match="no 'steps_here'"):
+        run_chain(tmp_path, 100)
+
+
+def test_campaign_entry_leaves_out_what_the_run_did_not_use(tmp_path):
+    run = _run(tmp_path / "r", 10, 10)
+    entry = campaign_entry(json.loads((run / "progress.json").read_text()), "n", date="2026-12-06")
+    assert entry["device"] == "CPU (PyTorch bf16 autocast)" and entry["lambda_range"] == [0.2, 0.0002]
+    assert not {"image_mix", "image_mix_batch", "rollout", "rollout_frac", "freeze", "image_steps"} & set(entry)
