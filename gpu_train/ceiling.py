@@ -7,7 +7,9 @@ analysis output straight into the synthesis). If the unquantized PSNR is barely 
 quantized one at the top level, the transform pair, not quantization or the entropy model, caps the
 quality: more bits cannot buy more, and only training (or wider transforms) can. Rates are the
 hyperprior's estimated bits (the training's rate term), not a bitstream's; benchmarks/bench_image.py
-measures real files.
+measures real files. Each level also counts the latent channels in use: those whose spread over an
+image (the standard deviation of the analysis output) is above half the level's quantization width,
+averaged over the images; the decoder was trained to read the others as quantization noise.
 
     python -m gpu_train.ceiling --model=runtime/checkpoints/base --images=../shared/data/eval/images \
         --limit=4 --levels=4,7 --out=ceiling.json [--weights=runs/cpu_run]   # a run's shards on the same config
@@ -86,8 +88,23 @@ def code_image(model, image, level: float, scale):
     return y[0].permute(1, 2, 0).numpy(), bits
 
 
+def active_channels(model, image, level: float, threshold: float = 0.5) -> int:
+    """How many latent channels spread (standard deviation over the image) above `threshold` times
+    the level's quantization width."""
+    import torch
+
+    ic = model.iframe
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+    lv = torch.tensor([float(level)])
+    with torch.no_grad():
+        latent = ic.encode(x, model.embed(lv))[0]
+        spread = latent.flatten(1).std(dim=1) / ic.quant_width(lv)[0]
+    return int((spread > threshold).sum())
+
+
 def measure(model, images, levels, scales) -> list:
-    """Per level: for each scale the mean PSNR-RGB and bpp over the images, and the unquantized PSNR."""
+    """Per level: for each scale the mean PSNR-RGB and bpp over the images, the unquantized PSNR,
+    and the mean count of latent channels in use (`active_channels`)."""
     rows = []
     for level in levels:
         row = {"level": level, "scales": []}
@@ -99,6 +116,8 @@ def measure(model, images, levels, scales) -> list:
                 "bpp": float(np.mean([b / (im.shape[0] * im.shape[1]) for (_, b), im in zip(results, images)])),
             })  # fmt: skip
         row["unquantized_psnr"] = float(np.mean([psnr(code_image(model, im, level, None)[0], im) for im in images]))
+        row["active_channels"] = float(np.mean([active_channels(model, im, level) for im in images]))
+        row["latent_channels"] = int(model.c["latent_channels"])
         rows.append(row)
     return rows
 
@@ -162,7 +181,8 @@ def _main(argv) -> int:
     print(f"{len(images)} images ({', '.join(names)}), mean PSNR-RGB / estimated bpp; 'unquantized': latents not rounded")
     for row in rows:
         cells = "  ".join(f"x{s['scale']:g}: {s['psnr']:.2f} dB {s['bpp']:.3f} bpp" for s in row["scales"])
-        print(f"level {row['level']:g}: {cells}  unquantized: {row['unquantized_psnr']:.2f} dB")
+        print(f"level {row['level']:g}: {cells}  unquantized: {row['unquantized_psnr']:.2f} dB  "
+              f"channels in use: {row['active_channels']:.1f} of {row['latent_channels']}")
     if args.out:
         tmp = pathlib.Path(args.out + ".tmp")
         try:

@@ -48,6 +48,9 @@ def test_finer_quantization_costs_bits_and_converges_to_unquantized(images, tmp_
         assert all(np.isfinite(s["psnr"]) and s["psnr"] > 10 for s in row["scales"])
     # The top level spends more than level 0 at the model's own step.
     assert rows[1]["scales"][0]["bpp"] > rows[0]["scales"][0]["bpp"]
+    # ... and its finer quantization width puts more latent channels above half a step.
+    assert 0 <= rows[0]["active_channels"] < rows[1]["active_channels"] <= rows[1]["latent_channels"] == 128, rows
+    assert "channels in use:" in r.stdout
 
 
 @pytest.fixture
