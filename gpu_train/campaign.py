@@ -80,6 +80,31 @@ def weights_config(init: str, scratch: pathlib.Path) -> Optional[pathlib.Path]:
     return source if source.name != "progress.json" else write_config(scratch, config)
 
 
+#: The rate weights a campaign trains with when its initial weights record none (from scratch).
+DEFAULT_LAMBDA_RANGE = "0.2,0.001"
+
+
+def weights_lambda_range(init: str) -> str:
+    """The --lambda_range the weights at `init` were trained with, so a campaign goes on at their
+    rate weights: the model card's `lambda_range` beside them (a shipped folder), else the flag of
+    the training run whose progress.json is beside them, else DEFAULT_LAMBDA_RANGE."""
+    if not init:
+        return DEFAULT_LAMBDA_RANGE
+    path = pathlib.Path(init.split(",")[0])
+    folder = path if path.is_dir() else path.parent
+    for name, read in (("model_card.json", lambda d: d.get("lambda_range")),
+                       ("progress.json", lambda d: (d.get("args") or {}).get("lambda_range"))):
+        try:
+            value = read(json.loads((folder / name).read_text()))
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, list) and len(value) == 2:
+            return f"{float(value[0]):g},{float(value[1]):g}"
+    return DEFAULT_LAMBDA_RANGE
+
+
 def write_config(folder: pathlib.Path, config: dict) -> pathlib.Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=1))
@@ -325,7 +350,7 @@ def run(args, start: float) -> int:
     train_argv = [
         f"--config={config_path}", f"--data={pack / 'video'}", f"--out_dir={out}", "--minutes=1",
         "--batch=16", "--gop=8", "--crop=256", "--image_batch=32", "--image_crop=256", f"--image_frac={image_frac}",
-        "--lr=2e-4", "--lambda_range=0.2,0.001", "--clip_norm=1", "--workers=12", "--log_every=100",
+        "--lr=2e-4", f"--lambda_range={weights_lambda_range(init)}", "--clip_norm=1", "--workers=12", "--log_every=100",
         "--save_every_secs=90", f"--device={args.device}",
     ]
     if (pack / "photos").is_dir() and any((pack / "photos").iterdir()):

@@ -582,3 +582,19 @@ def test_image_mix_training_on_cpu(tmp_path):
         args = train.build_parser().parse_args([*common, "--out_dir=o", *bad])
         with pytest.raises(train.TrainError, match=message):
             train.check_args(args)
+
+
+def test_a_campaign_goes_on_at_its_weights_rate_weights(tmp_path):
+    """The campaign's --lambda_range comes from the weights it continues: the shipped model card's,
+    a training run's flag, else the default; never silently another range."""
+    from gpu_train import campaign
+
+    shipped = REPO / "runtime/checkpoints/base"
+    card = json.loads((shipped / "model_card.json").read_text())["lambda_range"]
+    assert campaign.weights_lambda_range(str(shipped / "weights.npz")) == ",".join(f"{v:g}" for v in card)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "progress.json").write_text(json.dumps({"args": {"lambda_range": "0.2,0.0002"}}))
+    assert campaign.weights_lambda_range(str(run)) == "0.2,0.0002"
+    assert campaign.weights_lambda_range(f"{run / 'weights-00.npz'},{run / 'weights-01.npz'}") == "0.2,0.0002"
+    assert campaign.weights_lambda_range("") == campaign.weights_lambda_range(str(tmp_path)) == campaign.DEFAULT_LAMBDA_RANGE
