@@ -52,7 +52,9 @@ def run_chain(run, shipped_step: int, max_runs: int = 20) -> List[pathlib.Path]:
         if start == shipped_step:
             return chain
         init = (progress["args"] or {}).get("init") or ""
-        before = pathlib.Path(init)
+        before = pathlib.Path(init.split(",")[0])  # a folder, an .npz or shards in one: their folder
+        if before.suffix == ".npz":
+            before = before.parent
         if not init or not (before / "progress.json").is_file():
             raise LineageError(
                 f"{current} started at model step {start}, not at the shipped {shipped_step}, and its --init "

@@ -611,7 +611,7 @@ def check_args(args) -> None:
         raise TrainError(f"--minutes must be positive, got {args.minutes:g}")
     if args.image_frac > 0 and "iframe" in args.freeze.split(","):
         raise TrainError("--freeze=iframe leaves the I-frame phase nothing to train: pass --image_frac=0")
-    if args.image_mix < 0:
+    if not args.image_mix >= 0:  # NaN too
         raise TrainError(f"--image_mix must be >= 0 (0: off), got {args.image_mix:g}")
     if args.image_mix > 0 and "iframe" in args.freeze.split(","):
         raise TrainError("--freeze=iframe leaves --image_mix's stills nothing to train: pass --image_mix=0")

@@ -598,3 +598,8 @@ def test_a_campaign_goes_on_at_its_weights_rate_weights(tmp_path):
     assert campaign.weights_lambda_range(str(run)) == "0.2,0.0002"
     assert campaign.weights_lambda_range(f"{run / 'weights-00.npz'},{run / 'weights-01.npz'}") == "0.2,0.0002"
     assert campaign.weights_lambda_range("") == campaign.weights_lambda_range(str(tmp_path)) == campaign.DEFAULT_LAMBDA_RANGE
+    # A card beside the weights wins over a run's flag (a shipped folder), in its list form.
+    (run / "model_card.json").write_text(json.dumps({"lambda_range": [0.3, 0.0001]}))
+    assert campaign.weights_lambda_range(str(run / "weights.npz")) == "0.3,0.0001"
+    (run / "model_card.json").write_text(json.dumps({"lambda_range": ["x", 1]}))  # unreadable: the next source
+    assert campaign.weights_lambda_range(str(run)) == "0.2,0.0002"

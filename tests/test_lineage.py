@@ -23,9 +23,11 @@ def _run(folder, step, here, init="", final=True, lam="0.2,0.0002", **extra):
 
 
 def test_a_line_of_runs_is_followed_back_to_the_shipped_step(tmp_path):
-    first = _run(tmp_path / "i7", 110, 10, init="weights.npz", image_steps=900, gop_steps=10)
+    first = _run(tmp_path / "i7", 110, 10, init="weights.npz", image_steps=900, gop_steps=10, lam="0.2,0.001")
     second = _run(tmp_path / "p25", 150, 40, init=str(first), image_mix=0.5)
     assert run_chain(second, 100) == [first, second]
+    third = _run(tmp_path / "p26", 160, 10, init=f"{second}/weights-00.npz,{second}/weights-01.npz")
+    assert run_chain(third, 100) == [first, second, third]  # --init as shards in a run folder
     assert run_chain(first, 100) == [first]
     training = {"model_step": 100, "gop_steps": 99, "image_steps": 5, "lambda_range": [0.2, 0.001], "campaigns": [{}]}
     moved = record_chain(training, run_chain(second, 100), "why", date="2026-12-06")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 import pathlib
 import re
@@ -98,4 +99,13 @@ def test_ship_refuses_in_one_line_before_touching_the_shipped_model(tmp_path):
     r = ship(str(tmp_path / "run"), "a note", env={"EVAL": str(tmp_path)})
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         f"ship: no {tmp_path}/street_320x180_21f.y4m (EVAL=DIR names the eval videos' folder)"]
+    # A finished run that did not start from the shipped step, nor from a run that did (gpu_train/lineage.py).
+    (tmp_path / "street_320x180_21f.y4m").write_bytes(b"")
+    (tmp_path / "run/progress.json").write_text(json.dumps(
+        {"model_step": 10, "steps_here": 5, "final": True, "args": {"init": str(tmp_path / "elsewhere.npz")}}))
+    r = ship(str(tmp_path / "run"), "a note", env={"EVAL": str(tmp_path)})
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"ship: {tmp_path / 'run'} started at model step 5, not at the shipped "
+        f"{json.loads((REPO / 'runtime/checkpoints/base/training.json').read_text())['model_step']}, and its --init "
+        f"({tmp_path / 'elsewhere.npz'}) is not a run to follow back: ship it by hand"], r.stderr
     assert {p.name: p.stat().st_mtime_ns for p in (REPO / "runtime/checkpoints/base").iterdir()} == shipped
