@@ -82,6 +82,8 @@ def campaign_entry(progress: dict, note: str, date: Optional[str] = None) -> dic
         "block_motion_upsample": (progress.get("config") or {}).get("block_motion_upsample"),
         "gop_steps": progress.get("gop_steps"), "image_steps": progress.get("image_steps") or None,
         "image_frac": args.get("image_frac") or None,
+        "image_batch": args.get("image_batch") if args.get("image_frac") else None,
+        "image_crop": args.get("image_crop") if (args.get("image_frac") or args.get("image_mix")) else None,
         "image_mix": args.get("image_mix") or None, "image_mix_batch": args.get("image_mix_batch") if args.get("image_mix") else None,
         "minutes": round(progress.get("elapsed_s", 0.0) / 60, 1), "seed": args.get("seed"),
         "rollout": args.get("rollout") or None, "rollout_frac": args.get("rollout_frac") if args.get("rollout") else None,

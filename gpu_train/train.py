@@ -231,7 +231,7 @@ class StillSampler:
         self.photos = [torch.from_numpy(p).to(device) for p in photos if min(p.shape[:2]) >= crop]
         self.clips = [torch.from_numpy(f).to(device) for _, f in clips if min(f.shape[1:3]) >= crop]
         if not self.photos and not self.clips:
-            raise TrainError(f"no photo or video frame is at least {crop}x{crop}")
+            raise TrainError(f"no photo or video frame is at least {crop}x{crop} (--image_crop)")
         self.photo_w = np.array([float(p.shape[0] * p.shape[1]) for p in self.photos])
         self.clip_w = np.array([float(f.shape[0] * f.shape[1] * f.shape[2]) for f in self.clips])
         self.rng = np.random.default_rng(seed)
