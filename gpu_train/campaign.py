@@ -89,10 +89,11 @@ def weights_lambda_range(init: str) -> str:
     rate weights: the model card's `lambda_range` beside them (a shipped folder), else the flag of
     the training run whose progress.json is beside them, else DEFAULT_LAMBDA_RANGE (with a warning
     when there were weights: a warm copy records no range, and the default may not be theirs)."""
+    from gpu_train.train import weights_folder
+
     if not init:
         return DEFAULT_LAMBDA_RANGE
-    path = pathlib.Path(init.split(",")[0])
-    folder = path if path.is_dir() else path.parent
+    folder = weights_folder(init)
     for name, read in (("model_card.json", lambda d: d.get("lambda_range")),
                        ("progress.json", lambda d: (d.get("args") or {}).get("lambda_range"))):
         try:

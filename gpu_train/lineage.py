@@ -5,7 +5,7 @@ A run is a gpu_train.train --out_dir: its progress.json has the model step it en
 it trained (`steps_here`) and its flags (`args`, `--init` among them). New weights may come from a
 line of runs, each started from the one before (an I-frame run, then a GOP run from its weights):
 `run_chain` follows the `--init` flags back until a run starts at the shipped step, and refuses a
-line with a gap, a run that did not finish, or one that diverged. Standard library only.
+line with a gap, a run that did not finish, or one that diverged.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import datetime
 import json
 import pathlib
 from typing import List, Optional
+
+from gpu_train.train import weights_folder
 
 PRECISION_NAMES = {"bf16": "PyTorch bf16 autocast", "tf32": "PyTorch TF32", "fp32": "PyTorch FP32"}
 
@@ -52,9 +54,7 @@ def run_chain(run, shipped_step: int, max_runs: int = 20) -> List[pathlib.Path]:
         if start == shipped_step:
             return chain
         init = (progress["args"] or {}).get("init") or ""
-        before = pathlib.Path(init.split(",")[0])  # a folder, an .npz or shards in one: their folder
-        if before.suffix == ".npz":
-            before = before.parent
+        before = weights_folder(init) if init else None
         if not init or not (before / "progress.json").is_file():
             raise LineageError(
                 f"{current} started at model step {start}, not at the shipped {shipped_step}, and its --init "
@@ -72,13 +72,12 @@ def campaign_entry(progress: dict, note: str, date: Optional[str] = None) -> dic
     args = progress["args"]
     precision = PRECISION_NAMES.get(args.get("precision"), args.get("precision"))
     device = args.get("device", "cuda")
-    lambda_range = args.get("lambda_range")
     entry = {
         "date": date or datetime.date.today().isoformat(),
         "device": f"CPU ({precision})" if device == "cpu" else f"{device} ({precision})",
         "freeze": args.get("freeze") or None, "batch": args.get("batch"), "gop": args.get("gop"), "crop": args.get("crop"),
         "lr": args.get("lr"), "clip_norm": args.get("clip_norm"), "rollbacks": len(progress.get("rollbacks", [])),
-        "lambda_range": [float(v) for v in lambda_range.split(",")] if lambda_range else None,
+        "lambda_range": _lambda_pair(args),
         "block_motion_upsample": (progress.get("config") or {}).get("block_motion_upsample"),
         "gop_steps": progress.get("gop_steps"), "image_steps": progress.get("image_steps") or None,
         "image_frac": args.get("image_frac") or None,
@@ -114,5 +113,10 @@ def record_chain(training: dict, chain, note: str, date: Optional[str] = None) -
 
 def chain_lambda_range(chain) -> Optional[List[float]]:
     """The --lambda_range the line's last run trained with, as two floats (None if unrecorded)."""
-    text = read_progress(chain[-1])["args"].get("lambda_range")
+    return _lambda_pair(read_progress(chain[-1])["args"])
+
+
+def _lambda_pair(args: dict) -> Optional[List[float]]:
+    """A run's --lambda_range flag as two floats (None if it recorded none)."""
+    text = args.get("lambda_range")
     return [float(v) for v in text.split(",")] if text else None

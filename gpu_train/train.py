@@ -907,13 +907,19 @@ def _read_json(path) -> Optional[dict]:
     return data if isinstance(data, dict) and data else None
 
 
+def weights_folder(init: str) -> pathlib.Path:
+    """The folder of the weights at `init` (an .npz, comma-separated shards or a folder of shards),
+    where their config.json, model_card.json or progress.json lie."""
+    path = pathlib.Path(init.split(",")[0])
+    return path if path.is_dir() else path.parent
+
+
 def config_beside(init: str):
     """(config, the file it came from) of the weights at `init` (an .npz, comma-separated shards
     or a folder of shards): the config.json beside them, else the config a training run recorded
     in the progress.json beside them, else (a run from before it recorded one) the file its
     --config named, where that still exists; (None, None) when none is there or readable."""
-    path = pathlib.Path(init.split(",")[0])
-    folder = path if path.is_dir() else path.parent
+    folder = weights_folder(init)
     config = _read_json(folder / "config.json")
     if config is not None:
         return config, folder / "config.json"

@@ -59,18 +59,19 @@ model=runs/campaign_s$step
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$PY" -m runtime.bundle compact "$model" "$tmp/compact" > "$tmp/compact.log" 2>&1 || { cat "$tmp/compact.log" >&2; fail "compact failed"; }
-"$PY" - "$run" "$dest/model_card.json" "$tmp/compact/model_card.json" <<'EOF'  # codes as the shipped folder will
-import json, shutil, sys
+"$PY" - "$run" "$dest" "$tmp/compact/model_card.json" <<'EOF'  # codes as the shipped folder will
+import json, pathlib, shutil, sys
 from gpu_train.lineage import chain_lambda_range, run_chain
-card = json.loads(open(sys.argv[2]).read())
-shipped = json.loads(open(sys.argv[2].replace("model_card.json", "training.json")).read())["model_step"]
+dest = pathlib.Path(sys.argv[2])
+card = json.loads((dest / "model_card.json").read_text())
+shipped = json.loads((dest / "training.json").read_text())["model_step"]
 lambda_range = chain_lambda_range(run_chain(sys.argv[1], shipped))
 if lambda_range is not None and lambda_range != card.get("lambda_range"):
     print(f"model card: lambda_range {card.get('lambda_range')} -> {lambda_range} (the run's --lambda_range)")
     card["lambda_range"] = lambda_range
     open(sys.argv[3], "w").write(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
 else:
-    shutil.copy(sys.argv[2], sys.argv[3])
+    shutil.copy(dest / "model_card.json", sys.argv[3])
 EOF
 po=$("$PY" -c "from model.bundle import given_or_card_p_level_offset as po; print(po(''))")
 for which in compact fp32; do
