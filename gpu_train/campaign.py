@@ -86,28 +86,17 @@ DEFAULT_LAMBDA_RANGE = "0.2,0.001"
 
 def weights_lambda_range(init: str) -> str:
     """The --lambda_range the weights at `init` were trained with, so a campaign goes on at their
-    rate weights: the model card's `lambda_range` beside them (a shipped folder), else the flag of
-    the training run whose progress.json is beside them, else DEFAULT_LAMBDA_RANGE (with a warning
-    when there were weights: a warm copy records no range, and the default may not be theirs)."""
-    from gpu_train.train import weights_folder
+    rate weights (gpu_train.weights.recorded_lambda_range: a shipped folder's card, a warm copy's
+    warm.json, a run's progress.json), else DEFAULT_LAMBDA_RANGE (with a warning when there were
+    weights: the default may not be theirs)."""
+    from gpu_train.weights import recorded_lambda_range
 
     if not init:
         return DEFAULT_LAMBDA_RANGE
-    folder = weights_folder(init)
-    for name, read in (("model_card.json", lambda d: d.get("lambda_range")),
-                       ("progress.json", lambda d: (d.get("args") or {}).get("lambda_range"))):
-        try:
-            value = read(json.loads((folder / name).read_text()))
-            if isinstance(value, str) and value:
-                first, last = (float(v) for v in value.split(","))
-            elif isinstance(value, list) and len(value) == 2:
-                first, last = (float(v) for v in value)
-            else:
-                continue
-        except (OSError, ValueError, TypeError, AttributeError):
-            continue
-        return f"{first:g},{last:g}"
-    print(f"warning: no lambda_range recorded beside {init} (no model_card.json or progress.json): training at "
+    recorded = recorded_lambda_range(init)
+    if recorded:
+        return recorded
+    print(f"warning: no lambda_range recorded beside {init} (no model_card.json, warm.json or progress.json): training at "
           f"{DEFAULT_LAMBDA_RANGE}; pass -- --lambda_range=A,B if those weights trained at another", file=sys.stderr, flush=True)
     return DEFAULT_LAMBDA_RANGE
 

@@ -908,10 +908,10 @@ def _read_json(path) -> Optional[dict]:
 
 
 def weights_folder(init: str) -> pathlib.Path:
-    """The folder of the weights at `init` (an .npz, comma-separated shards or a folder of shards),
-    where their config.json, model_card.json or progress.json lie."""
-    path = pathlib.Path(init.split(",")[0])
-    return path if path.is_dir() else path.parent
+    """gpu_train.weights.weights_folder (imported lazily: that module's CLI loads without this one)."""
+    from gpu_train.weights import weights_folder as folder_of
+
+    return folder_of(init)
 
 
 def config_beside(init: str):

@@ -10,6 +10,8 @@ names and shapes of gpu_train.net.ELFVC's state_dict, so neither side reshapes a
 `to_npz` reads a shipped-model folder or a training checkpoint (a train dir, or a checkpoint
 prefix); `from_npz` writes a shipped-model folder (model/checkpoints.export_model), refusing an
 existing one. Both need TensorFlow; the torch side (`load_npz` / `save_npz_shards`) needs only torch.
+`to_warm` writes an FP16 warm-start folder with the config and the rate weights (`warm.json`:
+model step, source, lambda_range) the weights were trained at, so a campaign continues at them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
+from typing import Optional
 
 import numpy as np
 
@@ -106,6 +109,36 @@ def from_npz(npz, config_path, out_dir, metadata: dict) -> pathlib.Path:
     return ckpt.export_model(model, config, metadata, out_dir)
 
 
+# -- where weights came from ---------------------------------------------------------------
+def weights_folder(init: str) -> pathlib.Path:
+    """The folder of the weights at `init` (an .npz, comma-separated shards or a folder of shards),
+    where their config.json, model_card.json, warm.json or progress.json lie."""
+    path = pathlib.Path(init.split(",")[0])
+    return path if path.is_dir() else path.parent
+
+
+def recorded_lambda_range(init: str) -> Optional[str]:
+    """The --lambda_range ("A,B") the weights at `init` were trained with, as recorded beside
+    them: a shipped folder's model_card.json, a warm-start folder's warm.json, else the flag of the
+    training run whose progress.json is there; None when none records a readable one."""
+    folder = weights_folder(init)
+    for name, read in (("model_card.json", lambda d: d.get("lambda_range")),
+                       ("warm.json", lambda d: d.get("lambda_range")),
+                       ("progress.json", lambda d: (d.get("args") or {}).get("lambda_range"))):
+        try:
+            value = read(json.loads((folder / name).read_text()))
+            if isinstance(value, str) and value:
+                first, last = (float(v) for v in value.split(","))
+            elif isinstance(value, list) and len(value) == 2:
+                first, last = (float(v) for v in value)
+            else:
+                continue
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+        return f"{first:g},{last:g}"
+    return None
+
+
 # -- torch side -------------------------------------------------------------------------------
 def load_npz(module, path) -> None:
     """Loads weights (keys = state_dict names; one .npz, shards: see read_arrays) into a
@@ -178,6 +211,9 @@ def _main(argv) -> int:
     c.add_argument("--npz", required=True, help="an .npz, comma-separated shards, or a folder of shards")
     c.add_argument("--config", required=True, help="the model's config.json (copied beside the weights)")
     c.add_argument("--out", required=True, help="the warm-start folder; its old shards are replaced")
+    c.add_argument("--lambda_range", default="",
+                   help="the rate weights A,B the weights trained at (default: as recorded beside --npz; "
+                        "refused when none is recorded there)")
     args = parser.parse_args(argv)
     try:
         if args.command == "to_warm":
@@ -185,8 +221,20 @@ def _main(argv) -> int:
             arrays = read_arrays(args.npz)
             if "step" not in arrays:
                 raise WeightsError(f"{args.npz}: no 'step' array: not a model's weights")
+            lambda_range = args.lambda_range or recorded_lambda_range(args.npz)
+            if not lambda_range:
+                raise WeightsError(f"no lambda_range recorded beside {args.npz} (model_card.json, warm.json or "
+                                   "progress.json): pass --lambda_range=A,B, the rate weights they trained at")
+            try:
+                first, last = (float(v) for v in lambda_range.split(","))
+            except ValueError:
+                raise WeightsError(f"--lambda_range must be two numbers A,B, got {lambda_range!r}") from None
+            if not (0 < last < first < float("inf")):
+                raise WeightsError(f"--lambda_range must be A,B with A > B > 0, got {lambda_range!r}")
             files = write_shards(arrays, args.out, dtype=np.float16)
             (pathlib.Path(args.out) / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+            record = {"step": int(arrays["step"]), "source": str(args.npz), "lambda_range": [first, last]}
+            (pathlib.Path(args.out) / "warm.json").write_text(json.dumps(record, indent=1) + "\n")
             print(f"model step {int(arrays['step'])}: {len(arrays)} arrays -> {', '.join(str(f) for f in files)} (FP16)")
         elif args.command == "to_npz":
             out = pathlib.Path(args.out)

@@ -603,3 +603,37 @@ def test_a_campaign_goes_on_at_its_weights_rate_weights(tmp_path):
     assert campaign.weights_lambda_range(str(run / "weights.npz")) == "0.3,0.0001"
     (run / "model_card.json").write_text(json.dumps({"lambda_range": ["x", 1]}))  # unreadable: the next source
     assert campaign.weights_lambda_range(str(run)) == "0.2,0.0002"
+
+
+def test_a_warm_copy_records_its_rate_weights(tmp_path, capsys):
+    """`to_warm` writes FP16 shards, the config and warm.json (step, source, lambda_range as recorded
+    beside the weights, or as given); a campaign from the copy reads that range. Weights with no
+    recorded range, or a malformed range, are refused before anything is written."""
+    from gpu_train import campaign, weights
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"name": "base"}))
+    run = tmp_path / "run"
+    run.mkdir()
+    np.savez(run / "weights-00.npz", step=np.array(7, np.int64), kernel=np.linspace(-1, 1, 12, dtype=np.float32))
+    (run / "progress.json").write_text(json.dumps({"args": {"lambda_range": "0.2,0.0002"}}))
+    warm = tmp_path / "warm"
+    assert weights.main(["to_warm", f"--npz={run}", f"--config={config}", f"--out={warm}"]) == 0
+    record = json.loads((warm / "warm.json").read_text())
+    assert record == {"step": 7, "source": str(run), "lambda_range": [0.2, 0.0002]}
+    arrays = weights.read_arrays(str(warm))
+    assert arrays["kernel"].dtype == np.float16 and arrays["step"].dtype == np.int64
+    assert json.loads((warm / "config.json").read_text()) == {"name": "base"}
+    assert campaign.weights_lambda_range(str(warm)) == "0.2,0.0002"
+    # A copy of a copy keeps the range; an explicit one wins.
+    assert weights.main(["to_warm", f"--npz={warm}", f"--config={config}", f"--out={tmp_path / 'again'}"]) == 0
+    assert campaign.weights_lambda_range(str(tmp_path / "again")) == "0.2,0.0002"
+    assert weights.main(["to_warm", f"--npz={run}", f"--config={config}", f"--out={warm}", "--lambda_range=0.3,0.001"]) == 0
+    assert campaign.weights_lambda_range(str(warm / "weights-00.npz")) == "0.3,0.001"
+    capsys.readouterr()
+    (run / "progress.json").unlink()
+    for extra, message in (([], "no lambda_range recorded beside"),
+                           (["--lambda_range=0.001,0.2"], "A > B > 0"), (["--lambda_range=x"], "two numbers")):
+        assert weights.main(["to_warm", f"--npz={run}", f"--config={config}", f"--out={tmp_path / 'no'}", *extra]) == 1
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "no").exists()
