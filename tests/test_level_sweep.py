@@ -40,14 +40,13 @@ def _check_sweep(tmp_path, capsys, args, max_drop: float, p_offset=0.0, frames: 
         assert len(row["frame_types"]) == frames and row["frame_types"][0] == "I" and set(row["frame_types"]) <= {"I", "P"}
         assert row["p_level_offset"] == p_offset, row  # recorded (0 where the GOP has no P-frames)
         assert row["psnr_rgb_worst_frame"] <= row["psnr_rgb"] < 60.0, row
-        # A diverging P-frame loop loses 10 dB and more within a GOP: no P-frame falls more than
-        # max_drop below the GOP's best P-frame, nor below the I-frame by more than max_drop plus
-        # what coding P-frames lower costs by design (the pattern's lowest offset at 2.5 dB a level:
-        # base at lambda 0.2..0.0002 rises 3.2 dB from level 2 to 3.5 on bikes' GOP curve, 2.1 a level).
-        p_frames = by_frame[1:]
+        # A diverging P-frame loop loses 10 dB and more within a GOP: no P-frame falls below the
+        # I-frame by more than max_drop plus what coding P-frames lower costs by design (the
+        # pattern's lowest offset at 2.5 dB a level: base at lambda 0.2..0.0002 rises 3.2 dB from
+        # level 2 to 3.5 on bikes' GOP curve, 2.1 a level). (Not against the GOP's best P-frame:
+        # at level 0 `small`'s P-frames rise over the GOP, improving on a coarse I-frame.)
         lowest = min(p_offset) if isinstance(p_offset, list) else p_offset
-        assert min(p_frames) > max(p_frames) - max_drop, row
-        assert min(p_frames) > by_frame[0] - max_drop - 2.5 * max(0.0, -lowest), row
+        assert min(by_frame[1:]) > by_frame[0] - max_drop - 2.5 * max(0.0, -lowest), row
     printed = capsys.readouterr().out
     assert "bpp monotone: True" in printed and "worst" in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bikes_crop.y4m", "sweep.json"]  # no temporaries
@@ -57,8 +56,8 @@ def test_sweep_of_the_default_model_rises_with_the_level(tmp_path, capsys):
     """The shipped default at its model card's GOP and P-frame offset (base: GOP 16, P-frames 1.25
     levels below the I-frames on average, every 4th P-frame one level above the others), 8 frames (I + 7 P) at levels 0, 3.5 and 7: rate and PSNR rise with
     the level, the sweep records the card's offset (the CLI tests check the levels coded), and no
-    P-frame falls far below the GOP's best P-frame or the I-frame it is predicted from (a diverging
-    P-frame loop loses 10 dB and more within a GOP; the pattern codes P-frames up to 1.5 levels lower)."""
+    P-frame falls far below the I-frame it is predicted from (a diverging P-frame loop loses 10 dB
+    and more within a GOP; the pattern codes P-frames up to 1.5 levels lower by design)."""
     from model.bundle import DEFAULT_DIR, card_p_level_offset, read_card
 
     card = list(card_p_level_offset(read_card(DEFAULT_DIR)))
