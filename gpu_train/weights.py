@@ -135,6 +135,8 @@ def recorded_lambda_range(init: str) -> Optional[str]:
                 continue
         except (OSError, ValueError, TypeError, AttributeError):
             continue
+        if not 0 < last < first < float("inf"):
+            continue  # not a range a run could have trained at: the next source
         return f"{first:g},{last:g}"
     return None
 

@@ -11,7 +11,10 @@ cd "$(dirname "$0")/.."
 out=${1:-runs/cpu_ppath}
 minutes=${2:-75}
 shift $(( $# < 2 ? $# : 2 ))
+# The shipped card's rate weights (model_card.json lambda_range; 0.2,0.0002 since step 76435), so a
+# continuation keeps the shipped levels; a later --lambda_range wins.
+lam=$(python3 -c "import json; print(','.join(f'{v:g}' for v in json.load(open('runtime/checkpoints/base/model_card.json'))['lambda_range']))")
 PYTHONPATH=. exec .venv-torch/bin/python -m gpu_train.train --config=runtime/checkpoints/base/config.json \
   --init=runtime/checkpoints/base/weights.npz --data=../shared/data/train/video --cache_dir=runs/cache --downscale=2 \
   --out_dir="$out" --minutes="$minutes" --batch=4 --gop=4 --crop=128 --precision=bf16 --device=cpu --freeze=iframe \
-  --lambda_range=0.2,0.001 --lr=2e-4 --clip_norm=1 --phase_warmup=0 --log_every=50 --save_every_secs=300 "$@"
+  --lambda_range="$lam" --lr=2e-4 --clip_norm=1 --phase_warmup=0 --log_every=50 --save_every_secs=300 "$@"

@@ -628,6 +628,9 @@ def test_a_warm_copy_records_its_rate_weights(tmp_path, capsys):
     # A copy of a copy keeps the range; an explicit one wins.
     assert weights.main(["to_warm", f"--npz={warm}", f"--config={config}", f"--out={tmp_path / 'again'}"]) == 0
     assert campaign.weights_lambda_range(str(tmp_path / "again")) == "0.2,0.0002"
+    # A recorded range no run could train at (reversed) is not read: the next source, else the default.
+    (tmp_path / "again" / "warm.json").write_text(json.dumps({"lambda_range": [0.0002, 0.2]}))
+    assert weights.recorded_lambda_range(str(tmp_path / "again")) is None
     assert weights.main(["to_warm", f"--npz={run}", f"--config={config}", f"--out={warm}", "--lambda_range=0.3,0.001"]) == 0
     assert campaign.weights_lambda_range(str(warm / "weights-00.npz")) == "0.3,0.001"
     capsys.readouterr()
