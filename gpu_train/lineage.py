@@ -15,7 +15,7 @@ import json
 import pathlib
 from typing import List, Optional
 
-from gpu_train.train import weights_folder
+from gpu_train.weights import weights_folder
 
 PRECISION_NAMES = {"bf16": "PyTorch bf16 autocast", "tf32": "PyTorch TF32", "fp32": "PyTorch FP32"}
 

@@ -50,6 +50,7 @@ from typing import Optional
 
 import numpy as np
 
+from gpu_train.weights import weights_folder  # numpy and model.clikit only (TF-free)
 from model.sampling import area_downscale, level_random_walk  # TF-free (model/__init__ imports nothing)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
@@ -905,13 +906,6 @@ def _read_json(path) -> Optional[dict]:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data else None
-
-
-def weights_folder(init: str) -> pathlib.Path:
-    """gpu_train.weights.weights_folder (imported lazily: that module's CLI loads without this one)."""
-    from gpu_train.weights import weights_folder as folder_of
-
-    return folder_of(init)
 
 
 def config_beside(init: str):

@@ -126,19 +126,27 @@ def recorded_lambda_range(init: str) -> Optional[str]:
                        ("warm.json", lambda d: d.get("lambda_range")),
                        ("progress.json", lambda d: (d.get("args") or {}).get("lambda_range"))):
         try:
-            value = read(json.loads((folder / name).read_text()))
-            if isinstance(value, str) and value:
-                first, last = (float(v) for v in value.split(","))
-            elif isinstance(value, list) and len(value) == 2:
-                first, last = (float(v) for v in value)
-            else:
-                continue
+            pair = lambda_pair(read(json.loads((folder / name).read_text())))
         except (OSError, ValueError, TypeError, AttributeError):
-            continue
-        if not 0 < last < first < float("inf"):
-            continue  # not a range a run could have trained at: the next source
-        return f"{first:g},{last:g}"
+            continue  # unreadable, or not a range a run could have trained at: the next source
+        if pair is not None:
+            return f"{pair[0]:g},{pair[1]:g}"
     return None
+
+
+def lambda_pair(value) -> Optional[tuple]:
+    """A lambda range as recorded ("A,B" or [A, B]) -> (A, B) with A > B > 0; None for an empty
+    value; ValueError for anything else."""
+    if value is None or value == "":
+        return None
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        first, last = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"a lambda range is two numbers A,B, got {value!r}") from None
+    if not 0 < last < first < float("inf"):
+        raise ValueError(f"a lambda range is A,B with A > B > 0, got {value!r}")
+    return first, last
 
 
 # -- torch side -------------------------------------------------------------------------------
@@ -228,11 +236,9 @@ def _main(argv) -> int:
                 raise WeightsError(f"no lambda_range recorded beside {args.npz} (model_card.json, warm.json or "
                                    "progress.json): pass --lambda_range=A,B, the rate weights they trained at")
             try:
-                first, last = (float(v) for v in lambda_range.split(","))
-            except ValueError:
-                raise WeightsError(f"--lambda_range must be two numbers A,B, got {lambda_range!r}") from None
-            if not (0 < last < first < float("inf")):
-                raise WeightsError(f"--lambda_range must be A,B with A > B > 0, got {lambda_range!r}")
+                first, last = lambda_pair(lambda_range)
+            except ValueError as e:
+                raise WeightsError(f"--lambda_range: {e}") from None
             files = write_shards(arrays, args.out, dtype=np.float16)
             (pathlib.Path(args.out) / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
             record = {"step": int(arrays["step"]), "source": str(args.npz), "lambda_range": [first, last]}
