@@ -231,7 +231,8 @@ def _main(argv) -> int:
             arrays = read_arrays(args.npz)
             if "step" not in arrays:
                 raise WeightsError(f"{args.npz}: no 'step' array: not a model's weights")
-            lambda_range = args.lambda_range or recorded_lambda_range(args.npz)
+            recorded = recorded_lambda_range(args.npz)
+            lambda_range = args.lambda_range or recorded
             if not lambda_range:
                 raise WeightsError(f"no lambda_range recorded beside {args.npz} (model_card.json, warm.json or "
                                    "progress.json): pass --lambda_range=A,B, the rate weights they trained at")
@@ -239,6 +240,11 @@ def _main(argv) -> int:
                 first, last = lambda_pair(lambda_range)
             except ValueError as e:
                 raise WeightsError(f"--lambda_range: {e}") from None
+            if recorded and lambda_pair(recorded) != (first, last):
+                # Allowed (weights retrained at a new range keep the old record until the run's own),
+                # but said: a campaign from the copy trains at the given range, not at the recorded one.
+                print(f"note: --lambda_range {first:g},{last:g} differs from {recorded}, recorded beside {args.npz}; "
+                      "warm.json records the given range", file=sys.stderr)
             files = write_shards(arrays, args.out, dtype=np.float16)
             (pathlib.Path(args.out) / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
             record = {"step": int(arrays["step"]), "source": str(args.npz), "lambda_range": [first, last]}

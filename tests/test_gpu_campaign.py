@@ -631,9 +631,12 @@ def test_a_warm_copy_records_its_rate_weights(tmp_path, capsys):
     # A recorded range no run could train at (reversed) is not read: the next source, else the default.
     (tmp_path / "again" / "warm.json").write_text(json.dumps({"lambda_range": [0.0002, 0.2]}))
     assert weights.recorded_lambda_range(str(tmp_path / "again")) is None
+    capsys.readouterr()
     assert weights.main(["to_warm", f"--npz={run}", f"--config={config}", f"--out={warm}", "--lambda_range=0.3,0.001"]) == 0
     assert campaign.weights_lambda_range(str(warm / "weights-00.npz")) == "0.3,0.001"
-    capsys.readouterr()
+    assert "differs from 0.2,0.0002, recorded beside" in capsys.readouterr().err  # said, not silent
+    assert weights.main(["to_warm", f"--npz={run}", f"--config={config}", f"--out={warm}", "--lambda_range=0.2,0.0002"]) == 0
+    assert "differs" not in capsys.readouterr().err  # the recorded range repeated: nothing to say
     (run / "progress.json").unlink()
     for extra, message in (([], "no lambda_range recorded beside"),
                            (["--lambda_range=0.001,0.2"], "A > B > 0"), (["--lambda_range=x"], "two numbers")):
