@@ -6,6 +6,11 @@ it trained (`steps_here`) and its flags (`args`, `--init` among them). New weigh
 line of runs, each started from the one before (an I-frame run, then a GOP run from its weights):
 `run_chain` follows the `--init` flags back until a run starts at the shipped step, and refuses a
 line with a gap, a run that did not finish, or one that diverged.
+
+A line may pass through a committed warm-start copy (gpu_train/warm/CONFIG, `gpu_train.weights
+to_warm`): the runs' folders stay on the machine that trained them, so the copy's warm.json keeps
+their progress records (`runs`, from `recorded_line`), and a run from the copy follows back
+through them as through the folders themselves.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from __future__ import annotations
 import datetime
 import json
 import pathlib
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import List, Optional, Union
 
 from gpu_train.weights import weights_folder
 
@@ -24,7 +30,20 @@ class LineageError(ValueError):
     """Runs that cannot be shipped as a line from the shipped model; the message says why."""
 
 
-def read_progress(run: pathlib.Path) -> dict:
+@dataclass(frozen=True)
+class RecordedRun:
+    """A run of the line known only by its progress record, kept in a warm copy's warm.json."""
+    name: str
+    progress: dict
+
+
+def run_name(run) -> str:
+    return run.name if isinstance(run, RecordedRun) else pathlib.Path(run).name
+
+
+def read_progress(run: Union[pathlib.Path, RecordedRun]) -> dict:
+    if isinstance(run, RecordedRun):
+        return run.progress
     path = pathlib.Path(run) / "progress.json"
     try:
         progress = json.loads(path.read_text())
@@ -55,6 +74,16 @@ def run_chain(run, shipped_step: int, max_runs: int = 20) -> List[pathlib.Path]:
             return chain
         init = (progress["args"] or {}).get("init") or ""
         before = weights_folder(init) if init else None
+        recorded = warm_runs(before) if before is not None and not (before / "progress.json").is_file() else None
+        if recorded:
+            if int(read_progress(recorded[-1])["model_step"]) != start:
+                raise LineageError(f"{current} started at model step {start}, but the warm copy {before} it started "
+                                   f"from holds step {read_progress(recorded[-1])['model_step']}: ship it by hand")
+            first_start = int(read_progress(recorded[0])["model_step"]) - int(read_progress(recorded[0])["steps_here"])
+            if first_start != shipped_step:
+                raise LineageError(f"the warm copy {before} continues model step {first_start}, not the shipped "
+                                   f"{shipped_step}: ship it by hand")
+            return recorded + chain
         if not init or not (before / "progress.json").is_file():
             raise LineageError(
                 f"{current} started at model step {start}, not at the shipped {shipped_step}, and its --init "
@@ -65,6 +94,33 @@ def run_chain(run, shipped_step: int, max_runs: int = 20) -> List[pathlib.Path]:
         if before in chain or len(chain) >= max_runs:
             raise LineageError(f"{run}: the --init line loops or is longer than {max_runs} runs")
         chain.insert(0, before)
+
+
+def warm_runs(folder) -> Optional[List[RecordedRun]]:
+    """The line a warm copy's warm.json records (oldest first), None when it records none."""
+    try:
+        runs = json.loads((pathlib.Path(folder) / "warm.json").read_text()).get("runs")
+        return [RecordedRun(str(r["name"]), dict(r["progress"])) for r in runs] or None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def recorded_line(init: str, shipped_step: int) -> Optional[List[dict]]:
+    """What a warm copy of the weights at `init` keeps of their line from the shipped step (warm.json's
+    `runs`: name and progress record of each run, oldest first), or None where there is no such line
+    (weights that are not a finished run's, or a line that does not start at the shipped step)."""
+    folder = weights_folder(init)
+    try:
+        chain = warm_runs(folder) if not (folder / "progress.json").is_file() else run_chain(folder, shipped_step)
+        if not chain:
+            return None
+        first = read_progress(chain[0])
+        if int(first["model_step"]) - int(first["steps_here"]) != shipped_step:
+            return None
+    except (LineageError, KeyError, TypeError, ValueError):
+        return None
+    # Everything training.json's entries read; the per-window log (tens of kB a run) stays behind.
+    return [{"name": run_name(r), "progress": {k: v for k, v in read_progress(r).items() if k != "log"}} for r in chain]
 
 
 def campaign_entry(progress: dict, note: str, date: Optional[str] = None) -> dict:
@@ -99,7 +155,7 @@ def record_chain(training: dict, chain, note: str, date: Optional[str] = None) -
     last = None
     for i, run in enumerate(chain):
         progress = read_progress(run)
-        label = note if len(chain) == 1 else f"{note} (run {i + 1} of {len(chain)}: {pathlib.Path(run).name})"
+        label = note if len(chain) == 1 else f"{note} (run {i + 1} of {len(chain)}: {run_name(run)})"
         out["campaigns"].append(campaign_entry(progress, label, date))
         out["image_steps"] = int(out.get("image_steps", 0)) + int(progress.get("image_steps", 0))
         last = progress

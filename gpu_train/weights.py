@@ -11,7 +11,9 @@ names and shapes of gpu_train.net.ELFVC's state_dict, so neither side reshapes a
 prefix); `from_npz` writes a shipped-model folder (model/checkpoints.export_model), refusing an
 existing one. Both need TensorFlow; the torch side (`load_npz` / `save_npz_shards`) needs only torch.
 `to_warm` writes an FP16 warm-start folder with the config and the rate weights (`warm.json`:
-model step, source, lambda_range) the weights were trained at, so a campaign continues at them.
+model step, source, lambda_range) the weights were trained at, so a campaign continues at them,
+and the progress records of the runs from the shipped model to them (`runs`), so that a run from
+the copy ships as a line (gpu_train.lineage).
 """
 
 from __future__ import annotations
@@ -248,8 +250,22 @@ def _main(argv) -> int:
             files = write_shards(arrays, args.out, dtype=np.float16)
             (pathlib.Path(args.out) / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
             record = {"step": int(arrays["step"]), "source": str(args.npz), "lambda_range": [first, last]}
+            # The line of runs from the shipped model (its training.json beside --config) to these
+            # weights, so that a run from the copy can be shipped by scripts/ship.sh (gpu_train.lineage).
+            from gpu_train.lineage import recorded_line
+            try:
+                shipped = int(json.loads((pathlib.Path(args.config).parent / "training.json").read_text())["model_step"])
+            except (OSError, ValueError, KeyError, TypeError):
+                shipped = None
+            runs = recorded_line(args.npz, shipped) if shipped is not None else None
+            if runs:
+                record["runs"] = runs
+            else:
+                print(f"note: no line of finished runs from the shipped model step {shipped} to {args.npz} to record; "
+                      "a run from this copy is shipped by hand", file=sys.stderr)
             (pathlib.Path(args.out) / "warm.json").write_text(json.dumps(record, indent=1) + "\n")
-            print(f"model step {int(arrays['step'])}: {len(arrays)} arrays -> {', '.join(str(f) for f in files)} (FP16)")
+            print(f"model step {int(arrays['step'])}: {len(arrays)} arrays -> {', '.join(str(f) for f in files)} (FP16)"
+                  + (f"; warm.json records the line {' -> '.join(r['name'] for r in runs)}" if runs else ""))
         elif args.command == "to_npz":
             out = pathlib.Path(args.out)
             if out.exists():

@@ -93,12 +93,12 @@ EOF
 cp "$tmp/compact/weights.npz" "$tmp/compact/integer_hyper.npz" "$tmp/compact/model_card.json" "$dest/"
 "$PY" - "$run" "$dest/training.json" "$note" <<'EOF'
 import json, pathlib, sys
-from gpu_train.lineage import record_chain, run_chain
+from gpu_train.lineage import record_chain, run_chain, run_name
 run, path, note = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
 training = json.loads(path.read_text())
 chain = run_chain(run, training["model_step"])
 path.write_text(json.dumps(record_chain(training, chain, note), indent=1) + "\n")
-print(f"training.json: {len(chain)} run(s): {', '.join(str(r) for r in chain)}")
+print(f"training.json: {len(chain)} run(s): {', '.join(run_name(r) for r in chain)}")
 EOF
 echo "shipped model step $step into $dest. By hand: model_card.json's description (its figures), README /
 WORKSPACE / docs/BENCHMARKS.md / TRAINING.md / HISTORY.md, \`python -m runtime.demo\`, then the suite."

@@ -181,12 +181,13 @@ for trial in range(2):
     first.append(model.weight[0, 0].item())
     stepper.restart_optimizer()
 state = next(iter(stepper.opt.state.values()))
-# The campaign's default warm start, runtime/checkpoints/base/weights.npz (keyed by state_dict names), loads strictly.
+# The campaign's default warm start (gpu_train/warm/base's shards when committed, else
+# runtime/checkpoints/base/weights.npz, keyed by state_dict names) loads strictly.
 import pathlib
 from gpu_train import campaign, net
-from gpu_train.weights import load_npz
+from gpu_train.weights import load_npz, weights_folder
 init = campaign.default_init("base")
-mirror = net.ELFVC(json.loads((pathlib.Path(init).parent / "config.json").read_text()))
+mirror = net.ELFVC(json.loads((weights_folder(init) / "config.json").read_text()))
 load_npz(mirror, init)
 print(json.dumps({"first": first, "step": float(state["step"]), "v": float(state["exp_avg_sq"].abs().max()),
                   "init": init, "init_step": int(mirror.step)}))
@@ -201,9 +202,13 @@ def test_restarted_optimizer_steps_as_if_new():
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["step"] == 0 and out["v"] == 0, out
     assert out["first"][1] == pytest.approx(1.0 - 0.1, abs=1e-6), out
-    # Without gpu_train/warm/base/ the campaign starts from the shipped compact weights, and they load.
-    if not (REPO / "gpu_train" / "warm" / "base").is_dir():
-        assert out["init"].endswith("runtime/checkpoints/base/weights.npz") and out["init_step"] > 0, out
+    # The campaign starts from gpu_train/warm/base/ when committed (training ahead of the shipped
+    # model), else from the shipped compact weights; either loads.
+    shipped_step = json.loads((REPO / "runtime" / "checkpoints" / "base" / "training.json").read_text())["model_step"]
+    if (REPO / "gpu_train" / "warm" / "base").is_dir():
+        assert out["init"].endswith("gpu_train/warm/base") and out["init_step"] > shipped_step, out
+    else:
+        assert out["init"].endswith("runtime/checkpoints/base/weights.npz") and out["init_step"] == shipped_step, out
 
 
 def test_campaign_without_a_gpu_stops_at_once():
@@ -365,7 +370,10 @@ def test_a_named_config_continues_with_the_shipped_config(tmp_path):
 
     shipped = REPO / "runtime" / "checkpoints" / "base"
     path, init = campaign.resolve_config("base", "auto", tmp_path / "a")
-    if not (REPO / "gpu_train" / "warm" / "base").is_dir():
+    warm = REPO / "gpu_train" / "warm" / "base"
+    if warm.is_dir():
+        assert init == str(warm) and json.loads(path.read_text()) == json.loads((warm / "config.json").read_text())
+    else:
         assert init == str(shipped / "weights.npz") and path == shipped / "config.json"
     assert json.loads(path.read_text())["block_motion_upsample"] == "bilinear"
     assert get_config("base").block_motion_upsample == "nearest"  # else this test checks nothing

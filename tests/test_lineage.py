@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gpu_train.lineage import LineageError, campaign_entry, chain_lambda_range, record_chain, run_chain
+from gpu_train.lineage import LineageError, campaign_entry, chain_lambda_range, record_chain, run_chain, run_name
 
 
 def _run(folder, step, here, init="", final=True, lam="0.2,0.0002", **extra):
@@ -67,3 +67,44 @@ def test_campaign_entry_leaves_out_what_the_run_did_not_use(tmp_path):
     entry = campaign_entry(json.loads((run / "progress.json").read_text()), "n", date="2026-12-06")
     assert entry["device"] == "CPU (PyTorch bf16 autocast)" and entry["lambda_range"] == [0.2, 0.0002]
     assert not {"image_mix", "image_mix_batch", "rollout", "rollout_frac", "freeze", "image_steps"} & set(entry)
+
+
+def test_a_line_through_a_committed_warm_copy_is_followed(tmp_path):
+    """A run from a warm copy (gpu_train.weights to_warm) follows back through the runs its
+    warm.json records, whose folders the shipping machine need not have; a copy of a line that
+    does not start at the shipped step records none, and a run from it is refused."""
+    import numpy as np
+
+    from gpu_train import weights
+    from gpu_train.lineage import recorded_line
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "config.json").write_text(json.dumps({"name": "base"}))
+    (shipped / "training.json").write_text(json.dumps({"model_step": 100}))
+    first = _run(tmp_path / "i10", 110, 10, init="weights.npz", image_steps=900)
+    second = _run(tmp_path / "p28", 150, 40, init=str(first))
+    np.savez(second / "weights-00.npz", step=np.array(150, np.int64), kernel=np.ones(3, np.float32))
+    warm = tmp_path / "warm"
+    assert weights.main(["to_warm", f"--npz={second}", f"--config={shipped / 'config.json'}", f"--out={warm}"]) == 0
+    assert [r["name"] for r in json.loads((warm / "warm.json").read_text())["runs"]] == ["i10", "p28"]
+    # The run folders go (another machine); a run from the copy still ships as a line of three.
+    for run in (first, second):
+        (run / "progress.json").unlink()
+    third = _run(tmp_path / "p29", 170, 20, init=str(warm))
+    chain = run_chain(third, 100)
+    assert [run_name(r) for r in chain] == ["i10", "p28", "p29"]
+    moved = record_chain({"model_step": 100, "gop_steps": 0, "image_steps": 0, "campaigns": []}, chain, "n", date="2026-12-06")
+    assert moved["model_step"] == 170 and moved["image_steps"] == 900
+    assert [c["note"] for c in moved["campaigns"]][0] == "n (run 1 of 3: i10); model step 110"
+    # A copy of the copy keeps the line.
+    assert recorded_line(str(warm), 100)[-1]["name"] == "p28"
+    # Once the shipped model moved on, neither the copy's line nor a run from it is shippable as one.
+    assert recorded_line(str(warm), 130) is None
+    with pytest.raises(LineageError, match="continues model step 100, not the shipped 130"):
+        run_chain(third, 130)
+    assert run_chain(third, 150) == [third]  # the copy's step shipped: a line of one
+    # A copy at another step than the run says it started from is refused.
+    gap = _run(tmp_path / "p30", 175, 20, init=str(warm))
+    with pytest.raises(LineageError, match="holds step 150"):
+        run_chain(gap, 100)
