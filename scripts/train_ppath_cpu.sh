@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains the shipped `base` model's P path on this CPU (the I-frame codec frozen), continuing from
-# the shipped weights: what took `base` from model step 3897 to 9328 (docs/TRAINING.md, "`base`'s
+# the newest committed weights (gpu_train/warm/base when there is one, else the shipped): what took `base` from model step 3897 to 9328 (docs/TRAINING.md, "`base`'s
 # P path on this CPU"). Writes weight shards to OUT every 5 min; afterwards
 # `scripts/after_campaign.sh OUT 8` measures them against the shipped model.
 #
@@ -14,7 +14,11 @@ shift $(( $# < 2 ? $# : 2 ))
 # The shipped card's rate weights (model_card.json lambda_range; 0.2,0.0002 since step 76435), so a
 # continuation keeps the shipped levels; a later --lambda_range wins.
 lam=$(python3 -c "import json; print(','.join(f'{v:g}' for v in json.load(open('runtime/checkpoints/base/model_card.json'))['lambda_range']))")
+# The newest committed weights, as the GPU campaign takes them: the warm copy gpu_train/warm/base
+# (training ahead of the shipped model, committed with its line of runs) when there is one.
+init=runtime/checkpoints/base/weights.npz
+compgen -G "gpu_train/warm/base/*.npz" > /dev/null && init=gpu_train/warm/base
 PYTHONPATH=. exec .venv-torch/bin/python -m gpu_train.train --config=runtime/checkpoints/base/config.json \
-  --init=runtime/checkpoints/base/weights.npz --data=../shared/data/train/video --cache_dir=runs/cache --downscale=2 \
+  --init="$init" --data=../shared/data/train/video --cache_dir=runs/cache --downscale=2 \
   --out_dir="$out" --minutes="$minutes" --batch=4 --gop=4 --crop=128 --precision=bf16 --device=cpu --freeze=iframe \
   --lambda_range="$lam" --lr=2e-4 --clip_norm=1 --phase_warmup=0 --log_every=50 --save_every_secs=300 "$@"
