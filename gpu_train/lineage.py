@@ -23,6 +23,7 @@ from typing import List, Optional, Union
 
 from gpu_train.weights import weights_folder
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 PRECISION_NAMES = {"bf16": "PyTorch bf16 autocast", "tf32": "PyTorch TF32", "fp32": "PyTorch FP32"}
 
 
@@ -73,7 +74,7 @@ def run_chain(run, shipped_step: int, max_runs: int = 20) -> List[pathlib.Path]:
         if start == shipped_step:
             return chain
         init = (progress["args"] or {}).get("init") or ""
-        before = weights_folder(init) if init else None
+        before = weights_folder(str(warm_here(pathlib.Path(init.split(",")[0])))) if init else None
         recorded = warm_runs(before) if before is not None and not (before / "progress.json").is_file() else None
         if recorded:
             if int(read_progress(recorded[-1])["model_step"]) != start:
@@ -94,6 +95,18 @@ def run_chain(run, shipped_step: int, max_runs: int = 20) -> List[pathlib.Path]:
         if before in chain or len(chain) >= max_runs:
             raise LineageError(f"{run}: the --init line loops or is longer than {max_runs} runs")
         chain.insert(0, before)
+
+
+def warm_here(path: pathlib.Path) -> pathlib.Path:
+    """`path`, or where a warm copy named by another machine's path lies in this checkout: a GPU
+    campaign records its --init as the device's absolute path (.../gpu_train/warm/base)."""
+    parts = path.parts
+    if path.exists() or "warm" not in parts:
+        return path
+    for i in range(len(parts) - 2):
+        if parts[i:i + 2] == ("gpu_train", "warm"):
+            return REPO.joinpath(*parts[i:])
+    return folder
 
 
 def warm_runs(folder) -> Optional[List[RecordedRun]]:

@@ -16,8 +16,8 @@ shift $(( $# < 2 ? $# : 2 ))
 lam=$(python3 -c "import json; print(','.join(f'{v:g}' for v in json.load(open('runtime/checkpoints/base/model_card.json'))['lambda_range']))")
 # The newest committed weights, as the GPU campaign takes them: the warm copy gpu_train/warm/base
 # (training ahead of the shipped model, committed with its line of runs) when there is one.
-init=runtime/checkpoints/base/weights.npz
-compgen -G "gpu_train/warm/base/*.npz" > /dev/null && init=gpu_train/warm/base
+# (gpu_train.campaign.default_init: a copy at or behind the shipped step is passed over).
+init=$(python3 -c "from gpu_train.campaign import default_init; print(default_init('base'))")
 PYTHONPATH=. exec .venv-torch/bin/python -m gpu_train.train --config=runtime/checkpoints/base/config.json \
   --init="$init" --data=../shared/data/train/video --cache_dir=runs/cache --downscale=2 \
   --out_dir="$out" --minutes="$minutes" --batch=4 --gop=4 --crop=128 --precision=bf16 --device=cpu --freeze=iframe \

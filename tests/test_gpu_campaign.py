@@ -651,3 +651,23 @@ def test_a_warm_copy_records_its_rate_weights(tmp_path, capsys):
         assert weights.main(["to_warm", f"--npz={run}", f"--config={config}", f"--out={tmp_path / 'no'}", *extra]) == 1
         assert message in capsys.readouterr().err
         assert not (tmp_path / "no").exists()
+
+
+def test_a_stale_warm_copy_is_passed_over(tmp_path, monkeypatch):
+    """The campaign starts from gpu_train/warm/CONFIG only while it is ahead of the shipped model:
+    a copy left behind after its line was shipped (or an unreadable warm.json) is passed over."""
+    from gpu_train import campaign
+
+    monkeypatch.setattr(campaign, "REPO", tmp_path)
+    shipped = tmp_path / "runtime" / "checkpoints" / "base"
+    warm = tmp_path / "gpu_train" / "warm" / "base"
+    shipped.mkdir(parents=True)
+    warm.mkdir(parents=True)
+    np.savez(shipped / "weights.npz", step=np.array(200))
+    np.savez(warm / "weights-00.npz", step=np.array(150))
+    (shipped / "training.json").write_text(json.dumps({"model_step": 200}))
+    for step, expected in ((150, shipped / "weights.npz"), (200, shipped / "weights.npz"), (250, warm)):
+        (warm / "warm.json").write_text(json.dumps({"step": step}))
+        assert campaign.default_init("base") == str(expected), step
+    (warm / "warm.json").write_text("{")
+    assert campaign.default_init("base") == str(shipped / "weights.npz")

@@ -97,6 +97,19 @@ def test_a_line_through_a_committed_warm_copy_is_followed(tmp_path):
     moved = record_chain({"model_step": 100, "gop_steps": 0, "image_steps": 0, "campaigns": []}, chain, "n", date="2026-12-06")
     assert moved["model_step"] == 170 and moved["image_steps"] == 900
     assert [c["note"] for c in moved["campaigns"]][0] == "n (run 1 of 3: i10); model step 110"
+    # A GPU campaign records its --init as the device's path: the copy is found in this checkout.
+    from gpu_train import lineage
+
+    checkout = tmp_path / "checkout"
+    (checkout / "gpu_train" / "warm").mkdir(parents=True)
+    warm.rename(checkout / "gpu_train" / "warm" / "base")
+    lineage_repo, lineage.REPO = lineage.REPO, checkout
+    try:
+        device = _run(tmp_path / "device_run", 160, 10, init="/root/elsewhere/gpu_train/warm/base")
+        assert [run_name(r) for r in run_chain(device, 100)] == ["i10", "p28", "device_run"]
+    finally:
+        lineage.REPO = lineage_repo
+    (checkout / "gpu_train" / "warm" / "base").rename(warm)
     # A copy of the copy keeps the line.
     assert recorded_line(str(warm), 100)[-1]["name"] == "p28"
     # Once the shipped model moved on, neither the copy's line nor a run from it is shippable as one.
