@@ -13,7 +13,8 @@
 #      training.json on: model_step, gop_steps, image_steps, lambda_range, and a campaigns entry
 #      per run of the line made from its progress.json (flags, steps, time, rollbacks) with NOTE;
 #      a run trained at another --lambda_range than the card's moves the card's lambda_range too
-#      (the encoder presets' rate weights read it) and says so.
+#      (the encoder presets' rate weights read it) and says so;
+#   4. removes the warm copy gpu_train/warm/base when it is not ahead of the shipped step.
 # The model card's prose, the README / docs figures and the demo stay a person's work (it lists them).
 #
 # usage: [EVAL=DIR] scripts/ship.sh RUN_DIR "NOTE"   (~2 min; `git checkout runtime/checkpoints/base` undoes it)
@@ -100,5 +101,15 @@ chain = run_chain(run, training["model_step"])
 path.write_text(json.dumps(record_chain(training, chain, note), indent=1) + "\n")
 print(f"training.json: {len(chain)} run(s): {', '.join(run_name(r) for r in chain)}")
 EOF
+# A warm copy the shipped weights have caught up with would only travel in every GPU call
+# (gpu_train.campaign.default_init passes it over): removed, to be committed with the ship.
+warm=gpu_train/warm/base
+if [[ -d $warm ]]; then
+    wstep=$("$PY" -c "import pathlib, sys; from gpu_train.campaign import warm_step; print(warm_step(pathlib.Path(sys.argv[1])))" "$warm")
+    if (( wstep <= step )); then
+        git rm -rq "$warm" 2>/dev/null || rm -rf "$warm"
+        echo "removed the warm copy $warm (model step $wstep, not ahead of $step)"
+    fi
+fi
 echo "shipped model step $step into $dest. By hand: model_card.json's description (its figures), README /
 WORKSPACE / docs/BENCHMARKS.md / TRAINING.md / HISTORY.md, \`python -m runtime.demo\`, then the suite."
