@@ -58,28 +58,13 @@ def default_init(config_name: str) -> str:
     """A config's newest committed weights: gpu_train/warm/CONFIG/ (shards, when training is
     ahead of the shipped model), else the shipped runtime/checkpoints/CONFIG/weights.npz (the
     compact form is keyed by the mirror's state_dict names), else '' (from scratch)."""
+    from gpu_train.weights import shipped_step, warm_step
+
     folder = REPO / "gpu_train" / "warm" / config_name
     shipped = REPO / "runtime" / "checkpoints" / config_name / "weights.npz"
     if folder.is_dir() and any(folder.glob("*.npz")) and warm_step(folder) > shipped_step(shipped.parent):
         return str(folder)
     return str(shipped) if shipped.is_file() else ""
-
-
-def warm_step(folder: pathlib.Path) -> int:
-    """The model step a warm copy's warm.json records (-1 when unreadable)."""
-    try:
-        return int(json.loads((folder / "warm.json").read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return -1
-
-
-def shipped_step(folder: pathlib.Path) -> int:
-    """The shipped model's step (its training.json), -1 when there is none: a warm copy at or
-    behind it is stale (left after the line it started was shipped) and is passed over."""
-    try:
-        return int(json.loads((folder / "training.json").read_text())["model_step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return -1
 
 
 def weights_config(init: str, scratch: pathlib.Path) -> Optional[pathlib.Path]:

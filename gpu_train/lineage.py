@@ -38,6 +38,11 @@ class RecordedRun:
     progress: dict
 
 
+def started_at(progress: dict) -> int:
+    """The model step a run started at, from its progress record (model_step - steps_here)."""
+    return int(progress["model_step"]) - int(progress["steps_here"])
+
+
 def run_name(run) -> str:
     return run.name if isinstance(run, RecordedRun) else pathlib.Path(run).name
 
@@ -70,7 +75,7 @@ def run_chain(run, shipped_step: int, max_runs: int = 20) -> List[pathlib.Path]:
         progress = read_progress(current)
         if not progress.get("final") or "diverged_at" in progress:
             raise LineageError(f"{current} did not finish (cut, or stopped diverging): ship its last shards by hand")
-        start = int(progress["model_step"]) - int(progress["steps_here"])
+        start = started_at(progress)
         if start == shipped_step:
             return chain
         init = (progress["args"] or {}).get("init") or ""
@@ -80,9 +85,8 @@ def run_chain(run, shipped_step: int, max_runs: int = 20) -> List[pathlib.Path]:
             if int(read_progress(recorded[-1])["model_step"]) != start:
                 raise LineageError(f"{current} started at model step {start}, but the warm copy {before} it started "
                                    f"from holds step {read_progress(recorded[-1])['model_step']}: ship it by hand")
-            first_start = int(read_progress(recorded[0])["model_step"]) - int(read_progress(recorded[0])["steps_here"])
-            if first_start != shipped_step:
-                raise LineageError(f"the warm copy {before} continues model step {first_start}, not the shipped "
+            if started_at(recorded[0].progress) != shipped_step:
+                raise LineageError(f"the warm copy {before} continues model step {started_at(recorded[0].progress)}, not the shipped "
                                    f"{shipped_step}: ship it by hand")
             return recorded + chain
         if not init or not (before / "progress.json").is_file():
@@ -101,12 +105,11 @@ def warm_here(path: pathlib.Path) -> pathlib.Path:
     """`path`, or where a warm copy named by another machine's path lies in this checkout: a GPU
     campaign records its --init as the device's absolute path (.../gpu_train/warm/base)."""
     parts = path.parts
-    if path.exists() or "warm" not in parts:
-        return path
-    for i in range(len(parts) - 2):
-        if parts[i:i + 2] == ("gpu_train", "warm"):
-            return REPO.joinpath(*parts[i:])
-    return folder
+    if not path.exists():
+        for i in range(len(parts) - 2):
+            if parts[i:i + 2] == ("gpu_train", "warm"):
+                return REPO.joinpath(*parts[i:])
+    return path
 
 
 def warm_runs(folder) -> Optional[List[RecordedRun]]:
@@ -127,8 +130,7 @@ def recorded_line(init: str, shipped_step: int) -> Optional[List[dict]]:
         chain = warm_runs(folder) if not (folder / "progress.json").is_file() else run_chain(folder, shipped_step)
         if not chain:
             return None
-        first = read_progress(chain[0])
-        if int(first["model_step"]) - int(first["steps_here"]) != shipped_step:
+        if started_at(read_progress(chain[0])) != shipped_step:  # a copy's line from an older shipped model
             return None
     except (LineageError, KeyError, TypeError, ValueError):
         return None

@@ -136,6 +136,23 @@ def recorded_lambda_range(init: str) -> Optional[str]:
     return None
 
 
+def warm_step(folder) -> int:
+    """The model step a warm copy's warm.json records (-1 when unreadable)."""
+    try:
+        return int(json.loads((pathlib.Path(folder) / "warm.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
+def shipped_step(folder) -> int:
+    """A shipped model folder's step (its training.json), -1 when there is none: a warm copy at or
+    behind it is stale (left after the line it started was shipped) and is passed over."""
+    try:
+        return int(json.loads((pathlib.Path(folder) / "training.json").read_text())["model_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
 def lambda_pair(value) -> Optional[tuple]:
     """A lambda range as recorded ("A,B" or [A, B]) -> (A, B) with A > B > 0; None for an empty
     value; ValueError for anything else."""
@@ -253,11 +270,8 @@ def _main(argv) -> int:
             # The line of runs from the shipped model (its training.json beside --config) to these
             # weights, so that a run from the copy can be shipped by scripts/ship.sh (gpu_train.lineage).
             from gpu_train.lineage import recorded_line
-            try:
-                shipped = int(json.loads((pathlib.Path(args.config).parent / "training.json").read_text())["model_step"])
-            except (OSError, ValueError, KeyError, TypeError):
-                shipped = None
-            runs = recorded_line(args.npz, shipped) if shipped is not None else None
+            shipped = shipped_step(pathlib.Path(args.config).parent)
+            runs = recorded_line(args.npz, shipped) if shipped >= 0 else None
             if runs:
                 record["runs"] = runs
             else:

@@ -105,7 +105,7 @@ EOF
 # (gpu_train.campaign.default_init passes it over): removed, to be committed with the ship.
 warm=gpu_train/warm/base
 if [[ -d $warm ]]; then
-    wstep=$("$PY" -c "import pathlib, sys; from gpu_train.campaign import warm_step; print(warm_step(pathlib.Path(sys.argv[1])))" "$warm")
+    wstep=$("$PY" -c "import pathlib, sys; from gpu_train.weights import warm_step; print(warm_step(pathlib.Path(sys.argv[1])))" "$warm")
     if (( wstep <= step )); then
         git rm -rq "$warm" 2>/dev/null || rm -rf "$warm"
         echo "removed the warm copy $warm (model step $wstep, not ahead of $step)"

@@ -107,6 +107,8 @@ def test_a_line_through_a_committed_warm_copy_is_followed(tmp_path):
     try:
         device = _run(tmp_path / "device_run", 160, 10, init="/root/elsewhere/gpu_train/warm/base")
         assert [run_name(r) for r in run_chain(device, 100)] == ["i10", "p28", "device_run"]
+        other = tmp_path / "nowhere" / "warm" / "base"  # not a gpu_train/warm path: left as it is
+        assert lineage.warm_here(other) == other
     finally:
         lineage.REPO = lineage_repo
     (checkout / "gpu_train" / "warm" / "base").rename(warm)
