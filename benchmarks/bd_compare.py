@@ -19,6 +19,7 @@ BD-rate on one of them (no points there, other frames or size, no overlap) has n
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 from typing import Iterable, Sequence
@@ -108,6 +109,20 @@ def compare(curves: dict[str, dict[str, list[RDPoint]]], reference: str, tests: 
             if values:
                 entries.append(mean_entry(test, reference, metric, values))
     return entries
+
+
+def holding_curve(paths: Iterable[os.PathLike], name: str, model_id: str = "") -> str:
+    """The first of `paths` (results.json files; missing ones passed over) that holds the curve
+    `name` on every clip it codes; with `model_id`, only a curve of that model (its points name
+    the model's id, as bench_rd writes `id 0123abcd4567`). "" when none does: what lets a new
+    measurement reuse a model's curve from any earlier run that coded it."""
+    for path in paths:
+        if not pathlib.Path(path).is_file():
+            continue
+        points = [p for p in RDReport.load(path).points if curve_name(p) == name]
+        if points and all(not model_id or f"id {model_id[:12]}" in p.model for p in points):
+            return str(path)
+    return ""
 
 
 def table(entries: Sequence[BDEntry], metric: str) -> str:

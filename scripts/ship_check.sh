@@ -9,8 +9,9 @@
 # Every model's curve is labelled by its model step (sSTEP). Each run codes its new model and x264
 # into out/ship_check/sSTEP_SET_gop16_poOFFSET/; the shipped model's curve is reused from the run
 # that measured it as new (out/ship_check/sSHIPPED_..., the FP32 folder the shipped compact FP16
-# copy was made from: the two code within ~0.1% in bpp), else coded here from
-# runtime/checkpoints/base (about twice the time). Runs are keyed by model step: before measuring
+# copy was made from: the two code within ~0.1% in bpp), else from any earlier check that coded
+# the shipped copy itself (its model id in the points; benchmarks.bd_compare.holding_curve), else
+# coded here from runtime/checkpoints/base (about twice the time). Runs are keyed by model step: before measuring
 # other weights that end at the same step, move runs/campaign_sSTEP and out/ship_check/sSTEP_* away.
 #
 # usage: [P_OFFSET=X] scripts/ship_check.sh RUN_DIR   (~17 min on 2 cores reusing, ~30 without)
@@ -29,6 +30,7 @@ po=$("$PY" -c "import sys; from model.bundle import given_or_card_p_level_offset
 step=$("$PY" -c "import sys; from gpu_train.weights import read_arrays; print(int(read_arrays(sys.argv[1])['step']))" "$weights")
 shipped=$("$PY" -c "import json; print(json.load(open('runtime/checkpoints/base/training.json'))['model_step'])")
 [[ $step != "$shipped" ]] || { echo "ship_check: $weights is the shipped model step $shipped" >&2; exit 1; }
+shipped_id=$("$PY" -m runtime.bundle info runtime/checkpoints/base | sed -n 's/.*model id \([0-9a-f]*\).*/\1/p')
 model=runs/campaign_s$step
 root=out/ship_check
 mkdir -p "$root/s${step}_config"
@@ -47,9 +49,19 @@ echo "s$step ($weights) against the shipped s$shipped, GOP 16, P-frames at level
 for spec in eval:$E/street_320x180_21f.y4m,$E/bedroom_480x270_100f.y4m: bikes48:$B:48; do
     IFS=: read -r set clips frames <<< "$spec"
     new=$root/s${step}_${set}_$tag
-    ref=$root/s${shipped}_${set}_$tag/results.json  # holds the shipped model's curve, when kept
+    # The shipped model's curve, when kept: its own check as new weights, else an earlier check of
+    # other weights that coded the shipped copy beside them (same clips, frames and offsets).
+    ref=$root/s${shipped}_${set}_$tag/results.json
+    if [[ ! -f $ref ]]; then
+        ref=$("$PY" -c "
+import glob, sys
+from benchmarks.bd_compare import holding_curve
+root, set_, tag, new, name, model_id = sys.argv[1:]
+print(holding_curve(sorted(p for p in glob.glob(f'{root}/s*_{set_}_{tag}/results.json') if not p.startswith(new + '/')), name, model_id))" \
+            "$root" "$set" "$tag" "$new" "s$shipped" "$shipped_id")
+    fi
     files=("new=$new/results.json")  # labelled: curves new/NAME and ref/NAME (x264 is in both)
-    if [[ -f $ref ]]; then
+    if [[ -n $ref && -f $ref ]]; then
         models=s$step=$model
         files+=("ref=$ref")
         old=ref/s$shipped

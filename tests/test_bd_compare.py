@@ -116,3 +116,13 @@ def test_an_anchor_that_differs_between_files_is_refused(tmp_path, capsys):
     b = _save(tmp_path / "b.json", _curve("x264", 0.9, "c"))
     assert bd_compare.main(["bd_compare", a, b]) == 1
     assert "curve x264 on c differs between" in capsys.readouterr().err
+
+
+def test_holding_curve_finds_a_model_curve_in_any_earlier_run(tmp_path):
+    a = _save(tmp_path / "a.json", _curve("x264", 1.0, "a") + _curve("elfvc", 1.0, "a", "s7: runs/x (base, id 0123456789ab, GOP 16)"))
+    b = _save(tmp_path / "b.json", _curve("x264", 1.0, "a") + _curve("elfvc", 1.0, "a", "s7: base (base, id ba9876543210, GOP 16)"))
+    missing = tmp_path / "none.json"
+    assert bd_compare.holding_curve([missing, a, b], "s7") == a
+    assert bd_compare.holding_curve([missing, a, b], "s7", "ba9876543210ffff") == b  # the same step, other weights: passed over
+    assert bd_compare.holding_curve([a, b], "s8") == ""
+    assert bd_compare.holding_curve([a], "s7", "ffffffffffff") == ""
