@@ -5,14 +5,15 @@
 # BD-rate PSNR-RGB and MS-SSIM between them (benchmarks.bd_compare).
 #
 # usage: scripts/presets_gop16.sh [MODEL]     (default: base, the shipped default)
-# Writes out/presets_gop16/{slow,medium}_{street,bedroom16}/ and out/presets_gop16/bd.txt. About
+# Writes out/presets_gop16/MODEL/{slow,medium}_{street,bedroom16}/ and .../bd.txt (a run already
+# there is reused). About
 # 40 min on 2 CPU cores (slow encodes ~0.1-0.2 frames/s here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 E=${EVAL:-../shared/data/eval/video}
 model=${1:-base}
-root=out/presets_gop16
+root=out/presets_gop16/$(basename "$model")  # runs are reused per model
 mkdir -p "$root"
 x264=(--anchors=x264 --x264_crf=18,23,28,33,38,43,48,51 --novmaf --gop=16)
 : > "$root/bd.txt"
