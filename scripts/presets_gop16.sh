@@ -6,8 +6,7 @@
 #
 # usage: scripts/presets_gop16.sh [MODEL]     (default: base, the shipped default)
 # Writes out/presets_gop16/MODEL/{slow,medium}_{street,bedroom16}/ and .../bd.txt (a run already
-# there is reused). About
-# 40 min on 2 CPU cores (slow encodes ~0.1-0.2 frames/s here).
+# there is reused). About 40 min on 2 CPU cores (slow encodes ~0.1-0.2 frames/s here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -27,11 +26,10 @@ for spec in street:$E/street_320x180_21f.y4m: bedroom16:$E/bedroom_480x270_100f.
             "${x264[@]}" --preset="$preset" --out_dir="$out" > "$out.log" 2>&1 \
             || { echo "presets_gop16: bench_rd failed; see $out.log" >&2; exit 1; }
     done
-    for ref in medium/medium medium/x264; do
+    for pair in medium/medium:slow/slow,medium/x264 medium/x264:slow/slow,medium/medium; do  # reference:curves
         echo "== $name" | tee -a "$root/bd.txt"
         "$PY" -m benchmarks.bd_compare "medium=$root/medium_$name/results.json" "slow=$root/slow_$name/results.json" \
-            --reference="$ref" --curves=slow/slow,$([[ $ref == medium/medium ]] && echo medium/x264 || echo medium/medium) \
-            | tee -a "$root/bd.txt"
+            --reference="${pair%%:*}" --curves="${pair#*:}" | tee -a "$root/bd.txt"
     done
 done
 echo "tables: $root/bd.txt"
