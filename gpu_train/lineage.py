@@ -11,6 +11,15 @@ A line may pass through a committed warm-start copy (gpu_train/warm/CONFIG, `gpu
 to_warm`): the runs' folders stay on the machine that trained them, so the copy's warm.json keeps
 their progress records (`runs`, from `recorded_line`), and a run from the copy follows back
 through them as through the folders themselves.
+
+A line may also pass through merged weights (`gpu_train.weights merge`: some parameter groups from
+one run, the rest from another, e.g. an I-frame run's I-frame codec with a P-path run's P path).
+The merged folder's merge.json names its sources; each must lead back to the shipped step, and
+the line is their runs (each once, the parts' first) followed by the runs after the merge.
+
+A run cut before its end (a session ended) may sit inside a line, since the run after it started
+from its last checkpoint (progress.json is written with every shard set); the last run of a line,
+the weights shipped, must have finished.
 """
 
 from __future__ import annotations
@@ -63,23 +72,27 @@ def read_progress(run: Union[pathlib.Path, RecordedRun]) -> dict:
     return progress
 
 
-def run_chain(run, shipped_step: int, max_runs: int = 20) -> List[pathlib.Path]:
+def run_chain(run, shipped_step: int, max_runs: int = 20, require_final: bool = True) -> list:
     """The runs from the first, which started at `shipped_step`, to `run`, in training order.
 
-    Each run must have finished (`final`) without diverging, and each but the first must have
-    started (`model_step - steps_here`) at the step the run its --init names ended at.
+    `run` must have finished (`final`; unless not `require_final`: a merge's source may have been
+    cut, the merge took its last checkpoint), no run of the line may have diverged, and each but the
+    first must have started (`model_step - steps_here`) at the step the run its --init names
+    ended at (through a warm copy's or a merge's record where --init names one).
     """
     chain = [pathlib.Path(run)]
     while True:
         current = chain[0]
         progress = read_progress(current)
-        if not progress.get("final") or "diverged_at" in progress:
+        if "diverged_at" in progress or (require_final and len(chain) == 1 and not progress.get("final")):
             raise LineageError(f"{current} did not finish (cut, or stopped diverging): ship its last shards by hand")
         start = started_at(progress)
         if start == shipped_step:
             return chain
         init = (progress["args"] or {}).get("init") or ""
         before = weights_folder(str(warm_here(pathlib.Path(init.split(",")[0])))) if init else None
+        if before is not None and (before / MERGE_RECORD).is_file():
+            return merged_line(before, start, shipped_step, max_runs) + chain
         recorded = warm_runs(before) if before is not None and not (before / "progress.json").is_file() else None
         if recorded:
             if int(read_progress(recorded[-1])["model_step"]) != start:
@@ -99,6 +112,37 @@ def run_chain(run, shipped_step: int, max_runs: int = 20) -> List[pathlib.Path]:
         if before in chain or len(chain) >= max_runs:
             raise LineageError(f"{run}: the --init line loops or is longer than {max_runs} runs")
         chain.insert(0, before)
+
+
+MERGE_RECORD = "merge.json"
+
+
+def merged_line(folder: pathlib.Path, start: int, shipped_step: int, max_runs: int) -> list:
+    """The runs behind merged weights (`folder`'s merge.json: `step`, `sources`, the weight folders
+    the groups came from), each run once, in the sources' order; the merge must hold step `start`."""
+    try:
+        record = json.loads((folder / MERGE_RECORD).read_text())
+        step, sources = int(record["step"]), [str(s) for s in record["sources"]]
+    except (OSError, ValueError, TypeError, KeyError):
+        raise LineageError(f"{folder / MERGE_RECORD} is not a merge record (step, sources)") from None
+    if step != start:
+        raise LineageError(f"a run started at model step {start}, but the merged weights {folder} it started from "
+                           f"hold step {step}: ship it by hand")
+    line, names = [], set()
+    for source in sources:
+        before = weights_folder(str(warm_here(pathlib.Path(source))))
+        if (before / "progress.json").is_file():
+            runs = run_chain(before, shipped_step, max_runs, require_final=False)
+        else:
+            runs = warm_runs(before)
+            if not runs or started_at(runs[0].progress) != shipped_step:
+                raise LineageError(f"the merged weights' source {source} is neither a run nor a warm copy with a line "
+                                   f"from the shipped step {shipped_step}: ship it by hand")
+        for r in runs:
+            if run_name(r) not in names:
+                names.add(run_name(r))
+                line.append(r)
+    return line
 
 
 def warm_here(path: pathlib.Path) -> pathlib.Path:

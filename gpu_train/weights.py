@@ -13,7 +13,9 @@ existing one. Both need TensorFlow; the torch side (`load_npz` / `save_npz_shard
 `to_warm` writes an FP16 warm-start folder with the config and the rate weights (`warm.json`:
 model step, source, lambda_range) the weights were trained at, so a campaign continues at them,
 and the progress records of the runs from the shipped model to them (`runs`), so that a run from
-the copy ships as a line (gpu_train.lineage).
+the copy ships as a line (gpu_train.lineage). `merge` puts parameter groups of several weights
+together (`--part iframe=RUN_A --rest=RUN_B`: an I-frame run's I-frame codec with a P-path run's P
+path), FP32, with merge.json naming the sources, which a run from it ships through.
 """
 
 from __future__ import annotations
@@ -121,11 +123,13 @@ def weights_folder(init: str) -> pathlib.Path:
 
 def recorded_lambda_range(init: str) -> Optional[str]:
     """The --lambda_range ("A,B") the weights at `init` were trained with, as recorded beside
-    them: a shipped folder's model_card.json, a warm-start folder's warm.json, else the flag of the
+    them: a shipped folder's model_card.json, a warm-start folder's warm.json, merged weights'
+    merge.json (their `rest` source's), else the flag of the
     training run whose progress.json is there; None when none records a readable one."""
     folder = weights_folder(init)
     for name, read in (("model_card.json", lambda d: d.get("lambda_range")),
                        ("warm.json", lambda d: d.get("lambda_range")),
+                       ("merge.json", lambda d: d.get("lambda_range")),
                        ("progress.json", lambda d: (d.get("args") or {}).get("lambda_range"))):
         try:
             pair = lambda_pair(read(json.loads((folder / name).read_text())))
@@ -219,6 +223,50 @@ def save_npz_shards(module, folder, stem: str = "weights", max_bytes: int = 15 *
     return write_shards(arrays, folder, stem, max_bytes, dtype)
 
 
+def merge(parts, rest: str, config_path: str, out) -> str:
+    """Writes into the new folder `out` the weights whose parameters under each PREFIX of `parts`
+    ("PREFIX=WEIGHTS") come from those WEIGHTS and all others (the model step too) from `rest`,
+    FP32 shards with config.json and merge.json (step, sources, parts, rest, lambda_range). Every
+    source must hold the same parameters with the same shapes; each prefix must match some and no
+    two prefixes the same parameter. Returns a one-line summary."""
+    out = pathlib.Path(out)
+    if out.exists():
+        raise WeightsError(f"{out} already exists; remove it or choose another")
+    if not pathlib.Path(config_path).is_file():
+        raise WeightsError(f"{config_path}: no such file")
+    if not parts:
+        raise WeightsError("no --part PREFIX=WEIGHTS: nothing to merge")
+    merged = read_arrays(rest)
+    if "step" not in merged:
+        raise WeightsError(f"{rest}: no 'step' array: not a model's weights")
+    taken, record_parts = {}, {}
+    for part in parts:
+        prefix, sep, source = part.partition("=")
+        if not sep or not prefix or not source:
+            raise WeightsError(f"--part {part!r}: expected PREFIX=WEIGHTS")
+        arrays = read_arrays(source)
+        if set(arrays) != set(merged) or any(arrays[k].shape != merged[k].shape for k in merged):
+            raise WeightsError(f"{source} and {rest} do not hold the same parameters: not the same model")
+        keys = [k for k in merged if k.startswith(prefix + ".")]
+        if not keys:
+            raise WeightsError(f"--part {part!r}: no parameters under {prefix!r}")
+        for k in keys:
+            if k in taken:
+                raise WeightsError(f"--part {part!r}: {k} is already taken from {taken[k]}")
+            taken[k] = source
+            merged[k] = arrays[k]
+        record_parts[prefix] = source
+    files = write_shards(merged, out)
+    config = json.loads(pathlib.Path(config_path).read_text())
+    (out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+    record = {"step": int(merged["step"]), "sources": [record_parts[p] for p in record_parts] + [rest],
+              "parts": record_parts, "rest": rest, "lambda_range": recorded_lambda_range(rest)}
+    (out / "merge.json").write_text(json.dumps(record, indent=1) + "\n")
+    return (f"model step {record['step']}: {len(taken)} of {len(merged)} arrays from "
+            f"{', '.join(f'{p}={s}' for p, s in record_parts.items())}, the rest from {rest} -> "
+            f"{', '.join(str(f) for f in files)}")
+
+
 # -- CLI --------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     """argv: the arguments after the program (default: sys.argv[1:]); returns the exit status."""
@@ -243,9 +291,18 @@ def _main(argv) -> int:
     c.add_argument("--lambda_range", default="",
                    help="the rate weights A,B the weights trained at (default: as recorded beside --npz; "
                         "refused when none is recorded there)")
+    d = sub.add_parser("merge", help="parameter groups of several weights -> one FP32 folder of shards, with merge.json "
+                       "naming the sources (a run from it can be shipped: gpu_train.lineage)")
+    d.add_argument("--part", action="append", default=[], metavar="PREFIX=WEIGHTS",
+                   help="take every parameter under PREFIX (e.g. iframe) from WEIGHTS; repeatable")
+    d.add_argument("--rest", required=True, help="the weights every other parameter (and the model step) comes from")
+    d.add_argument("--config", required=True, help="the model's config.json (copied beside the weights)")
+    d.add_argument("--out", required=True, help="new folder (must not exist)")
     args = parser.parse_args(argv)
     try:
-        if args.command == "to_warm":
+        if args.command == "merge":
+            print(merge(args.part, args.rest, args.config, args.out))
+        elif args.command == "to_warm":
             config = json.loads(pathlib.Path(args.config).read_text())
             arrays = read_arrays(args.npz)
             if "step" not in arrays:

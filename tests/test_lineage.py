@@ -46,12 +46,59 @@ def test_a_line_of_runs_is_followed_back_to_the_shipped_step(tmp_path):
     ("diverged", "did not finish"),
 ])
 def test_a_broken_line_is_refused_with_the_reason(tmp_path, case, message):
-    first = _run(tmp_path / "a", 110, 10, final=case != "unfinished",
-                 **({"diverged_at": 105} if case == "diverged" else {}))
+    first = _run(tmp_path / "a", 110, 10, **({"diverged_at": 105} if case == "diverged" else {}))
     init = "" if case == "no_init" else str(first)
-    second = _run(tmp_path / "b", 150 + (5 if case == "gap" else 0), 40, init=init)
+    second = _run(tmp_path / "b", 150 + (5 if case == "gap" else 0), 40, init=init, final=case != "unfinished")
     with pytest.raises(LineageError, match=message):
         run_chain(second, 100)
+
+
+def test_a_run_cut_inside_a_line_is_followed(tmp_path):
+    """A run cut before its end (the session ended) that the next run continued from its last
+    checkpoint is part of the line; only the weights shipped must come from a finished run."""
+    cut = _run(tmp_path / "i11", 100, 10, init="weights.npz", final=False, image_steps=5432)
+    after = _run(tmp_path / "i12", 117, 17, init=str(cut), image_steps=2802)
+    assert run_chain(after, 90) == [cut, after]
+    with pytest.raises(LineageError, match="did not finish"):
+        run_chain(cut, 90)
+
+
+def test_a_line_through_merged_weights_is_followed(tmp_path):
+    """gpu_train.weights merge: an I-frame run's I-frame codec with a P-path run's P path (both
+    from one earlier run); a run from the merge follows back through both sources, each run once.
+    The merge refuses what would lose or mix up weights."""
+    import numpy as np
+
+    from gpu_train import weights
+
+    base = _run(tmp_path / "p28", 150, 50, init="weights.npz")
+    iruns = _run(tmp_path / "i12", 152, 2, init=str(base), image_steps=3000)
+    pruns = _run(tmp_path / "p29", 200, 50, init=str(base))
+    arrays = {"iframe.k": np.zeros(2, np.float32), "flow.k": np.zeros(3, np.float32)}
+    np.savez(iruns / "weights-00.npz", step=np.array(152), **{k: v + 1 for k, v in arrays.items()})
+    np.savez(pruns / "weights-00.npz", step=np.array(200), **{k: v + 2 for k, v in arrays.items()})
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    merged = tmp_path / "merged"
+    assert weights.main(["merge", f"--part=iframe={iruns}", f"--rest={pruns}", f"--config={config}", f"--out={merged}"]) == 0
+    got = weights.read_arrays(str(merged))
+    assert (int(got["step"]), got["iframe.k"].tolist(), got["flow.k"].tolist()) == (200, [1, 1], [2, 2, 2])
+    assert weights.recorded_lambda_range(str(merged)) == "0.2,0.0002"
+    after = _run(tmp_path / "p30", 230, 30, init=str(merged))
+    assert [run_name(r) for r in run_chain(after, 100)] == ["p28", "i12", "p29", "p30"]
+    early = _run(tmp_path / "p31", 220, 30, init=str(merged))  # started at 190: not the merge's step
+    with pytest.raises(LineageError, match="merged weights .* hold step 200"):
+        run_chain(early, 100)
+    for argv, message in (
+        ([f"--part=iframe={iruns}"], "already exists"),  # into the same folder again
+        ([f"--part=residue={iruns}"], "no parameters under 'residue'"),
+        ([f"--part=iframe={iruns}", f"--part=iframe={iruns}"], "already taken"),
+        (["--part=iframe"], "expected PREFIX=WEIGHTS"),
+    ):
+        out = merged if message == "already exists" else tmp_path / "again"
+        with pytest.raises(weights.WeightsError, match=message):
+            weights.merge([a.split("=", 1)[1] for a in argv], str(pruns), str(config), out)
+        assert not (tmp_path / "again").exists()
 
 
 def test_a_folder_without_progress_is_named(tmp_path):
