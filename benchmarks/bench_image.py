@@ -63,6 +63,7 @@ from benchmarks.bench_rd import BenchError, ElfCodec, ModelSpec, bd_entries, bd_
 from benchmarks.plot import bd_markdown, plot_rd, points_markdown
 from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport, bd_entry
 from runtime import metrics as metrics_lib
+from runtime.presets import DEFAULT_PRESET, PRESETS
 from runtime.types import CodecError
 from runtime.video_io import Y4mWriter, Yuv420, rgb_to_yuv420, yuv420_to_rgb
 
@@ -502,7 +503,7 @@ flags.DEFINE_integer("limit", None, "Use only the first N images.", flag_values=
 flags.DEFINE_string("name", None, "Name of the image set (its averaged curve's clip name); default 'kodak' for the "
                     "default images, else the folder's name, else 'images'.", flag_values=FLAGS)  # fmt: skip
 clikit.define_model(FLAGS, "A shipped-model folder (config.json + checkpoint); default: the shipped default model.")
-flags.DEFINE_enum("preset", "medium", ["fast", "medium", "slow"], "This codec's encoder preset (runtime/presets.py).",
+flags.DEFINE_enum("preset", DEFAULT_PRESET, list(PRESETS), "This codec's encoder preset (runtime/presets.py).",
                   flag_values=FLAGS)
 flags.DEFINE_list("levels", [f"{lv:g}" for lv in DEFAULT_LEVELS], "This codec's levels (continuous).", flag_values=FLAGS)
 flags.DEFINE_list("anchors", list(ANCHOR_NAMES), "Anchors: any of jpeg, x264, x265, svtav1 (empty: none).", flag_values=FLAGS)

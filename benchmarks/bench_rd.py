@@ -44,6 +44,7 @@ from benchmarks.plot import bd_markdown, plot_rd, points_markdown
 from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport, bd_entry, mean_entry, merged_curve
 from model.level_offsets import format_level_offsets, level_offsets_json, parse_level_offsets
 from runtime import metrics as metrics_lib
+from runtime.presets import DEFAULT_PRESET, PRESETS
 from runtime.types import CodecError
 from runtime.video_io import rgb_to_yuv420, yuv420_to_rgb
 
@@ -317,12 +318,12 @@ flags.DEFINE_integer("gop", None, "This codec's GOP length (an I-frame every N f
 clikit.define_backend(FLAGS, help="This codec's backend: tf, onnx or tensorrt.")
 flags.DEFINE_boolean("vmaf", True, "Measure VMAF (libvmaf through ffmpeg).", flag_values=FLAGS)
 flags.DEFINE_enum("bd_method", "cubic", list(METHODS), "BD-rate interpolation.", flag_values=FLAGS)
-flags.DEFINE_enum("preset", "medium", ["fast", "medium", "slow"], "This codec's encoder preset (runtime/presets.py).",
+flags.DEFINE_enum("preset", DEFAULT_PRESET, list(PRESETS), "This codec's encoder preset (runtime/presets.py).",
                   flag_values=FLAGS)
 flags.DEFINE_boolean("motion_refine", False, "This codec's encoder-side rate-distortion choice of the block "
                      "motion (runtime/motion_refine.py).", flag_values=FLAGS)
 flags.DEFINE_boolean("rd_frame_type", None, "This codec codes each P-frame as an I-frame too and keeps the one of "
-                     "lower MSE + lambda(level) x bpp (default: the preset's, on in slow).", flag_values=FLAGS)
+                     "lower MSE + lambda(level) x bpp (default: the preset's, on in veryslow).", flag_values=FLAGS)
 flags.DEFINE_string("p_level_offset", None, "This codec's P-frames at level + this, clipped to the model's range; "
                     "a comma list is cycled over each GOP's P-frames (default: each model's card, else 0).", flag_values=FLAGS)
 flags.DEFINE_boolean("keep_streams", False, "Keep every codec's stream under OUT_DIR/streams.", flag_values=FLAGS)

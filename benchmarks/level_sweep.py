@@ -31,6 +31,7 @@ from model import clikit  # first: quiets TensorFlow's C++ log
 from absl import flags
 
 from model.level_offsets import level_offsets_json, parse_level_offsets
+from runtime.presets import DEFAULT_PRESET, PRESETS
 
 PROG = "level_sweep"
 FLAGS = flags.FlagValues()
@@ -42,7 +43,7 @@ clikit.define_backend(FLAGS)
 flags.DEFINE_string("out", None, "Optional JSON output.", flag_values=FLAGS)
 flags.DEFINE_string("anchor", None, "A saved sweep (--out) to report this one's BD-rate against.", flag_values=FLAGS)
 flags.DEFINE_string("load", None, "Read this saved sweep instead of coding --clip.", flag_values=FLAGS)
-flags.DEFINE_enum("preset", "medium", ["fast", "medium", "slow"], "Encoder preset (runtime/presets.py).", flag_values=FLAGS)
+flags.DEFINE_enum("preset", DEFAULT_PRESET, list(PRESETS), "Encoder preset (runtime/presets.py).", flag_values=FLAGS)
 flags.DEFINE_integer("gop", None, "I-frame interval (default: the model card's, else 16; 0: one I-frame).", lower_bound=0,
                      flag_values=FLAGS)
 flags.DEFINE_bool("motion_refine", False, "Encoder-side rate-distortion choice of the quantized block motion "
@@ -51,7 +52,7 @@ flags.DEFINE_float("motion_lambda_scale", 1.0, "Scale of the motion refinement's
 flags.DEFINE_string("p_level_offset", None, "P-frames at level + this, clipped to the model's range; a comma list "
                     "is cycled over each GOP's P-frames (default: the model card's, else 0).", flag_values=FLAGS)
 flags.DEFINE_bool("rd_frame_type", None, "Code every P-frame as an I-frame too and keep the cheaper in rate + lambda x "
-                  "distortion (runtime/stream.py; default: the preset's, on in slow).", flag_values=FLAGS)
+                  "distortion (runtime/stream.py; default: the preset's, on in veryslow).", flag_values=FLAGS)
 
 
 def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="tf", motion_refinement=None,

@@ -102,11 +102,11 @@ def define_flags() -> flags.FlagValues:
                        lower_bound=0.0, flag_values=fv)
     flags.DEFINE_boolean("rd_frame_type", False, "Code every P-frame as an I-frame too and keep the one of lower "
                          "MSE + lambda(level) x bpp (the training loss): worth it where the model's P-frames lose to its "
-                         "I-frames on some content; doubles the P-frames' encoding time (default: the preset's, on in slow).",
+                         "I-frames on some content; doubles the P-frames' encoding time (default: the preset's, on in veryslow).",
                          flag_values=fv)
     flags.DEFINE_boolean("motion_refine", False, "Choose each 16x16 block's coded motion by rate and distortion "
                          "(runtime/motion_refine.py; models with the motion search): slower encoding, a few % fewer bits "
-                         "at equal quality; any decoder reads the stream (default: the preset's, on in slow).", flag_values=fv)
+                         "at equal quality; any decoder reads the stream (default: the preset's, on in slow and veryslow).", flag_values=fv)
     flags.DEFINE_integer("tile", None, "Cut each coded layer into square tiles of this many pixels a side (a multiple "
                          f"of {TILE_PX_UNIT} up to {TILE_PX_MAX}), each range-coded on its own, so decoders can code them "
                          "in parallel; each tile costs about 4.5 bytes per coded layer. Default: one tile for pictures "

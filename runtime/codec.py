@@ -436,7 +436,7 @@ class Encoder:
                 state=flow["state"],
                 embedding=ctx.embedding,
             )["latent"]
-            searching = self._latent_search is not None
+            searching = self._latent_search is not None and self.latent_optimization.residues
             residue_layer, residue_substreams = self._code_layer("residue", latent, ctx, observe=not searching)
             out = half.residue_synthesis(residue_layer.latent_hat, flow["compensated"], flow["state"], ctx)
             if searching:

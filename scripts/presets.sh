@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The encoder presets' table (docs/BENCHMARKS.md, "Encoder presets"): for one model, the level
 # sweep (levels 0..7, FRAMES frames of each clip, the model card's GOP) of each preset on the two
-# eval clips and bikes.mp4, the BD-rate (PSNR-RGB) of fast and slow against medium, and the
+# eval clips and bikes.mp4, the BD-rate (PSNR-RGB) of fast, slow and veryslow against medium, and the
 # encode FPS of each preset on bikes.mp4 through `elfvc encode` (the stream sizes too).
 #
 # usage: scripts/presets.sh [MODEL] [FRAMES]      (default: the shipped default model, 4 frames)
 # Writes out/presets/MODEL/{sweep_CLIP_PRESET.json, bd.txt, speed.txt}. About 15 min for base
-# with 4 frames on 2 CPU cores (slow is ~50 gradient steps per I-frame).
+# with 4 frames on 2 CPU cores (slow is ~50 gradient steps per I-frame, veryslow per frame).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -20,17 +20,17 @@ bikes=$("$PY" -c "from model.samples import bikes_path; print(bikes_path())")
 for spec in street:$EVAL/street_320x180_21f.y4m bedroom:$EVAL/bedroom_480x270_100f.y4m bikes:$bikes; do
     name=${spec%%:*}
     clip=${spec#*:}
-    for preset in medium fast slow; do
+    for preset in medium fast slow veryslow; do
         "$PY" -m benchmarks.level_sweep --model="$model" --clip="$clip" --step=1 --frames="$frames" \
             --preset="$preset" --out="$out/sweep_${name}_$preset.json" | tail -n 1
     done
-    for preset in fast slow; do
+    for preset in fast slow veryslow; do
         echo "$name $preset vs medium: $("$PY" -m benchmarks.level_sweep --load="$out/sweep_${name}_$preset.json" \
             --anchor="$out/sweep_${name}_medium.json" | grep -i 'BD-rate')" | tee -a "$out/bd.txt"
     done
 done
 # Encode speed on bikes.mp4 at level 4, in one process: each preset warmed up on 2 frames (graph
-# tracing excluded), then timed on 16 frames (slow: 4); the stream sizes say the bits.
+# tracing excluded), then timed on 16 frames (veryslow: 4); the stream sizes say the bits.
 "$PY" - "$model" "$bikes" "$out" <<'PYEOF' | tee "$out/speed.txt"
 import pathlib, sys, time
 from runtime import video_io
@@ -43,8 +43,8 @@ bundle = load_bundle(model)
 gop = bundle.coding_gop
 frames, info = video_io.read_video(clip, 18)
 with get_backend("tf", bundle) as backend:
-    for preset in ("medium", "fast", "slow"):
-        n = 4 if preset == "slow" else 16
+    for preset in ("medium", "fast", "slow", "veryslow"):
+        n = 4 if preset == "veryslow" else 16
         kw = dict(fps=info.fps, gop=gop, controller=ConstantLevel(4.0), backend=backend, bundle=bundle, preset=preset)
         encode_video(frames[:2], out / "warmup.elfvc", **kw)
         start = time.perf_counter()

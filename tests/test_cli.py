@@ -142,7 +142,8 @@ def test_a_negative_level_is_a_usage_error_naming_the_range(tmp_path, workdir):
 def test_presets_are_in_the_help_with_their_cost_and_benefit(tmp_path, workdir):
     code, out, _ = run_cli_raw(["encode", "--help"])
     assert code == 0
-    for name, words in (("fast", "faster|speed"), ("medium", "default"), ("slow", "fewer bits")):
+    for name, words in (("fast", "faster|speed"), ("medium", "default"), ("slow", "fewer bits"),
+                        ("veryslow", "fewer bits")):
         assert re.search(rf"{name}: [^\n]{{0,100}}({words})", out), (name, out)
     fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "o.elfvc"), "--preset=turbo"], 2, "preset", tmp_path)
     fails(["decode", str(tmp_path / "x.elfvc"), str(tmp_path / "x.y4m"), "--preset=slow"], 2, "decode does not take --preset", tmp_path)

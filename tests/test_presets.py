@@ -39,18 +39,20 @@ def _encode(tmp_path, name, clip, small, preset, gop, controller=None):
 
 
 def test_presets_decode_with_the_plain_decoder_on_every_backend(tmp_path, small, clip, small_export):
-    """`slow` (latent search + motion refinement, I+P): the plain tf decoder returns exactly what
-    the encoder reconstructed, onnx within the cross-backend bound (1 level of 8 bits,
-    tests/test_backends.py); `fast` with GOP 1 writes medium's bytes without reconstructing."""
+    """`slow` (I-frame latent search + motion refinement) and `veryslow` (residue search and R-D
+    frame types too), I+P: the plain tf decoder returns exactly what the encoder reconstructed,
+    onnx within the cross-backend bound (1 level of 8 bits, tests/test_backends.py); `fast` with
+    GOP 1 writes medium's bytes without reconstructing."""
     bundle, tf_backend = small
-    path, _, encoded = _encode(tmp_path, "slow", clip, small, "slow", 2)
     plain, _, _ = _encode(tmp_path, "medium2", clip, small, "medium", 2)
-    assert path.read_bytes() != plain.read_bytes()  # the search moved some symbols
-    for backend, tolerance in ((tf_backend, 0), (onnx_backend(small_export), 1)):
-        decoded = []
-        decode_video(path, decoded.append, backend, bundle)
-        for frame, enc in zip(decoded, encoded, strict=True):
-            assert np.abs(frame.astype(int) - enc.reconstruction.astype(int)).max() <= tolerance
+    for preset in ("slow", "veryslow"):
+        path, _, encoded = _encode(tmp_path, preset, clip, small, preset, 2)
+        assert path.read_bytes() != plain.read_bytes(), preset  # the search moved some symbols
+        for backend, tolerance in ((tf_backend, 0), (onnx_backend(small_export), 1)):
+            decoded = []
+            decode_video(path, decoded.append, backend, bundle)
+            for frame, enc in zip(decoded, encoded, strict=True):
+                assert np.abs(frame.astype(int) - enc.reconstruction.astype(int)).max() <= tolerance, preset
     fast, _, fast_frames = _encode(tmp_path, "fast", clip, small, "fast", 1)
     medium, _, medium_frames = _encode(tmp_path, "medium", clip, small, "medium", 1)
     assert fast.read_bytes() == medium.read_bytes()
@@ -72,7 +74,7 @@ def test_fast_reconstructs_when_something_needs_it(tmp_path, small, clip):
             encoder.encode_frame(clip[1], 3.0, FrameType.P)
         with pytest.raises(ValueError, match="only I-frames"):
             encoder.encode_frame(clip[1], 3.0, FrameType.P, reconstruct=False)
-    with pytest.raises(CodecError, match="unknown preset 'turbo'; valid presets: fast, medium, slow"):
+    with pytest.raises(CodecError, match="unknown preset 'turbo'; valid presets: fast, medium, slow, veryslow$"):
         _encode(tmp_path, "bad", clip, small, "turbo", 1)
 
 
@@ -110,6 +112,29 @@ def test_latent_search_never_keeps_a_worse_coding(small, clip, monkeypatch):
             guarded = encoder.encode_frame(clip[index], level, frame_type)
             assert guarded.payload == plain.payload, frame_type
             np.testing.assert_array_equal(guarded.reconstruction, plain.reconstruction)
+
+
+def test_slow_searches_i_frames_only_and_veryslow_residues_too(small, clip, monkeypatch):
+    """The two search presets differ in what they search: `slow` one latent a GOP (the I-frame's),
+    `veryslow` every P-frame's residue latent as well (counted through the search's entry points)."""
+    from runtime import latent_opt
+    from runtime.presets import get_preset
+
+    bundle, backend = small
+    calls = []
+    for name in ("search_iframe", "search_residue"):
+        real = getattr(latent_opt.LatentSearch, name)
+        monkeypatch.setattr(latent_opt.LatentSearch, name,
+                            lambda self, *a, _real=real, _name=name: calls.append(_name) or _real(self, *a))  # fmt: skip
+    searched = {}
+    for preset in ("slow", "veryslow"):
+        calls.clear()
+        settings = get_preset(preset).latent_optimization()
+        with Encoder(bundle, backend, latent_optimization=settings) as encoder:
+            for index, frame_type in enumerate((FrameType.I, FrameType.P, FrameType.P)):
+                encoder.encode_frame(clip[index], 3.5, frame_type)
+        searched[preset] = list(calls)
+    assert searched == {"slow": ["search_iframe"], "veryslow": ["search_iframe", "search_residue", "search_residue"]}
 
 
 def test_a_searched_hyper_latent_decodes_exactly(tmp_path, small, clip):
