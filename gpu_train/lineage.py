@@ -30,7 +30,7 @@ import pathlib
 from dataclasses import dataclass
 from typing import List, Optional, Union
 
-from gpu_train.weights import weights_folder
+from gpu_train.weights import MERGE_RECORD, weights_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PRECISION_NAMES = {"bf16": "PyTorch bf16 autocast", "tf32": "PyTorch TF32", "fp32": "PyTorch FP32"}
@@ -112,9 +112,6 @@ def run_chain(run, shipped_step: int, max_runs: int = 20, require_final: bool = 
         if before in chain or len(chain) >= max_runs:
             raise LineageError(f"{run}: the --init line loops or is longer than {max_runs} runs")
         chain.insert(0, before)
-
-
-MERGE_RECORD = "merge.json"
 
 
 def merged_line(folder: pathlib.Path, start: int, shipped_step: int, max_runs: int) -> list:

@@ -114,6 +114,9 @@ def from_npz(npz, config_path, out_dir, metadata: dict) -> pathlib.Path:
 
 
 # -- where weights came from ---------------------------------------------------------------
+MERGE_RECORD = "merge.json"  # beside merged weights (`merge`): step, sources, parts, rest, lambda_range
+
+
 def weights_folder(init: str) -> pathlib.Path:
     """The folder of the weights at `init` (an .npz, comma-separated shards or a folder of shards),
     where their config.json, model_card.json, warm.json or progress.json lie."""
@@ -129,7 +132,7 @@ def recorded_lambda_range(init: str) -> Optional[str]:
     folder = weights_folder(init)
     for name, read in (("model_card.json", lambda d: d.get("lambda_range")),
                        ("warm.json", lambda d: d.get("lambda_range")),
-                       ("merge.json", lambda d: d.get("lambda_range")),
+                       (MERGE_RECORD, lambda d: d.get("lambda_range")),
                        ("progress.json", lambda d: (d.get("args") or {}).get("lambda_range"))):
         try:
             pair = lambda_pair(read(json.loads((folder / name).read_text())))
@@ -261,7 +264,7 @@ def merge(parts, rest: str, config_path: str, out) -> str:
     (out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
     record = {"step": int(merged["step"]), "sources": [record_parts[p] for p in record_parts] + [rest],
               "parts": record_parts, "rest": rest, "lambda_range": recorded_lambda_range(rest)}
-    (out / "merge.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / MERGE_RECORD).write_text(json.dumps(record, indent=1) + "\n")
     return (f"model step {record['step']}: {len(taken)} of {len(merged)} arrays from "
             f"{', '.join(f'{p}={s}' for p, s in record_parts.items())}, the rest from {rest} -> "
             f"{', '.join(str(f) for f in files)}")
