@@ -14,7 +14,7 @@ through them as through the folders themselves.
 
 A line may also pass through merged weights (`gpu_train.weights merge`: some parameter groups from
 one run, the rest from another, e.g. an I-frame run's I-frame codec with a P-path run's P path).
-The merged folder's merge.json names its sources; each must lead back to the shipped step, and
+The merged folder's merge.json names its sources (`parts`, `rest`); each must lead back to the shipped step, and
 the line is their runs (each once, the parts' first) followed by the runs after the merge.
 
 A run cut before its end (a session ended) may sit inside a line, since the run after it started
@@ -115,13 +115,15 @@ def run_chain(run, shipped_step: int, max_runs: int = 20, require_final: bool = 
 
 
 def merged_line(folder: pathlib.Path, start: int, shipped_step: int, max_runs: int) -> list:
-    """The runs behind merged weights (`folder`'s merge.json: `step`, `sources`, the weight folders
-    the groups came from), each run once, in the sources' order; the merge must hold step `start`."""
+    """The runs behind merged weights (`folder`'s merge.json: `step`, `parts` {prefix: weights} and
+    `rest`, the weight folders the groups came from), each run once, the parts' sources first; the
+    merge must hold step `start`."""
     try:
         record = json.loads((folder / MERGE_RECORD).read_text())
-        step, sources = int(record["step"]), [str(s) for s in record["sources"]]
+        step = int(record["step"])
+        sources = [str(s) for s in dict(record["parts"]).values()] + [str(record["rest"])]
     except (OSError, ValueError, TypeError, KeyError):
-        raise LineageError(f"{folder / MERGE_RECORD} is not a merge record (step, sources)") from None
+        raise LineageError(f"{folder / MERGE_RECORD} is not a merge record (step, parts, rest)") from None
     if step != start:
         raise LineageError(f"a run started at model step {start}, but the merged weights {folder} it started from "
                            f"hold step {step}: ship it by hand")

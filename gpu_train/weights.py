@@ -114,7 +114,7 @@ def from_npz(npz, config_path, out_dir, metadata: dict) -> pathlib.Path:
 
 
 # -- where weights came from ---------------------------------------------------------------
-MERGE_RECORD = "merge.json"  # beside merged weights (`merge`): step, sources, parts, rest, lambda_range
+MERGE_RECORD = "merge.json"  # beside merged weights (`merge`): step, parts, rest, lambda_range
 
 
 def weights_folder(init: str) -> pathlib.Path:
@@ -229,7 +229,7 @@ def save_npz_shards(module, folder, stem: str = "weights", max_bytes: int = 15 *
 def merge(parts, rest: str, config_path: str, out) -> str:
     """Writes into the new folder `out` the weights whose parameters under each PREFIX of `parts`
     ("PREFIX=WEIGHTS") come from those WEIGHTS and all others (the model step too) from `rest`,
-    FP32 shards with config.json and merge.json (step, sources, parts, rest, lambda_range). Every
+    FP32 shards with config.json and merge.json (step, parts, rest, lambda_range). Every
     source must hold the same parameters with the same shapes; each prefix must match some and no
     two prefixes the same parameter. Returns a one-line summary."""
     out = pathlib.Path(out)
@@ -262,8 +262,8 @@ def merge(parts, rest: str, config_path: str, out) -> str:
     files = write_shards(merged, out)
     config = json.loads(pathlib.Path(config_path).read_text())
     (out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
-    record = {"step": int(merged["step"]), "sources": [record_parts[p] for p in record_parts] + [rest],
-              "parts": record_parts, "rest": rest, "lambda_range": recorded_lambda_range(rest)}
+    record = {"step": int(merged["step"]), "parts": record_parts, "rest": rest,
+              "lambda_range": recorded_lambda_range(rest)}
     (out / MERGE_RECORD).write_text(json.dumps(record, indent=1) + "\n")
     return (f"model step {record['step']}: {len(taken)} of {len(merged)} arrays from "
             f"{', '.join(f'{p}={s}' for p, s in record_parts.items())}, the rest from {rest} -> "
