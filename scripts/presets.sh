@@ -5,7 +5,7 @@
 # encode FPS of each preset on bikes.mp4 through `elfvc encode` (the stream sizes too).
 #
 # usage: scripts/presets.sh [MODEL] [FRAMES]      (default: the shipped default model, 4 frames)
-# Writes out/presets/MODEL/{sweep_CLIP_PRESET.json, bd.txt, speed.txt}. About 15 min for base
+# Writes out/presets/MODEL/{sweep_CLIP_PRESET.json, bd.txt, speed.txt, speed/}. About 15 min for base
 # with 4 frames on 2 CPU cores (slow is ~50 gradient steps per I-frame, veryslow per frame).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,28 +29,8 @@ for spec in street:$EVAL/street_320x180_21f.y4m bedroom:$EVAL/bedroom_480x270_10
             --anchor="$out/sweep_${name}_medium.json" | grep -i 'BD-rate')" | tee -a "$out/bd.txt"
     done
 done
-# Encode speed on bikes.mp4 at level 4, in one process: each preset warmed up on 2 frames (graph
-# tracing excluded), then timed on 16 frames (veryslow: 4); the stream sizes say the bits.
-"$PY" - "$model" "$bikes" "$out" <<'PYEOF' | tee "$out/speed.txt"
-import pathlib, sys, time
-from runtime import video_io
-from runtime.backends import get_backend
-from model.bundle import load_bundle
-from runtime.ratecontrol import ConstantLevel
-from runtime.stream import encode_video
-model, clip, out = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
-bundle = load_bundle(model)
-gop = bundle.coding_gop
-frames, info = video_io.read_video(clip, 18)
-with get_backend("tf", bundle) as backend:
-    for preset in ("medium", "fast", "slow", "veryslow"):
-        n = 4 if preset == "veryslow" else 16
-        kw = dict(fps=info.fps, gop=gop, controller=ConstantLevel(4.0), backend=backend, bundle=bundle, preset=preset)
-        encode_video(frames[:2], out / "warmup.elfvc", **kw)
-        start = time.perf_counter()
-        summary = encode_video(frames[2:2 + n], out / f"bikes_{preset}.elfvc", **kw)
-        seconds = time.perf_counter() - start
-        print(f"{preset}: {n} frames {frames.shape[2]}x{frames.shape[1]}, GOP {gop}, level 4: {summary.bpp:.4f} bpp, "
-              f"encode {n / seconds:.2f} fps")
-    (out / "warmup.elfvc").unlink()
-PYEOF
+# Encode speed on bikes.mp4 at level 4, in one process (benchmarks/preset_speed.py): each preset
+# warmed up on 2 frames (graph tracing excluded), then timed on 16 frames (veryslow: 4); the stream
+# sizes say the bits.
+"$PY" -m benchmarks.preset_speed --model="$model" --clip="$bikes" --presets=medium,fast,slow,veryslow \
+    --frames=16 --veryslow_frames=4 --level=4 --out_dir="$out/speed" | tee "$out/speed.txt"

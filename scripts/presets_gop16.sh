@@ -5,10 +5,11 @@
 # BD-rate PSNR-RGB and MS-SSIM between them (benchmarks.bd_compare).
 #
 # usage: scripts/presets_gop16.sh [MODEL]     (default: base, the shipped default)
-# Then each preset's encode speed in one process (bedroom's first 16 frames, level 4, GOP 16, after
-# a 2-frame warm-up that traces the graphs). Writes out/presets_gop16/NAME-ID/{medium,slow,veryslow}_
-# {street,bedroom16}/, .../bd.txt and .../speed.txt, ID the model id's first 12 hex digits (a bench_rd
-# run already there is reused: the same weights; a retrained model of the same name gets its own). About
+# Then each preset's encode speed in one process (benchmarks/preset_speed.py: bedroom's first 16
+# frames, level 4, GOP 16, after a 2-frame warm-up that traces the graphs). Writes
+# out/presets_gop16/NAME-ID/{medium,slow,veryslow}_{street,bedroom16}/, .../bd.txt, .../speed.txt and
+# .../speed/ (the timed streams), ID the model id's first 12 hex digits (a bench_rd run already there
+# is reused: the same weights; a retrained model of the same name gets its own). About
 # 55 min on 2 CPU cores (veryslow encodes ~0.1-0.2 frames/s here, slow ~1-2, medium ~3-8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,25 +40,6 @@ for spec in street:$E/street_320x180_21f.y4m: bedroom16:$E/bedroom_480x270_100f.
             "veryslow=$root/veryslow_$name/results.json" --reference="${pair%%:*}" --curves="${pair#*:}" | tee -a "$root/bd.txt"
     done
 done
-"$PY" - "$model" "$E/bedroom_480x270_100f.y4m" "$root" <<'PYEOF' | tee "$root/speed.txt"
-import pathlib, sys, time
-from model.bundle import load_bundle
-from runtime import video_io
-from runtime.backends import get_backend
-from runtime.ratecontrol import ConstantLevel
-from runtime.stream import encode_video
-model, clip, root = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
-bundle = load_bundle(model)
-frames, info = video_io.read_video(clip, 18)
-with get_backend("tf", bundle) as backend:
-    for preset in ("medium", "slow", "veryslow"):
-        kw = dict(fps=info.fps, gop=16, controller=ConstantLevel(4.0), backend=backend, bundle=bundle, preset=preset)
-        encode_video(frames[:2], root / "warmup.elfvc", **kw)
-        start = time.perf_counter()
-        summary = encode_video(frames[2:18], root / f"bedroom_{preset}.elfvc", **kw)
-        seconds = time.perf_counter() - start
-        print(f"{preset}: 16 frames {frames.shape[2]}x{frames.shape[1]}, GOP 16, level 4: {summary.bpp:.4f} bpp, "
-              f"{summary.mean_psnr:.2f} dB, encode {16 / seconds:.2f} fps")
-    (root / "warmup.elfvc").unlink()
-PYEOF
+"$PY" -m benchmarks.preset_speed --model="$model" --clip="$E/bedroom_480x270_100f.y4m" --presets=medium,slow,veryslow \
+    --frames=16 --gop=16 --level=4 --out_dir="$root/speed" | tee "$root/speed.txt"
 echo "tables: $root/bd.txt, $root/speed.txt"
