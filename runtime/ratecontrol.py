@@ -102,39 +102,33 @@ class MemoTrial:
 def highest_satisfying(trial: Trial, ok: Callable[[TrialResult], bool], lo: float, hi: float) -> Optional[float]:
     """The highest grid level in [lo, hi] whose trial is `ok`, assuming `ok` holds below some
     level and fails above it. None when `ok(trial(lo))` fails. Bounded: 2 + max_search_trials."""
-    if ok(trial(hi)):
-        return hi
-    if not ok(trial(lo)):
-        return None
-    # Invariant: ok at lo, not ok at hi.
-    for _ in range(max_search_trials(lo, hi)):
-        mid = _midpoint(lo, hi)
-        if mid is None:
-            break
-        if ok(trial(mid)):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return _boundary(trial, ok, lo, hi, highest=True)
 
 
 def lowest_satisfying(trial: Trial, ok: Callable[[TrialResult], bool], lo: float, hi: float) -> Optional[float]:
     """The lowest grid level in [lo, hi] whose trial is `ok`, assuming `ok` fails below some
     level and holds above it. None when `ok(trial(hi))` fails. Bounded: 2 + max_search_trials."""
-    if ok(trial(lo)):
-        return lo
-    if not ok(trial(hi)):
+    return _boundary(trial, ok, lo, hi, highest=False)
+
+
+def _boundary(trial: Trial, ok: Callable[[TrialResult], bool], lo: float, hi: float, highest: bool) -> Optional[float]:
+    """Bisection for the grid level where `ok` changes: `good` is the end `ok` holds towards
+    (hi when searching for the lowest ok level, lo for the highest), `bad` the other."""
+    good, bad = (lo, hi) if highest else (hi, lo)
+    if ok(trial(bad)):
+        return bad
+    if not ok(trial(good)):
         return None
-    # Invariant: not ok at lo, ok at hi.
+    # Invariant: ok at good, not ok at bad.
     for _ in range(max_search_trials(lo, hi)):
-        mid = _midpoint(lo, hi)
+        mid = _midpoint(min(good, bad), max(good, bad))
         if mid is None:
             break
         if ok(trial(mid)):
-            hi = mid
+            good = mid
         else:
-            lo = mid
-    return hi
+            bad = mid
+    return good
 
 
 def _check_range(min_level: float, max_level: float) -> None:
