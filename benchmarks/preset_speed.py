@@ -3,10 +3,12 @@
     python -m benchmarks.preset_speed --clip=CLIP [--model=DIR] [--presets=medium,slow] [--frames=16]
         [--veryslow_frames=4] [--gop=16] [--level=4] [--warmup=2] [--out_dir=DIR]
 
-Reads the clip's first `warmup + frames` frames once, then for each preset encodes the first
-`warmup` of them to a real .elfvc file (graph tracing and the first-call costs excluded from the
-timing), then the next `frames` (veryslow: `--veryslow_frames`, it runs ~40x slower) to another,
-timed with the file's writing included: FPS = frames / seconds. Prints one line per preset with the
+Reads the clip's first `warmup + frames` frames once (a video file or a PNG folder, as `elfvc
+encode` reads), then for each preset encodes the first `warmup` of them to a real .elfvc file
+(graph tracing and the first-call costs excluded from the timing), then the next `frames`
+(veryslow: `--veryslow_frames`, it runs ~40x slower) to another, timed with the file's writing
+included: FPS = frames / seconds. The rate control is what `elfvc encode --level=L` does: a
+constant level, P-frames at the model card's offsets. Prints one line per preset with the
 stream's bpp (its real size), the encoder's mean PSNR-RGB (`n/a` where the preset reconstructs
 nothing: `fast` at GOP 1) and the FPS, and with --out_dir keeps the streams there and writes
 the table as speed.json. What scripts/presets.sh and scripts/presets_gop16.sh time
@@ -50,29 +52,29 @@ def time_presets(clip, presets, frames: int, veryslow_frames: int, warmup: int, 
     from model.bundle import load_bundle
     from runtime import video_io
     from runtime.backends import get_backend
-    from runtime.ratecontrol import ConstantLevel
+    from runtime.ratecontrol import make_controller
     from runtime.stream import encode_video
     from runtime.types import CodecError
 
-    bundle = load_bundle(model)
-    gop = bundle.coding_gop if gop is None else gop
-    level_max = bundle.config.max_level
-    if not 0 <= level <= level_max:
-        raise CodecError(f"--level must be in [0, {level_max:g}] for this model, got {level:g}")
     longest = max(veryslow_frames if p == "veryslow" else frames for p in presets)
-    clip_frames, info = video_io.read_video(clip, warmup + longest)
+    clip_frames, info = video_io.read_video(clip, warmup + longest)  # before the model: a bad clip fails fast
     if len(clip_frames) < warmup + longest:
         raise CodecError(f"{clip} has {len(clip_frames)} frames; the timing needs {warmup + longest} "
                          f"({warmup} warm-up + {longest})")
+    bundle = load_bundle(model)
+    gop = bundle.coding_gop if gop is None else gop
+    controller = dict(max_level=bundle.config.max_level, level=level, p_level_offset=bundle.p_level_offset)
+    make_controller(**controller)  # a level outside the model's range: ValueError before any coding
     rows = []
     with tempfile.TemporaryDirectory(prefix="preset_speed") as tmp, get_backend(backend_name, bundle) as backend:
         folder = pathlib.Path(out_dir or tmp)
         for preset in presets:
             n = veryslow_frames if preset == "veryslow" else frames
-            kw = dict(fps=info.fps, gop=gop, controller=ConstantLevel(level), backend=backend, bundle=bundle, preset=preset)
-            encode_video(clip_frames[:warmup], pathlib.Path(tmp) / "warmup.elfvc", **kw)
+            kw = dict(fps=info.fps, gop=gop, backend=backend, bundle=bundle, preset=preset)
+            encode_video(clip_frames[:warmup], pathlib.Path(tmp) / "warmup.elfvc", controller=make_controller(**controller), **kw)
             start = time.perf_counter()
-            summary = encode_video(clip_frames[warmup:warmup + n], folder / f"{pathlib.Path(clip).stem}_{preset}.elfvc", **kw)
+            summary = encode_video(clip_frames[warmup:warmup + n], folder / f"{pathlib.Path(clip).stem}_{preset}.elfvc",
+                                   controller=make_controller(**controller), **kw)
             seconds = time.perf_counter() - start
             rows.append(dict(preset=preset, frames=n, width=summary.width, height=summary.height, gop=gop, level=level,
                              bpp=summary.bpp, bytes=summary.total_bytes, psnr_rgb=summary.mean_psnr, fps=n / seconds))
@@ -98,8 +100,6 @@ def _main(argv) -> int:
     unknown = [p for p in FLAGS.presets if p not in PRESETS]
     if unknown or not FLAGS.presets:
         raise clikit.UsageError(f"--presets takes a comma list of {', '.join(PRESETS)}; got {','.join(FLAGS.presets) or 'nothing'}")
-    if not os.path.isfile(FLAGS.clip):
-        raise clikit.Failed(f"no such clip: {FLAGS.clip}")
     if FLAGS.out_dir:
         os.makedirs(FLAGS.out_dir, exist_ok=True)
     rows = time_presets(FLAGS.clip, FLAGS.presets, FLAGS.frames, FLAGS.veryslow_frames or FLAGS.frames, FLAGS.warmup,

@@ -54,9 +54,9 @@ def test_fast_codes_the_same_bits_as_medium_at_gop_1(tmp_path, capsys):
         (["--clip=x.y4m", "--presets=medium,turbo"], 2, "--presets takes a comma list of"),
         (["--clip=x.y4m", "--frames=0"], 2, "frames"),
         (["--clip=x.y4m", "stray"], 2, "unexpected arguments"),
-        (["--clip={missing}"], 1, "no such clip"),
+        (["--clip={missing}"], 1, "missing.y4m: no such file or folder"),
         (["--clip={short}", "--model=small", "--frames=4"], 1, "has 3 frames; the timing needs 6"),
-        (["--clip={short}", "--model=small", "--frames=1", "--level=9"], 1, "--level must be in [0, 7]"),
+        (["--clip={short}", "--model=small", "--frames=1", "--level=9"], 1, "level 9.0 is outside the model's range [0, 7]"),
     ],
 )
 def test_bad_input_ends_with_one_line(tmp_path, capsys, args, status, message):
