@@ -7,7 +7,8 @@ torch in gpu_train/net.py, for gradients and graphs); those are checked against 
 
 - App. E, eq. (4)-(8): the level embedding of one continuous level, and the inverse.
 - §3.1: a block's quantization width Q_w at a continuous level (the rows' log-linear interpolation).
-- §2 (scale-space flow): the blur levels' sigmas and the Gaussian kernel of each.
+- §2 (scale-space flow): the blur levels' sigmas and the Gaussian kernel of each; the blur, the
+  warp and the block-motion upsampling themselves (the encoder's motion refinement estimates with them).
 - §3.2: the motion block size (the flow codelayer's latent grid).
 - App. A (entropy model): the range coder's scale table, its boundaries and the index of a scale.
 - §4.1: lambda(level), the rate weight of a continuous level (log-linear between the range's ends).
@@ -77,6 +78,102 @@ def gaussian_kernel_1d(sigma: float) -> np.ndarray:
     weights = [math.exp(-0.5 * (float(x) / sigma) ** 2) for x in range(-radius, radius + 1)]
     total = sum(weights)
     return np.array([w / total for w in weights], np.float64)
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """model/warp.py's separable blur of [..., H, W, C] in numpy (mirrored borders), float64."""
+    image = np.asarray(image, np.float64)
+    if sigma <= 0.0:
+        return image
+    kernel = gaussian_kernel_1d(sigma)
+    radius = (len(kernel) - 1) // 2
+    height, width = image.shape[-3], image.shape[-2]
+    pad = [(0, 0)] * (image.ndim - 3) + [(radius, radius), (radius, radius), (0, 0)]
+    padded = np.pad(image, pad, mode="symmetric")
+    rows = sum(w * padded[..., :, k : k + width, :] for k, w in enumerate(kernel))
+    return sum(w * rows[..., k : k + height, :, :] for k, w in enumerate(kernel))
+
+
+class ScaleSpaceVolume:
+    """§2's scale-space volume of one image [H, W, C] (model/warp.py scale_space_warp in numpy):
+    blurred copies at scale_space_sigmas, each made when a warp first needs it, so that warping one
+    image by several flows blurs it once. A pixel's sigma lies between two blur levels, and only
+    those two are sampled (the other levels' hat weights are zero), each a bilinear gather."""
+
+    def __init__(self, image: np.ndarray, levels: int, sigma0: float):
+        self.image = np.asarray(image, np.float32)
+        self.sigmas = np.asarray(scale_space_sigmas(levels, sigma0), np.float64)
+        self._blurred: dict = {}
+        self._stacks: dict = {}
+
+    def level(self, k: int) -> np.ndarray:
+        """Blur level k, float32 [H, W, C]."""
+        if k not in self._blurred:
+            self._blurred[k] = gaussian_blur(self.image, float(self.sigmas[k])).astype(np.float32)
+        return self._blurred[k]
+
+    def _stack(self, levels) -> np.ndarray:
+        """The given blur levels as one [len(levels) H W, C] table to gather rows from."""
+        key = tuple(int(k) for k in levels)
+        if key not in self._stacks:
+            self._stacks[key] = np.stack([self.level(k) for k in key]).reshape(-1, self.image.shape[-1])
+        return self._stacks[key]
+
+    def warp(self, flow: np.ndarray) -> np.ndarray:
+        """flow [H, W, 3] = (dx, dy, sigma) in pixels -> the warped image [H, W, C], float32:
+        bilinear in space with edges clamped, linear in sigma (clipped to the volume's range)."""
+        flow = np.asarray(flow, np.float32)
+        height, width, channels = self.image.shape
+        grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
+        x = np.clip(grid_x + flow[..., 0], 0.0, width - 1)
+        y = np.clip(grid_y + flow[..., 1], 0.0, height - 1)
+        x0, y0 = np.floor(x), np.floor(y)
+        wx, wy = (x - x0)[..., None], (y - y0)[..., None]
+        x0, y0 = x0.astype(np.intp), y0.astype(np.intp)
+        x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+        sigmas = self.sigmas.astype(np.float32)
+        sigma = np.clip(flow[..., 2], 0.0, sigmas[-1])
+        top_level = len(sigmas) - 1
+        lower = np.clip(np.searchsorted(sigmas, sigma, side="right") - 1, 0, max(top_level - 1, 0))
+        upper = np.minimum(lower + 1, top_level)
+        span = sigmas[upper] - sigmas[lower]
+        t = np.divide(sigma - sigmas[lower], span, out=np.zeros_like(sigma), where=span > 0)[..., None]
+        needed = np.unique(np.concatenate([lower.ravel(), upper.ravel()]))
+        volume = self._stack(needed)
+        out = np.zeros(self.image.shape, np.float32)
+        for levels, weight in ((lower, 1.0 - t), (upper, t)):
+            base = np.searchsorted(needed, levels) * (height * width)
+            row0, row1 = base + y0 * width, base + y1 * width
+            top = np.take(volume, row0 + x0, axis=0) * (1.0 - wx) + np.take(volume, row0 + x1, axis=0) * wx
+            bottom = np.take(volume, row1 + x0, axis=0) * (1.0 - wx) + np.take(volume, row1 + x1, axis=0) * wx
+            out += weight * (top * (1.0 - wy) + bottom * wy)
+        return out
+
+
+def _block_interpolation(cells: int, block: int) -> np.ndarray:
+    """[cells * block, cells] weights of bilinear resizing with half-pixel centres, edges clamped."""
+    source = np.clip((np.arange(cells * block) + 0.5) / block - 0.5, 0.0, cells - 1)
+    lower = np.floor(source).astype(np.intp)
+    upper = np.minimum(lower + 1, cells - 1)
+    weights = np.zeros((cells * block, cells))
+    rows = np.arange(cells * block)
+    weights[rows, lower] = 1.0 - (source - lower)
+    weights[rows, upper] += source - lower  # at the clamped edges upper == lower: the weights sum to 1
+    return weights
+
+
+def upsample_blocks(field: np.ndarray, mode: str = "nearest", block: int = MOTION_BLOCK) -> np.ndarray:
+    """model/motion.py's upsample_blocks in numpy: [h, w, C] per-block values -> [h block, w block,
+    C] float64, each block constant ("nearest") or bilinear between block centres ("bilinear")."""
+    field = np.asarray(field, np.float64)
+    if mode == "nearest":
+        return np.repeat(np.repeat(field, block, axis=0), block, axis=1)
+    if mode != "bilinear":
+        raise ValueError(f"upsample_blocks: unknown mode {mode!r}")
+    rows = _block_interpolation(field.shape[0], block)
+    cols = _block_interpolation(field.shape[1], block)
+    columns_done = np.tensordot(rows, field, axes=(1, 0))  # [h block, w, C]
+    return np.moveaxis(np.tensordot(columns_done, cols, axes=(1, 1)), 1, 2)  # [h block, C, w block] -> [.., w block, C]
 
 
 #: The scale table (quantization units): SCALE_COUNT log-spaced values in [SCALE_MIN, SCALE_MAX].

@@ -366,6 +366,11 @@ class Encoder:
         rd_lambda = self._rd_lambda(self.motion_refinement, ctx)
 
         def choose(mean, indices, quant_width, symbols):
+            config = self.bundle.config
+            estimate = None
+            if not self.motion_refinement.decode_candidates:
+                estimate = motion_refine.ShiftedFlowWarp(previous.previous, quant_width, config.scale_space_levels,
+                                                         config.scale_space_sigma0, config.block_motion_upsample)  # fmt: skip
             result = motion_refine.refine(
                 symbols,
                 ((latent - mean) / quant_width)[0],
@@ -373,6 +378,7 @@ class Encoder:
                 lambda trial: half.flow_synthesis(half.dequantize(mean, trial, quant_width), previous, predicted, ctx),
                 image,
                 rd_lambda,
+                estimate,
             )
             decoded["flow"] = result.flow
             return result.symbols

@@ -25,10 +25,16 @@ neighbours' delta a little: the combined choice is decoded once more and kept on
 whole-frame cost is no larger than plain rounding's, so the refinement never loses on its own
 criterion. A decoder sees ordinary symbols: streams stay bit-exact across encoders.
 
-Cost: four more flow_synthesis runs per P-frame (the round-only one is reused): encoding about
-2x slower on CPU. Measured on the shipped model (docs/DESIGN.md): 3.1% (street,
-a pan) and 0.4% (bedroom) fewer bits at equal PSNR-RGB, so it is an encoder option
-(`elfvc encode --motion_refine`), off by default.
+Cost: decoding the four combinations is four more flow_synthesis runs per P-frame (the
+round-only one is reused), about 1.7x the encoding time on CPU. So by default the three other
+combinations are not decoded but estimated (`ShiftedFlowWarp`): the decoder adds the block motion
+to its flow after the delta net (model/codecs.py FlowBlock.decode), so a candidate's flow is
+rounding's decoded flow plus the upsampled change Q_w (k - round), and its compensated frame is the
+previous reconstruction warped by that flow (model/npmath.ScaleSpaceVolume, the decoder's
+scale-space warp in numpy, the blur levels made once per frame). What the estimate leaves out is
+the delta net's and the mask's response to the two changed channels; the combined choice is then
+decoded for real and judged as above, so the estimate can cost gain but never loses to rounding on
+the criterion. `MotionRefinement(decode_candidates=True)` decodes all four instead.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from model.motion import BLOCK
-from model.npmath import ScaledLambda, check_lambda_range
+from model.npmath import ScaledLambda, ScaleSpaceVolume, check_lambda_range, upsample_blocks
 from runtime.entropy_coding import SYMBOL_LIMIT, gaussian_codelength_bits, scale_table
 
 
@@ -52,6 +58,8 @@ class MotionRefinement(ScaledLambda):
     # lambda at level 0 and at the top level; None: the model card's, else DEFAULT_LAMBDA_RANGE
     lambda_range: Optional[Tuple[float, float]] = None
     lambda_scale: float = 1.0  # multiplies lambda(level): > 1 favours fewer bits
+    # True: the flow decoder runs on all four combinations; False: three are estimated (ShiftedFlowWarp)
+    decode_candidates: bool = False
 
     def __post_init__(self):
         check_lambda_range(self.lambda_range, "motion refinement")
@@ -109,6 +117,28 @@ def pick_per_block(costs: np.ndarray, candidates: Sequence[np.ndarray]) -> np.nd
     return stacked[best, rows, cols]
 
 
+class ShiftedFlowWarp:
+    """A candidate's compensated frame without the flow decoder (module docstring): rounding's
+    decoded flow, its two motion channels moved by the upsampled Q_w (k - round), warps the
+    previous reconstruction. One per P-frame: the blur levels are made once and shared."""
+
+    def __init__(self, previous: np.ndarray, quant_width: np.ndarray, levels: int, sigma0: float, upsample: str):
+        """previous [1, H, W, 3]: the reference the flow decoder warps; quant_width: the flow
+        layer's Q_w, [C] or broadcastable [1, 1, 1, C] (channels 0-1 used); levels, sigma0: the
+        model's scale space; upsample: its block_motion_upsample."""
+        self.volume = ScaleSpaceVolume(np.asarray(previous)[0], levels, sigma0)
+        self.motion_width = np.asarray(quant_width, np.float64).reshape(-1)[:2]
+        self.upsample = upsample
+
+    def __call__(self, rounded_output: Dict[str, np.ndarray], shift: np.ndarray) -> np.ndarray:
+        """rounded_output: the flow decoder's outputs for plain rounding (its "flow" [1, H, W, 3]);
+        shift: int [h, w, 2], candidate minus rounding -> the estimated compensated [1, H, W, 3]."""
+        flow = np.array(rounded_output["flow"][0], np.float32)
+        if np.any(shift):
+            flow[..., :2] += upsample_blocks(shift * self.motion_width, self.upsample).astype(np.float32)
+        return self.volume.warp(flow)[None]
+
+
 @dataclass(frozen=True)
 class RefinementResult:
     """What `refine` chose, and its cost against plain rounding's (eq. 1 units, whole frame)."""
@@ -127,6 +157,7 @@ def refine(
     decode: Callable[[np.ndarray], Dict[str, np.ndarray]],
     target: np.ndarray,
     rd_lambda: float,
+    estimate: Optional[Callable[[Dict[str, np.ndarray], np.ndarray], np.ndarray]] = None,
 ) -> RefinementResult:
     """The per-block choice of the two motion symbols (module docstring).
 
@@ -134,16 +165,21 @@ def refine(
     indices: int32 [h, w, C] their scale indices; decode(symbols) -> the flow decoder's outputs
     (a dict with "compensated" [1, H, W, 3]), exactly what the decoder will run; target: x_t
     [1, H, W, 3] in [0, 1], H and W multiples of BLOCK matching the latent grid.
+    estimate(rounding's outputs, candidate - rounding [h, w, 2]) -> compensated [1, H, W, 3]: when
+    given (a ShiftedFlowWarp), the three other combinations are estimated instead of decoded.
     """
     rounded = symbols[..., :2]
     candidates = combinations(rounded, other_neighbour(scaled[..., :2], rounded))
     outputs, costs = [], []
     for motion in candidates:
-        trial = symbols.copy()
-        trial[..., :2] = motion
-        out = decode(trial)
-        outputs.append(out)
-        costs.append(block_sse(target, out["compensated"]) + rd_lambda * motion_bits(motion, indices[..., :2]))
+        if estimate is not None and outputs:
+            compensated = estimate(outputs[0], motion - rounded)
+        else:
+            trial = symbols.copy()
+            trial[..., :2] = motion
+            outputs.append(decode(trial))
+            compensated = outputs[-1]["compensated"]
+        costs.append(block_sse(target, compensated) + rd_lambda * motion_bits(motion, indices[..., :2]))
     costs = np.stack(costs)
     rounded_cost = float(np.sum(costs[0]))
     motion = pick_per_block(costs, candidates)

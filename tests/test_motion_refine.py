@@ -191,6 +191,78 @@ def test_refine_never_loses_to_rounding_on_its_own_cost():
     assert together.flow["marker"] == 1  # rounding's decoded output, not the rejected one
 
 
+def _warping_decoder(previous, base_flow, width, upsample, delta_response=0.0):
+    """A decoder that does what the flow decoder does with the two motion channels (their
+    dequantized value, upsampled, added to the flow that warps `previous`), plus, when
+    `delta_response` is not 0, a stand-in for the delta net's reply: a flow change proportional
+    to the motion symbols that the estimate does not know about."""
+    from model.npmath import ScaleSpaceVolume, upsample_blocks
+
+    volume = ScaleSpaceVolume(previous[0], 5, 1.0)
+    calls = []
+
+    def decode(symbols):
+        calls.append(symbols.copy())
+        flow = base_flow.copy()
+        flow[..., :2] += upsample_blocks(symbols[..., :2] * width * (1.0 + delta_response), upsample)
+        return {"flow": flow[None], "compensated": volume.warp(flow)[None]}
+
+    return decode, calls
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+def test_estimated_candidates_choose_as_decoded_ones_when_the_flow_only_moves(upsample):
+    """When the decoder's flow moves exactly by the block motion (no delta-net reply), the
+    estimate is the decode: the same choice and cost from 2 decodes instead of 5."""
+    rng = np.random.default_rng(7)
+    h, w = 3, 4
+    previous = rng.random((1, h * BLOCK, w * BLOCK, 3)).astype(np.float32)
+    true = rng.normal(0, 2.5, size=(h, w, 2))  # each block's real motion, in pixels
+    from model.npmath import ScaleSpaceVolume, upsample_blocks
+
+    base_flow = np.zeros((h * BLOCK, w * BLOCK, 3), np.float32)
+    target = ScaleSpaceVolume(previous[0], 5, 1.0).warp(np.concatenate(
+        [upsample_blocks(true, upsample), np.zeros((h * BLOCK, w * BLOCK, 1))], -1))[None]  # fmt: skip
+    width = np.array([2.0, 2.0, 1.0])  # Q_w: a 2-pixel motion step
+    scaled = np.concatenate([true / 2.0 + rng.normal(0, 0.3, size=(h, w, 2)), np.zeros((h, w, 1))], -1)
+    symbols = np.round(scaled).astype(np.int32)
+    indices = np.full(symbols.shape, 20, np.int32)
+    decode, calls = _warping_decoder(previous, base_flow, width[:2], upsample)
+    exact = mr.refine(symbols, scaled, indices, decode, target, rd_lambda=1e-4)
+    assert len(calls) == 4 + (exact.changed_blocks > 0)
+    estimate = mr.ShiftedFlowWarp(previous, width[None, None, None], 5, 1.0, upsample)
+    decode, calls = _warping_decoder(previous, base_flow, width[:2], upsample)
+    estimated = mr.refine(symbols, scaled, indices, decode, target, rd_lambda=1e-4, estimate=estimate)
+    assert exact.changed_blocks > 0
+    assert len(calls) == 2  # rounding, then the combined choice
+    np.testing.assert_array_equal(estimated.symbols, exact.symbols)
+    assert estimated.cost == pytest.approx(exact.cost, rel=1e-5)
+    assert estimated.cost < estimated.rounded_cost
+
+
+def test_estimated_candidates_never_lose_to_rounding():
+    """A decoder whose flow answers the motion symbols twice as strongly as the estimate assumes:
+    the estimate misjudges, the combined choice is decoded and judged for real, and the result is
+    never worse than rounding on refine's own cost."""
+    rng = np.random.default_rng(8)
+    h, w = 3, 4
+    previous = rng.random((1, h * BLOCK, w * BLOCK, 3)).astype(np.float32)
+    base_flow = np.zeros((h * BLOCK, w * BLOCK, 3), np.float32)
+    width = np.array([1.5, 1.5])
+    estimate = mr.ShiftedFlowWarp(previous, width, 5, 1.0, "bilinear")
+    for trial in range(4):
+        target = rng.random(previous.shape)
+        scaled = rng.normal(0, 1.5, size=(h, w, 2))
+        symbols = np.round(scaled).astype(np.int32)
+        indices = np.full(symbols.shape, 20, np.int32)
+        decode, calls = _warping_decoder(previous, base_flow, width, "bilinear", delta_response=1.0)
+        result = mr.refine(symbols, scaled, indices, decode, target, rd_lambda=1e-3, estimate=estimate)
+        assert result.cost <= result.rounded_cost
+        assert len(calls) <= 2
+        if result.changed_blocks:
+            np.testing.assert_allclose(result.flow["compensated"], decode(result.symbols)["compensated"])
+
+
 # -- in the codec --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def search_model():
@@ -217,13 +289,16 @@ def _flow_layers(bundle, backend, frames, refinement):
     return layers[0], encoded
 
 
-def test_refined_streams_decode_exactly_and_move_only_the_motion_symbols(tmp_path, search_model, bikes_frames):
+@pytest.mark.parametrize("decode_candidates", [False, True])
+def test_refined_streams_decode_exactly_and_move_only_the_motion_symbols(tmp_path, search_model, bikes_frames,
+                                                                         decode_candidates):  # fmt: skip
     from runtime.ratecontrol import ConstantLevel
     from runtime.stream import decode_video, encode_video
 
     bundle, backend = search_model
     frames = bikes_frames[:3, 64:192, 160:352]  # 192x128: a 12x8 block grid
-    refinement = mr.MotionRefinement(lambda_scale=0.0)  # distortion only: blocks do move
+    # distortion only: blocks do move
+    refinement = mr.MotionRefinement(lambda_scale=0.0, decode_candidates=decode_candidates)
     plain_layer, plain = _flow_layers(bundle, backend, frames, None)
     refined_layer, refined = _flow_layers(bundle, backend, frames, refinement)
     assert refined[0].payload == plain[0].payload  # I-frames are not touched

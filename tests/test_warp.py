@@ -47,3 +47,49 @@ def test_warp_gradients_reach_flow():
         loss = tf.reduce_sum(scale_space_warp(image, flow) ** 2)
     grad = tape.gradient(loss, flow).numpy()
     assert np.all(np.isfinite(grad)) and np.abs(grad).sum() > 0
+
+
+# -- the numpy mirror (model/npmath.py; the encoder's motion refinement estimates with it) ------
+def test_numpy_blur_matches_tf():
+    from model import npmath
+    from model.warp import gaussian_blur
+
+    image = _image(40, 56, seed=4).numpy()
+    np.testing.assert_array_equal(npmath.gaussian_blur(image, 0.0), image)
+    for sigma in (1.0, 2.0, 8.0):  # 8: a kernel wider than half the frame (mirrored twice over)
+        np.testing.assert_allclose(npmath.gaussian_blur(image, sigma), gaussian_blur(image, sigma).numpy(), atol=1e-6)
+
+
+def test_numpy_scale_space_warp_matches_tf():
+    """Displacements past the borders, sigma below 0, on blur levels, between them and above the
+    top: the numpy warp samples only the two levels around each pixel's sigma, and agrees."""
+    from model import npmath
+
+    rng = np.random.default_rng(5)
+    image = _image(48, 64, seed=5).numpy()
+    sigma = rng.uniform(-1.0, 10.0, size=(2, 48, 64, 1))
+    sigma[:, :8] = 2.0  # exactly on a level
+    flow = np.concatenate([rng.normal(0, 6, size=(2, 48, 64, 2)), sigma], -1).astype(np.float32)
+    for levels, sigma0 in ((5, 1.0), (3, 0.5), (1, 1.0)):
+        expected = scale_space_warp(image, flow, levels, sigma0).numpy()
+        for b in range(2):
+            volume = npmath.ScaleSpaceVolume(image[b], levels, sigma0)
+            np.testing.assert_allclose(volume.warp(flow[b]), expected[b], atol=2e-5)
+    small = np.concatenate([rng.normal(0, 2, size=(48, 64, 2)), rng.uniform(0, 0.9, size=(48, 64, 1))], -1)
+    volume = npmath.ScaleSpaceVolume(image[0], 5, 1.0)
+    volume.warp(small)
+    assert sorted(volume._blurred) == [0, 1]  # sigma < 1 everywhere: the coarser levels never blurred
+
+
+def test_numpy_upsample_blocks_matches_tf():
+    from model import npmath
+    from model.motion import upsample_blocks
+
+    field = np.random.default_rng(6).normal(0, 3, size=(3, 5, 2)).astype(np.float32)
+    for mode in ("nearest", "bilinear"):
+        np.testing.assert_allclose(npmath.upsample_blocks(field, mode),
+                                   upsample_blocks(tf.constant(field[None]), mode).numpy()[0], atol=1e-6)  # fmt: skip
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown mode 'cubic'"):
+        npmath.upsample_blocks(field, "cubic")
