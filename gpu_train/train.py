@@ -30,7 +30,9 @@ step time, over the device's dense peak for the precision (--peak_tflops, else a
 
 Writes OUT_DIR/weights-NN.npz (FP32 shards of at most 15 MiB; gpu_train.weights reads the
 folder) every --save_every_secs and at the end, OUT_DIR/progress.json beside them, and one log
-line per --log_every steps. A SIGTERM saves and stops. Needs torch and numpy; decoding needs
+line per --log_every steps. With --snapshot_every_secs a checkpoint at least that long after the
+last kept one is also kept as OUT_DIR/snapshots/sSTEP/ (its shards, progress.json and config.json):
+a run whose end measures worse than its middle can be measured, shipped or continued from there. A SIGTERM saves and stops. Needs torch and numpy; decoding needs
 OpenCV (cv2), else imageio-ffmpeg and Pillow.
 """
 
@@ -618,6 +620,8 @@ def check_args(args) -> None:
         raise TrainError("--freeze=iframe leaves --image_mix's stills nothing to train: pass --image_mix=0")
     if args.max_steps < 0:
         raise TrainError(f"--max_steps must be >= 0 (0: no step budget), got {args.max_steps}")
+    if not args.snapshot_every_secs >= 0:  # NaN too
+        raise TrainError(f"--snapshot_every_secs must be >= 0 (0: off), got {args.snapshot_every_secs:g}")
     for flag in ("batch", "gop", "downscale", "max_stride", "log_every", "image_batch", "image_mix_batch", "workers"):
         if getattr(args, flag) < 1:
             raise TrainError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
@@ -709,6 +713,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log_every", type=int, default=50)
     p.add_argument("--save_every_secs", type=float, default=120)
+    p.add_argument("--snapshot_every_secs", type=float, default=0.0,
+                   help="also keep a checkpoint at least this long after the last kept one in OUT_DIR/snapshots/sSTEP/ "
+                        "(0: off; the last checkpoint alone is kept)")
     p.add_argument("--device", default="cuda")
     return p
 
@@ -752,6 +759,7 @@ class Run:
         # later): what the weights were trained with, for config_beside and after_campaign.sh.
         self.config = json.loads(pathlib.Path(args.config).read_text()) if getattr(args, "config", None) else None
         self.start = time.time()
+        self.last_snapshot = self.start
         self.budget = args.minutes * 60.0
         self.step0 = int(model.step)
         self.image_steps = 0
@@ -897,7 +905,31 @@ class Run:
         tmp = self.out_dir / ".progress.json.tmp"
         tmp.write_text(json.dumps(progress, indent=1))
         tmp.replace(self.out_dir / "progress.json")
+        every = getattr(self.args, "snapshot_every_secs", 0.0)
+        if every > 0 and time.time() - self.last_snapshot >= every:
+            self.snapshot(progress)
         self.keep_good_state()
+
+    def snapshot(self, progress: dict) -> pathlib.Path:
+        """Keeps the checkpoint just saved as OUT_DIR/snapshots/sSTEP/ (shards, progress.json and
+        config.json: gpu_train.weights, config_beside and scripts/ship_check.sh read the folder);
+        written beside and renamed into place, so a folder there is complete."""
+        import shutil
+
+        root = self.out_dir / "snapshots"
+        final = root / f"s{int(self.model.step)}"
+        partial = root / f".s{int(self.model.step)}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for name in progress["weights"]:
+            shutil.copy2(self.out_dir / name, partial / name)
+        (partial / "progress.json").write_text(json.dumps(progress, indent=1))
+        if self.config is not None:
+            (partial / "config.json").write_text(json.dumps(self.config, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        partial.replace(final)
+        self.last_snapshot = time.time()
+        return final
 
 
 def _read_json(path) -> Optional[dict]:

@@ -189,6 +189,7 @@ def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
         "-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--init={tmp_path / 'init.npz'}",
         f"--data={data}", f"--out_dir={tmp_path / 'out'}", "--minutes=10", "--max_steps=3", "--batch=1", "--gop=3", "--crop=64",
         "--device=cpu", "--log_every=2", "--reinit=flow", "--warp_loss=1", "--freeze=iframe",
+        "--save_every_secs=0", "--snapshot_every_secs=1e-9",  # a checkpoint, and a snapshot of it, every step
     ])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "re-initialized" in result.stdout and "froze" in result.stdout and "done: model step" in result.stdout
@@ -208,6 +209,20 @@ def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
     iframe = [k for k in trained if k.startswith("iframe.")]
     assert iframe and all(np.array_equal(trained[k], default_arrays[k]) for k in iframe)
     assert any(not np.array_equal(trained[k], default_arrays[k]) for k in trained if k.startswith("residue."))
+    # --snapshot_every_secs: each step's checkpoint kept whole, in a folder the tools read as a run.
+    from gpu_train.train import config_beside
+
+    step0 = int(default_arrays["step"])
+    snapshots = tmp_path / "out" / "snapshots"
+    assert sorted(p.name for p in snapshots.iterdir()) == [f"s{step0 + k}" for k in (1, 2, 3)]
+    for k in (1, 2, 3):
+        kept = read_arrays(snapshots / f"s{step0 + k}")
+        assert int(kept["step"]) == step0 + k
+        assert json.loads((snapshots / f"s{step0 + k}" / "progress.json").read_text())["model_step"] == step0 + k
+    assert all(np.array_equal(kept[k], trained[k]) for k in trained)  # the last one is the run's end
+    assert not np.array_equal(read_arrays(snapshots / f"s{step0 + 1}")["flow.analysis.stem.kernel"],
+                              trained["flow.analysis.stem.kernel"])  # fmt: skip
+    assert config_beside(str(snapshots / f"s{step0 + 1}"))[0] == json.loads((DEFAULT / "config.json").read_text())
 
 
 def test_divergence_rule():
@@ -267,6 +282,7 @@ def test_gpu_trainer_rejects_bad_input_in_one_line(tmp_path):
     ("--freeze=iframe,nosuch", "error: --freeze iframe,nosuch: no parameters under 'nosuch'"),
     ("--diverge_factor=0.5", "error: --diverge_factor must be 0 (off) or > 1, --max_rollbacks non-negative"),
     ("--max_steps=-1", "error: --max_steps must be >= 0 (0: no step budget), got -1"),
+    ("--snapshot_every_secs=-1", "error: --snapshot_every_secs must be >= 0 (0: off), got -1"),
     ("--freeze=iframe --image_frac=0.1", "error: --freeze=iframe leaves the I-frame phase nothing to train: pass --image_frac=0"),
 ])
 def test_gpu_trainer_checks_flags_before_work(tmp_path, flag, message):
