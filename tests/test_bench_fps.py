@@ -40,6 +40,19 @@ def test_elfvc_row_on_real_content(bikes_frames):
     for value in (row.encode_fps, row.decode_fps, row.bpp, row.encode_i_s, row.encode_p_s):
         assert value is not None and math.isfinite(value) and value > 0
     assert 0 < row.entropy_share_encode < 1 and 0 < row.entropy_share_decode < 1
+    assert not row.motion_refine
+
+
+@pytest.mark.slow  # ~30 s of tracing, as above
+def test_elfvc_row_times_the_motion_choice_when_asked(bikes_frames):
+    from model.bundle import untrained_bundle
+    from runtime.motion_refine import MotionRefinement
+
+    frames = np.ascontiguousarray(bikes_frames[:2, :128, :192])
+    bundle = untrained_bundle("small", motion_search_radius=4)
+    row = bench_fps.elfvc_row(bundle, "tf", "test", frames, 3.0, 0, 1, MotionRefinement(lambda_scale=0.0))
+    assert row.motion_refine and row.note == ""
+    assert row.encode_p_s > 0 and row.decode_p_s > 0 and row.bpp > 0
 
 
 def test_x264_row_on_real_content(bikes_frames, tmp_path):
@@ -69,6 +82,9 @@ def test_markdown_table_gives_ratios_to_x264():
     table = bench_fps.fps_markdown(rows)
     line = [ln for ln in table.splitlines() if ln.startswith("| small | tf | cif")][0]
     assert "0.05 / 0.005" in line and "4% / 6%" in line and "71 / 139" in line
+    rows.append(FpsRow("elfvc", "small", "tf", "cif", 352, 288, encode_fps=2.0, decode_fps=5.0, motion_refine=True))
+    line = [ln for ln in bench_fps.fps_markdown(rows).splitlines() if "R-D motion choice" in ln]
+    assert len(line) == 1 and line[0].startswith("| small (R-D motion choice) | tf | cif") and "| 2 |" in line[0]
 
 
 @pytest.mark.parametrize(
