@@ -10,7 +10,9 @@ line with a gap, a run that did not finish, or one that diverged.
 A line may pass through a committed warm-start copy (gpu_train/warm/CONFIG, `gpu_train.weights
 to_warm`): the runs' folders stay on the machine that trained them, so the copy's warm.json keeps
 their progress records (`runs`, from `recorded_line`), and a run from the copy follows back
-through them as through the folders themselves.
+through them as through the folders themselves. The copy is replaced in place as training goes
+on; a run that started from an earlier copy follows back through the first runs of the present
+copy's record, where they end at the step it started from (the later copy continued that line).
 
 A line may also pass through merged weights (`gpu_train.weights merge`: some parameter groups from
 one run, the rest from another, e.g. an I-frame run's I-frame codec with a P-path run's P path).
@@ -95,6 +97,11 @@ def run_chain(run, shipped_step: int, max_runs: int = 20, require_final: bool = 
             return merged_line(before, start, shipped_step, max_runs) + chain
         recorded = warm_runs(before) if before is not None and not (before / "progress.json").is_file() else None
         if recorded:
+            # The copy may have been replaced since the run started from it by a later copy of the
+            # same line, whose record then holds the older copy's runs as its first ones.
+            ends = [int(read_progress(r)["model_step"]) for r in recorded]
+            if start in ends[:-1]:
+                recorded = recorded[: ends.index(start) + 1]
             if int(read_progress(recorded[-1])["model_step"]) != start:
                 raise LineageError(f"{current} started at model step {start}, but the warm copy {before} it started "
                                    f"from holds step {read_progress(recorded[-1])['model_step']}: ship it by hand")

@@ -170,3 +170,17 @@ def test_a_line_through_a_committed_warm_copy_is_followed(tmp_path):
     gap = _run(tmp_path / "p30", 175, 20, init=str(warm))
     with pytest.raises(LineageError, match="holds step 150"):
         run_chain(gap, 100)
+    # The copy replaced in place by a later point of the same line (i10 -> p28 -> p29, a copy of
+    # p29): a run that started from the old copy (step 150) still follows back, through the first
+    # runs of the new copy's record; the new copy's own line ends where it does.
+    third_progress = third / "progress.json"
+    np.savez(third / "weights-00.npz", step=np.array(170, np.int64), kernel=np.ones(3, np.float32))
+    assert weights.main(["to_warm", f"--npz={third}", f"--config={shipped / 'config.json'}", f"--out={warm}"]) == 0
+    assert [r["name"] for r in json.loads((warm / "warm.json").read_text())["runs"]] == ["i10", "p28", "p29"]
+    third_progress.unlink()
+    side = _run(tmp_path / "p29b", 180, 30, init=str(warm))  # started at 150: from the old copy
+    assert [run_name(r) for r in run_chain(side, 100)] == ["i10", "p28", "p29b"]
+    later = _run(tmp_path / "p31", 200, 30, init=str(warm))  # from the new copy (step 170)
+    assert [run_name(r) for r in run_chain(later, 100)] == ["i10", "p28", "p29", "p31"]
+    with pytest.raises(LineageError, match="holds step 170"):
+        run_chain(_run(tmp_path / "p32", 205, 40, init=str(warm)), 100)  # started at 165: on no copy
