@@ -289,7 +289,7 @@ def _flow_layers(bundle, backend, frames, refinement):
     return layers[0], encoded
 
 
-@pytest.mark.parametrize("decode_candidates", [False, True])
+@pytest.mark.parametrize("decode_candidates", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_refined_streams_decode_exactly_and_move_only_the_motion_symbols(tmp_path, search_model, bikes_frames,
                                                                          decode_candidates):  # fmt: skip
     from runtime.ratecontrol import ConstantLevel
