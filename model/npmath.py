@@ -80,18 +80,32 @@ def gaussian_kernel_1d(sigma: float) -> np.ndarray:
     return np.array([w / total for w in weights], np.float64)
 
 
-def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """model/warp.py's separable blur of [..., H, W, C] in numpy (mirrored borders), float64."""
-    image = np.asarray(image, np.float64)
-    if sigma <= 0.0:
-        return image
+def _blur_matrix(size: int, sigma: float) -> np.ndarray:
+    """[size, size] float64: out[j] = sum_i x[i] M[i, j] is the 1-D Gaussian of `sigma` over x with
+    mirrored borders (SYMMETRIC padding: ... x1 x0 | x0 x1 ... x_n-1 | x_n-1 x_n-2 ...)."""
     kernel = gaussian_kernel_1d(sigma)
     radius = (len(kernel) - 1) // 2
-    height, width = image.shape[-3], image.shape[-2]
-    pad = [(0, 0)] * (image.ndim - 3) + [(radius, radius), (radius, radius), (0, 0)]
-    padded = np.pad(image, pad, mode="symmetric")
-    rows = sum(w * padded[..., :, k : k + width, :] for k, w in enumerate(kernel))
-    return sum(w * rows[..., k : k + height, :, :] for k, w in enumerate(kernel))
+    out = np.arange(size)[:, None]
+    source = (out + np.arange(-radius, radius + 1)[None, :]) % (2 * size)
+    source = np.where(source >= size, 2 * size - 1 - source, source)  # reflected, edge repeated
+    matrix = np.zeros((size, size))
+    np.add.at(matrix, (source, np.broadcast_to(out, source.shape)), np.broadcast_to(kernel, source.shape))
+    return matrix
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """model/warp.py's separable blur of [..., H, W, C] in numpy (mirrored borders), in the image's
+    float precision (at least float32): two matrix products with the 1-D blur as a matrix."""
+    image = np.asarray(image)
+    image = image.astype(np.result_type(image.dtype, np.float32), copy=False)
+    if sigma <= 0.0:
+        return image
+    height, width, channels = image.shape[-3:]
+    columns = _blur_matrix(width, sigma).astype(image.dtype)
+    rows = _blur_matrix(height, sigma).T.astype(image.dtype)
+    across = np.swapaxes(np.swapaxes(image, -1, -2) @ columns, -1, -2)  # [..., H, W, C]
+    flat = across.reshape(across.shape[:-2] + (width * channels,))
+    return (rows @ flat).reshape(image.shape)
 
 
 class ScaleSpaceVolume:
