@@ -16,6 +16,7 @@ torch in gpu_train/net.py, for gradients and graphs); those are checked against 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -80,9 +81,11 @@ def gaussian_kernel_1d(sigma: float) -> np.ndarray:
     return np.array([w / total for w in weights], np.float64)
 
 
+@functools.lru_cache(maxsize=32)
 def _blur_matrix(size: int, sigma: float) -> np.ndarray:
     """[size, size] float64: out[j] = sum_i x[i] M[i, j] is the 1-D Gaussian of `sigma` over x with
-    mirrored borders (SYMMETRIC padding: ... x1 x0 | x0 x1 ... x_n-1 | x_n-1 x_n-2 ...)."""
+    mirrored borders (SYMMETRIC padding: ... x1 x0 | x0 x1 ... x_n-1 | x_n-1 x_n-2 ...). Cached (a
+    frame size's few sigmas, every P-frame), so read-only."""
     kernel = gaussian_kernel_1d(sigma)
     radius = (len(kernel) - 1) // 2
     out = np.arange(size)[:, None]
@@ -90,6 +93,7 @@ def _blur_matrix(size: int, sigma: float) -> np.ndarray:
     source = np.where(source >= size, 2 * size - 1 - source, source)  # reflected, edge repeated
     matrix = np.zeros((size, size))
     np.add.at(matrix, (source, np.broadcast_to(out, source.shape)), np.broadcast_to(kernel, source.shape))
+    matrix.flags.writeable = False
     return matrix
 
 
