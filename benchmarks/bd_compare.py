@@ -11,6 +11,12 @@ model's run is compared with an earlier run's model and anchors without coding t
         --reference=s46007          # new vs s46007, x264 vs s46007, ...
     python -m benchmarks.bd_compare out/rd_old/results.json out/rd_new/results.json  # vs x264
 
+`--by_setting` prints, instead of BD-rates, each setting (level, CRF) that a test curve shares
+with the reference, clip by clip: its bpp against the reference's, the change in each metric and the
+number of I-frames in each (the scene-cut test shows there). Two or three levels are enough to
+see a model's low levels fail along long GOPs, where a BD-rate needs a whole sweep
+(scripts/low_check.sh).
+
 A curve that two files both hold on one clip must have the same points there (an anchor run
 twice on the same clip does); otherwise name the files, LABEL=FILE, and that file's curves are
 called LABEL/NAME. Clips are the reference's; the mean is over all of them, so a row without a
@@ -152,12 +158,55 @@ def table(entries: Sequence[BDEntry], metric: str) -> str:
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
+def setting_rows(curves: dict[str, dict[str, list[RDPoint]]], reference: str, tests: Sequence[str],
+                 metrics: Sequence[str]) -> list[dict]:  # fmt: skip
+    """Each (test, clip, setting) the test curve shares with the reference on the same frames and
+    size: {"test", "clip", "setting", "bpp", "ref_bpp", "bpp_change" (fraction), METRIC: the test's
+    value minus the reference's (None where either lacks it), "i_frames", "ref_i_frames" (None for
+    an anchor)}, by clip, then by the reference's bpp."""
+    rows = []
+    for test in tests:
+        for clip in sorted(curves[reference]):
+            theirs = {(p.setting, p.frames, p.width, p.height): p for p in curves[reference][clip]}
+            for ours in curves[test].get(clip, []):
+                ref = theirs.get((ours.setting, ours.frames, ours.width, ours.height))
+                if ref is None:
+                    continue
+                row = {"test": test, "clip": clip, "setting": ours.setting, "bpp": ours.bpp, "ref_bpp": ref.bpp,
+                       "bpp_change": ours.bpp / ref.bpp - 1.0 if ref.bpp > 0 else None,
+                       "i_frames": ours.frame_types.count("I") if ours.frame_types else None,
+                       "ref_i_frames": ref.frame_types.count("I") if ref.frame_types else None}  # fmt: skip
+                for metric in metrics:
+                    a, b = ours.metric(metric), ref.metric(metric)
+                    row[metric] = None if a is None or b is None else a - b
+                rows.append(row)
+    return sorted(rows, key=lambda r: (r["test"], r["clip"], r["ref_bpp"]))
+
+
+def setting_table(rows: Sequence[dict], reference: str, metrics: Sequence[str]) -> str:
+    """A markdown table of setting_rows: one line per (test, clip, setting)."""
+    if not rows:
+        return f"no setting is shared with {reference} on the same clip, frames and size"
+    head = ["curve", "clip", "setting", "bpp", f"bpp vs {reference}"] + [f"{LABELS[m]} change" for m in metrics] \
+        + ["I-frames (ref)"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---|" * (len(head) - 1)]
+    for r in rows:
+        change = "" if r["bpp_change"] is None else f"{100 * r['bpp_change']:+.1f}%"
+        deltas = ["" if r[m] is None else f"{r[m]:+.4f}" if m in ("ms_ssim",) else f"{r[m]:+.2f}" for m in metrics]
+        frames = "" if r["i_frames"] is None else f"{r['i_frames']} ({'' if r['ref_i_frames'] is None else r['ref_i_frames']})"
+        lines.append("| " + " | ".join([r["test"], r["clip"], r["setting"], f"{r['bpp']:.4f}", change, *deltas, frames])
+                     + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("reference", "x264", "The curve every other one is compared against: an anchor's name or a "
                     "model's label (LABEL/NAME for a labelled file).", flag_values=FLAGS)  # fmt: skip
 flags.DEFINE_list("curves", [], "Only these curves (default: every curve but the reference).", flag_values=FLAGS)
 flags.DEFINE_list("metrics", ["psnr_rgb", "ms_ssim"], f"Quality metrics, of {', '.join(METRICS)}.", flag_values=FLAGS)
 flags.DEFINE_enum("bd_method", "cubic", list(METHODS), "BD-rate interpolation.", flag_values=FLAGS)
+flags.DEFINE_bool("by_setting", False, "Instead of BD-rates, each setting a curve shares with the reference: bpp, "
+                  "metric changes and I-frame counts.", flag_values=FLAGS)  # fmt: skip
 
 
 def main(argv: Sequence[str]) -> int:
@@ -191,6 +240,9 @@ def _main(argv: Sequence[str]) -> int:
     if not tests:
         raise clikit.Failed("nothing to compare: " + ("--curves names only the reference" if FLAGS.curves
                             else "the files hold only the reference curve"))  # fmt: skip
+    if FLAGS.by_setting:
+        print(setting_table(setting_rows(curves, FLAGS.reference, tests, FLAGS.metrics), FLAGS.reference, FLAGS.metrics))
+        return 0
     entries = compare(curves, FLAGS.reference, tests, FLAGS.metrics, FLAGS.bd_method)
     print("\n\n".join(t for t in (table(entries, m) for m in FLAGS.metrics) if t))
     return 0

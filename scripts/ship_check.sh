@@ -14,9 +14,19 @@
 # coded here from runtime/checkpoints/base (about twice the time). Runs are keyed by model step: before measuring
 # other weights that end at the same step, move runs/campaign_sSTEP and out/ship_check/sSTEP_* away.
 #
-# usage: [P_OFFSET=X] scripts/ship_check.sh RUN_DIR   (~17 min on 2 cores reusing, ~30 without)
-#   RUN_DIR: weight shards of gpu_train.train / the GPU campaign (or an .npz)
+# The quick screen (LEVELS=0,1,2,3 SETS=bikes48, ~2 min): a few levels of one set, no BD-rate but
+# each level against the shipped model's at the same level (bd_compare --by_setting: bpp, dB,
+# I-frame counts), so that a run's snapshots can be screened for the failure a full sweep found
+# in the twenty-seventh run (low levels dearer and worse along 16-frame GOPs, scene cuts every
+# few frames), which the training log and Kodak do not show. Its results go to
+# out/ship_check/sSTEP_SET_TAG_lLEVELS/ and never count as the full check.
+#
+# usage: [P_OFFSET=X] [LEVELS=a,b,..] [SETS="eval bikes48"] scripts/ship_check.sh RUN_DIR
+#   (~17 min on 2 cores reusing, ~30 without; with LEVELS=0,1,2,3 SETS=bikes48 ~2 min)
+#   RUN_DIR: weight shards of gpu_train.train / the GPU campaign (or an .npz), or a snapshot folder
 #   P_OFFSET: a number or a pattern a,b,c (default: the shipped card's)
+#   LEVELS: only these levels, compared level by level (default: all, BD-rates)
+#   SETS: of eval (street and bedroom) and bikes48 (default both)
 # Writes runs/campaign_sSTEP/ (the model folder, pinned), out/ship_check/sSTEP_* and
 # out/ship_check/sSTEP_poOFFSET.txt (the tables); ships nothing.
 set -euo pipefail
@@ -43,12 +53,20 @@ print(weights_config(sys.argv[1], pathlib.Path(sys.argv[2])) or 'runtime/checkpo
     "$PY" -m runtime.bundle pin "$model"
 fi
 tag=gop16_po$po  # runs at another offset are kept apart
-report=$root/s${step}_po$po.txt
+levels=${LEVELS:-}
+[[ $levels =~ ^[0-9.]+(,[0-9.]+)*$ || -z $levels ]] || { echo "ship_check: LEVELS must be like 0,1,2, got '$levels'" >&2; exit 2; }
+sets=${SETS:-eval bikes48}
+declare -A specs=([eval]="$E/street_320x180_21f.y4m,$E/bedroom_480x270_100f.y4m:" [bikes48]="$B:48")
+for set in $sets; do
+    [[ -n ${specs[$set]+x} ]] || { echo "ship_check: SETS: unknown set '$set' (eval, bikes48)" >&2; exit 2; }
+done
+report=$root/s${step}_po$po${levels:+_l$levels}.txt
 : > "$report"
-echo "s$step ($weights) against the shipped s$shipped, GOP 16, P-frames at level $po" | tee -a "$report"
-for spec in eval:$E/street_320x180_21f.y4m,$E/bedroom_480x270_100f.y4m: bikes48:$B:48; do
-    IFS=: read -r set clips frames <<< "$spec"
-    new=$root/s${step}_${set}_$tag
+echo "s$step ($weights) against the shipped s$shipped, GOP 16, P-frames at level $po${levels:+, levels $levels}" \
+    | tee -a "$report"
+for set in $sets; do
+    IFS=: read -r clips frames <<< "${specs[$set]}"
+    new=$root/s${step}_${set}_$tag${levels:+_l$levels}
     # The shipped model's curve, when kept: its own check as new weights, else an earlier check of
     # other weights that coded the shipped copy beside them (same clips, frames and offsets).
     ref=$root/s${shipped}_${set}_$tag/results.json
@@ -73,7 +91,13 @@ print(holding_curve(sorted(p for p in glob.glob(f'{root}/s*_{set_}_{tag}/results
         echo "bench_rd $set: $models and x264 (log: $new.log)"
         "$PY" -m benchmarks.bench_rd --models="$models" --clips="$clips" ${frames:+--max_frames=$frames} \
             --anchors=x264 --x264_crf=18,23,28,33,38,43,48,51 --novmaf --gop=16 --p_level_offset="$po" \
-            --out_dir="$new" > "$new.log" 2>&1 || { echo "ship_check: bench_rd failed; see $new.log" >&2; exit 1; }
+            ${levels:+--levels=$levels} --out_dir="$new" > "$new.log" 2>&1 \
+            || { echo "ship_check: bench_rd failed; see $new.log" >&2; exit 1; }
+    fi
+    if [[ -n $levels ]]; then  # the quick screen: level by level
+        echo "== $set" | tee -a "$report"
+        "$PY" -m benchmarks.bd_compare "${files[@]}" --reference="$old" --curves="new/s$step" --by_setting | tee -a "$report"
+        continue
     fi
     for pair in "$old:new/s$step,new/x264" "new/x264:new/s$step,$old"; do  # reference:curves
         echo "== $set" | tee -a "$report"

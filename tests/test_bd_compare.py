@@ -126,3 +126,30 @@ def test_holding_curve_finds_a_model_curve_in_any_earlier_run(tmp_path):
     assert bd_compare.holding_curve([missing, a, b], "s7", "ba9876543210ffff") == b  # the same step, other weights: passed over
     assert bd_compare.holding_curve([a, b], "s8") == ""
     assert bd_compare.holding_curve([a], "s7", "ffffffffffff") == ""
+
+
+def _level(bpp, psnr, clip, model, level, types, frames=80):
+    return RDPoint.make("elfvc", clip, f"level={level}", level, int(round(bpp * 1e5 * frames / 80)), frames, 100, 100, 25.0,
+                        {"psnr_rgb": psnr, "ms_ssim": None}, model=model, frame_types=types)  # fmt: skip
+
+
+def test_by_setting_compares_shared_levels_with_their_i_frames(tmp_path, capsys):
+    # the reference swept levels 0-3; the test coded levels 0 and 2 (and 5, which the reference
+    # lacks), level 0 with 10% more bits, 1 dB less and two more I-frames; on clip b other frames.
+    ref = _save(tmp_path / "ref.json", [_level(0.01 * (k + 1), 30.0 + k, "a", "s1: x", k, "IPPPIPPP") for k in range(4)]
+                + [_level(0.02, 31.0, "b", "s1: x", 0, "IPPP")])  # fmt: skip
+    new = _save(tmp_path / "new.json", [_level(0.011, 29.0, "a", "s2: y", 0, "IPIPIPIP"),
+                                        _level(0.03, 32.5, "a", "s2: y", 2, "IPPPIPPP"),
+                                        _level(0.09, 36.0, "a", "s2: y", 5, "IPPPIPPP"),
+                                        _level(0.02, 31.0, "b", "s2: y", 0, "IPPP", frames=40)])  # fmt: skip
+    rows = bd_compare.setting_rows(bd_compare.join_curves([("", n, RDReport.load(n)) for n in (ref, new)]), "s1", ["s2"],
+                                   ["psnr_rgb", "ms_ssim"])  # fmt: skip
+    assert [(r["clip"], r["setting"]) for r in rows] == [("a", "level=0"), ("a", "level=2")]
+    assert rows[0]["bpp_change"] == pytest.approx(0.1) and rows[0]["psnr_rgb"] == pytest.approx(-1.0)
+    assert (rows[0]["i_frames"], rows[0]["ref_i_frames"]) == (4, 2) and rows[0]["ms_ssim"] is None
+    assert rows[1]["bpp_change"] == pytest.approx(0.0) and rows[1]["psnr_rgb"] == pytest.approx(0.5)
+    assert bd_compare.main(["bd_compare", ref, new, "--reference=s1", "--by_setting", "--metrics=psnr_rgb"]) == 0
+    out = capsys.readouterr().out
+    assert "| s2 | a | level=0 | 0.0110 | +10.0% | -1.00 | 4 (2) |" in out and "BD-rate" not in out
+    assert bd_compare.main(["bd_compare", ref, new, "--reference=s1", "--curves=s2", "--by_setting"]) == 0
+    assert "| s2 | a | level=2 | 0.0300 | +0.0% | +0.50 |  | 2 (2) |" in capsys.readouterr().out
