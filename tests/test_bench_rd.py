@@ -120,8 +120,8 @@ def test_bench_rd_cli_rejects_bad_input(tmp_path, capsys):
     assert not (tmp_path / "results.json").exists()
 
 
-def test_tiny_end_to_end_against_x264(tmp_path, capsys, monkeypatch):
-    """3 frames of bikes.mp4: this codec at 2 levels vs x264 at 2 CRFs (18 and 45: wide
+def test_tiny_end_to_end_against_x264(tmp_path, capsys, monkeypatch, bikes_frames):
+    """3 frames of bikes.mp4 (a 320x192 crop written as y4m): this codec at 2 levels vs x264 at 2 CRFs (18 and 45: wide
     enough to bracket the trained model's quality in every metric), through real files.
 
     With the shipped (trained) model the curves overlap and the BD-rate must be finite; the
@@ -130,7 +130,13 @@ def test_tiny_end_to_end_against_x264(tmp_path, capsys, monkeypatch):
     encoder-side motion refinement and the R-D frame-type choice (both reach the encoder and are
     recorded in the report's meta), and so does a P-frame level offset.
     """
+    from fractions import Fraction
+
     import runtime.stream
+    from runtime.video_io import write_video
+
+    clip = tmp_path / "bikes.y4m"
+    write_video(clip, bikes_frames[:3, 40:232, 160:480], Fraction(25))
 
     encode_video, seen = runtime.stream.encode_video, []
 
@@ -140,7 +146,7 @@ def test_tiny_end_to_end_against_x264(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(runtime.stream, "encode_video", spy)
     out = tmp_path / "rd"
-    argv = ["bench_rd", f"--clips={bikes_path()}", "--max_frames=3", "--levels=1,6", "--anchors=x264",
+    argv = ["bench_rd", f"--clips={clip}", "--max_frames=3", "--levels=1,6", "--anchors=x264",
             "--x264_crf=18,45", f"--out_dir={out}", "--motion_refine", "--rd_frame_type", "--p_level_offset=-0.5"]  # fmt: skip
     assert bench_rd.main(argv) == 0, capsys.readouterr().err
     assert seen == [(True, True, (-0.5,))] * 2
@@ -150,8 +156,8 @@ def test_tiny_end_to_end_against_x264(tmp_path, capsys, monkeypatch):
     assert sorted((p.codec, p.setting) for p in report.points) == [
         ("elfvc", "level=1"), ("elfvc", "level=6"), ("x264", "crf=18"), ("x264", "crf=45")]  # fmt: skip
     for p in report.points:
-        assert p.frames == 3 and (p.width, p.height) == (640, 272) and p.bytes > 0
-        assert p.bpp == pytest.approx(8 * p.bytes / (3 * 640 * 272))
+        assert p.frames == 3 and (p.width, p.height) == (320, 192) and p.bytes > 0
+        assert p.bpp == pytest.approx(8 * p.bytes / (3 * 320 * 192))
         assert all(p.metrics[m] is not None and np.isfinite(p.metrics[m]) for m in METRICS), p
         assert 0 < p.metrics["ms_ssim"] <= 1 and 0 <= p.metrics["vmaf"] <= 100
         # this codec's frame types as coded (GOP 16: an I-frame, then P-frames or R-D I-frames)

@@ -63,38 +63,52 @@ def perturbed(arrays: dict, seed: int = 0) -> dict:
     return out
 
 
-@pytest.mark.parametrize(
-    "motion_search_radius, penalty_top, upsample",
-    [(0, None, "nearest"), (4, None, "nearest"), (4, 0.001, "nearest"), (4, None, "bilinear")],
-    ids=["no-search", "search", "level-penalty", "bilinear-block-motion"],
-)
-def test_mirror_matches_keras_on_a_gop(tmp_path, default_arrays, motion_search_radius, penalty_top, upsample):
+#: id -> (motion_search_radius, motion_search_penalty_top, block_motion_upsample)
+MIRROR_CASES = {
+    "no-search": (0, None, "nearest"), "search": (4, None, "nearest"),
+    "level-penalty": (4, 0.001, "nearest"), "bilinear-block-motion": (4, None, "bilinear"),
+}
+
+
+@pytest.fixture(scope="module")
+def mirror_diffs(tmp_path_factory, default_arrays):
+    """Every MIRROR_CASES config of the shipped model (heads perturbed) codes the same two GOPs in
+    Keras; one gpu_train.compare call (torch imported once) runs the mirror on all of them:
+    id -> (the largest flow Keras coded, compare's differences)."""
     import dataclasses
 
     from model.checkpoints import load_config, write_json
     from model.elfvc import ELFVC
     from gpu_train.weights import assign_keras
 
+    root = tmp_path_factory.mktemp("mirror")
     arrays = perturbed(default_arrays)
-    np.savez(tmp_path / "w.npz", **arrays)
-    config = dataclasses.replace(
-        load_config(DEFAULT / "config.json"), motion_search_radius=motion_search_radius,
-        motion_search_penalty_top=penalty_top, block_motion_upsample=upsample,
-    )
-    write_json(tmp_path / "config.json", config.to_dict())
-    model = ELFVC(config).build_weights()
-    assign_keras(model, arrays)
+    np.savez(root / "w.npz", **arrays)
     clip = read_video_frames(bikes_path(), 4)[:, 40:168, 100:292].astype(np.float32) / 255.0  # 128 x 192
     frames = np.stack([clip, clip[:, :, ::-1]])
     levels = np.array([[0, 2.5, 5, 7], [7, 3.25, 1, 0.5]], np.float32)
-    out = model.forward_gop(frames, levels, "round")
-    flows = np.stack([f.flow.numpy() for f in out.frames[1:]])
-    assert np.abs(flows[..., :2]).max() > 0.5, "the perturbed heads should move pixels, or the warp goes untested"
-    np.savez(tmp_path / "case.npz", frames=frames, levels=levels,
-             reconstructions=out.reconstructions.numpy(), bits=out.bits.numpy())
-    result = run_torch(["-m", "gpu_train.compare", str(tmp_path / "case.npz"), str(tmp_path / "w.npz"), str(tmp_path / "config.json")])
+    argv, flow_max = [], {}
+    for name, (radius, penalty_top, upsample) in MIRROR_CASES.items():
+        config = dataclasses.replace(load_config(DEFAULT / "config.json"), motion_search_radius=radius,
+                                     motion_search_penalty_top=penalty_top, block_motion_upsample=upsample)
+        write_json(root / f"{name}.json", config.to_dict())
+        model = ELFVC(config).build_weights()
+        assign_keras(model, arrays)
+        out = model.forward_gop(frames, levels, "round")
+        flow_max[name] = float(np.abs(np.stack([f.flow.numpy() for f in out.frames[1:]])[..., :2]).max())
+        np.savez(root / f"{name}.npz", frames=frames, levels=levels,
+                 reconstructions=out.reconstructions.numpy(), bits=out.bits.numpy())
+        argv += [str(root / f"{name}.npz"), str(root / "w.npz"), str(root / f"{name}.json")]
+    result = run_torch(["-m", "gpu_train.compare", *argv])
     assert result.returncode == 0, result.stderr[-2000:]
-    diff = json.loads(result.stdout.strip().splitlines()[-1])
+    diffs = [json.loads(line) for line in result.stdout.strip().splitlines()[-len(MIRROR_CASES):]]
+    return {name: (flow_max[name], diff) for name, diff in zip(MIRROR_CASES, diffs)}
+
+
+@pytest.mark.parametrize("case", list(MIRROR_CASES))
+def test_mirror_matches_keras_on_a_gop(mirror_diffs, case):
+    flow_max, diff = mirror_diffs[case]
+    assert flow_max > 0.5, "the perturbed heads should move pixels, or the warp goes untested"
     # Same float32 operations in another order: differences stay at rounding level. A wrong
     # channel order, padding or equation gives errors of 1e-2 and more.
     assert diff["recon_max_abs"] < 1e-4, diff
@@ -292,3 +306,11 @@ def test_gpu_trainer_checks_flags_before_work(tmp_path, flag, message):
     ])
     assert (result.returncode, result.stderr.strip()) == (1, message)
     assert not (tmp_path / "out").exists()
+
+
+def test_compare_takes_whole_triples(capsys):
+    from gpu_train import compare
+
+    assert compare.main(["case.npz", "w.npz"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "expected CASE.npz WEIGHTS.npz CONFIG.json triples, got 2 paths" in err[-1], err
