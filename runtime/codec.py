@@ -255,7 +255,32 @@ class _DecoderHalf:
         self.coder.close()
 
 
-class Encoder:
+class _CodecSide:
+    """What the encoder and the decoder share: their _DecoderHalf's references and timings, and
+    closing it (the range coder's worker pool), by hand or as a context manager."""
+
+    _half: _DecoderHalf
+
+    @property
+    def references(self) -> Optional[References]:
+        return self._half.refs
+
+    @property
+    def timings(self) -> Timings:
+        return self._half.timings
+
+    def close(self):
+        self._half.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class Encoder(_CodecSide):
     """Encodes frames one by one; keeps its own reconstructions as references.
 
     Frames are uint8 [H, W, 3] of any size (all frames of one encoder the same size).
@@ -295,14 +320,6 @@ class Encoder:
         self.layout = layout
         self.size: Optional[Tuple[int, int]] = None  # (height, width) of the source frames
         self._generation = 0  # counts commits: a trial can only be committed on the refs it saw
-
-    @property
-    def references(self) -> Optional[References]:
-        return self._half.refs
-
-    @property
-    def timings(self) -> Timings:
-        return self._half.timings
 
     def _prepare(self, frame) -> Tuple[np.ndarray, np.ndarray]:
         frame = np.asarray(frame)
@@ -488,18 +505,8 @@ class Encoder:
         self._half.refs = encoded.references
         self._generation += 1
 
-    def close(self):
-        self._half.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-
-class Decoder:
+class Decoder(_CodecSide):
     """Decodes frame units of a stream of `width` x `height` frames: CodecError at once for a
     picture over `max_pixels` (runtime/limits.py) or one whose decoding would not fit in memory."""
 
@@ -516,14 +523,6 @@ class Decoder:
         self._latent_shape = (padded_h // 16, padded_w // 16, config.latent_channels)
         self._hyper_shape = (padded_h // 64, padded_w // 64, config.hyper_latent_channels)
         self._counts = (layout.count(self._hyper_shape, hyper=True), layout.count(self._latent_shape, hyper=False))
-
-    @property
-    def references(self) -> Optional[References]:
-        return self._half.refs
-
-    @property
-    def timings(self) -> Timings:
-        return self._half.timings
 
     def expected_substreams(self, frame_type: FrameType) -> int:
         return sum(self._counts) * (1 if frame_type is FrameType.I else 2)
@@ -576,16 +575,6 @@ class Decoder:
             reconstruction=to_uint8(refs.previous[0, : self.height, : self.width]),
             bits=8 * (unit.size or len(write_frame(unit))),
         )
-
-    def close(self):
-        self._half.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
 
 # -- host-side math shared by both sides ---------------------------------------------------------------
