@@ -314,3 +314,14 @@ def test_compare_takes_whole_triples(capsys):
     assert compare.main(["case.npz", "w.npz"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "expected CASE.npz WEIGHTS.npz CONFIG.json triples, got 2 paths" in err[-1], err
+
+
+def test_channels_last_by_default_where_it_was_measured_faster():
+    """channels_last: on CUDA, on the CPU for bf16 (measured faster there), not for CPU FP32."""
+    from types import SimpleNamespace
+
+    from gpu_train.train import default_channels_last
+
+    cpu, cuda = SimpleNamespace(type="cpu"), SimpleNamespace(type="cuda")
+    assert default_channels_last(cpu, "bf16") and default_channels_last(cuda, "tf32") and default_channels_last(cuda, "bf16")
+    assert not default_channels_last(cpu, "fp32") and not default_channels_last(cpu, "tf32")
