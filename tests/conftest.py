@@ -49,6 +49,17 @@ def read_video_frames(path, count: int) -> np.ndarray:
     return np.stack(frames)
 
 
+def perturb_heads(model, scale: float = 0.02, seed: int = 3) -> None:
+    """Moves a Keras model's zero-initialized output heads (predictor, flow, residue image) so that
+    its P-frame path carries signal: with them at zero every P-frame of an untrained model is a copy
+    of its reference, and a wrongly wired flow or residue path would go unseen."""
+    rng = np.random.default_rng(seed)
+    heads = [v for v in model.variables if "head" in v.name and "kernel" in v.name]
+    assert len(heads) >= 3, [v.name for v in heads]
+    for v in heads:
+        v.assign_add(rng.normal(0, scale, v.shape).astype(np.float32))
+
+
 #: id(bundle) -> (bundle, its coding subgraph functions): see reuse_traced_subgraphs.
 _TRACED_SUBGRAPHS: dict = {}
 

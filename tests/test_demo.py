@@ -24,6 +24,21 @@ def test_demo_encodes_decodes_and_reports(tmp_path, capsys):
     png = (tmp_path / "bikes_side_by_side.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bikes.elfvc", "bikes_side_by_side.png"]
+    # The printed quality is the decode's: the stream decoded here again, against the source.
+    import numpy as np
+
+    from model.bundle import default_bundle
+    from runtime import metrics
+    from runtime.backends import get_backend
+    from runtime.stream import decode_video
+    from conftest import read_video_frames
+
+    decoded_frames = []
+    with get_backend("tf", default_bundle()) as backend:
+        decode_video(stream, decoded_frames.append, backend, default_bundle())
+    source_frames = read_video_frames(bikes_path(), 2)
+    assert float(match.group(3)) == pytest.approx(np.mean(metrics.psnr_rgb(source_frames, np.stack(decoded_frames))), abs=0.006)
+    assert 0.9 < float(match.group(4)) <= 1  # MS-SSIM of the shipped model's level 2.5 (about 0.97)
     edges = re.search(r"16x16 block edges: ([\d.]+) \(source ([\d.]+);", out)
     assert edges, out
     # bikes.mp4 is itself H.264 with a faint 16-pixel grid (1.2-1.3); the shipped model adds none:

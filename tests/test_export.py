@@ -228,7 +228,6 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys, argv, message):
 
 
 def test_cli_tensorrt_on_without_tensorrt_fails_clearly(tmp_path, capsys):
-    pytest.importorskip("numpy")
     try:
         require_tensorrt()
     except TensorRTUnavailable:

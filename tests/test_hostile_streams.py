@@ -374,7 +374,8 @@ def test_fuzz_slice_in_process(fuzz_bases, codec):
     assert len(seen) >= 12  # most mutators ran
 
 
-@pytest.mark.parametrize("seed,index,mutator,what", FUZZ_FINDINGS or [pytest.param(0, 0, "", "", marks=pytest.mark.skip("no findings"))])
+@pytest.mark.parametrize("seed,index,mutator,what", FUZZ_FINDINGS or [pytest.param(0, 0, "", "", marks=pytest.mark.skip(
+    "nothing to replay: the 100,000-stream run (docs/HOSTILE_STREAMS.md) found no crash or hang; a finding goes into FUZZ_FINDINGS"))])
 def test_fuzz_findings_stay_fixed(fuzz_bases, codec, seed, index, mutator, what):
     name, outcome, message = _run(fuzz_bases, codec, seed, index)
     assert name == mutator

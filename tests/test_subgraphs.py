@@ -8,6 +8,7 @@ from model.config import get_config
 from model.elfvc import ELFVC
 from model.entropy import QuantMode
 from export.subgraphs import SUBGRAPHS, subgraph_functions
+from conftest import perturb_heads
 
 
 @pytest.mark.parametrize("pframe_quant_width", [False, True])
@@ -15,12 +16,15 @@ def test_chained_subgraphs_match_forward_gop(pframe_quant_width):
     tf.random.set_seed(0)
     config = get_config("small", pframe_quant_width=pframe_quant_width, quant_width_first=3.0, quant_width_last=0.5)
     model = ELFVC(config).build_weights()
+    perturb_heads(model)
     fns = subgraph_functions(model)
     assert set(fns) == set(SUBGRAPHS)
     frames = tf.random.stateless_uniform([1, 3, 64, 128, 3], seed=[1, 1])
     level = tf.constant([2.5])
     emb = model.embed(level)
     ref = model.forward_gop(frames, 2.5, QuantMode.ROUND)
+    moved = np.abs(ref.reconstructions.numpy()[:, 1:] - ref.reconstructions.numpy()[:, :-1]).max()
+    assert moved > 1e-2, f"the P-frames should not be copies of their references ({moved})"
 
     def code(prefix, latent, qw):
         z_hat = tf.round(fns[f"{prefix}_hyper_analysis"](latent, emb)["hyper_latent"])

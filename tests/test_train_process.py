@@ -141,5 +141,9 @@ def test_two_workers_end_with_identical_weights(septuplet, tmp_path):
     assert any("moving_mean" in k for k in keys) and any("kernel" in k for k in keys)
     for key in keys:
         np.testing.assert_array_equal(chief.get_tensor(key), other.get_tensor(key), err_msg=key)
-    # and the training did something: the step counter and the I-frame weights moved.
+    # and the training did something: the step counter and Adam's iterations moved, and Adam's
+    # moments are not zero (the weights themselves start from a draw this test does not keep).
     assert chief.get_tensor("model/step/.ATTRIBUTES/VARIABLE_VALUE") == 3
+    assert chief.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 3
+    moments = [k for k in chief.get_variable_to_shape_map() if k.startswith("optimizer/_variables/")]
+    assert len(moments) > 100 and sum(np.abs(chief.get_tensor(k)).max() > 0 for k in moments) > len(moments) // 2
