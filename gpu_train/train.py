@@ -708,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graphs", action="store_true", help="capture the training step in CUDA graphs (CUDA only)")
     p.add_argument("--channels_last", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
                    help="convolutions in channels_last layout (default: on for CUDA, and on the CPU with "
-                   "--precision=bf16, where oneDNN's bf16 kernels run faster in it)")
+                   "--precision=bf16, measured faster there: docs/TRAINING.md)")
     p.add_argument("--peak_tflops", type=float, default=0.0, help="device peak for the MFU (0: from the table)")
     p.add_argument("--workers", type=int, default=1, help="processes decoding the data")
     p.add_argument("--seed", type=int, default=0)
