@@ -19,10 +19,10 @@ run that trains the I-frame codec on GOPs keeps it on photos too.
 
 Throughput (a lent GPU is held for minutes): --precision tf32 (FP32 weights, TF32 matmuls and
 convolutions; the default), bf16 (autocast; rates, quantization and the loss stay FP32) or fp32;
-channels_last on CUDA and for bf16 on the CPU (7% more steps/s here: docs/TRAINING.md); --graphs captures the whole training step (forward, backward, Adam) in a
-CUDA graph per phase and replays it, removing the launch overhead of the GOP loop's thousands of
-small kernels (a capture failure falls back to eager steps and says so). The log reports the
-model-FLOP utilization: FLOPs of one step counted once (torch.utils.flop_counter), over the
+channels_last on CUDA and for bf16 on the CPU (7% more steps/s here: docs/TRAINING.md); --graphs
+captures the whole training step (forward, backward, Adam) in a CUDA graph per phase and replays it,
+removing the launch overhead of the GOP loop's thousands of small kernels (a capture failure falls
+back to eager steps and says so). The log reports the model-FLOP utilization: FLOPs of one step counted once (torch.utils.flop_counter), over the
 step time, over the device's dense peak for the precision (--peak_tflops, else a table).
 
     python -m gpu_train.train --config=CONFIG.json --init=WEIGHTS.npz --data=DIR --out_dir=DIR \\

@@ -33,9 +33,9 @@ def test_demo_encodes_decodes_and_reports(tmp_path, capsys):
     from runtime.stream import decode_video
     from conftest import read_video_frames
 
-    decoded_frames = []
-    with get_backend("tf", default_bundle()) as backend:
-        decode_video(stream, decoded_frames.append, backend, default_bundle())
+    decoded_frames, bundle = [], default_bundle()
+    with get_backend("tf", bundle) as backend:
+        decode_video(stream, decoded_frames.append, backend, bundle)
     source_frames = read_video_frames(bikes_path(), 2)
     assert float(match.group(3)) == pytest.approx(np.mean(metrics.psnr_rgb(source_frames, np.stack(decoded_frames))), abs=0.006)
     assert 0.9 < float(match.group(4)) <= 1  # MS-SSIM of the shipped model's level 2.5 (about 0.97)

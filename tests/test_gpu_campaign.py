@@ -16,6 +16,15 @@ import pytest
 from conftest import REPO
 from test_gpu_train import run_torch
 
+#: For the scripts below, after `model = net.ELFVC(...)`: the torch mirror's zero-initialized output
+#: heads moved (as conftest.perturb_heads does for Keras), so every P-frame path carries signal.
+PERTURB_HEADS = r"""
+with torch.no_grad():
+    for name, p in model.named_parameters():
+        if "head" in name and name.endswith("kernel"):
+            p.add_(0.01 * torch.randn_like(p))
+"""
+
 SCRIPT_FAST_PATHS = r"""
 import json, sys, torch
 from gpu_train import net
@@ -25,10 +34,7 @@ config = get_config("base", encoder_channels=16, iframe_decoder_channels=16, flo
                     residue_decoder_channels=16, latent_channels=16, hyper_channels=8, hyper_latent_channels=8,
                     state_channels=8, predictor_channels=8, motion_search_radius=4).to_dict()
 model = net.ELFVC(config).eval()
-with torch.no_grad():  # move the zero-initialized heads so every path carries signal
-    for name, p in model.named_parameters():
-        if "head" in name and name.endswith("kernel"):
-            p.add_(0.01 * torch.randn_like(p))
+""" + PERTURB_HEADS + r"""
 frames = torch.rand(2, 3, 3, 64, 128)
 levels = torch.tensor([[0.0, 2.5, 7.0], [7.0, 3.25, 0.5]])
 with torch.no_grad():
@@ -421,10 +427,7 @@ from gpu_train import net
 config = json.load(open(sys.argv[1]))
 torch.manual_seed(0)
 model = net.ELFVC(config).eval()
-with torch.no_grad():  # move the zero-initialized heads: else the predictor ignores the carried flow
-    for name, p in model.named_parameters():
-        if "head" in name and name.endswith("kernel"):
-            p.add_(0.01 * torch.randn_like(p))
+""" + PERTURB_HEADS + r"""
 frames = torch.rand(2, 5, 3, 64, 64)
 levels = torch.tensor([[0.0, 2.5, 5.0, 7.0, 3.0], [7.0, 3.25, 1.0, 0.5, 6.0]])
 with torch.no_grad():
