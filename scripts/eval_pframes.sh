@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Everything the card decision needs after a P-path run (docs/TRAINING.md, "`base`'s P path on
-# this CPU"; docs/BENCHMARKS.md, "`base`'s P-frames"), in one command:
+# Everything the card decision needs after a P-path run (docs/TRAINING.md, "`base` on this
+# CPU"; docs/BENCHMARKS.md, "`base`'s P-frames"), in one command:
 #   1. scripts/after_campaign.sh RUN 8: 8-frame level sweeps, new vs shipped, I+P vs all-intra;
 #   2. the same on bikes.mp4 (the demo clip), GOP 16 and GOP 1;
 #   3. whole clips as a user codes them (bench_rd, scene-cut check on) at GOP 16: street (21

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The ship decision for new `base` weights (docs/TRAINING.md, "`base`'s P path on this CPU"):
+# The ship decision for new `base` weights (docs/TRAINING.md, "`base` on this CPU"):
 # whole clips as a user codes them (bench_rd: GOP 16 and the card's P-frame offset pattern,
 # scene-cut check on, real files), street (21 frames), bedroom (100) and bikes.mp4's first 48, the
 # new weights against the shipped model and x264 (BD-rate PSNR-RGB and MS-SSIM,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the shipped `base` model's P path on this CPU (the I-frame codec frozen), continuing from
-# the newest committed weights (gpu_train/warm/base when there is one, else the shipped): what took `base` from model step 3897 to 9328 (docs/TRAINING.md, "`base`'s
-# P path on this CPU"). Writes weight shards to OUT every 5 min; afterwards
+# the newest committed weights (gpu_train/warm/base when there is one, else the shipped): the recipe
+# in docs/TRAINING.md, "`base` on this CPU"; every run of it in docs/RUNS.md. Writes weight shards to OUT every 5 min; afterwards
 # `scripts/after_campaign.sh OUT 8` measures them against the shipped model.
 #
 # usage: scripts/train_ppath_cpu.sh [OUT] [MINUTES] [TRAIN FLAGS...]   (default runs/cpu_ppath, 75)
