@@ -189,12 +189,14 @@ def recorded_line(init: str, shipped_step: int) -> Optional[List[dict]]:
 
 
 def campaign_entry(progress: dict, note: str, date: Optional[str] = None) -> dict:
-    """training.json's `campaigns` entry for one run (None fields left out)."""
+    """training.json's `campaigns` entry for one run (None fields left out). Its date: `date` when
+    given, else the day the run last saved (progress.json's `saved_at`, UTC), else today (a run from
+    before the trainer recorded it)."""
     args = progress["args"]
     precision = PRECISION_NAMES.get(args.get("precision"), args.get("precision"))
     device = args.get("device", "cuda")
     entry = {
-        "date": date or datetime.date.today().isoformat(),
+        "date": date or str(progress.get("saved_at") or "")[:10] or datetime.date.today().isoformat(),
         "device": f"CPU ({precision})" if device == "cpu" else f"{device} ({precision})",
         "freeze": args.get("freeze") or None, "batch": args.get("batch"), "gop": args.get("gop"), "crop": args.get("crop"),
         "lr": args.get("lr"), "clip_norm": args.get("clip_norm"), "rollbacks": len(progress.get("rollbacks", [])),

@@ -897,6 +897,7 @@ class Run:
             "model_step": int(self.model.step), "steps_here": int(self.model.step) - self.step0,
             "image_steps": self.image_steps, "gop_steps": self.gop_steps,
             "elapsed_s": round(time.time() - self.start, 1), "final": final, "weights": [f.name for f in files],
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),  # training.json's date for the run
             "mu": self.stepper.modulator.mu.cpu().numpy().round(3).tolist(), "flops_per_step": self.flops,
             "graphs": bool(self.args.graphs) and self.stepper.graph_failed is None, "graph_error": self.stepper.graph_failed,
             "args": vars(self.args), "config": self.config, "log": self.history, "rollbacks": self.rollbacks,

@@ -8,10 +8,12 @@ ELFVC_TORCH_PYTHON), since torch and TensorFlow 2.14 do not share one environmen
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import pathlib
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -210,6 +212,8 @@ def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
     progress = json.loads((tmp_path / "out" / "progress.json").read_text())
     assert progress["final"] and progress["steps_here"] == 3  # --max_steps
     assert progress["model_step"] == int(default_arrays["step"]) + 3
+    saved = calendar.timegm(time.strptime(progress["saved_at"], "%Y-%m-%dT%H:%M:%SZ"))  # UTC, training.json's date
+    assert 0 <= time.time() - saved < 600, progress["saved_at"]
     assert progress["log"] and all(r["loss"] > 0 for r in progress["log"])  # steps 2-3 (the first counts FLOPs)
     from gpu_train.weights import read_arrays
 

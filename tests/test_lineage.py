@@ -116,6 +116,19 @@ def test_campaign_entry_leaves_out_what_the_run_did_not_use(tmp_path):
     assert not {"image_mix", "image_mix_batch", "rollout", "rollout_frac", "freeze", "image_steps"} & set(entry)
 
 
+def test_campaign_entry_dates_a_run_by_its_last_save(tmp_path):
+    """A line of runs shipped days after its first run records each run's own day (progress.json's
+    saved_at), not the shipping day; an explicit date still wins, and a run from before saved_at
+    existed gets today."""
+    import datetime
+
+    progress = json.loads((_run(tmp_path / "r", 10, 10) / "progress.json").read_text())
+    assert campaign_entry(progress, "n")["date"] == datetime.date.today().isoformat()
+    progress["saved_at"] = "2026-11-30T23:59:58Z"
+    assert campaign_entry(progress, "n")["date"] == "2026-11-30"
+    assert campaign_entry(progress, "n", date="2026-12-06")["date"] == "2026-12-06"
+
+
 def test_a_line_through_a_committed_warm_copy_is_followed(tmp_path):
     """A run from a warm copy (gpu_train.weights to_warm) follows back through the runs its
     warm.json records, whose folders the shipping machine need not have; a copy of a line that
