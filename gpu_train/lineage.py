@@ -196,7 +196,7 @@ def campaign_entry(progress: dict, note: str, date: Optional[str] = None) -> dic
     precision = PRECISION_NAMES.get(args.get("precision"), args.get("precision"))
     device = args.get("device", "cuda")
     entry = {
-        "date": date or str(progress.get("saved_at") or "")[:10] or datetime.date.today().isoformat(),
+        "date": date or (progress.get("saved_at") or "")[:10] or datetime.date.today().isoformat(),
         "device": f"CPU ({precision})" if device == "cpu" else f"{device} ({precision})",
         "freeze": args.get("freeze") or None, "batch": args.get("batch"), "gop": args.get("gop"), "crop": args.get("crop"),
         "lr": args.get("lr"), "clip_norm": args.get("clip_norm"), "rollbacks": len(progress.get("rollbacks", [])),

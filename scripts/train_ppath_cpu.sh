@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Trains the shipped `base` model's P path on this CPU (the I-frame codec frozen), continuing from
 # the newest committed weights (gpu_train/warm/base when there is one, else the shipped): the recipe
-# in docs/TRAINING.md, "`base` on this CPU"; every run of it in docs/RUNS.md. Writes weight shards to OUT every 5 min; afterwards
-# `scripts/after_campaign.sh OUT 8` measures them against the shipped model. Batch 8 x GOP 4 x 128^2
+# in docs/TRAINING.md, "`base` on this CPU"; every run of it in docs/RUNS.md. Writes weight shards
+# to OUT every 5 min; afterwards `scripts/ship_check.sh OUT` measures them against the shipped
+# model. Batch 8 x GOP 4 x 128^2
 # since session 35: at equal time it beat the batch 4 of every earlier run by about 5% on every clip
 # (docs/RUNS.md, the thirty-second run); --batch=4 gives the earlier recipe.
 #
