@@ -281,6 +281,34 @@ def test_fused_warp_is_the_gather_warp():
     assert value < 1e-12 and grad_image < 1e-11 and grad_flow < 1e-11, (value, grad_image, grad_flow)
 
 
+SCRIPT_BLUR = r"""
+import json, torch
+from gpu_train import net
+torch.manual_seed(2)
+worst = [0.0, 0.0]
+for h, w in [(40, 56), (64, 96)]:
+    img = torch.rand(2, 3, h, w, dtype=torch.float64, requires_grad=True)
+    for sigma in (1.0, 2.0, 4.0, 8.0):  # radius 3 to 24
+        net.BLUR_MATMUL_MAX_SIDE = 512
+        product = net.gaussian_blur(img, sigma)
+        net.BLUR_MATMUL_MAX_SIDE = 0
+        conv = net.gaussian_blur(img, sigma)
+        weights = torch.rand_like(conv)
+        g1, g2 = (torch.autograd.grad((y * weights).sum(), img)[0] for y in (product, conv))
+        worst = [max(worst[0], float((product - conv).abs().max())), max(worst[1], float((g1 - g2).abs().max()))]
+print(json.dumps(worst))
+"""
+
+
+def test_blur_by_matrix_products_is_the_convolution():
+    """The CPU's blur by two matrix products (borders folded into the matrices) computes the
+    separable convolution over symmetric padding, and its gradient (float64: to rounding)."""
+    result = run_torch(["-c", SCRIPT_BLUR])
+    assert result.returncode == 0, result.stderr[-2000:]
+    value, grad = json.loads(result.stdout.strip().splitlines()[-1])
+    assert value < 1e-13 and grad < 1e-13, (value, grad)
+
+
 def test_diagnose_trains_both_autoencoders_on_cpu(tmp_path):
     _fake_train_set(tmp_path / "train", videos=1)
     result = run_torch([
