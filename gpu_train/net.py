@@ -356,7 +356,8 @@ def _gaussian_kernel(sigma: float, radius: int, dtype, device):
 
 #: On the CPU, images up to this side are blurred by two matrix products (`_blur_matrix`) instead
 #: of two depthwise convolutions: the same sums (the borders folded into the matrix, float
-#: rounding apart: within 5e-7 of the convolutions, tests/test_gpu_train.py) at 4x the speed in FP32
+#: rounding apart: within 5e-7 of the convolutions in FP32; tests/test_gpu_campaign.py checks values
+#: and gradients in float64, tests/test_gpu_train.py the mirror against Keras) at 4x the speed in FP32
 #: and 9x in bf16 on this 2-core CPU (8 x 3 x 128^2, the four blurs of a warp, forward and backward:
 #: 80 -> 18 ms and 90 -> 10 ms), where the convolutions took ~10% of a training step of `base`'s
 #: P path. Larger images, and CUDA (unmeasured there), keep the convolutions: a dense n x n matrix
@@ -369,8 +370,7 @@ def _blur_matrix(sigma: float, radius: int, n: int, dtype, device):
     kernel's taps over the source indices the padded window of output j reads."""
 
     def make():
-        k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
-        k = k / k.sum()
+        k = _gaussian_kernel(sigma, radius, torch.float64, "cpu")
         source = _symmetric_index(n, radius, "cpu")  # padded position -> source index
         m = torch.zeros(n, n, dtype=torch.float64)
         for j in range(n):
