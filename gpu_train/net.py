@@ -354,7 +354,7 @@ def _gaussian_kernel(sigma: float, radius: int, dtype, device):
     return _constant(("gauss", sigma, radius, dtype, str(device)), make)
 
 
-#: On the CPU, images up to this side are blurred by two matrix products (`_blur_matrix`) instead
+#: On the CPU, images up to this side are blurred by two matrix products (npmath.blur_matrix) instead
 #: of two depthwise convolutions: the same sums (the borders folded into the matrix, float
 #: rounding apart: within 5e-7 of the convolutions in FP32; tests/test_gpu_campaign.py checks values
 #: and gradients in float64, tests/test_gpu_train.py the mirror against Keras) at 4x the speed in FP32
@@ -365,19 +365,10 @@ def _gaussian_kernel(sigma: float, radius: int, dtype, device):
 BLUR_MATMUL_MAX_SIDE = 512
 
 
-def _blur_matrix(sigma: float, radius: int, n: int, dtype, device):
-    """[n, n] M with (M @ x) = the 1-D blur of x (length n) with SYMMETRIC borders: row j sums the
-    kernel's taps over the source indices the padded window of output j reads."""
-
-    def make():
-        k = _gaussian_kernel(sigma, radius, torch.float64, "cpu")
-        source = _symmetric_index(n, radius, "cpu")  # padded position -> source index
-        m = torch.zeros(n, n, dtype=torch.float64)
-        for j in range(n):
-            m[j].index_add_(0, source[j : j + 2 * radius + 1], k)
-        return m.to(dtype).to(device)
-
-    return _constant(("blur_matrix", sigma, radius, n, dtype, str(device)), make)
+def _blur_matrix(sigma: float, n: int, dtype, device):
+    """npmath.blur_matrix (x @ M: the 1-D blur of x, length n, SYMMETRIC borders) as a tensor, kept."""
+    return _constant(("blur_matrix", sigma, n, dtype, str(device)),
+                     lambda: torch.from_numpy(npmath.blur_matrix(n, sigma)).to(dtype).to(device))
 
 
 def gaussian_blur(image, sigma: float):
@@ -388,9 +379,9 @@ def gaussian_blur(image, sigma: float):
     c, h, w = image.shape[1], image.shape[2], image.shape[3]
     if image.device.type == "cpu" and max(h, w) <= BLUR_MATMUL_MAX_SIDE:
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else image.dtype
-        rows = _blur_matrix(sigma, radius, h, dtype, image.device)
-        cols = _blur_matrix(sigma, radius, w, dtype, image.device)
-        return torch.matmul(torch.matmul(rows, image), cols.t())
+        rows = _blur_matrix(sigma, h, dtype, image.device)
+        cols = _blur_matrix(sigma, w, dtype, image.device)
+        return torch.matmul(torch.matmul(rows.t(), image), cols)
     k = _gaussian_kernel(sigma, radius, image.dtype, image.device)
     padded = image.index_select(2, _symmetric_index(h, radius, image.device))
     padded = padded.index_select(3, _symmetric_index(w, radius, image.device))

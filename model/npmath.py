@@ -82,10 +82,10 @@ def gaussian_kernel_1d(sigma: float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def _blur_matrix(size: int, sigma: float, dtype: np.dtype = np.dtype(np.float64)) -> np.ndarray:
+def blur_matrix(size: int, sigma: float, dtype: np.dtype = np.dtype(np.float64)) -> np.ndarray:
     """[size, size] in `dtype` (built in float64): out[j] = sum_i x[i] M[i, j] is the 1-D Gaussian of `sigma` over x with
     mirrored borders (SYMMETRIC padding: ... x1 x0 | x0 x1 ... x_n-1 | x_n-1 x_n-2 ...). Cached (a
-    frame size's few sigmas, every P-frame), so read-only."""
+    frame size's few sigmas, every P-frame), so read-only. Also gpu_train.net's CPU blur."""
     kernel = gaussian_kernel_1d(sigma)
     radius = (len(kernel) - 1) // 2
     out = np.arange(size)[:, None]
@@ -106,8 +106,8 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0.0:
         return image
     height, width, channels = image.shape[-3:]
-    columns = _blur_matrix(width, sigma, image.dtype)  # cached per dtype: no copy per call
-    rows = _blur_matrix(height, sigma, image.dtype).T
+    columns = blur_matrix(width, sigma, image.dtype)  # cached per dtype: no copy per call
+    rows = blur_matrix(height, sigma, image.dtype).T
     across = np.swapaxes(np.swapaxes(image, -1, -2) @ columns, -1, -2)  # [..., H, W, C]
     flat = across.reshape(across.shape[:-2] + (width * channels,))
     return (rows @ flat).reshape(image.shape)
