@@ -368,7 +368,7 @@ BLUR_MATMUL_MAX_SIDE = 512
 def _blur_matrix(sigma: float, n: int, dtype, device):
     """npmath.blur_matrix (x @ M: the 1-D blur of x, length n, SYMMETRIC borders) as a tensor, kept."""
     return _constant(("blur_matrix", sigma, n, dtype, str(device)),
-                     lambda: torch.from_numpy(npmath.blur_matrix(n, sigma)).to(dtype).to(device))
+                     lambda: torch.tensor(npmath.blur_matrix(n, sigma), dtype=dtype, device=device))  # a copy: read-only
 
 
 def gaussian_blur(image, sigma: float):
