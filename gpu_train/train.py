@@ -18,8 +18,9 @@ of --image_crop, from the I-frame phase's photos and video frames): one loss, on
 run that trains the I-frame codec on GOPs keeps it on photos too.
 
 Throughput (a lent GPU is held for minutes): --precision tf32 (FP32 weights, TF32 matmuls and
-convolutions; the default), bf16 (autocast; rates, quantization and the loss stay FP32) or fp32;
-channels_last on CUDA and for bf16 on the CPU (7% more steps/s here: docs/TRAINING.md); --graphs
+convolutions), bf16 (autocast; rates, quantization and the loss stay FP32), fp32, or auto (the
+default: tf32 on CUDA; on the CPU bf16 where it has bf16 instructions, AMX or AVX512-BF16, else
+fp32: without them bf16 ran 10x slower than fp32, docs/TRAINING.md); channels_last on CUDA and for bf16 on the CPU (7% more steps/s here: docs/TRAINING.md); --graphs
 captures the whole training step (forward, backward, Adam) in a CUDA graph per phase and replays it,
 removing the launch overhead of the GOP loop's thousands of small kernels (a capture failure falls
 back to eager steps and says so). The log reports the model-FLOP utilization: FLOPs of one step counted once (torch.utils.flop_counter), over the
@@ -261,6 +262,44 @@ class StillSampler:
 
 
 # -- precision, FLOPs ---------------------------------------------------------------------------
+#: CPU flags (/proc/cpuinfo) of native bf16 arithmetic: AMX tiles, or AVX-512's BF16 dot products.
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware (NATIVE_BF16_FLAGS; where /proc/cpuinfo is
+    missing, oneDNN's own check). Without it PyTorch emulates bf16: on an AVX2-only AMD EPYC the
+    P-path step ran 10x slower in bf16 than in FP32 (docs/TRAINING.md, "Speed")."""
+    try:
+        text = pathlib.Path(cpuinfo).read_text()
+    except OSError:
+        import torch
+
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return any(f in flags for f in NATIVE_BF16_FLAGS)
+
+
+def resolve_precision(requested: str, device_type: str, native_bf16: bool) -> tuple[str, Optional[str]]:
+    """--precision as run, and a warning line or None: auto is tf32 on CUDA, and on the CPU bf16
+    where the CPU has bf16 instructions, else fp32; bf16 asked for on a CPU without them runs,
+    with a warning."""
+    if requested == "auto":
+        if device_type == "cuda":
+            return "tf32", None
+        return ("bf16" if native_bf16 else "fp32"), None
+    if requested == "bf16" and device_type == "cpu" and not native_bf16:
+        return requested, ("warning: this CPU has no bf16 instructions (AMX or AVX512-BF16), so PyTorch emulates "
+                           "bf16 (10x slower than fp32 on an AVX2 CPU: docs/TRAINING.md); --precision=auto picks fp32 here")
+    return requested, None
+
+
 def set_precision(precision: str):
     """Sets TF32 on or off; returns the autocast dtype (None: no autocast)."""
     import torch
@@ -704,7 +743,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "lr halves (0: off)")
     p.add_argument("--max_rollbacks", type=int, default=3,
                    help="divergences survived by rolling back; the next one ends the run with the last good weights saved")
-    p.add_argument("--precision", choices=("tf32", "bf16", "fp32"), default="tf32")
+    p.add_argument("--precision", choices=("auto", "tf32", "bf16", "fp32"), default="auto",
+                   help="auto: tf32 on CUDA; on the CPU bf16 where it has bf16 instructions (AMX, AVX512-BF16), "
+                        "else fp32")
     p.add_argument("--graphs", action="store_true", help="capture the training step in CUDA graphs (CUDA only)")
     p.add_argument("--channels_last", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
                    help="convolutions in channels_last layout (default: on for CUDA, and on the CPU with "
@@ -1052,7 +1093,11 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
         torch.manual_seed(args.seed)
         if not replicas.main:
             args.out_dir = str(pathlib.Path(args.out_dir) / f"rank{replicas.rank}")
-    autocast_dtype = set_precision(args.precision)
+    args.precision, warning = resolve_precision(args.precision, device.type,
+                                                device.type == "cpu" and cpu_has_native_bf16())
+    if warning and replicas.main:
+        print(warning, flush=True)
+    autocast_dtype = set_precision(args.precision)  # resolved, so that progress.json's args say which ran
     from gpu_train import net
 
     if args.channels_last is None:  # resolved, so that progress.json's args say which layout ran
