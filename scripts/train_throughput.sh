@@ -4,7 +4,8 @@
 #   keras fp32   python -m model.train (TF 2.14, the reference trainer)
 #   keras bf16   python -m model.train --precision=bf16 (bf16 convolutions, FP32 weights)
 #   torch fp32   python -m gpu_train.train --precision=fp32 (the PyTorch mirror)
-#   torch bf16   python -m gpu_train.train --precision=bf16 (autocast; what trains base on this CPU)
+#   torch bf16   python -m gpu_train.train --precision=bf16 (autocast; what trains base on a CPU with AMX
+#                or AVX512-BF16; --precision=auto takes fp32 on one without: emulated bf16 ran 10x slower)
 # All from the same weights (the shipped base, or MODEL), everything trained (no frozen part),
 # batch 4 x GOP 4 x 128^2 crops of 4 clips of ../shared/data/train/video at half size.
 # Each Keras run traces its step first (about a minute, excluded, as the trainer's own speed
