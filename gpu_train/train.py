@@ -54,6 +54,7 @@ from typing import Optional
 import numpy as np
 
 from gpu_train.weights import weights_folder  # numpy and model.clikit only (TF-free)
+from model.cpu import EMULATED_BF16_WARNING  # TF-free
 from model.sampling import area_downscale, level_random_walk  # TF-free (model/__init__ imports nothing)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
@@ -262,28 +263,20 @@ class StillSampler:
 
 
 # -- precision, FLOPs ---------------------------------------------------------------------------
-#: CPU flags (/proc/cpuinfo) of native bf16 arithmetic: AMX tiles, or AVX-512's BF16 dot products.
-NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+def cpu_has_native_bf16() -> bool:
+    """model.cpu.cpu_has_native_bf16 (AMX or AVX512-BF16 in /proc/cpuinfo), oneDNN's own check where
+    /proc/cpuinfo cannot be read."""
+    from model.cpu import cpu_has_native_bf16 as from_flags
 
+    native = from_flags()
+    if native is not None:
+        return native
+    import torch
 
-def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU does bf16 arithmetic in hardware (NATIVE_BF16_FLAGS; where /proc/cpuinfo is
-    missing, oneDNN's own check). Without it PyTorch emulates bf16: on an AVX2-only AMD EPYC the
-    P-path step ran 10x slower in bf16 than in FP32 (docs/TRAINING.md, "Speed")."""
     try:
-        text = pathlib.Path(cpuinfo).read_text()
-    except OSError:
-        import torch
-
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-    return any(f in flags for f in NATIVE_BF16_FLAGS)
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def resolve_precision(requested: str, device_type: str, native_bf16: bool) -> tuple[str, Optional[str]]:
@@ -295,8 +288,7 @@ def resolve_precision(requested: str, device_type: str, native_bf16: bool) -> tu
             return "tf32", None
         return ("bf16" if native_bf16 else "fp32"), None
     if requested == "bf16" and device_type == "cpu" and not native_bf16:
-        return requested, ("warning: this CPU has no bf16 instructions (AMX or AVX512-BF16), so PyTorch emulates "
-                           "bf16 (10x slower than fp32 on an AVX2 CPU: docs/TRAINING.md); --precision=auto picks fp32 here")
+        return requested, f"{EMULATED_BF16_WARNING} (--precision=auto picks fp32)"
     return requested, None
 
 

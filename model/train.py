@@ -86,8 +86,9 @@ flags.DEFINE_bool("modulate", True, "App. D dynamic loss modulation (False: mu =
 flags.DEFINE_float("modulator_step", 0.01, "How much mu moves per step (App. D's 'small value').", flag_values=FLAGS)
 flags.DEFINE_enum(
     "precision", "fp32", ["fp32", "bf16"],
-    "fp32, or bf16: convolutions in bfloat16 with FP32 weights (AMX on this CPU); rates, quantization and "
-    "the loss stay FP32, checkpoints are the same either way (docs/TRAINING.md).", flag_values=FLAGS)
+    "fp32, or bf16: convolutions in bfloat16 with FP32 weights (faster only on a CPU with AMX or AVX512-BF16; "
+    "elsewhere emulated, 7.5x slower); rates, quantization and the loss stay FP32, checkpoints are the same "
+    "either way (docs/TRAINING.md).", flag_values=FLAGS)
 flags.DEFINE_float("clip_norm", 0.0, "Clip gradients to this global norm (0: off).", flag_values=FLAGS)
 flags.DEFINE_float(
     "warp_loss", 0.0, "Weight of the auxiliary motion loss MSE(x_comp, x) over P-frames (0: off; see TrainOptions).", flag_values=FLAGS
@@ -656,6 +657,9 @@ def _main(argv) -> int:
 
 
 def _train() -> int:
+    import tensorflow as tf
+
+    from model.cpu import EMULATED_BF16_WARNING, cpu_has_native_bf16
     from model.data import find_clips
 
     if not FLAGS.train_dir:
@@ -671,6 +675,9 @@ def _train() -> int:
     frames = sum(c.length for c in clips)
     strategy = make_strategy(FLAGS.strategy)
     trainer = Trainer(model_config, data_config, options, FLAGS.train_dir, strategy, FLAGS.init_from, FLAGS.init_scope)
+    if (trainer.is_chief and options.precision == "bf16" and cpu_has_native_bf16() is False
+            and not tf.config.list_physical_devices("GPU")):
+        print(EMULATED_BF16_WARNING, flush=True)
     if trainer.is_chief:
         print(
             f"training {model_config.name} on {len(clips)} clips ({frames} frames) from {data_config.path}; "

@@ -324,20 +324,22 @@ def test_precision_auto_takes_bf16_only_where_the_cpu_has_it(tmp_path):
     """--precision=auto: tf32 on CUDA; on the CPU bf16 only with AMX or AVX512-BF16 in /proc/cpuinfo's
     flags (emulated bf16 ran 10x slower than fp32), else fp32; bf16 asked for without them runs with a
     warning; explicit choices pass through."""
-    from gpu_train.train import cpu_has_native_bf16, resolve_precision
+    from gpu_train.train import resolve_precision
+    from model.cpu import EMULATED_BF16_WARNING, cpu_has_native_bf16
 
     assert resolve_precision("auto", "cuda", False) == ("tf32", None)
     assert resolve_precision("auto", "cpu", True) == ("bf16", None)
     assert resolve_precision("auto", "cpu", False) == ("fp32", None)
     assert resolve_precision("bf16", "cpu", True) == ("bf16", None)
     precision, warning = resolve_precision("bf16", "cpu", False)
-    assert precision == "bf16" and warning.startswith("warning: this CPU has no bf16 instructions")
+    assert precision == "bf16" and warning.startswith(EMULATED_BF16_WARNING)
     for p in ("tf32", "fp32"):
         assert resolve_precision(p, "cpu", False) == (p, None) and resolve_precision(p, "cuda", True) == (p, None)
     head = "processor\t: 0\nvendor_id\t: X\nflags\t\t: fpu sse2 avx2 avx512f avx512bw"
     for extra, native in (("", False), (" avx512_bf16", True), (" amx_tile amx_bf16", True), (" amx_tile", False)):
         (tmp_path / "cpuinfo").write_text(f"{head}{extra}\nbogomips\t: 1.0\n")
         assert cpu_has_native_bf16(str(tmp_path / "cpuinfo")) is native, extra
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is None  # unknown: the trainers fall back
 
 
 def test_channels_last_by_default_where_it_was_measured_faster():

@@ -244,14 +244,20 @@ def test_bad_input_ends_with_one_line(septuplet, tmp_path, capsys, make, args, m
     assert not (tmp_path / "run" / "ckpt").exists()
 
 
-def test_bf16_training_trains_and_writes_fp32_checkpoints(septuplet, trained, tmp_path, capsys):
+def test_bf16_training_trains_and_writes_fp32_checkpoints(septuplet, trained, tmp_path, capsys, monkeypatch):
     """--precision=bf16 (convolutions in bf16, FP32 weights): a warm-started I-frame step changes
-    the weights, and its checkpoint holds the same FP32 variables an FP32 run writes."""
+    the weights, and its checkpoint holds the same FP32 variables an FP32 run writes. On a CPU
+    without bf16 instructions (made so here) it says that bf16 is emulated; FP32 runs never do."""
+    import model.cpu
+
+    assert model.cpu.EMULATED_BF16_WARNING not in trained[2]
+    monkeypatch.setattr(model.cpu, "cpu_has_native_bf16", lambda: False)
     export_dir = trained[1]
     run_dir = tmp_path / "bf16"
     assert run_main(*tiny(septuplet, run_dir, "--steps=1", "--gop=1", "--precision=bf16", f"--init_from={export_dir}")) == 0
     out = capsys.readouterr().out
     assert "bf16 convolutions" in out and "step 1/1" in out
+    assert out.count(model.cpu.EMULATED_BF16_WARNING) == 1
     assert json.loads((run_dir / ckpt.OPTIONS_FILE).read_text())["options"]["precision"] == "bf16"
     after, before = _weights(ckpt.latest_in(run_dir), "iframe"), _weights(export_dir / "model", "iframe")
     assert set(after) == set(before)
