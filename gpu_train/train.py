@@ -20,7 +20,8 @@ run that trains the I-frame codec on GOPs keeps it on photos too.
 Throughput (a lent GPU is held for minutes): --precision tf32 (FP32 weights, TF32 matmuls and
 convolutions), bf16 (autocast; rates, quantization and the loss stay FP32), fp32, or auto (the
 default: tf32 on CUDA; on the CPU bf16 where it has bf16 instructions, AMX or AVX512-BF16, else
-fp32: without them bf16 ran 10x slower than fp32, docs/TRAINING.md); channels_last on CUDA and for bf16 on the CPU (7% more steps/s here: docs/TRAINING.md); --graphs
+fp32: without them bf16 ran 10x slower than fp32, docs/TRAINING.md); channels_last on CUDA and
+for bf16 on the CPU (7% more steps/s here: docs/TRAINING.md); --graphs
 captures the whole training step (forward, backward, Adam) in a CUDA graph per phase and replays it,
 removing the launch overhead of the GOP loop's thousands of small kernels (a capture failure falls
 back to eager steps and says so). The log reports the model-FLOP utilization: FLOPs of one step counted once (torch.utils.flop_counter), over the
@@ -54,7 +55,7 @@ from typing import Optional
 import numpy as np
 
 from gpu_train.weights import weights_folder  # numpy and model.clikit only (TF-free)
-from model.cpu import EMULATED_BF16_WARNING  # TF-free
+from model.cpu import EMULATED_BF16_WARNING, cpu_has_native_bf16  # TF-free
 from model.sampling import area_downscale, level_random_walk  # TF-free (model/__init__ imports nothing)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
@@ -263,22 +264,6 @@ class StillSampler:
 
 
 # -- precision, FLOPs ---------------------------------------------------------------------------
-def cpu_has_native_bf16() -> bool:
-    """model.cpu.cpu_has_native_bf16 (AMX or AVX512-BF16 in /proc/cpuinfo), oneDNN's own check where
-    /proc/cpuinfo cannot be read."""
-    from model.cpu import cpu_has_native_bf16 as from_flags
-
-    native = from_flags()
-    if native is not None:
-        return native
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def resolve_precision(requested: str, device_type: str, native_bf16: bool) -> tuple[str, Optional[str]]:
     """--precision as run, and a warning line or None: auto is tf32 on CUDA, and on the CPU bf16
     where the CPU has bf16 instructions, else fp32; bf16 asked for on a CPU without them runs,
@@ -1085,8 +1070,9 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
         torch.manual_seed(args.seed)
         if not replicas.main:
             args.out_dir = str(pathlib.Path(args.out_dir) / f"rank{replicas.rank}")
+    # A CPU whose flags cannot be read (no /proc/cpuinfo) counts as one without bf16 instructions.
     args.precision, warning = resolve_precision(args.precision, device.type,
-                                                device.type == "cpu" and cpu_has_native_bf16())
+                                                device.type == "cpu" and cpu_has_native_bf16() is True)
     if warning and replicas.main:
         print(warning, flush=True)
     autocast_dtype = set_precision(args.precision)  # resolved, so that progress.json's args say which ran

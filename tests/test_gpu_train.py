@@ -340,7 +340,7 @@ def test_precision_auto_takes_bf16_only_where_the_cpu_has_it(tmp_path):
     for extra, native in (("", False), (" avx512_bf16", True), (" amx_tile amx_bf16", True), (" amx_tile", False)):
         (tmp_path / "cpuinfo").write_text(f"{head}{extra}\nbogomips\t: 1.0\n")
         assert cpu_has_native_bf16(str(tmp_path / "cpuinfo")) is native, extra
-    assert cpu_has_native_bf16(str(tmp_path / "missing")) is None  # unknown: the trainers fall back
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is None  # unknown: the trainers take it as none
 
 
 def test_channels_last_by_default_where_it_was_measured_faster():
