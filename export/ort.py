@@ -2,11 +2,13 @@
 
 CPU only. Choices (measured in docs/DESIGN.md, export decisions):
 - intra-op threads = the CPUs this process may run on (os.sched_getaffinity; onnxruntime's
-  own default counts the host's cores, which in a container can exceed the share granted)
-  minus one, at least one. The spare core is for the host side of the pipeline in the same
-  process: the range coder's thread pool and TensorFlow's, which spin after each op. MLAS
-  splits a convolution statically between the intra-op threads, so one preempted worker stalls
-  the whole op; on the 2-core machine here 1 thread beats 2 for both configs.
+  own default counts the host's cores, which in a container can exceed the share granted).
+  Until session 38 it was one fewer, for the range coder and TensorFlow's threads: that choice
+  was measured with a training job loading the machine (1 thread 5.66 / 8.15 FPS against 2
+  threads' 5.33 / 8.22, `small`), where MLAS's static split of each convolution stalls on a
+  preempted worker. On an idle machine the range coder is 1-3% of the time and the second
+  thread pays: `base` at CIF-like 384x320, GOP 16, 1.11 / 2.66 FPS on one thread, 1.56 / 3.93 on
+  two (docs/BENCHMARKS.md "Speed floor"). `threads=` still picks any count.
 - no spinning: idle pool threads busy-wait by default, and in the codec they then starve the
   range coder and TensorFlow's threads (measured: the whole codec ran 4x slower).
 - denormals flushed to zero, as TensorFlow's CPU kernels do.
@@ -30,8 +32,15 @@ def available_cpus() -> int:
 
 
 def default_threads() -> int:
-    """Intra-op threads when none are asked for: available CPUs - 1, at least 1."""
-    return max(1, available_cpus() - 1)
+    """Intra-op threads when none are asked for: the available CPUs, at most OMP_NUM_THREADS when
+    that is set to a positive integer (the usual cap for a process's thread pools; the test suite
+    sets it to each pytest-xdist worker's share of the cores)."""
+    cpus = available_cpus()
+    try:
+        cap = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return cpus
+    return min(cpus, cap) if cap > 0 else cpus
 
 
 def create_session(model, threads: Optional[int] = None, spinning: bool = False):

@@ -76,14 +76,19 @@ def block_motion_search(target, reference, radius: int, penalty: float = MOTION_
     height, width = tf.shape(target)[1], tf.shape(target)[2]
     padded = _edge_padded(reference, radius)
     span = range(-radius, radius + 1)
-    # Every candidate reference(p + s) as one channel, built separably (2 (2R + 1) slices, not
-    # (2R + 1)^2): channel (dy + R) (2R + 1) + (dx + R).
+    # Every horizontal shift reference(p + (dx, 0)) as one channel (2R + 1 slices); the block
+    # costs then one row of shifts dy at a time, channel (dy + R) (2R + 1) + (dx + R). Row by row,
+    # not all (2R + 1)^2 candidates at once: the full [B, H, W, 289] volume is 117 MB at CIF and
+    # the search ran 2.7x slower through memory (same costs, same vectors; docs/BENCHMARKS.md).
     columns = tf.concat([padded[:, :, radius + dx : radius + dx + width] for dx in span], axis=-1)
-    candidates = tf.concat([columns[:, radius + dy : radius + dy + height] for dy in span], axis=-1)
+    block_costs = [
+        tf.nn.avg_pool2d(tf.abs(target - columns[:, radius + dy : radius + dy + height]), BLOCK, BLOCK, "VALID")
+        for dy in span
+    ]
     vectors = [(float(dx), float(dy)) for dy in span for dx in span]
     norms = tf.constant([abs(dx) + abs(dy) for dx, dy in vectors], tf.float32)
     lengths = tf.reshape(tf.cast(penalty, tf.float32), [-1, 1, 1, 1]) * norms  # [1 or B, 1, 1, K]
-    costs = tf.nn.avg_pool2d(tf.abs(target - candidates), BLOCK, BLOCK, "VALID") + lengths
+    costs = tf.concat(block_costs, axis=-1) + lengths
     best = tf.argmin(costs, axis=-1)
     return tf.gather(tf.constant(vectors, tf.float32), best)
 

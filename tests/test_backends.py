@@ -305,3 +305,16 @@ def test_interpolated_one_hot_is_an_embedding():
     e = interpolated_one_hot([0.0, 2.5, 7.0], 8)
     np.testing.assert_allclose(e.sum(axis=1), 1.0)
     assert e[0, 0] == 1.0 and e[1, 2] == e[1, 3] == 0.5 and e[2, 7] == 1.0
+
+
+def test_onnx_default_threads_are_the_cpus_capped_by_omp_num_threads(monkeypatch):
+    """export/ort.py: every CPU this process may use (measured faster idle than one fewer), at most
+    a positive OMP_NUM_THREADS; a value that is not a positive integer is ignored."""
+    from export import ort
+
+    monkeypatch.setattr(ort, "available_cpus", lambda: 6)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert ort.default_threads() == 6
+    for value, expected in [("2", 2), ("16", 6), ("0", 6), ("-3", 6), ("four", 6), ("", 6)]:
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert ort.default_threads() == expected, value

@@ -41,8 +41,8 @@ class OnnxBackend(Backend):
         Args:
           bundle: runtime.bundle.ModelBundle.
           export_dir: an export folder (manifest.json + onnx/); default: the cache's.
-          threads: intra-op threads per session (default: the CPUs this process may use - 1, at least
-            1; see export/ort.py).
+          threads: intra-op threads per session (default: the CPUs this process may use; see
+            export/ort.py).
           spinning: ONNX Runtime's busy-waiting between ops (see export/ort.py).
           cache_root: where the export cache lives (default $ELFVC_CACHE or ~/.cache/elfvc).
         """
