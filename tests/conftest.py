@@ -80,9 +80,11 @@ def reuse_traced_subgraphs():
     original = subgraphs.coding_subgraph_functions
 
     def shared(bundle_or_model):
+        from model.warp import in_compact_graph
+
         if getattr(bundle_or_model, "integer_hyper", None) is None:
             return original(bundle_or_model)
-        key = id(bundle_or_model)
+        key = (id(bundle_or_model), in_compact_graph())  # the exporter's graphs trace the blur compactly
         if key not in _TRACED_SUBGRAPHS:  # the bundle is kept alive with its entry: ids stay unique
             _TRACED_SUBGRAPHS[key] = (bundle_or_model, original(bundle_or_model))
         return dict(_TRACED_SUBGRAPHS[key][1])

@@ -53,9 +53,9 @@ def test_blur_gradient_is_its_adjoint():
     """gaussian_blur is linear, and its hand-written gradient (model/warp.py: the full correlation,
     then the mirrored border folded back by tf.pad's own gradient) must be its adjoint:
     <blur(y), g> = <y, grad_x <blur(x), g>> for any y; and it equals autodiff through TF's
-    depthwise convolution, the implementation it replaced. Sigma 8 mirrors a 40-row frame twice."""
-    from model.npmath import gaussian_kernel_1d
-    from model.warp import gaussian_blur
+    depthwise convolution (the exporter's compact_graph form, the implementation it replaced).
+    Sigma 8 mirrors a 40-row frame twice."""
+    from model.warp import compact_graph, gaussian_blur
 
     rng = np.random.default_rng(8)
     for sigma, (height, width) in ((1.0, (24, 32)), (2.0, (17, 29)), (8.0, (40, 56))):
@@ -68,16 +68,19 @@ def test_blur_gradient_is_its_adjoint():
         forward = gaussian_blur(tf.constant(y, tf.float32), sigma).numpy().astype(np.float64)
         assert abs(np.sum(forward * g) - np.sum(y * adjoint)) < 1e-4 * np.sum(np.abs(forward * g)), sigma
 
-        kernel = tf.constant(gaussian_kernel_1d(sigma), tf.float32)
-        radius = (int(kernel.shape[0]) - 1) // 2
-        kx = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, 3, 1])
-        ky = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, 3, 1])
-        with tf.GradientTape() as tape:
-            padded = tf.pad(x, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
-            blurred = tf.nn.depthwise_conv2d(tf.nn.depthwise_conv2d(padded, kx, [1] * 4, "VALID"), ky, [1] * 4, "VALID")
+        with tf.GradientTape() as tape, compact_graph():
+            blurred = gaussian_blur(x, sigma)
             loss = tf.reduce_sum(blurred * g)
         np.testing.assert_allclose(tape.gradient(loss, x).numpy(), adjoint, atol=2e-5)
         np.testing.assert_allclose(blurred.numpy(), gaussian_blur(x, sigma).numpy(), atol=1e-6)
+
+    def traced_ops():
+        function = tf.function(lambda t: gaussian_blur(t, 2.0))
+        return {op.type for op in function.get_concrete_function(tf.TensorSpec([1, 32, 32, 3])).graph.get_operations()}
+
+    with compact_graph():
+        assert "DepthwiseConv2dNative" in traced_ops()
+    assert "DepthwiseConv2dNative" not in traced_ops()  # and the default is back after the block
 
 
 # -- the numpy mirror (model/npmath.py; the encoder's motion refinement estimates with it) ------
