@@ -219,11 +219,9 @@ def export_bundle(
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} already exists (pass overwrite to replace it)")
     from export.subgraphs import CODING_SUBGRAPHS, coding_subgraph_functions
-    from model.warp import compact_graph
 
     if functions is None:
-        with compact_graph():  # (a cache of traced functions, as the test suite keeps, keys on it)
-            functions = coding_subgraph_functions(bundle)
+        functions = coding_subgraph_functions(bundle)
         exact = [name for name in functions if CODING_SUBGRAPHS[name].hyper_synthesis]
     functions = dict(functions)
     exact = set(exact or ())
@@ -236,10 +234,9 @@ def export_bundle(
     partial.mkdir()
     try:
         exports = []
-        with compact_graph():  # the blurs as 2 nodes each: tf2onnx's passes are slow per node
-            for name in names:
-                log.info("exporting %s", name)
-                exports.append(export_subgraph(name, functions[name], bundle, partial, options, name in exact))
+        for name in names:
+            log.info("exporting %s", name)
+            exports.append(export_subgraph(name, functions[name], bundle, partial, options, name in exact))
         if options.saved_model:
             _save_saved_model(bundle, {n: functions[n] for n in names}, partial / "saved_model")
         manifest = ExportManifest(

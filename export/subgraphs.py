@@ -17,11 +17,13 @@ them by these names. All tensors are float32 NHWC with dynamic batch, height and
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Dict, Tuple
 
 import tensorflow as tf
 
+from model import warp
 from model.config import ModelConfig
 from model.elfvc import ELFVC
 
@@ -154,12 +156,17 @@ def input_signature(model: ELFVC, name: str):
     return [tf.TensorSpec(spec.shape(model.config), tf.float32, name=spec.name) for spec in SUBGRAPHS[name].inputs]
 
 
-def subgraph_functions(model: ELFVC) -> Dict[str, tf.types.experimental.GenericFunction]:
-    """name -> tf.function(**named inputs) -> dict of named outputs, with dynamic shapes."""
+def subgraph_functions(model: ELFVC, sliced_blur: bool = False) -> Dict[str, tf.types.experimental.GenericFunction]:
+    """name -> tf.function(**named inputs) -> dict of named outputs, with dynamic shapes.
+
+    `sliced_blur`: trace the warp's blurs as model.warp.sliced_blur's sums of slices (faster to
+    run on the CPU, slower to trace and to convert; the TF backend's choice) instead of depthwise
+    convolutions (the exporter's)."""
     python = _python_functions(model)
     def make(fn, graph):
         def run(*args):
-            result = fn(*args)
+            with (warp.sliced_blur() if sliced_blur else contextlib.nullcontext()):
+                result = fn(*args)
             result = result if isinstance(result, (tuple, list)) else (result,)
             return {out: tf.identity(t, name=out) for out, t in zip(graph.outputs, result)}
 
@@ -192,7 +199,7 @@ CODING_SUBGRAPHS: Dict[str, Subgraph] = {
 }
 
 
-def coding_subgraph_functions(bundle_or_model) -> Dict[str, tf.types.experimental.GenericFunction]:
+def coding_subgraph_functions(bundle_or_model, sliced_blur: bool = False) -> Dict[str, tf.types.experimental.GenericFunction]:
     """`subgraph_functions` with the three *_hyper_synthesis entries replaced by the integer
     networks of model/integer_hyper.py (a bundle's pinned ones, or for a bare model ones
     calibrated now on model.bundle.calibration_frames())."""
@@ -204,7 +211,7 @@ def coding_subgraph_functions(bundle_or_model) -> Dict[str, tf.types.experimenta
         integer_hyper = calibrate(model)
     from model.integer_hyper import tf_function
 
-    functions = subgraph_functions(model)
+    functions = subgraph_functions(model, sliced_blur)
     for block in ("iframe", "flow", "residue"):
         functions[f"{block}_hyper_synthesis"] = tf_function(
             integer_hyper[block], model.config.embedding_width, model.config.hyper_latent_channels

@@ -59,29 +59,27 @@ def _blur_padded(padded, kernel, height, width):
     return blur(padded)
 
 
-_COMPACT_GRAPH = [False]
+_SLICED = [False]
 
 
 @contextlib.contextmanager
-def compact_graph():
-    """Within it, gaussian_blur traces as TensorFlow's depthwise convolution: 2 graph nodes per
-    blur instead of the ~100 of the sliced sums, the same values within float rounding.
+def sliced_blur():
+    """Within it, gaussian_blur builds the sliced sums (_blur_padded) instead of TensorFlow's
+    depthwise convolution: the same values within float rounding (3e-7), 3x faster to run on the
+    CPU, but ~100 graph nodes per blur instead of 2.
 
-    For graphs that are converted rather than run: the ONNX exporter (export/exporter.py) traces
-    under it, because tf2onnx's optimizer passes slow down with every node (the flow synthesis
-    took 33 s to convert with the sliced blurs, 12 s without) although the GridSample lowering
-    replaces the whole warp afterwards. A tf.function traced before keeps its first graph."""
-    previous = _COMPACT_GRAPH[0]
-    _COMPACT_GRAPH[0] = True
+    What runs a graph many times takes it: the runtime's TF backend (export/subgraphs.py,
+    `sliced_blur=True`), where it saves ~110 ms of a CIF flow decode for ~1.3 s more tracing once
+    per process. Outside it, the default: the Keras trainer, whose training step took 50 s longer
+    to trace with the slices (per step its warp ran 2x faster), and the ONNX exporter, whose
+    tf2onnx passes slowed 6x on the flow synthesis (the GridSample lowering replaces the warp
+    anyway). A tf.function keeps the graph of its first trace."""
+    previous = _SLICED[0]
+    _SLICED[0] = True
     try:
         yield
     finally:
-        _COMPACT_GRAPH[0] = previous
-
-
-def in_compact_graph() -> bool:
-    """Whether gaussian_blur traces as the depthwise convolution now (inside compact_graph)."""
-    return _COMPACT_GRAPH[0]
+        _SLICED[0] = previous
 
 
 def _depthwise_blur(padded, kernel, channels: int):
@@ -99,7 +97,7 @@ def gaussian_blur(image, sigma: float):
     kernel = gaussian_kernel_1d(sigma)
     radius = (len(kernel) - 1) // 2
     padded = tf.pad(image, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
-    if _COMPACT_GRAPH[0]:
+    if not _SLICED[0]:
         return _depthwise_blur(padded, kernel, image.shape[-1])
     shape = tf.shape(image)
     return _blur_padded(padded, kernel, shape[1], shape[2])

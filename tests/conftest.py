@@ -79,14 +79,12 @@ def reuse_traced_subgraphs():
 
     original = subgraphs.coding_subgraph_functions
 
-    def shared(bundle_or_model):
-        from model.warp import in_compact_graph
-
+    def shared(bundle_or_model, sliced_blur: bool = False):
         if getattr(bundle_or_model, "integer_hyper", None) is None:
-            return original(bundle_or_model)
-        key = (id(bundle_or_model), in_compact_graph())  # the exporter's graphs trace the blur compactly
+            return original(bundle_or_model, sliced_blur=sliced_blur)
+        key = (id(bundle_or_model), sliced_blur)  # the TF backend's graphs, or the exporter's
         if key not in _TRACED_SUBGRAPHS:  # the bundle is kept alive with its entry: ids stay unique
-            _TRACED_SUBGRAPHS[key] = (bundle_or_model, original(bundle_or_model))
+            _TRACED_SUBGRAPHS[key] = (bundle_or_model, original(bundle_or_model, sliced_blur=sliced_blur))
         return dict(_TRACED_SUBGRAPHS[key][1])
 
     patch = pytest.MonkeyPatch()

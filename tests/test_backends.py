@@ -51,6 +51,20 @@ def test_onnx_matches_tf_on_every_subgraph(backends, small_export):
                 assert relative_error(got[name], want[name]) < 1e-4, (graph.name, name)
 
 
+def test_tf_backend_runs_the_sliced_blur_and_the_export_converts_the_compact_one(backends, small_export):
+    """model/warp.py: the TF backend's flow synthesis traces the blurs as sliced sums (fast on the
+    CPU), the exporter's as depthwise convolutions (fast to convert)."""
+    from export.subgraphs import coding_subgraph_functions
+
+    def ops(function):
+        return {op.type for op in function.get_concrete_function().graph.get_operations()}
+
+    assert "DepthwiseConv2dNative" not in ops(backends["tf"]._functions["flow_synthesis"])
+    assert "AddN" in ops(backends["tf"]._functions["flow_synthesis"])
+    exported = ops(coding_subgraph_functions(small_export[0])["flow_synthesis"])
+    assert "DepthwiseConv2dNative" in exported and "AddN" not in exported
+
+
 def test_range_coder_indices_identical_on_real_frames(backends, bikes_frames, small_export):
     """The integer hyper syntheses (model/integer_hyper.py) give the same mean and scale
     accumulators on tf and onnx for the q1 symbols of real frames, I and P, at several levels:

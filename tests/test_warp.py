@@ -53,34 +53,36 @@ def test_blur_gradient_is_its_adjoint():
     """gaussian_blur is linear, and its hand-written gradient (model/warp.py: the full correlation,
     then the mirrored border folded back by tf.pad's own gradient) must be its adjoint:
     <blur(y), g> = <y, grad_x <blur(x), g>> for any y; and it equals autodiff through TF's
-    depthwise convolution (the exporter's compact_graph form, the implementation it replaced).
-    Sigma 8 mirrors a 40-row frame twice."""
-    from model.warp import compact_graph, gaussian_blur
+    depthwise convolution (the default form; the sliced one is the TF backend's). Sigma 8
+    mirrors a 40-row frame twice."""
+    from model.warp import gaussian_blur, sliced_blur
 
     rng = np.random.default_rng(8)
     for sigma, (height, width) in ((1.0, (24, 32)), (2.0, (17, 29)), (8.0, (40, 56))):
         x = tf.Variable(rng.normal(size=(2, height, width, 3)).astype(np.float32))
         y = rng.normal(size=(2, height, width, 3)).astype(np.float64)
         g = rng.normal(size=(2, height, width, 3)).astype(np.float32)
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, sliced_blur():
             loss = tf.reduce_sum(gaussian_blur(x, sigma) * g)
         adjoint = tape.gradient(loss, x).numpy().astype(np.float64)
-        forward = gaussian_blur(tf.constant(y, tf.float32), sigma).numpy().astype(np.float64)
+        with sliced_blur():
+            sliced = gaussian_blur(x, sigma).numpy()
+            forward = gaussian_blur(tf.constant(y, tf.float32), sigma).numpy().astype(np.float64)
         assert abs(np.sum(forward * g) - np.sum(y * adjoint)) < 1e-4 * np.sum(np.abs(forward * g)), sigma
 
-        with tf.GradientTape() as tape, compact_graph():
+        with tf.GradientTape() as tape:
             blurred = gaussian_blur(x, sigma)
             loss = tf.reduce_sum(blurred * g)
         np.testing.assert_allclose(tape.gradient(loss, x).numpy(), adjoint, atol=2e-5)
-        np.testing.assert_allclose(blurred.numpy(), gaussian_blur(x, sigma).numpy(), atol=1e-6)
+        np.testing.assert_allclose(blurred.numpy(), sliced, atol=1e-6)
 
     def traced_ops():
         function = tf.function(lambda t: gaussian_blur(t, 2.0))
         return {op.type for op in function.get_concrete_function(tf.TensorSpec([1, 32, 32, 3])).graph.get_operations()}
 
-    with compact_graph():
-        assert "DepthwiseConv2dNative" in traced_ops()
-    assert "DepthwiseConv2dNative" not in traced_ops()  # and the default is back after the block
+    with sliced_blur():
+        assert "DepthwiseConv2dNative" not in traced_ops()
+    assert "DepthwiseConv2dNative" in traced_ops()  # the default is back after the block
 
 
 # -- the numpy mirror (model/npmath.py; the encoder's motion refinement estimates with it) ------

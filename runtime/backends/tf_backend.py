@@ -36,7 +36,7 @@ class TFBackend(Backend):
         from export.subgraphs import CODING_SUBGRAPHS, coding_subgraph_functions
 
         _quiet_tracing()
-        self._functions = coding_subgraph_functions(bundle)
+        self._functions = coding_subgraph_functions(bundle, sliced_blur=True)  # run many times: model/warp.py
         self._inputs = {name: [spec.name for spec in CODING_SUBGRAPHS[name].inputs] for name in self._functions}
 
     def run(self, subgraph: str, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
