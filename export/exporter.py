@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Bumped whenever the ONNX the exporter writes changes (a lowering, a naming rule): the export
 #: cache (export/cache.py) re-exports models exported by another version. 3: the motion search's
-#: block costs one row of shifts at a time and the blur as sliced sums (model/motion.py, model/warp.py).
+#: block costs one row of shifts at a time, the warp's levels sampled in one gather (model/motion.py,
+#: model/warp.py).
 EXPORTER_VERSION = 3
 WARPS = ("gridsample", "gather")
 RELATIVE_ERROR = "max|onnx - tf| / max|tf| per output (absolute when the reference is all zeros)"
