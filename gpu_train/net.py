@@ -496,8 +496,8 @@ def block_motion_search(target, reference, radius: int, penalty):
     """model.motion.block_motion_search: [B, 3, H, W] x 2 -> [B, 2, H/16, W/16] (dx, dy) pixels;
     `penalty` a number or a [B] tensor. No gradient (the vectors are a table lookup).
 
-    The (2R + 1)^2 candidate shifts are costed one row of shifts (2R + 1 of them) at a time rather
-    than all at once as the TF original does: the same numbers in the same order (equal vectors,
+    The (2R + 1)^2 candidate shifts are costed one row of shifts (2R + 1 of them) at a time, as the
+    TF original does (since session 38): the same numbers in the same order (equal vectors,
     tests/test_gpu_train.py), without materializing (2R + 1)^2 shifted frames (289 at R = 8: about
     75 MB for 4 x 128^2), which made the search ~10x slower on a CPU."""
     target, reference = target.mean(1, keepdim=True), reference.mean(1, keepdim=True)
