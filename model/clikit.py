@@ -204,7 +204,7 @@ def define_model(fv, help: Optional[str] = None) -> None:
 def define_backend(fv, default: str = "tf", help: Optional[str] = None) -> None:
     from absl import flags
 
-    flags.DEFINE_string("backend", default, help or "Inference backend: tf, onnx or tensorrt.", flag_values=fv)
+    flags.DEFINE_string("backend", default, help or "Inference backend: tf, onnx (ONNX Runtime on every available CPU, at most OMP_NUM_THREADS) or tensorrt.", flag_values=fv)
 
 
 def define_frames(fv, default: Optional[int], help: Optional[str] = None, lower_bound: Optional[int] = 1) -> None:
