@@ -50,11 +50,10 @@ def test_warp_gradients_reach_flow():
 
 
 def test_blur_gradient_is_its_adjoint():
-    """gaussian_blur is linear, and its hand-written gradient (model/warp.py: the full correlation,
-    then the mirrored border folded back by tf.pad's own gradient) must be its adjoint:
-    <blur(y), g> = <y, grad_x <blur(x), g>> for any y; and it equals autodiff through TF's
-    depthwise convolution (the default form; the sliced one is the TF backend's). Sigma 8
-    mirrors a 40-row frame twice."""
+    """gaussian_blur in the TF backend's sliced form is linear, and its gradient must be its
+    adjoint: <blur(y), g> = <y, grad_x <blur(x), g>> for any y; it equals autodiff through TF's
+    depthwise convolution (the default form) and so do the values. Sigma 8 mirrors a 40-row frame
+    twice."""
     from model.warp import gaussian_blur, sliced_blur
 
     rng = np.random.default_rng(8)
