@@ -44,7 +44,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from model.errors import CodecError
-from model.integer_hyper import BLOCKS, IntegerHyperSynthesis, convert
+from model.integer_hyper import BLOCKS, IntegerBoundError, IntegerHyperSynthesis, convert
 from model.level_offsets import LevelOffsets, format_level_offsets, parse_level_offsets
 
 CONFIG_FILE = "config.json"
@@ -201,15 +201,18 @@ def calibrate(model, frames: Optional[np.ndarray] = None) -> Dict[str, IntegerHy
             codes = [("iframe", frame.code)] if t == 0 else [("flow", frame.flow_code), ("residue", frame.residue_code)]
             for block, code in codes:
                 samples[block].append((code.hyper_symbols.numpy(), embedding))
-    return {
-        block: convert(
-            getattr(model, block).codelayer.hyper_synthesis,
-            getattr(model, block).codelayer.hyper_scale().numpy(),
-            samples[block],
-            model.config.embedding_width,
-        )
-        for block in BLOCKS
-    }
+    out = {}
+    for block in BLOCKS:
+        try:
+            out[block] = convert(
+                getattr(model, block).codelayer.hyper_synthesis,
+                getattr(model, block).codelayer.hyper_scale().numpy(),
+                samples[block],
+                model.config.embedding_width,
+            )
+        except IntegerBoundError as e:
+            raise CodecError(f"{block}: no exact integer hyper synthesis for these weights ({e})") from None
+    return out
 
 
 # -- loading -------------------------------------------------------------------------------------------
@@ -433,6 +436,9 @@ def pin_integer_hyper(path, frames: Optional[np.ndarray] = None) -> pathlib.Path
     """Calibrates (on `frames`, default the first PIN_FRAMES whole frames of bikes.mp4) and
     writes DIR/integer_hyper.npz (temporary name, then rename); replaces an existing one."""
     folder = pathlib.Path(path)
+    if not folder.is_dir():  # before the minute of calibration; a shipped model comes pinned
+        resolve_model(str(path))  # CodecError for a path that is neither
+        raise CodecError(f"{path} is a shipped model's name: shipped models come pinned; pin takes a model folder's path")
     bundle = load_bundle(folder)
     frames = calibration_frames(PIN_FRAMES, crop=False) if frames is None else frames
     integer_hyper = calibrate(bundle.model, frames)

@@ -344,18 +344,20 @@ def convert(
       headroom: hidden activation ranges = headroom x the calibration maxima.
     """
     float_net = _FloatD1.of(hyper_synthesis)
+    if not calibration:
+        raise ValueError("integer hyper synthesis: no calibration data")
+    z_max = max([1.0] + [float(np.abs(np.round(np.asarray(z, np.float64))).max(initial=0)) for z, _ in calibration])
+    z_limit = int(min(HYPER_LATENT_LIMIT, max(8, math.ceil(2 * z_max))))
     hidden_max = None
-    z_max = 1.0
     for z, embedding in calibration:
-        z = np.round(np.asarray(z, np.float64))
+        # The activations the integer network will see: z clipped to +-Z as in `reference`. (A
+        # barely trained model's hyper latents can exceed Z by orders of magnitude; calibrating on
+        # them unclipped gave hidden steps whose rounding offsets alone broke the 2^24 bound.)
+        z = np.clip(np.round(np.asarray(z, np.float64)), -z_limit, z_limit)
         e = quantize_embedding(embedding).astype(np.float64) / EMBEDDING_UNIT
         acts = float_net.activations(z, e)
         maxima = [a.reshape(-1, a.shape[-1]).max(axis=0) for a in acts]
         hidden_max = maxima if hidden_max is None else [np.maximum(a, b) for a, b in zip(hidden_max, maxima)]
-        z_max = max(z_max, float(np.abs(z).max(initial=0)))
-    if hidden_max is None:
-        raise ValueError("integer hyper synthesis: no calibration data")
-    z_limit = int(min(HYPER_LATENT_LIMIT, max(8, math.ceil(2 * z_max))))
     cz = hyper_scale.shape[0]
     in_step = np.concatenate([np.ones(cz), np.full(embedding_width, 1.0 / EMBEDDING_UNIT)])
     in_max = np.concatenate([np.full(cz, z_limit), np.full(embedding_width, EMBEDDING_UNIT)])

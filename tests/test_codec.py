@@ -243,7 +243,7 @@ def write_bundle_folder(folder, bundle, pinned=True):
         np.savez(folder / INTEGER_HYPER_FILE, **integer_hyper_arrays(bundle.integer_hyper))
 
 
-def test_bundle_folder_round_trip(tmp_path, bundle, capsys):
+def test_bundle_folder_round_trip(tmp_path, bundle, capsys, monkeypatch):
     from model.bundle import load_bundle
     from runtime.bundle import main
 
@@ -262,6 +262,15 @@ def test_bundle_folder_round_trip(tmp_path, bundle, capsys):
     assert main(["bundle", "info", str(folder)]) == 1
     with pytest.raises(CodecError, match="does not exist"):
         load_bundle(tmp_path / "nowhere")
+    # pin takes a folder's path: a shipped model's name is refused before any calibration, and
+    # nothing is written where the name would point from the working directory.
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["bundle", "pin", "small"]) == 1
+    err = capsys.readouterr().err
+    assert "shipped model's name" in err and err.count("\n") == 1 and not (tmp_path / "small").exists()
+    assert main(["bundle", "pin", "nowhere"]) == 1
+    assert "does not exist" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "config.json").write_text("{\"name\": \"small\"}")

@@ -60,6 +60,25 @@ def test_bounds_are_checked(bundle):
         dataclasses.replace(net, up2=dataclasses.replace(net.up2, kernel=kernel)).check()
 
 
+def test_calibration_sees_the_hyper_latents_clipped_as_the_network_does(bundle):
+    """Hyper latents far beyond the clip bound Z (a barely trained model's) calibrate the same
+    network as the same latents clipped to +-Z, and it passes the 2^24 bound (it did not: the
+    unclipped activations set hidden steps whose rounding offsets alone exceeded it)."""
+    layer = bundle.model.flow.codelayer.hyper_synthesis
+    scale = bundle.model.flow.codelayer.hyper_scale().numpy()
+    z, _ = random_inputs(bundle, 3, spread=40)
+    z[0, 1, 2, :5] = 3e9  # wild outliers, as from 4 training steps
+    embedding = bundle.model.embed(np.array([0.0, 2.75], np.float32)).numpy()
+    wild = ih.convert(layer, scale, [(z, embedding)], bundle.config.embedding_width)
+    assert wild.hyper_latent_max == ih.HYPER_LATENT_LIMIT
+    clipped = np.clip(z, -ih.HYPER_LATENT_LIMIT, ih.HYPER_LATENT_LIMIT)
+    tame = ih.convert(layer, scale, [(clipped, embedding)], bundle.config.embedding_width)
+    assert wild.to_arrays("b").keys() == tame.to_arrays("b").keys()
+    for key, value in wild.to_arrays("b").items():
+        np.testing.assert_array_equal(value, tame.to_arrays("b")[key])
+    wild.check()
+
+
 def test_thresholds_give_the_nearest_table_scale(bundle):
     """acc >= T_k on the host equals quantizing softplus(acc * 2^-s) / Q_w directly."""
     net = bundle.integer_hyper["iframe"]
