@@ -112,7 +112,8 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    p = clikit.ArgumentParser(prog="python -m gpu_train.pack", description=__doc__.splitlines()[0])
+    p = clikit.ArgumentParser(prog="python -m gpu_train.pack", description=__doc__.splitlines()[0],
+                              formatter_class=clikit.DefaultsHelpFormatter)
     p.add_argument("--train", default="../shared/data/train", help="the training set (never eval/)")
     p.add_argument("--out", required=True, help="new folder to write")
     p.add_argument("--max_mb", type=float, default=28.0, help="MiB the pack may take (the call carries 64 MiB with the tracked files: code, docs and the shipped models, ~34 MB)")

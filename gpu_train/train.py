@@ -552,17 +552,17 @@ class Stepper:
         return outputs
 
 
-def count_step_flops(stepper, frames, levels, carry=None, stills=None) -> float:
-    """FLOPs of one training step (forward and backward), counted by torch.utils.flop_counter on
-    one real step (which also trains: it is a step like any other). With --rollout, the trained
-    frames only: the rollout's forward passes vary in depth and are not counted (nor in MFU).
-    With --image_mix, the stills' frames too."""
+def count_step_flops(stepper, frames, levels, carry=None, stills=None):
+    """(FLOPs, outputs) of one training step (forward and backward), counted by
+    torch.utils.flop_counter on one real step (which also trains: it is a step like any other,
+    logged, though not timed). With --rollout, the trained frames only: the rollout's forward
+    passes vary in depth and are not counted (nor in MFU). With --image_mix, the stills' frames too."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
-        stepper.eager(frames, levels, carry, stills)
-    return float(counter.get_total_flops())
+        outputs = stepper.eager(frames, levels, carry, stills)
+    return float(counter.get_total_flops()), outputs
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -659,16 +659,37 @@ def check_args(args) -> None:
         raise TrainError("--rollout must be >= 0, with --gop >= 2 and without --graphs (its GOPs vary in length)")
     if args.rollout_frac != -1.0 and not (args.rollout and 0 <= args.rollout_frac <= 1):
         raise TrainError(f"--rollout_frac must be in [0, 1] (or -1), with --rollout, got {args.rollout_frac:g}")
-    for path, flag in ((args.config, "--config"), (args.init, "--init")):
-        if path and not pathlib.Path(path).exists():
-            raise TrainError(f"{flag}: {path}: no such file")
+    from model.config import config_names, parse_lambda_range  # TF-free
+
+    if not pathlib.Path(args.config).exists() and args.config not in config_names():
+        raise TrainError(f"--config: {args.config}: no such file, nor a config name ({', '.join(config_names())})")
+    if args.init and not pathlib.Path(args.init.split(",")[0]).exists():
+        raise TrainError(f"--init: {args.init}: no such file")
+    try:  # a name (low, high) as the Keras trainer takes it; recorded as its two numbers
+        args.lambda_range = ",".join(repr(v) for v in parse_lambda_range(args.lambda_range))
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    if args.precision == "tf32" and args.device == "cpu":
+        raise TrainError("--precision=tf32 is CUDA's (TF32 tensor cores): on the CPU use fp32, bf16 or auto")
+    out = pathlib.Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out_dir: {out} exists and is not a folder")
+    held = sorted(p.name for p in out.glob("weights-*.npz")) + [p.name for p in out.glob("progress.json")] if out.is_dir() else []
+    if held:
+        raise TrainError(f"--out_dir: {out} already holds a run ({', '.join(held[:3])}); this trainer does not resume "
+                         f"in place: continue from it with --init={out} and a new --out_dir, or remove it")
     if args.photos and not pathlib.Path(args.photos).is_dir():
         raise TrainError(f"--photos: {args.photos}: no such folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gpu_train.train", description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True, help="model config .json (a shipped folder's config.json)")
+    from model.clikit import DefaultsHelpFormatter  # TF-free
+
+    p = argparse.ArgumentParser(prog="python -m gpu_train.train", description=__doc__.splitlines()[0],
+                                formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--config", required=True,
+                   help="model config: a .json (a shipped folder's config.json), or a config name (small, base, "
+                        "paper): the --init weights' own config where it has that name, else model/config.py's recipe")
     p.add_argument("--init", help="initial weights: an .npz, comma-separated shards, or a folder of shards")
     p.add_argument("--reinit", default="", help="comma list of parameter prefixes to re-initialize, e.g. flow")
     p.add_argument("--freeze", default="",
@@ -676,14 +697,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "gradients, no Adam state, no weight change under them)")
     p.add_argument("--data", required=True, help="folder of videos (searched recursively)")
     p.add_argument("--photos", default="", help="folder of photos for the I-frame phase")
-    p.add_argument("--cache_dir")
-    p.add_argument("--out_dir", required=True)
+    p.add_argument("--cache_dir", help="a folder that keeps the decoded clips (.npy) for the next run (default: none, decoded each run)")
+    p.add_argument("--out_dir", required=True, help="new folder for the weight shards, progress.json and snapshots")
     p.add_argument("--minutes", type=float, required=True, help="wall-clock budget, data loading excluded")
     p.add_argument("--max_steps", type=int, default=0,
                    help="a step budget (I-frame and GOP steps together) that ends the run if it comes before --minutes; "
                         "the phases and the lr schedule then follow steps (0: time only)")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--gop", type=int, default=16)
+    p.add_argument("--batch", type=int, default=16, help="GOPs per step")
+    p.add_argument("--gop", type=int, default=16, help="frames per trained GOP (an I-frame, then P-frames)")
     p.add_argument("--rollout", type=int, default=0,
                    help="expose the P-frames to a long GOP's drift: each GOP step draws a depth k in 0..N; for k > 0 it "
                         "first codes frames 0..k without gradients (an I-frame, then k P-frames) and trains the --gop frames "
@@ -695,25 +716,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --rollout N: the fraction of GOP steps that roll out, each to a depth uniform in 1..N, "
                         "the rest plain GOPs (most steps stay cheap plain GOPs, some see deep references; -1: every "
                         "depth 0..N equally likely, k = 0 included)")
-    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--crop", type=int, default=128, help="side of the square GOP crops (a multiple of 64)")
     p.add_argument("--image_frac", type=float, default=0.0, help="fraction of the budget spent on the I-frame phase")
-    p.add_argument("--image_batch", type=int, default=32)
-    p.add_argument("--image_crop", type=int, default=256)
+    p.add_argument("--image_batch", type=int, default=32, help="crops per step of the I-frame phase")
+    p.add_argument("--image_crop", type=int, default=256, help="side of the I-frame phase's (and --image_mix's) crops")
     p.add_argument("--image_mix", type=float, default=0.0,
                    help="in the GOP phase, add this weight times the loss of --image_mix_batch single-frame crops "
                         "(--image_crop, from --photos and video frames, as the I-frame phase draws them) to every step's "
                         "loss: the I-frame codec trains for the P path without drifting off photos (0: off)")
     p.add_argument("--image_mix_batch", type=int, default=4, help="single-frame crops per GOP step with --image_mix")
-    p.add_argument("--downscale", type=int, default=2)
-    p.add_argument("--max_stride", type=int, default=2)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--downscale", type=int, default=2, help="videos are area-downscaled by this factor once, at load")
+    p.add_argument("--max_stride", type=int, default=2, help="GOPs take every k-th frame, k uniform in 1..this")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (/5 at 80%% and /25 at 95%% of the run)")
     p.add_argument("--phase_warmup", type=int, default=200,
                    help="steps of linear learning-rate warm-up after a phase change, which also restarts Adam's moments "
                         "(0: neither)")
-    p.add_argument("--lambda_range", default="0.25,0.0026")
-    p.add_argument("--warp_loss", type=float, default=0.0)
+    p.add_argument("--lambda_range", default="0.25,0.0026",
+                   help="rate weights of the lowest and the top level: FIRST,LAST or a name (low, high) as model.train takes")
+    p.add_argument("--warp_loss", type=float, default=0.0, help="weight of the warped-reference loss (0: off)")
     p.add_argument("--warp_loss_frac", type=float, default=0.0, help="fraction of the budget the warp loss is on (0: all)")
-    p.add_argument("--clip_norm", type=float, default=0.0)
+    p.add_argument("--clip_norm", type=float, default=0.0, help="clip the gradient's global norm to this (0: off)")
     p.add_argument("--diverge_factor", type=float, default=20.0,
                    help="a log window whose loss is non-finite or this many times the median of the phase's last 10 "
                         "windows is a divergence: the weights roll back to the last checkpoint, Adam restarts and the "
@@ -729,13 +751,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "--precision=bf16, measured faster there: docs/TRAINING.md)")
     p.add_argument("--peak_tflops", type=float, default=0.0, help="device peak for the MFU (0: from the table)")
     p.add_argument("--workers", type=int, default=1, help="processes decoding the data")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log_every", type=int, default=50)
-    p.add_argument("--save_every_secs", type=float, default=120)
+    p.add_argument("--seed", type=int, default=0, help="data order, crops and levels")
+    p.add_argument("--log_every", type=int, default=50, help="steps per log line")
+    p.add_argument("--save_every_secs", type=float, default=120, help="seconds between checkpoints into --out_dir")
     p.add_argument("--snapshot_every_secs", type=float, default=0.0,
                    help="also keep a checkpoint at least this long after the last kept one in OUT_DIR/snapshots/sSTEP/ "
                         "(0: off; the last checkpoint alone is kept)")
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     return p
 
 
@@ -776,7 +798,7 @@ class Run:
         self.num_levels, self.out_dir, self.peak = num_levels, out_dir, flops_peak
         # The config itself, not only --config's path (a GPU machine's /tmp, or a file that changes
         # later): what the weights were trained with, for config_beside and after_campaign.sh.
-        self.config = json.loads(pathlib.Path(args.config).read_text()) if getattr(args, "config", None) else None
+        self.config = read_config(args.config, getattr(args, "init", None)) if getattr(args, "config", None) else None
         self.start = time.time()
         self.last_snapshot = self.start
         self.budget = args.minutes * 60.0
@@ -828,13 +850,19 @@ class Run:
     def reset_window(self):
         torch, L = self.torch, self.num_levels
         z = lambda *s: torch.zeros(*s, device=self.device)  # noqa: E731
-        self.window = {"n": 0, "loss": z(()), "mse": z(3, L), "bpp": z(3, L), "count": z(3, L), "warp": z(()), "warp_n": 0}
+        self.window = {"n": 0, "untimed": 0, "loss": z(()), "mse": z(3, L), "bpp": z(3, L), "count": z(3, L),
+                       "warp": z(()), "warp_n": 0}
         self.window_start = time.time()
 
-    def accumulate(self, outputs, levels, still_levels=None):
-        """Adds a step's outputs (Stepper's) to the window: rows I-frames, P-frames, --image_mix stills."""
+    def accumulate(self, outputs, levels, still_levels=None, timed=True):
+        """Adds a step's outputs (Stepper's) to the window: rows I-frames, P-frames, --image_mix stills.
+        An untimed step (the FLOP count's, the first of its window) counts in the losses, not in
+        the throughput: the window's clock starts after it."""
         loss, dist, bpp, warp, s_dist, s_bpp = outputs
         w = self.window
+        if not timed:
+            w["untimed"] += 1
+            self.window_start = time.time()
         w["n"] += 1
         w["loss"] += loss
         self._add(0, dist[:, :1], bpp[:, :1], levels[:, :1])
@@ -864,19 +892,21 @@ class Run:
             return False
         self.losses.setdefault(phase, []).append(shared)
         dt = time.time() - self.window_start
-        sps = n / dt
+        timed = n - w["untimed"]
+        sps = timed / dt if timed > 0 and dt > 0 else None  # None: the window's one step was the FLOP count's
         count = w["count"].clamp(min=1)
         psnr = (-10 * self.torch.log10(w["mse"] / count)).cpu().numpy()
         rate = (w["bpp"] / count).cpu().numpy()
         seen = (w["count"] > 0).cpu().numpy()
         flops = self.flops.get(phase)
-        tflops = flops * sps / 1e12 if flops else None
+        tflops = flops * sps / 1e12 if (flops and sps) else None
         mfu = tflops / self.peak if (tflops and self.peak) else None
         record = {
             "phase": phase, "model_step": int(self.model.step), "image_steps": self.image_steps, "gop_steps": self.gop_steps,
             "elapsed_s": round(time.time() - self.start, 1), "budget_frac": round(frac, 3), "lr": lr,
-            "steps_per_s": round(sps, 3), "frames_per_s": round(sps * frames_per_step, 1),
-            "megapixels_per_s": round(sps * frames_per_step * pixels / 1e6, 2),
+            "steps_per_s": None if sps is None else round(sps, 3),
+            "frames_per_s": None if sps is None else round(sps * frames_per_step, 1),
+            "megapixels_per_s": None if sps is None else round(sps * frames_per_step * pixels / 1e6, 2),
             "tflops": None if tflops is None else round(tflops, 2), "mfu": None if mfu is None else round(mfu, 4),
             "loss": round(mean_loss, 6),
             "i_psnr": [round(float(v), 2) if s else None for v, s in zip(psnr[0], seen[0])],
@@ -894,9 +924,10 @@ class Run:
         fmt = lambda xs: " ".join("-" if v is None else f"{v:g}" for v in xs)  # noqa: E731
         util = f", {tflops:.1f} TFLOP/s" if tflops else ""
         util += f", MFU {100 * mfu:.1f}%" if mfu else ""
+        speed = "not timed (the FLOP count's step)" if sps is None else f"{sps:.2f} steps/s, {record['frames_per_s']:g} frames/s{util}"
         print(
-            f"[{phase}] step {record['model_step']} (image {self.image_steps}, gop {self.gop_steps}; {sps:.2f} steps/s, "
-            f"{record['frames_per_s']:g} frames/s{util}; {100 * frac:.0f}% of budget, lr {lr:.1e}) loss {mean_loss:.5f}\n"
+            f"[{phase}] step {record['model_step']} (image {self.image_steps}, gop {self.gop_steps}; {speed}; "
+            f"{100 * frac:.0f}% of budget, lr {lr:.1e}) loss {mean_loss:.5f}\n"
             f"    I dB by level: {fmt(record['i_psnr'])} | I bpp: {fmt(record['i_bpp'])}\n"
             f"    P dB by level: {fmt(record['p_psnr'])} | P bpp: {fmt(record['p_bpp'])}"
             + (f" | warp {record['warp_psnr']} dB" if record["warp_psnr"] is not None else "")
@@ -960,6 +991,21 @@ def _read_json(path) -> Optional[dict]:
     return data if isinstance(data, dict) and data else None
 
 
+def read_config(spec: str, init: Optional[str] = None) -> dict:
+    """--config: a config .json, or a config name (model/config.py): the config of the --init
+    weights (`config_beside`) where it has that name, as gpu_train.campaign resolves one (the
+    shipped `base` differs from its recipe), else the named recipe."""
+    path = pathlib.Path(spec)
+    if path.exists():
+        return json.loads(path.read_text())
+    from model.config import get_config  # TF-free
+
+    theirs, _ = config_beside(init) if init else (None, None)
+    if theirs is not None and theirs.get("name") == spec:
+        return theirs
+    return get_config(spec).to_dict()
+
+
 def config_beside(init: str):
     """(config, the file it came from) of the weights at `init` (an .npz, comma-separated shards
     or a folder of shards): the config.json beside them, else the config a training run recorded
@@ -1007,7 +1053,7 @@ def build_model(args, device):
     from gpu_train.net import ELFVC
     from gpu_train.weights import WeightsError, load_npz
 
-    config = json.loads(pathlib.Path(args.config).read_text())
+    config = read_config(args.config, args.init)
     model = ELFVC(config)
     if args.init:
         try:
@@ -1162,30 +1208,31 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
             frames, levels, carry = active.roll_out(frames, levels, rollout_depth(rollout_rng, args.rollout, args.rollout_frac))
         if phase == "gop" and args.image_mix > 0:
             still_batch = stills.batch(args.image_mix_batch)
-        if phase not in run.flops:
-            run.flops[phase] = count_step_flops(active, frames, levels, carry, still_batch)  # a real step, not logged
-        else:
-            outputs = None
-            if use_graphs:
-                key = (phase, model.step_int >= model.c["norm_freeze_steps"], still_batch is not None)
-                outputs = active.graphed(key, frames, levels, stills=still_batch)
-                if outputs is None and active.graph_failed is not None:
-                    print(f"warning: CUDA graph capture failed ({active.graph_failed}); training eagerly", flush=True)
-                    use_graphs = False
-            if outputs is None:
-                outputs = active.eager(frames, levels, carry, still_batch)
-            if carry is None:  # row 0 of the modulator is the I-frame's: a rolled-out P-frame is not
-                active.modulator.update(replicas.gather(outputs[1]), replicas.gather(levels))
-            if model.step_int < model.c["norm_freeze_steps"]:
-                replicas.average_norm_statistics(model)
-            run.accumulate(outputs, levels, None if still_batch is None else still_batch[1])
+        counted = phase not in run.flops  # the phase's first step counts its FLOPs: logged, not timed
+        outputs = None
+        if counted:
+            run.flops[phase], outputs = count_step_flops(active, frames, levels, carry, still_batch)
+        elif use_graphs:
+            key = (phase, model.step_int >= model.c["norm_freeze_steps"], still_batch is not None)
+            outputs = active.graphed(key, frames, levels, stills=still_batch)
+            if outputs is None and active.graph_failed is not None:
+                print(f"warning: CUDA graph capture failed ({active.graph_failed}); training eagerly", flush=True)
+                use_graphs = False
+        if outputs is None:
+            outputs = active.eager(frames, levels, carry, still_batch)
+        if carry is None:  # row 0 of the modulator is the I-frame's: a rolled-out P-frame is not
+            active.modulator.update(replicas.gather(outputs[1]), replicas.gather(levels))
+        if model.step_int < model.c["norm_freeze_steps"]:
+            replicas.average_norm_statistics(model)
+        run.accumulate(outputs, levels, None if still_batch is None else still_batch[1], timed=not counted)
         if phase == "image":
             run.image_steps += 1
         else:
             model.step += 1
             model.step_int += 1
             run.gop_steps += 1
-        if run.window["n"] >= args.log_every and not run.log(phase, frames_per_step, pixels, lr, frac):
+        done = max((time.time() - run.start) / run.budget, iteration / args.max_steps if args.max_steps else 0.0)
+        if run.window["n"] >= args.log_every and not run.log(phase, frames_per_step, pixels, lr, min(done, 1.0)):
             run.roll_back(phase, run.window_loss())
         if replicas.main and time.time() - last_save >= args.save_every_secs:
             if run.window["n"] and not run.healthy(phase, run.window_loss()):
@@ -1194,7 +1241,8 @@ def train(args, stop_flag=None, model=None, data=None) -> int:
             else:
                 run.save()
                 last_save = time.time()
-    if run.window["n"] and phase is not None and not run.log(phase, frames_per_step, pixels, lr, min(frac, 1.0)):
+    done = max((time.time() - run.start) / run.budget, iteration / args.max_steps if args.max_steps else 0.0)
+    if run.window["n"] and phase is not None and not run.log(phase, frames_per_step, pixels, lr, min(done, 1.0)):
         run.roll_back(phase, run.window_loss())
     extra = None
     if replicas.dist is not None:

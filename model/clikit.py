@@ -244,6 +244,18 @@ def define_out_dir(fv, default: Optional[str], help: Optional[str] = None) -> No
 # argparse (gpu_train/ runs without absl).
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to a flag's help where it has a default worth saying (not None,
+    not a store_true's False) and the help does not already speak of its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        silent = action.default is None or action.default is False or action.default in ("", argparse.SUPPRESS)
+        if silent or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the kit's errors: a bad command line raises UsageError (one line, exit 2
     through `run`) instead of printing the usage and exiting; subparsers inherit it."""

@@ -256,3 +256,23 @@ def get_config(name: str, ablation: str = "none", **overrides) -> ModelConfig:
     if ablation != "none":
         changes.setdefault("name", f"{name}-{ablation.replace('_', '-')}")
     return dataclasses.replace(_PRESETS[name], **changes)
+
+
+#: §4.1's lambda ranges (largest first: level 0 is the lowest rate); model/losses.py re-exports.
+LAMBDA_RANGES = {
+    "low": (10 ** -1.7, 10 ** -3.7),
+    "high": (10 ** -3.0, 10 ** -5.0),
+}
+
+
+def parse_lambda_range(text: str) -> Tuple[float, float]:
+    """--lambda_range of both trainers: a name of LAMBDA_RANGES or FIRST,LAST; ValueError otherwise."""
+    if text in LAMBDA_RANGES:
+        return LAMBDA_RANGES[text]
+    try:
+        first, last = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--lambda_range={text!r}: expected low, high or FIRST,LAST") from None
+    if not (first > 0 and last > 0 and math.isfinite(first) and math.isfinite(last)):
+        raise ValueError(f"--lambda_range={text!r}: lambdas must be positive and finite")
+    return first, last

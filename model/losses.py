@@ -26,11 +26,7 @@ import tensorflow as tf
 
 from model.sampling import level_random_walk  # noqa: F401  (re-exported)
 
-#: §4.1's lambda ranges (largest first: level 0 is the lowest rate).
-LAMBDA_RANGES = {
-    "low": (10 ** -1.7, 10 ** -3.7),
-    "high": (10 ** -3.0, 10 ** -5.0),
-}
+from model.config import LAMBDA_RANGES  # noqa: F401  (re-exported; §4.1's ranges)
 
 #: App. D: f(delta) = 10^(delta / 10) = 1.5, i.e. delta = 1.76 dB.
 MODULATOR_FACTOR = 1.5

@@ -36,7 +36,7 @@ from model import clikit  # before TensorFlow: quiets its C++ log
 import numpy as np
 from absl import flags
 
-from model.config import ABLATIONS, config_names
+from model.config import ABLATIONS, config_names, parse_lambda_range
 
 PROG = "train"
 # Own flag registry (not absl's global one): main(argv) parses from the defaults on every call.
@@ -163,20 +163,6 @@ def parse_quant_width(text: str, flag: str = "--quant_width") -> Tuple[float, fl
         raise ValueError(f"{flag}={text!r}: expected FIRST,LAST (two positive numbers)") from None
     if not (first > 0 and last > 0 and math.isfinite(first) and math.isfinite(last)):
         raise ValueError(f"{flag}={text!r}: quantization widths must be positive and finite")
-    return first, last
-
-
-def parse_lambda_range(text: str) -> Tuple[float, float]:
-    from model.losses import LAMBDA_RANGES
-
-    if text in LAMBDA_RANGES:
-        return LAMBDA_RANGES[text]
-    try:
-        first, last = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--lambda_range={text!r}: expected low, high or FIRST,LAST") from None
-    if first <= 0 or last <= 0:
-        raise ValueError(f"--lambda_range={text!r}: lambdas must be positive")
     return first, last
 
 

@@ -204,7 +204,7 @@ def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
     result = run_torch([
         "-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--init={tmp_path / 'init.npz'}",
         f"--data={data}", f"--out_dir={tmp_path / 'out'}", "--minutes=10", "--max_steps=3", "--batch=1", "--gop=3", "--crop=64",
-        "--device=cpu", "--log_every=2", "--reinit=flow", "--warp_loss=1", "--freeze=iframe", "--precision=fp32",
+        "--device=cpu", "--log_every=2", "--reinit=flow", "--warp_loss=1", "--freeze=iframe", "--precision=fp32", "--lambda_range=low",
         "--save_every_secs=0", "--snapshot_every_secs=1e-9",  # a checkpoint, and a snapshot of it, every step
     ])
     assert result.returncode == 0, result.stderr[-2000:]
@@ -214,7 +214,20 @@ def test_gpu_trainer_runs_and_writes_weights(tmp_path, default_arrays):
     assert progress["model_step"] == int(default_arrays["step"]) + 3
     saved = calendar.timegm(time.strptime(progress["saved_at"], "%Y-%m-%dT%H:%M:%SZ"))  # UTC, training.json's date
     assert 0 <= time.time() - saved < 600, progress["saved_at"]
-    assert progress["log"] and all(r["loss"] > 0 for r in progress["log"])  # steps 2-3 (the first counts FLOPs)
+    # Steps 1-2 (the first, which counts the FLOPs, logged but not timed), then step 3; each
+    # window's budget fraction is the one reached at its end (2 and 3 of --max_steps=3).
+    log = progress["log"]
+    assert [r["model_step"] - int(default_arrays["step"]) for r in log] == [2, 3] and all(r["loss"] > 0 for r in log)
+    assert [r["budget_frac"] for r in log] == [0.667, 1.0] and all(r["steps_per_s"] > 0 for r in log)
+    from model.config import LAMBDA_RANGES
+
+    assert progress["args"]["lambda_range"] == ",".join(map(repr, LAMBDA_RANGES["low"]))  # a name, recorded as its numbers
+    # Rerun into the same --out_dir: refused at once, the run's weights untouched (it does not resume in place).
+    before = (tmp_path / "out" / "weights-00.npz").read_bytes()
+    again = run_torch(["-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--data={data}",
+                       f"--out_dir={tmp_path / 'out'}", "--minutes=1", "--device=cpu"])
+    assert again.returncode == 1 and again.stderr.strip().startswith(f"error: --out_dir: {tmp_path / 'out'} already holds a run")
+    assert f"--init={tmp_path / 'out'}" in again.stderr and (tmp_path / "out" / "weights-00.npz").read_bytes() == before
     from gpu_train.weights import read_arrays
 
     trained = read_arrays(tmp_path / "out")
@@ -292,6 +305,26 @@ def test_gpu_trainer_rejects_bad_input_in_one_line(tmp_path):
         f"--out_dir={tmp_path / 'out'}", "--minutes=1", "--device=cpu", "--lambda_range=1",
     ])
     assert result.returncode == 1 and result.stderr.strip().startswith("error: --lambda_range")
+    (tmp_path / "file").write_text("mine")
+    result = run_torch([
+        "-m", "gpu_train.train", f"--config={DEFAULT / 'config.json'}", f"--data={empty}",
+        f"--out_dir={tmp_path / 'file'}", "--minutes=1", "--device=cpu",
+    ])
+    assert (result.returncode, result.stderr.strip()) == (1, f"error: --out_dir: {tmp_path / 'file'} exists and is not a folder")
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_config_flag_takes_a_file_or_a_name():
+    """--config NAME: the --init weights' own config where it has that name (the shipped `base`
+    differs from its recipe), else model/config.py's recipe; a file as it is."""
+    from gpu_train.train import read_config
+    from model.config import get_config
+
+    shipped = json.loads((DEFAULT / "config.json").read_text())
+    assert read_config(str(DEFAULT / "config.json")) == shipped
+    assert read_config(shipped["name"], str(DEFAULT / "weights.npz")) == shipped
+    assert read_config(shipped["name"]) == get_config(shipped["name"]).to_dict()
+    assert read_config("paper", str(DEFAULT / "weights.npz")) == get_config("paper").to_dict()
 
 
 @pytest.mark.parametrize("flag, message", [
@@ -303,6 +336,9 @@ def test_gpu_trainer_rejects_bad_input_in_one_line(tmp_path):
     ("--max_steps=-1", "error: --max_steps must be >= 0 (0: no step budget), got -1"),
     ("--snapshot_every_secs=-1", "error: --snapshot_every_secs must be >= 0 (0: off), got -1"),
     ("--freeze=iframe --image_frac=0.1", "error: --freeze=iframe leaves the I-frame phase nothing to train: pass --image_frac=0"),
+    ("--precision=tf32", "error: --precision=tf32 is CUDA's (TF32 tensor cores): on the CPU use fp32, bf16 or auto"),
+    ("--config=nosuch", "error: --config: nosuch: no such file, nor a config name (base, paper, small)"),
+    ("--lambda_range=0.1,inf", "error: --lambda_range='0.1,inf': lambdas must be positive and finite"),
 ])
 def test_gpu_trainer_checks_flags_before_work(tmp_path, flag, message):
     result = run_torch([
