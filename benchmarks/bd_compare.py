@@ -15,12 +15,14 @@ model's run is compared with an earlier run's model and anchors without coding t
 with the reference, clip by clip: its bpp against the reference's, the change in each metric and the
 number of I-frames in each (the scene-cut test shows there). Two or three levels are enough to
 see a model's low levels fail along long GOPs, where a BD-rate needs a whole sweep
-(scripts/low_check.sh).
+(`LEVELS=0,1,2,3 SETS=bikes48 scripts/ship_check.sh RUN`).
 
 A curve that two files both hold on one clip must have the same points there (an anchor run
 twice on the same clip does); otherwise name the files, LABEL=FILE, and that file's curves are
 called LABEL/NAME. Clips are the reference's; the mean is over all of them, so a row without a
 BD-rate on one of them (no points there, other frames or size, no overlap) has none, and says why.
+A bench_image set's averaged curve (clip "kodak") gets its own column and stays out of the mean,
+which is then the mean of the per-image BD-rates, as bench_image reports it.
 """
 
 from __future__ import annotations
@@ -85,12 +87,19 @@ def _shape(points: Sequence[RDPoint]) -> set:
     return {(p.frames, p.width, p.height) for p in points}
 
 
+def set_curves(reports: Iterable[tuple[str, str, RDReport]]) -> set[str]:
+    """The clips that are a bench_image set's averaged curve (its meta's set name): aggregates
+    of the other clips, not clips of their own."""
+    return {r.meta["set"]["name"] for _, _, r in reports if isinstance(r.meta.get("set"), dict) and "name" in r.meta["set"]}
+
+
 def compare(curves: dict[str, dict[str, list[RDPoint]]], reference: str, tests: Sequence[str],
-            metrics: Sequence[str], method: str) -> list[BDEntry]:  # fmt: skip
+            metrics: Sequence[str], method: str, aggregates: Iterable[str] = ()) -> list[BDEntry]:  # fmt: skip
     """BD-rate of each test curve against the reference under each metric, on every clip of the
-    reference, and "mean" over them: a value only where every clip has one. A clip the test
-    curve lacks, coded over other frames or at another size, or without the metric, gets no
-    value and a note saying why."""
+    reference, and "mean" over them (`aggregates`, a set's averaged curve, left out): a value
+    only where every clip has one. A clip the test curve lacks, coded over other frames or at
+    another size, or without the metric, gets no value and a note saying why."""
+    aggregates = set(aggregates)
     entries = []
     for test in tests:
         for metric in metrics:
@@ -111,7 +120,8 @@ def compare(curves: dict[str, dict[str, list[RDPoint]]], reference: str, tests: 
                 entry = BDEntry(test, reference, clip, metric, None, note) if note else \
                     bd_entry(test, reference, clip, metric, ours, theirs, method)  # fmt: skip
                 entries.append(entry)
-                values.append(entry.value)
+                if clip not in aggregates:
+                    values.append(entry.value)
             if values:
                 entries.append(mean_entry(test, reference, metric, values))
     return entries
@@ -232,7 +242,8 @@ def _main(argv: Sequence[str]) -> int:
         reports.append((label, name, RDReport.load(name)))
     curves = join_curves(reports)
     if FLAGS.reference not in curves:
-        raise clikit.Failed(f"--reference {FLAGS.reference}: no such curve; the files hold {', '.join(sorted(curves))}")
+        held = f"the files hold {', '.join(sorted(curves))}" if curves else "the files hold no R-D points"
+        raise clikit.Failed(f"--reference {FLAGS.reference}: no such curve; {held}")
     missing = [c for c in FLAGS.curves if c not in curves]
     if missing:
         raise clikit.Failed(f"--curves: no curve {', '.join(missing)}; the files hold {', '.join(sorted(curves))}")
@@ -243,7 +254,7 @@ def _main(argv: Sequence[str]) -> int:
     if FLAGS.by_setting:
         print(setting_table(setting_rows(curves, FLAGS.reference, tests, FLAGS.metrics), FLAGS.reference, FLAGS.metrics))
         return 0
-    entries = compare(curves, FLAGS.reference, tests, FLAGS.metrics, FLAGS.bd_method)
+    entries = compare(curves, FLAGS.reference, tests, FLAGS.metrics, FLAGS.bd_method, set_curves(reports))
     print("\n\n".join(t for t in (table(entries, m) for m in FLAGS.metrics) if t))
     return 0
 

@@ -59,6 +59,7 @@ from absl import flags
 
 from benchmarks import anchors as anchors_lib
 from benchmarks.bdrate import METHODS
+from benchmarks.bench_rd import KNOB_RANGES as VIDEO_KNOB_RANGES
 from benchmarks.bench_rd import BenchError, ElfCodec, ModelSpec, bd_entries, bd_pairs
 from benchmarks.plot import bd_markdown, plot_rd, points_markdown
 from benchmarks.schema import ELFVC, METRICS, BDEntry, RDPoint, RDReport, bd_entry
@@ -84,7 +85,7 @@ DEFAULT_SWEEPS = {
     "x265": (22, 27, 32, 37, 42, 47, 51),
     "svtav1": (20, 28, 36, 44, 52, 58, 63),
 }
-KNOB_RANGES = {"jpeg": (1, 100), "x264": (0, 51), "x265": (0, 51), "svtav1": (0, 63)}
+KNOB_RANGES = {"jpeg": (1, 100), **VIDEO_KNOB_RANGES}
 SWEEP_FLAGS = {"jpeg": "jpeg_quality", "x264": "x264_crf", "x265": "x265_crf", "svtav1": "svtav1_crf"}
 
 

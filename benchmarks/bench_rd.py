@@ -329,13 +329,20 @@ flags.DEFINE_string("p_level_offset", None, "This codec's P-frames at level + th
 flags.DEFINE_boolean("keep_streams", False, "Keep every codec's stream under OUT_DIR/streams.", flag_values=FLAGS)
 
 
-def _floats(values, what) -> tuple[float, ...]:
+#: The anchors' rate knobs' ranges (x264 and x265 clamp a CRF above 51 to 51 silently, so two
+#: labels would name one file); bench_image adds JPEG's quality.
+KNOB_RANGES = {"x264": (0, 51), "x265": (0, 51), "svtav1": (0, 63)}
+
+
+def _floats(values, what, lo=None, hi=None) -> tuple[float, ...]:
     try:
         out = tuple(float(v) for v in values)
     except ValueError:
         raise BenchError(f"--{what} must be numbers, got {','.join(values)}") from None
     if not out or not all(math.isfinite(v) for v in out):
         raise BenchError(f"--{what} must be a non-empty list of finite numbers")
+    if lo is not None and not all(lo <= v <= hi for v in out):
+        raise BenchError(f"--{what} values must lie in [{lo}, {hi}], got {','.join(values)}")
     return out
 
 
@@ -367,7 +374,8 @@ def config_from_flags() -> RDConfig:
     sweeps = {}
     for name, values in (("x264", FLAGS.x264_crf), ("x265", FLAGS.x265_crf), ("svtav1", FLAGS.svtav1_qp)):
         if values is not None:
-            sweeps[name] = _floats(values, {"x264": "x264_crf", "x265": "x265_crf", "svtav1": "svtav1_qp"}[name])
+            sweeps[name] = _floats(values, {"x264": "x264_crf", "x265": "x265_crf", "svtav1": "svtav1_qp"}[name],
+                                   *KNOB_RANGES[name])
     if FLAGS.max_frames is not None and FLAGS.max_frames <= 0:
         raise BenchError("--max_frames must be positive")
     if FLAGS.gop is not None and FLAGS.gop <= 0:
@@ -379,7 +387,10 @@ def config_from_flags() -> RDConfig:
         except ValueError as err:
             raise BenchError(f"--p_level_offset {err}") from None
     out_dir = pathlib.Path(FLAGS.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BenchError(f"--out_dir: cannot create {out_dir} ({err.strerror})") from None
     return RDConfig(
         clips=clips, out_dir=out_dir, levels=_floats(FLAGS.levels, "levels"),
         models=tuple(models) or (ModelSpec("default"),), anchors=tuple(FLAGS.anchors), sweeps=sweeps,

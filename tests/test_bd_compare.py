@@ -106,6 +106,18 @@ def test_a_row_missing_a_clip_or_coded_over_other_frames_has_no_mean(tmp_path, c
     assert "\\* m, c: other frames: 8 of 100x100 against x264's 80 of 100x100" in out
 
 
+def test_a_sets_averaged_curve_has_its_column_and_stays_out_of_the_mean(tmp_path, capsys):
+    """bench_image's results: the set's averaged curve ("kodak") is a column of its own, and the
+    mean is over the images alone (bench_image's mean of per-image BD-rates)."""
+    points = [p for clip in ("i1", "i2", "kodak") for p in _curve("jpeg", 1.0, clip)]
+    points += _curve("elfvc", 0.5, "i1", "m: x (base)") + _curve("elfvc", 1.0, "i2", "m: x (base)")
+    points += _curve("elfvc", 0.6, "kodak", "m: x (base)")
+    path = tmp_path / "image.json"
+    RDReport(points=tuple(points), meta={"set": {"name": "kodak"}}).save(path)
+    assert bd_compare.main(["bd_compare", str(path), "--reference=jpeg", "--metrics=psnr_rgb"]) == 0
+    assert _table(capsys.readouterr().out, "BD-rate against jpeg")["m"] == ["-50.0%", "+0.0%", "-40.0%", "-25.0%"]
+
+
 def test_a_metric_nobody_measured_says_so(runs, capsys):
     assert bd_compare.main(["bd_compare", runs[0], "--metrics=vmaf"]) == 0
     assert "\\* s1, a: no vmaf values (measured with --novmaf?)" in capsys.readouterr().out

@@ -111,8 +111,15 @@ def test_bench_rd_cli_rejects_bad_input(tmp_path, capsys):
     # Shipped names resolve (the docs' `--models=base`): the duplicate is what is refused.
     assert bench_rd.main(["bench_rd", f"--clips={clip}", "--models=small,small", f"--out_dir={tmp_path}"]) == 1
     assert bench_rd.main(["bench_rd", f"--clips={clip}", "--p_level_offset=inf", f"--out_dir={tmp_path}"]) == 1
+    # x264 clamps a CRF above 51 to 51: a label must not name a file another label names.
+    assert bench_rd.main(["bench_rd", f"--clips={clip}", "--x264_crf=40,99", f"--out_dir={tmp_path}"]) == 1
+    (tmp_path / "file").write_text("mine")  # an --out_dir that is a file: refused before any coding
+    assert bench_rd.main(["bench_rd", f"--clips={clip}", f"--out_dir={tmp_path / 'file'}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 8 and all(line.startswith("bench_rd: error: ") for line in err)
+    assert len(err) == 10 and all(line.startswith("bench_rd: error: ") for line in err)
+    assert err[8] == "bench_rd: error: --x264_crf values must lie in [0, 51], got 40,99"
+    assert err[9] == f"bench_rd: error: --out_dir: cannot create {tmp_path / 'file'} (File exists)"
+    assert (tmp_path / "file").read_text() == "mine"
     assert err[7] == "bench_rd: error: --p_level_offset must be a finite number or a comma list of at most 64 of them, got inf"
     assert "unknown anchor 'x266'" in err[3]
     assert "nosuch does not exist, nor is it a shipped model's name (shipped: base, small)" in err[5]
