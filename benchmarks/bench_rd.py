@@ -13,7 +13,7 @@ BD-rate (benchmarks/bdrate.py, cubic fit of ln rate against quality by default) 
 against each anchor, per clip and as the mean over clips, for every metric. With several
 models (--models), their points merge by App. I's upper convex hull under each metric.
 
-    python -m benchmarks.bench_rd --clips=../shared/data/eval/video/street_320x180_21f.y4m \
+    python -m benchmarks.bench_rd --clips=../shared/data/eval/video/street_320x180_21f.y4m \\
         --out_dir=out/rd
 
 writes out/rd/results.json, out/rd/results.md and out/rd/rd_<clip>.png.

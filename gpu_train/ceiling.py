@@ -11,7 +11,7 @@ measures real files. Each level also counts the latent channels in use: those wh
 image (the standard deviation of the analysis output) is above half the level's quantization width,
 averaged over the images; the decoder was trained to read the others as quantization noise.
 
-    python -m gpu_train.ceiling --model=runtime/checkpoints/base --images=../shared/data/eval/images \
+    python -m gpu_train.ceiling --model=runtime/checkpoints/base --images=../shared/data/eval/images \\
         --limit=4 --levels=4,7 --out=ceiling.json [--weights=runs/cpu_run]   # a run's shards on the same config
 
 Images are center-cropped to a multiple of 64 pixels (the hyperprior's stride). CPU, one thread

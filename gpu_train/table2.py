@@ -1,8 +1,8 @@
 """The paper's Table 2 (network time per frame type), timed in PyTorch on a GPU.
 
-    python -m gpu_train.table2 --configs=paper,small [--config_json=CONFIG.json] \
-        [--weights_small=W.npz] [--weights_paper=W.npz] --sizes=cif,vga,720p,1080p \
-        --budget_s=90 --out=table2.json [--device=cuda] [--precision=auto|fp16|fp32] [--level=4] \
+    python -m gpu_train.table2 --configs=paper,small [--config_json=CONFIG.json] \\
+        [--weights_small=W.npz] [--weights_paper=W.npz] --sizes=cif,vga,720p,1080p \\
+        --budget_s=90 --out=table2.json [--device=cuda] [--precision=auto|fp16|fp32] [--level=4] \\
         [--timing_s=1] [--no_graphs] [--no_checks] [--cudnn_benchmark]
 
 Four functions per model, built from gpu_train/net.py's modules (no third copy of the networks)
@@ -611,7 +611,7 @@ def _parse_args(argv):
     parser.add_argument("--sizes", default="cif,vga,720p,1080p", help=f"comma-separated, of {', '.join(SIZES)} or WIDTHxHEIGHT")
     parser.add_argument("--budget_s", type=float, default=90.0, help="hard wall-clock cap, from start-up")
     parser.add_argument("--out", required=True, help="the JSON to write")
-    parser.add_argument("--device", default="auto", help="cuda, cpu, cuda:N or auto (cuda when available)")
+    parser.add_argument("--device", default="auto", help="cuda, cpu, cuda:N or auto (cuda; an error without a GPU)")
     parser.add_argument("--precision", choices=("auto", "fp16", "fp32"), default="auto", help="auto: fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--level", type=float, default=4.0, help="the level of every frame (does not change the time)")
     parser.add_argument("--timing_s", type=float, default=MAX_TIMING_S, help="longest timed loop per function (seconds)")
@@ -696,8 +696,11 @@ def _main(argv) -> int:
         if missing:
             return _error(f"--weights_{name}: {missing[0]}: no such file")
     wanted = args.device
-    if wanted == "auto":
-        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted == "auto":  # a CPU run is asked for by name: at the default sizes it runs minutes for nothing
+        if not torch.cuda.is_available():
+            return _error("--device=auto: no CUDA GPU here; --device=cpu times the networks on this CPU "
+                          "(with small --sizes: a 1080p row takes minutes)")
+        wanted = "cuda"
     if wanted.startswith("cuda") and not torch.cuda.is_available():
         return _error(f"--device={args.device} but no CUDA GPU is available (torch.cuda.is_available() is false)")
     try:

@@ -46,8 +46,29 @@ def _checkpoint_prefix(path) -> str:
     return prefix
 
 
+def _require_tensorflow(what: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise WeightsError(f"{what} builds the Keras model: run it with the TensorFlow environment's Python "
+                           f"(.venv/bin/python), not {sys.executable}")
+
+
 def keras_arrays(path) -> dict:
-    """{attribute path: array} of every model variable in a shipped folder or train checkpoint."""
+    """{attribute path: array} of every model variable in a shipped folder (a compact one's FP16
+    kernels widened to FP32; a shipped model's name too) or a train checkpoint."""
+    folder = pathlib.Path(path)
+    if not folder.exists():
+        from model.bundle import resolve_model  # TF-free
+        from model.errors import CodecError
+
+        try:
+            folder = resolve_model(str(path))
+        except CodecError:
+            pass  # a checkpoint prefix (TRAIN_DIR/ckpt/ckpt-N), or nothing: resolve_checkpoint says
+    if (folder / "weights.npz").is_file() and not (folder / "model.index").exists():  # runtime.bundle's compact form
+        return {k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in read_arrays(folder / "weights.npz").items()}
+    _require_tensorflow("to_npz of a TF checkpoint")
     from model import checkpoints as ckpt
 
     try:
@@ -102,12 +123,32 @@ def iframe_digest(arrays: dict) -> str:
     return h.hexdigest()[:12]
 
 
-def from_npz(npz, config_path, out_dir, metadata: dict) -> pathlib.Path:
+def from_npz(npz, config_path, out_dir, metadata: Optional[dict] = None) -> pathlib.Path:
+    """A shipped-model folder of the weights at `npz`; its training.json is `metadata`, else what
+    the run beside the weights recorded (model step, rate weights, its arguments; not its log)."""
+    _require_tensorflow("from_npz")
+    import time
+
     from model import checkpoints as ckpt
     from model.elfvc import ELFVC
 
     config = ckpt.load_config(config_path)
     arrays = {k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in read_arrays(npz).items()}
+    if not metadata:
+        try:
+            progress = json.loads((weights_folder(str(npz)) / "progress.json").read_text())
+        except (OSError, ValueError):
+            progress = {}
+        progress = progress if isinstance(progress, dict) else {}
+        metadata = {"source": str(npz), "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if "step" in arrays:
+            metadata["model_step"] = int(arrays["step"])
+        metadata.update({k: progress[k] for k in ("gop_steps", "image_steps", "steps_here") if k in progress})
+        lambda_range = recorded_lambda_range(str(npz))
+        if lambda_range:
+            metadata["lambda_range"] = lambda_range
+        if isinstance(progress.get("args"), dict):
+            metadata["train_args"] = progress["args"]
     model = ELFVC(config).build_weights()
     assign_keras(model, arrays)
     return ckpt.export_model(model, config, metadata, out_dir)

@@ -175,7 +175,15 @@ def warm_start(model, path, scope: str, expected: ModelConfig) -> str:
     starts from `expected`'s initial spread (a block's table stays learned if its spread is
     unchanged). Returns the checkpoint prefix used. Raises
     CheckpointError for a checkpoint of another config or one that lacks any requested variable.
+    A compact folder (runtime.bundle's FP16 kernels, as the shipped models are) warm-starts too,
+    its kernels widened to FP32.
     """
+    folder = pathlib.Path(path)
+    if folder.is_dir() and (folder / COMPACT_FILE).is_file() and not (folder / f"{WEIGHTS_PREFIX}.index").exists():
+        with tempfile.TemporaryDirectory(prefix="elfvc_warm_") as tmp:
+            _compact_as_checkpoint(folder, pathlib.Path(tmp))
+            warm_start(model, tmp, scope, expected)
+        return str(folder / COMPACT_FILE)
     prefix, owner = resolve_checkpoint(path)
     # WEIGHT_FREE_FIELDS change no variable: a checkpoint loads whatever they are set to.
     found = dataclasses.replace(
@@ -198,6 +206,21 @@ def warm_start(model, path, scope: str, expected: ModelConfig) -> str:
     return prefix
 
 
+def _compact_as_checkpoint(folder: pathlib.Path, out: pathlib.Path) -> None:
+    """Writes a compact folder's weights (FP16 kernels widened) as a TF checkpoint with its
+    config.json into `out`: what warm_start reads."""
+    from model.elfvc import ELFVC
+
+    config = checkpoint_config(folder)
+    source = ELFVC(config).build_weights()
+    try:
+        load_compact(source, folder / COMPACT_FILE)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{folder / COMPACT_FILE}: not a compact weights file ({str(e).splitlines()[0]})") from None
+    tf.train.Checkpoint(model=source).write(str(out / WEIGHTS_PREFIX))
+    shutil.copy(folder / CONFIG_FILE, out / CONFIG_FILE)
+
+
 def export_model(model, config: ModelConfig, metadata: dict, out_dir) -> pathlib.Path:
     """Writes the shipped-model folder (weights only, config.json, training.json) to out_dir.
 
@@ -206,9 +229,13 @@ def export_model(model, config: ModelConfig, metadata: dict, out_dir) -> pathlib
     out_dir = pathlib.Path(out_dir)
     if out_dir.exists():
         raise CheckpointError(f"export folder {out_dir} already exists; remove it or choose another")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as e:
+        raise CheckpointError(f"cannot create the export folder {out_dir} ({e.strerror}: {e.filename})") from None
+    try:
+        as_umask_allows(tmp)  # a model folder others can read, as the shipped ones
         tf.train.Checkpoint(model=model).write(str(tmp / WEIGHTS_PREFIX))
         write_json(tmp / CONFIG_FILE, config.to_dict())
         write_json(tmp / TRAINING_FILE, metadata)

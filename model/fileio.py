@@ -19,5 +19,5 @@ def umask() -> int:
 
 
 def as_umask_allows(path) -> None:
-    """chmod a freshly created file to 0666 & ~umask."""
-    os.chmod(path, 0o666 & ~umask())
+    """chmod a freshly created file to 0666 & ~umask, a folder (tempfile.mkdtemp's are 0700) to 0777 & ~umask."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask())

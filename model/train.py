@@ -1,6 +1,6 @@
 """Trains ELF-VC (§4.1, App. D) on real footage; resumable, distributable, safe to leave running.
 
-    python -m model.train --config=small --data=DIR --train_dir=runs/x --gop=3 --crop=128 \
+    python -m model.train --config=small --data=DIR --train_dir=runs/x --gop=3 --crop=128 \\
         --batch=4 --steps=5000 --lr=2e-4 --downscale=2
 
     # I-frame pretraining on photos, then the whole GOP warm-started from its I-frame codec:
@@ -314,7 +314,8 @@ class Trainer:
 
         config_path = self.train_dir / ckpt.CONFIG_FILE
         options_path = self.train_dir / ckpt.OPTIONS_FILE
-        if config_path.exists():
+        if config_path.exists() and ckpt.latest_in(self.train_dir):  # (a run that failed before its first
+            # checkpoint leaves a config.json behind: nothing trained to protect)
             ckpt.check_same_config(self.model_config, ckpt.load_config(config_path), self.train_dir)
         if options_path.exists():
             previous = ckpt.read_json(options_path)
@@ -650,6 +651,8 @@ def _train() -> int:
 
     if not FLAGS.train_dir:
         raise clikit.UsageError("--train_dir is required")
+    if pathlib.Path(FLAGS.train_dir).exists() and not pathlib.Path(FLAGS.train_dir).is_dir():
+        raise clikit.UsageError(f"--train_dir {FLAGS.train_dir} exists and is not a folder")
     if FLAGS.export_to:
         out = export(FLAGS.train_dir, FLAGS.export_to)
         print(f"exported {out}")

@@ -163,3 +163,22 @@ def test_the_kit_maps_outcomes_to_exit_statuses(capsys):
     assert clikit.run("p", raises(RuntimeError("a bug")), ["p"], tracebacks=True) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1] == "p: error: internal error: RuntimeError: a bug"
+
+
+def test_usage_examples_keep_their_line_breaks():
+    """A module docstring (what --help prints) that continues a shell line with a single `\\`
+    inside a non-raw string has Python join the lines: the example prints as one run-on line."""
+    import ast
+
+    joined = []
+    for path in sorted(REPO.glob("*/*.py")):
+        if path.parts[-2] not in ("model", "export", "runtime", "benchmarks", "gpu_train"):
+            continue
+        source = path.read_text()
+        body = ast.parse(source).body
+        if not (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)):
+            continue
+        text = ast.get_source_segment(source, body[0])
+        if not text.startswith(("r", "R")) and re.search(r"(?<!\\)\\\n", text):
+            joined.append(str(path.relative_to(REPO)))
+    assert joined == []

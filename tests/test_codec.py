@@ -298,6 +298,14 @@ def test_compact_folder_holds_fp16_kernels_and_pins_them(tmp_path, bundle):
         else:
             np.testing.assert_array_equal(b, a)
     assert big > 10
+    # The Keras trainer's --init_from takes a compact folder (the shipped models are): same weights.
+    from model.checkpoints import warm_start
+    from model.elfvc import ELFVC
+
+    fresh = ELFVC(bundle.config).build_weights()
+    assert warm_start(fresh, target, "all", bundle.config) == str(target / COMPACT_FILE)
+    for a, b in zip(fresh.variables, loaded.model.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
     with pytest.raises(CodecError, match="exists"):
         write_compact(source, target)
     with np.load(target / COMPACT_FILE) as arrays:

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, bikes_path, read_video_frames
+from model.fileio import umask
 
 DEFAULT = REPO / "runtime" / "checkpoints" / "small"  # a shipped model stored as a TF checkpoint
 
@@ -155,6 +156,34 @@ def test_weights_round_trip_through_npz(tmp_path, default_arrays):
     for key, value in default_arrays.items():
         np.testing.assert_array_equal(again[key], value, err_msg=key)
     assert json.loads((out / "training.json").read_text()) == {"note": "test"}
+    # Without --metadata, training.json records what the run beside the weights did.
+    run = tmp_path / "run"
+    run.mkdir()
+    np.savez(run / "weights-00.npz", **default_arrays)
+    (run / "progress.json").write_text(json.dumps({"gop_steps": 5, "image_steps": 2, "log": [{"loss": 1}],
+                                                   "args": {"lambda_range": "0.2,0.0002", "batch": 8}}))
+    training = json.loads((weights.from_npz(run, DEFAULT / "config.json", tmp_path / "m2") / "training.json").read_text())
+    assert training["model_step"] == int(default_arrays["step"]) and training["source"] == str(run)
+    assert (training["gop_steps"], training["image_steps"], training["lambda_range"]) == (5, 2, "0.2,0.0002")
+    assert training["train_args"]["batch"] == 8 and "log" not in training
+    assert (tmp_path / "m2").stat().st_mode & 0o777 == 0o777 & ~umask()  # not mkdtemp's 0700
+
+
+def test_to_npz_reads_a_compact_folder_by_name_without_tensorflow(tmp_path):
+    """The shipped `base` is a compact folder (FP16 kernels): to_npz widens them, by name or path,
+    with no TensorFlow (the torch environment); from_npz there says which Python to use."""
+    from gpu_train.weights import read_arrays
+
+    result = run_torch(["-m", "gpu_train.weights", "to_npz", "--model=base", f"--out={tmp_path / 'b.npz'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    got, shipped = read_arrays(tmp_path / "b.npz"), read_arrays(REPO / "runtime" / "checkpoints" / "base" / "weights.npz")
+    assert sorted(got) == sorted(shipped) and all(got[k].dtype != np.float16 for k in got)
+    assert all(np.array_equal(got[k], shipped[k].astype(got[k].dtype)) for k in got)
+    result = run_torch(["-m", "gpu_train.weights", "from_npz", f"--npz={tmp_path / 'b.npz'}",
+                        f"--config={REPO / 'runtime' / 'checkpoints' / 'base' / 'config.json'}", f"--out={tmp_path / 'm'}"])
+    assert result.returncode == 1 and not (tmp_path / "m").exists()
+    assert result.stderr.strip().startswith("python -m gpu_train.weights: error: from_npz builds the Keras model: run it "
+                                            "with the TensorFlow environment's Python (.venv/bin/python)")
 
 
 def test_weights_errors_name_the_problem(tmp_path, default_arrays, capsys):

@@ -194,6 +194,7 @@ def test_cli_errors_are_one_line_and_exit_1_before_any_work(tmp_path):
     out = tmp_path / "t.json"
     cases = {
         "--device=cuda": "--device=cuda but no CUDA GPU is available (torch.cuda.is_available() is false)",
+        "--device=auto": "--device=auto: no CUDA GPU here; --device=cpu times the networks on this CPU",
         "--sizes=4k": "unknown size '4k' in --sizes; valid: cif, vga, 720p, 1080p or WIDTHxHEIGHT",
         "--configs=huge": "unknown config 'huge' in --configs; valid: ",
         "--weights_small=/nonexistent.npz": "--weights_small: /nonexistent.npz: no such file",
@@ -204,7 +205,7 @@ def test_cli_errors_are_one_line_and_exit_1_before_any_work(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     for (flag, message), (rc, stderr) in zip(cases.items(), report["results"]):
-        if flag == "--device=cuda" and report["cuda"]:
+        if flag.startswith("--device") and report["cuda"]:
             continue  # this machine has a GPU
         assert rc == 1 and len(stderr.strip().splitlines()) == 1, (flag, rc, stderr)
         assert stderr.startswith(f"python -m gpu_train.table2: error: {message}"), (flag, stderr)

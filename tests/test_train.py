@@ -276,6 +276,15 @@ def test_unknown_precision_is_a_usage_error(septuplet, tmp_path, capsys):
 def test_unreadable_checkpoint_dir_for_init_from(septuplet, tmp_path, capsys):
     code = run_main(*tiny(septuplet, tmp_path / "run", "--steps=1", f"--init_from={tmp_path / 'nothing'}"))
     assert code == 1 and "does not exist" in capsys.readouterr().err
+    # That run left its config.json and no checkpoint: a corrected rerun of another config is not
+    # refused as "a checkpoint of another config" (it gets as far as its own --init_from here).
+    code = run_main(*tiny(septuplet, tmp_path / "run", "--steps=1", "--ablation=no_predictor", f"--init_from={tmp_path / 'none2'}"))
+    err = capsys.readouterr().err
+    assert code == 1 and "none2 does not exist" in err and "another config" not in err
+    (tmp_path / "file").write_text("mine")
+    assert run_main(*tiny(septuplet, tmp_path / "file", "--steps=1")) == 2
+    assert capsys.readouterr().err.strip() == f"train: error: --train_dir {tmp_path / 'file'} exists and is not a folder (see 'train --help')"
+    assert (tmp_path / "file").read_text() == "mine"
 
 
 @pytest.mark.slow  # shares that run; fast: test_warm_start_sets_each_quant_width_table, test_warp_loss_is_an_option_...
