@@ -601,16 +601,34 @@ def _same_path(a: pathlib.Path, b: pathlib.Path) -> bool:
     return a.resolve() == b.resolve()
 
 
+#: The names of a PNG-folder output's frames (PngFolderWriter).
+FRAME_PNG = re.compile(r"\d{6}\.png")
+
+
 def check_output(path: PathLike, *, overwrite: bool = False, inputs: Iterable[PathLike] = ()) -> pathlib.Path:
     """Refuses an output that is one of `inputs`, that exists (unless `overwrite`), or whose
-    folder does not exist. Returns the output as a Path."""
+    folder does not exist. With `overwrite`, an existing folder is replaced only where it is a
+    folder of decoded frames (000001.png, ... and nothing else) and the output is one (no
+    suffix): a folder holding anything else, the input among it maybe, is never removed. Returns
+    the output as a Path."""
     out = pathlib.Path(path)
+    if out.name in ("", ".", ".."):  # `.`, `..`, `/`: the folder itself, by its own name
+        out = out.resolve()
+        if not out.name:
+            raise CodecError(f"{path}: the root folder cannot be an output")
     for src in inputs:
         if _same_path(out, pathlib.Path(src)):
             raise CodecError(f"{path}: the output is the input; refusing to overwrite it")
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise CodecError(f"{path} exists (pass --overwrite to replace it)")
+        if out.is_dir():
+            if out.suffix:
+                raise CodecError(f"{path} is a folder; refusing to replace it with a file")
+            others = sorted(p.name for p in out.iterdir() if not (FRAME_PNG.fullmatch(p.name) and p.is_file()))
+            if others:
+                raise CodecError(f"{path} is a folder holding other files than decoded frames ({', '.join(others[:3])}"
+                                 f"{', ...' if len(others) > 3 else ''}); refusing to replace it")
     parent = out.parent if str(out.parent) else pathlib.Path(".")
     if not parent.is_dir():
         raise CodecError(f"{path}: folder {parent} does not exist")
@@ -634,8 +652,8 @@ def commit(tmp: pathlib.Path, path: pathlib.Path) -> None:
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True) if trash.is_dir() else trash.unlink()
     else:
-        if path.is_dir():
-            shutil.rmtree(path)
+        if path.is_dir():  # check_output refused it; a folder made since is not ours to remove
+            raise CodecError(f"{path} is a folder; refusing to replace it with a file")
         os.replace(tmp, path)
 
 

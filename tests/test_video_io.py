@@ -217,6 +217,30 @@ def test_check_output_refuses_input_existing_and_missing_folder(tmp_path):
         vio.output_kind(tmp_path / "out.gif")
 
 
+def test_overwrite_replaces_only_a_folder_of_decoded_frames(tmp_path, monkeypatch):
+    """--overwrite never removes a folder holding anything but decoded frames (the stream being
+    decoded, a user's notes), nor a folder where a file goes, nor `.` or `/` themselves."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in (1, 2):
+        (frames / f"{i:06d}.png").write_bytes(b"png")
+    assert vio.check_output(frames, overwrite=True) == frames
+    (frames / "clip.elfvc").write_bytes(b"stream")
+    with pytest.raises(CodecError, match="holding other files than decoded frames .clip.elfvc.; refusing"):
+        vio.check_output(frames, overwrite=True, inputs=[frames / "clip.elfvc"])
+    (tmp_path / "dir.y4m").mkdir()
+    with pytest.raises(CodecError, match="is a folder; refusing to replace it with a file"):
+        vio.check_output(tmp_path / "dir.y4m", overwrite=True)
+    monkeypatch.chdir(frames)
+    with pytest.raises(CodecError, match="holding other files"):
+        vio.check_output(".", overwrite=True)
+    with pytest.raises(CodecError, match="the root folder cannot be an output"):
+        vio.check_output("/", overwrite=True)
+    with pytest.raises(CodecError, match="is a folder"):  # made after the check: still not replaced
+        vio.commit(tmp_path / "x.partial.y4m", tmp_path / "dir.y4m")
+    assert sorted(p.name for p in frames.iterdir()) == ["000001.png", "000002.png", "clip.elfvc"]
+
+
 @pytest.mark.parametrize("name", ["out.y4m", "out.mkv", "out"])
 def test_failed_write_leaves_nothing_and_keeps_the_old_output(tmp_path, crop, name):
     path = tmp_path / name
