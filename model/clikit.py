@@ -37,7 +37,9 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Type
 
@@ -48,6 +50,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 EXIT_BROKEN_PIPE = 141
 HELP_ARGS = ("-h", "--help", "--helpshort", "--helpfull", "-?")
 QUIET_TF_NOTE = "TensorFlow's C++ log is off; TF_CPP_MIN_LOG_LEVEL=0 shows it. ELFVC_DEBUG=1: tracebacks of internal errors."
@@ -93,9 +96,31 @@ def run(prog: str, body: Callable[[List[str]], Optional[int]], argv: Sequence[st
     """Runs `body(argv)` and turns what happens into an exit status and at most one error line.
 
     body returns an exit status (None: 0) or raises: UsageError -> 2, Failed or one of `failures`
-    (the command's own error types) -> 1, KeyboardInterrupt -> 130, SystemExit -> its code; any
+    (the command's own error types) -> 1, KeyboardInterrupt -> 130, SIGTERM -> 143, SystemExit -> its code; any
     other exception is a bug: 1, with its traceback when `tracebacks` or ELFVC_DEBUG=1.
     """
+    # SIGTERM (kill, timeout, a job scheduler) unwinds like Ctrl-C, so that every `with` and
+    # `finally` removes its partial output and stops its ffmpeg; a command that installs its own
+    # handler (the trainer's checkpoint-then-stop) replaces this one while it runs.
+    previous = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run(prog, body, argv, failures, tracebacks)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is (as Ctrl-C raises KeyboardInterrupt)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _run(prog, body, argv, failures, tracebacks) -> int:
     try:
         status = body(list(argv))
         return EXIT_OK if status is None else int(status)
@@ -107,6 +132,9 @@ def run(prog: str, body: Callable[[List[str]], Optional[int]], argv: Sequence[st
     except (Failed,) + tuple(failures) as err:
         error(prog, err)
         return EXIT_FAILED
+    except Terminated:
+        error(prog, "terminated")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         error(prog, "interrupted")
         return EXIT_INTERRUPTED

@@ -48,9 +48,12 @@ def side_by_side(original, decoded, path: pathlib.Path, title: str) -> None:
     out = Image.new("RGB", (canvas.width, canvas.height + 22), "white")
     out.paste(header, (0, 0))
     out.paste(canvas, (0, 22))
-    tmp = path.with_name(path.name + ".tmp.png")
-    out.save(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.png")  # video_io's naming
+    try:
+        out.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_path, out_dir) -> dict:

@@ -212,7 +212,7 @@ def encode_video(
                          f"{layout.per_frame(shape[1], shape[0], codelayers=2)} substreams a P-frame; the format allows "
                          f"{MAX_SUBSTREAMS}: use larger tiles")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=f".partial{out_path.suffix}", dir=out_path.parent)
     tmp = pathlib.Path(tmp_name)
     records = []
     try:

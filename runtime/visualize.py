@@ -59,7 +59,8 @@ def _run(model, frames: np.ndarray, level: float, frame_index: int):
 def _save_figure(fig, out_path: str) -> None:
     """Writes the PNG through a temporary name in the same folder, renamed on success."""
     folder = os.path.dirname(os.path.abspath(out_path)) or "."
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
+    stem = os.path.splitext(os.path.basename(out_path))[0]
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".partial.png", dir=folder)  # video_io's naming
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=100, bbox_inches="tight")

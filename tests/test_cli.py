@@ -364,6 +364,29 @@ def test_damaged_streams_leave_no_output(tmp_path, workdir, stream):
     fails(["decode", str(workdir / "clip.y4m"), str(tmp_path / "b.y4m")], 1, ".", tmp_path)
 
 
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_sigterm_stops_a_job_like_ctrl_c_leaving_nothing(tmp_path, workdir, stream, monkeypatch, command):
+    """kill / timeout / a job scheduler's SIGTERM mid-job: exit 143, one line, no partial output."""
+    import signal
+
+    from runtime import codec
+
+    name = "encode_frame" if command == "encode" else "decode_frame"
+    original = getattr(codec.Encoder if command == "encode" else codec.Decoder, name)
+
+    def then_terminated(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered at the next bytecode: mid-job
+        return result
+
+    monkeypatch.setattr(codec.Encoder if command == "encode" else codec.Decoder, name, then_terminated)
+    source = workdir / "clip.y4m" if command == "encode" else stream[0]
+    out = tmp_path / ("x.elfvc" if command == "encode" else "x.y4m")
+    fails([command, str(source), str(out), "--level=2"][: 4 if command == "encode" else 3], 143, "^elfvc: error: terminated$",
+          tmp_path)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored after the job
+
+
 def test_encode_fails_cleanly_on_a_truncated_input(tmp_path, workdir):
     broken = tmp_path / "broken.y4m"
     data = (workdir / "clip.y4m").read_bytes()

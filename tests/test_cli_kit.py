@@ -164,6 +164,21 @@ def test_the_kit_maps_outcomes_to_exit_statuses(capsys):
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1] == "p: error: internal error: RuntimeError: a bug"
 
+    import signal
+    import time
+
+    def terminated(argv):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # interrupted by the handler's exception
+        finally:
+            cleaned.append(True)
+
+    cleaned = []
+    assert clikit.run("p", terminated, ["p"]) == 143 and cleaned == [True]
+    assert capsys.readouterr().err == "p: error: terminated\n"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
 
 def test_usage_examples_keep_their_line_breaks():
     """A module docstring (what --help prints) that continues a shell line with a single `\\`
