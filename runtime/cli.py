@@ -289,7 +289,8 @@ def p_level_offset_flag(fv: flags.FlagValues) -> Optional[LevelOffsets]:
         raise UsageError(f"--p_level_offset {err}") from None
 
 
-def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps: Fraction, bundle=None):
+def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps: Fraction, bundle=None,
+                          frames: Optional[int] = None):
     """The rate controller the flags ask for. With max_level None, only checks the flags (before
     the model is loaded, so a bad command line fails at once). The model card's P-frame level
     offset (`bundle.p_level_offset`) applies where no --p_level_offset is given and the frames
@@ -318,6 +319,7 @@ def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps:
         return make_controller(
             max_level=max_level, level=level, max_bpp_i=fv.max_bpp_i, max_bpp_p=fv.max_bpp_p,
             min_psnr=fv.min_psnr, target_kbps=fv.target_kbps, fps=float(fps), gop=fv.gop, p_level_offset=p_offset,
+            frames=frames,
         )  # fmt: skip
     except ValueError as err:
         raise UsageError(str(err).replace("a P-frame level offset", "--p_level_offset", 1)) from None
@@ -375,7 +377,10 @@ def encode(fv: flags.FlagValues, src: str, out: str) -> int:
         controller_from_flags(fv, None, src_info.fps)
         layout = layout_from_flags(fv)
         bundle = load_model(fv, "encode")
-        controller = controller_from_flags(fv, bundle.config.max_level, src_info.fps, bundle)
+        known = src_info.num_frames  # exact (y4m, PNGs); a container's duration is an estimate
+        if fv.frames is not None:
+            known = fv.frames if known is None else min(known, fv.frames)
+        controller = controller_from_flags(fv, bundle.config.max_level, src_info.fps, bundle, frames=known)
         total = src_info.expected_frames
         if fv.frames is not None:
             total = fv.frames if total is None else min(total, fv.frames)
@@ -643,7 +648,7 @@ def _rate_control_runs(fv, frames, src_info, bundle) -> List[RcRun]:
         caps_name = "max bpp (" + ", ".join(f"{t} {c:.3g}" for t, c in (("I", cap_i), ("P", cap_p)) if c) + ")"
         code(caps_name, MaxBits(cap_i, cap_p, base_level=top), cap_i=cap_i, cap_p=cap_p)
         code(f"min PSNR {floor:.2f} dB", MinQuality(floor, top), floor=floor)
-        code(f"target {target:.1f} kbps", TargetBitrate(target, float(src_info.fps), fv.gop, top))
+        code(f"target {target:.1f} kbps", TargetBitrate(target, float(src_info.fps), fv.gop, top, frames=len(frames)))
     return runs
 
 

@@ -266,6 +266,7 @@ class TargetBitrate:
     max_level: float
     min_level: float = 0.0
     iframe_weight: float = 4.0
+    frames: Optional[int] = None  # the clip's length where known: its last GOP may be shorter
     debt: float = field(default=0.0, init=False)  # D: bits written minus nominal budgets.
     budgets: List[float] = field(default_factory=list, init=False)  # budget given to each frame.
 
@@ -281,6 +282,8 @@ class TargetBitrate:
             raise ValueError(f"GOP length must be >= 0 (0: one I-frame, then P-frames), got {self.gop}")
         if not self.iframe_weight >= 1:
             raise ValueError(f"iframe_weight must be >= 1, got {self.iframe_weight}")
+        if self.frames is not None and self.frames < 1:
+            raise ValueError(f"a clip of {self.frames} frames has nothing to code")
 
     @property
     def bits_per_frame(self) -> float:
@@ -291,9 +294,17 @@ class TargetBitrate:
         """Frames over which debt is repaid: the GOP, or OPEN_GOP_PERIOD for gop 0."""
         return self.gop if self.gop > 0 else OPEN_GOP_PERIOD
 
-    def nominal(self, frame_type: FrameType) -> float:
-        """n_I or n_P: the frame's share of a GOP's worth of bits."""
-        g, w, b = self.gop, self.iframe_weight, self.bits_per_frame
+    def gop_length(self, index: int) -> int:
+        """Frames in the GOP of frame `index`: the GOP, or what is left of a clip of known length
+        (a 21-frame clip at GOP 16 ends with a GOP of 5, whose I-frame gets 5 frames' share, not 16's)."""
+        g = self.gop
+        if g <= 1 or self.frames is None:
+            return g
+        return max(1, min(g, self.frames - (index - index % g)))
+
+    def nominal(self, frame_type: FrameType, index: int = 0) -> float:
+        """n_I or n_P: the frame's share of its GOP's worth of bits."""
+        g, w, b = self.gop_length(index), self.iframe_weight, self.bits_per_frame
         if g == 0:  # one I-frame, then P-frames only: P-frames get the average.
             return w * b if frame_type == FrameType.I else b
         if g == 1:
@@ -302,8 +313,9 @@ class TargetBitrate:
 
     def budget(self, index: int, frame_type: FrameType) -> float:
         """n_t - D n_t / R_t, floored at 0 (R_t: nominal bits left in the GOP, this frame's too)."""
-        n = self.nominal(frame_type)
-        left = n + (self.period - 1 - index % self.period) * self.nominal(FrameType.P)
+        n = self.nominal(frame_type, index)
+        period = self.gop_length(index) if self.gop > 0 else self.period
+        left = n + (period - 1 - index % self.period) * self.nominal(FrameType.P, index)
         return max(0.0, n - self.debt * n / left)
 
     def select_level(self, index: int, frame_type: FrameType, num_pixels: int, trial: Trial) -> float:
@@ -317,7 +329,7 @@ class TargetBitrate:
 
     def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None:
         # With an open GOP the I-frame's extra share is itself debt, repaid by the P-frames.
-        self.debt += result.bits - (self.bits_per_frame if self.gop == 0 else self.nominal(frame_type))
+        self.debt += result.bits - (self.bits_per_frame if self.gop == 0 else self.nominal(frame_type, index))
 
 
 @dataclass
@@ -364,6 +376,7 @@ def make_controller(
     fps: Optional[float] = None,
     gop: int = 16,
     p_level_offset: Union[float, Sequence[float]] = 0.0,
+    frames: Optional[int] = None,
 ):
     """The controller a command line asks for. `level` is the primary choice unless a target
     bitrate is given (not both); with caps alone the base level is `level` or the top level;
@@ -387,7 +400,7 @@ def make_controller(
     if target_kbps is not None:
         if fps is None:
             raise ValueError("a target bitrate needs the frame rate")
-        primary = TargetBitrate(target_kbps, float(fps), gop, max_level)
+        primary = TargetBitrate(target_kbps, float(fps), gop, max_level, frames=frames)
     elif level is not None:
         primary = ConstantLevel(level, offsets, max_level)
     elif caps is not None:
