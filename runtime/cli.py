@@ -33,6 +33,7 @@ import itertools
 import math
 import os
 import pathlib
+import re
 import sys
 import tempfile
 import time
@@ -131,7 +132,7 @@ def define_flags() -> flags.FlagValues:
 
 
 def usage(fv: Optional[flags.FlagValues] = None) -> str:
-    lines = [f"usage: {PROG} COMMAND ARGS [--flags]   ({PROG} COMMAND --help: one command's flags)", "", "commands:"]
+    lines = [f"usage: {PROG} COMMAND ARGS [--flags]   ({PROG} COMMAND --help: one command's flags; {PROG} --version)", "", "commands:"]
     lines += [f"  {name + ' ' + args:<20} {text}" for name, (args, text) in COMMANDS.items()]
     fv = fv or define_flags()
     lines += ["", "flags:"]
@@ -185,6 +186,9 @@ def _dispatch(argv: List[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help", "--helpfull"):
         print(usage(), file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
+    if args[0] == "--version":
+        print(version_line())
+        return 0
     command = args[0]
     if command not in COMMANDS:
         raise UsageError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
@@ -206,7 +210,10 @@ def _dispatch(argv: List[str]) -> int:
         raise UsageError(f"{command} does not take --{', --'.join(stray)}")
     expected = COMMANDS[command][0].split()
     if len(rest) != len(expected):
-        raise UsageError(f"{command} takes {' '.join(expected)}, got {len(rest)} argument(s)")
+        takes = " ".join(expected) if expected else "no arguments"
+        raise UsageError(f"{command} takes {takes}, got {len(rest)} argument{'' if len(rest) == 1 else 's'}")
+    if "-" in rest:
+        raise UsageError("'-' (standard input or output) is not supported: name a file")
     handlers = {"encode": encode, "decode": decode, "info": info, "plot_rc": plot_rc, "visualize": visualize,
                 "models": models}
     return handlers[command](fv, *rest)
@@ -223,9 +230,13 @@ def parse_fps(text: Optional[str]) -> Optional[Fraction]:
         fps = Fraction(text.replace(":", "/"))
     except (ValueError, ZeroDivisionError):
         raise UsageError(f"--fps {text!r} is not a frame rate (e.g. 25 or 30000/1001)") from None
-    if fps <= 0:
-        raise UsageError(f"--fps must be positive, got {text}")
+    if not MIN_FPS <= fps <= MAX_FPS:  # 1e9 fps was taken, and FFV1/Matroska then dropped a frame
+        raise UsageError(f"--fps must be from {MIN_FPS} to {MAX_FPS} frames per second, got {text}")
     return fps
+
+
+#: --fps's range: a frame a minute (time-lapse) to high-speed footage.
+MIN_FPS, MAX_FPS = Fraction(1, 60), 1000
 
 
 def load_model(fv: flags.FlagValues, command: str):
@@ -300,8 +311,9 @@ def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps:
 
     checking = max_level is None
     if max_level is None:
-        if fv.level is not None and not fv.level >= 0:  # NaN too; the top is checked once the model is loaded
-            raise UsageError(f"--level must be >= 0 (a model's levels run from 0 to its top, e.g. 7), got {fv.level:g}")
+        if fv.level is not None and not (math.isfinite(fv.level) and fv.level >= 0):  # the top: once the model is loaded
+            raise UsageError(f"--level must be a number from 0 to the model's top level (7 for the shipped models), "
+                             f"got {fv.level:g}")
         max_level = sys.float_info.max
     level = fv.level
     if level is None and fv.target_kbps is None and fv.max_bpp_i is None and fv.max_bpp_p is None and fv.min_psnr is None:
@@ -322,7 +334,8 @@ def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps:
             frames=frames,
         )  # fmt: skip
     except ValueError as err:
-        raise UsageError(str(err).replace("a P-frame level offset", "--p_level_offset", 1)) from None
+        message = str(err).replace("a P-frame level offset", "--p_level_offset", 1)
+        raise UsageError(re.sub(r"^(max_bpp_[ip]|min_psnr) ", r"--\1 ", message)) from None
 
 
 def limited(frames: Iterable, count: Optional[int]) -> Iterator:
@@ -345,6 +358,23 @@ class FrameStat:
     psnr: Optional[float]
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def version_line() -> str:
+    """`elfvc --version`: the package's version and the bitstream format it writes."""
+    from importlib import metadata
+
+    from runtime.bitstream import FORMAT_VERSION
+
+    try:
+        version = metadata.version("elfvc")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        version = "(not installed)"
+    return f"elfvc {version}, bitstream format version {FORMAT_VERSION}"
+
+
 def summary_line(verb: str, frames: int, width: int, height: int, fps: Fraction, total_bits: int,
                  psnr: Optional[float], seconds: float, where: str) -> str:  # fmt: skip
     """`encoded 8 frames (640x272, 25 fps) -> out.elfvc: 0.1234 bpp, 156.2 kbps, PSNR 31.20 dB, 2.3 fps`"""
@@ -352,7 +382,7 @@ def summary_line(verb: str, frames: int, width: int, height: int, fps: Fraction,
     kbps = total_bits / frames * float(fps) / 1000.0
     quality = "PSNR n/a" if psnr is None else f"PSNR {psnr:.2f} dB"
     speed = frames / seconds if seconds > 0 else float("inf")
-    return (f"{verb} {frames} frames ({width}x{height}, {float(fps):.4g} fps) {where}: {bpp:.4f} bpp, "
+    return (f"{verb} {plural(frames, 'frame')} ({width}x{height}, {float(fps):.4g} fps) {where}: {bpp:.4f} bpp, "
             f"{kbps:.1f} kbps, {quality}, {speed:.2f} fps")  # fmt: skip
 
 
@@ -374,6 +404,9 @@ def encode(fv: flags.FlagValues, src: str, out: str) -> int:
         raise UsageError(f"{out}: an ELF-VC stream is not a {out_path.suffix} file; name it e.g. {out_path.stem}.elfvc")
     with video_io.open_video(src, parse_fps(fv.fps), max_pixels=fv.max_pixels) as reader:
         src_info = reader.info
+        if reader.known_problem is not None and (fv.frames is None or fv.frames > reader.known_problem[0]):
+            whole, problem = reader.known_problem  # said now, not after coding the frames before it
+            raise CodecError(f"{problem}; --frames {whole} codes the whole frame{'s' if whole > 1 else ''} before it")
         controller_from_flags(fv, None, src_info.fps)
         layout = layout_from_flags(fv)
         bundle = load_model(fv, "encode")
@@ -506,7 +539,7 @@ def visualize(fv: flags.FlagValues, src: str, out: str) -> int:
         raise UsageError(f"--frame must be >= 1 (frame 0 is the I-frame), got {fv.frame}")
     frames, _ = video_io.read_video(src, fv.frame + 1)
     if len(frames) <= fv.frame:
-        raise CodecError(f"{src} has {len(frames)} frames; --frame {fv.frame} is past its end")
+        raise CodecError(f"{src} has {plural(len(frames), 'frame')}; --frame {fv.frame} is past its end")
     bundle = load_model(fv, "visualize")
     top = bundle.config.max_level
     level = top / 2 if fv.level is None else fv.level

@@ -206,7 +206,8 @@ class MaxBits:
         for name in ("cap_bpp_i", "cap_bpp_p"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a positive number of bits per pixel, got {value}")
+                flag = {"cap_bpp_i": "max_bpp_i", "cap_bpp_p": "max_bpp_p"}[name]  # make_controller's (and the CLI's) name
+                raise ValueError(f"{flag} must be a positive number of bits per pixel, got {value:g}")
 
     def cap_bits(self, frame_type: FrameType, num_pixels: int) -> Optional[float]:
         cap = self.cap_bpp_i if frame_type == FrameType.I else self.cap_bpp_p

@@ -52,7 +52,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Iterable, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -198,6 +198,9 @@ class VideoReader:
     CodecError for unreadable or truncated data and for inputs with no frame at all."""
 
     info: VideoInfo
+    #: (whole frames before it, one-line message) of a problem found when the file was opened
+    #: (a y4m cut short): iterating stops there; None when none is known.
+    known_problem: Optional[Tuple[int, str]] = None
 
     def __iter__(self) -> Iterator[np.ndarray]:
         count = 0
@@ -292,6 +295,8 @@ class Y4mReader(VideoReader):
         self._whole_frames, self._problem = self._scan(len(header), width, height)
         if self._whole_frames == 0:
             raise CodecError(self._problem)
+        if self._problem is not None:
+            self.known_problem = (self._whole_frames, self._problem)
         return VideoInfo(self.path, "y4m", width, height, fps,
                          num_frames=self._whole_frames if self._problem is None else None)  # fmt: skip
 
@@ -313,8 +318,8 @@ class Y4mReader(VideoReader):
                 left = size - position - len(line)
                 if left < self._frame_bytes:
                     return count, (
-                        f"{self.path}: frame {count} is truncated ({left} of {self._frame_bytes} bytes: "
-                        f"the header's {width}x{height} does not match the data)"
+                        f"{self.path}: frame {count} is truncated ({left} of {self._frame_bytes} bytes: the file "
+                        f"ends inside it, or its header's {width}x{height} does not match the data)"
                     )
                 position += len(line) + self._frame_bytes
                 count += 1
