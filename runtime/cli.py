@@ -216,7 +216,12 @@ def _dispatch(argv: List[str]) -> int:
         raise UsageError("'-' (standard input or output) is not supported: name a file")
     handlers = {"encode": encode, "decode": decode, "info": info, "plot_rc": plot_rc, "visualize": visualize,
                 "models": models}
-    return handlers[command](fv, *rest)
+    try:
+        return handlers[command](fv, *rest)
+    except BrokenPipeError:
+        raise  # `elfvc info x | head`: clikit stops quietly
+    except OSError as err:  # the machine's, not a bug: a full disk, a folder made read-only mid-job
+        raise CodecError(f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,8 +492,10 @@ def models(fv: flags.FlagValues) -> int:
             head += f", GOP {card['gop']}"
         offsets = card_p_level_offset(card)
         if any(offsets):
-            head += f", P-frames at level {format_level_offsets(offsets, signed=True)}" + (
+            head += f", P-frames {format_level_offsets(offsets, signed=True)} levels from the I-frames" + (
                 " (cycled over each GOP's P-frames)" if len(offsets) > 1 else "")
+        if card.get("model_id"):
+            head += f", model id {card['model_id']}"
         print(head)
         for key in ("description", "speed", "rate_range", "quality"):
             if card.get(key):

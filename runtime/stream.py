@@ -390,9 +390,11 @@ def decode_video(in_path, sink: Callable[[np.ndarray], None], backend, bundle, *
     reader, header, f = _open_stream(in_path)
     try:
         if header.model_id != bundle.model_id:
+            name = shipped_model_with_id(header.model_id)
             raise CodecError(
                 f"wrong model: the stream was encoded with model {header.model_id.hex()}, "
                 f"this decoder has {bundle.model_id.hex()}"
+                + (f"; the shipped model {name!r} has it: --model {name}" if name else "")
             )
         check_picture_size(header.width, header.height, max_pixels, what=str(in_path), config=bundle.config)
         layout = SubstreamLayout(header.channel_groups, header.tile)
@@ -421,6 +423,20 @@ def decode_video(in_path, sink: Callable[[np.ndarray], None], backend, bundle, *
         total_bytes=reader.size,
         seconds=time.perf_counter() - start,
     )
+
+
+def shipped_model_with_id(model_id: bytes) -> Optional[str]:
+    """The name of the shipped model whose card records `model_id` (runtime/checkpoints/*/
+    model_card.json, `model_id`), else None: what a wrong-model error can point to."""
+    from model.bundle import read_card, shipped_models
+
+    for name, folder in shipped_models():
+        try:
+            if read_card(folder).get("model_id") == model_id.hex():
+                return name
+        except CodecError:
+            continue
+    return None
 
 
 def inspect(in_path) -> StreamInfo:

@@ -637,6 +637,8 @@ def check_output(path: PathLike, *, overwrite: bool = False, inputs: Iterable[Pa
     parent = out.parent if str(out.parent) else pathlib.Path(".")
     if not parent.is_dir():
         raise CodecError(f"{path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):  # said now, not after the coding
+        raise CodecError(f"{path}: cannot write in folder {parent} (permission denied)")
     return out
 
 

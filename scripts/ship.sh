@@ -91,6 +91,17 @@ print(f"compact FP16 against FP32: {b16 / b32 - 1:+.2%} bits, {p16 - p32:+.3f} d
 if abs(b16 / b32 - 1) > 0.01 or abs(p16 - p32) > 0.05:
     sys.exit("ship: the compact copy codes too far from the FP32 weights; nothing was shipped")
 EOF
+# The card records the folder's model id (elfvc models shows it; a wrong-model error names the
+# shipped model that reads a stream): the compact copy's, the folder shipped.
+"$PY" - "$tmp/compact" <<'EOF'
+import json, pathlib, sys
+from model.bundle import load_bundle
+folder = pathlib.Path(sys.argv[1])
+card = json.loads((folder / "model_card.json").read_text())
+card["model_id"] = load_bundle(folder).model_id.hex()
+(folder / "model_card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
+print(f"model card: model id {card['model_id']}")
+EOF
 cp "$tmp/compact/weights.npz" "$tmp/compact/integer_hyper.npz" "$tmp/compact/model_card.json" "$dest/"
 "$PY" - "$run" "$dest/training.json" "$note" <<'EOF'
 import json, pathlib, sys

@@ -19,6 +19,7 @@ import pytest
 
 from runtime import cli
 from runtime import video_io as vio
+from runtime.types import CodecError
 from runtime.progress import Progress
 
 pytestmark = pytest.mark.usefixtures("reuse_traced_subgraphs")  # one trace per bundle (conftest.py)
@@ -117,6 +118,26 @@ def test_bad_inputs_and_outputs(tmp_path, workdir):
     fails(["decode", clip, str(tmp_path / "o.gif")], 1, "unknown output type", tmp_path)
 
 
+def test_the_machines_errors_are_one_line_not_internal(tmp_path, workdir, monkeypatch):
+    """A folder the user cannot write in is said before any work; a full disk mid-job is the
+    machine's error, named with its file, not an "internal error"."""
+    import errno
+
+    import runtime.stream
+
+    clip = str(workdir / "clip.y4m")
+    with monkeypatch.context() as mp:  # (the suite may run as root, whom os.access never refuses)
+        mp.setattr(vio.os, "access", lambda path, mode: False)
+        fails(["encode", clip, str(tmp_path / "o.elfvc")], 1, rf"cannot write in folder {tmp_path} \(permission denied\)", tmp_path)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o.elfvc"))
+
+    monkeypatch.setattr(runtime.stream, "encode_video", disk_full)
+    line = fails(["encode", clip, str(tmp_path / "o.elfvc"), "--level=1"], 1, "No space left on device", tmp_path)
+    assert line == f"elfvc: error: {tmp_path / 'o.elfvc'}: No space left on device"
+
+
 def test_models_lists_the_shipped_models_and_names_resolve(tmp_path, workdir):
     from model.bundle import DEFAULT_DIR
 
@@ -124,13 +145,27 @@ def test_models_lists_the_shipped_models_and_names_resolve(tmp_path, workdir):
     assert code == 0, err
     heads = [line for line in out.splitlines() if not line.startswith(" ")]
     assert heads[0].startswith(f"{DEFAULT_DIR.name} (default): config ") and len(heads) >= 2
-    assert any(re.match(r"small( \(default\))?: config small, 2\.0M parameters, GOP 16$", h) for h in heads), heads
+    assert any(re.match(r"small( \(default\))?: config small, 2\.0M parameters, GOP 16, model id [0-9a-f]{32}$", h)
+               for h in heads), heads
     assert "rate range:" in out and "speed:" in out
     # base's card: GOP and P-frame offsets (every 4th P-frame better)
-    assert heads[0].endswith(", GOP 16, P-frames at level -1.5,-1.5,-1.5,-0.5 (cycled over each GOP's P-frames)"), heads[0]
+    assert re.search(r", GOP 16, P-frames -1.5,-1.5,-1.5,-0.5 levels from the I-frames \(cycled over each GOP's "
+                     r"P-frames\), model id [0-9a-f]{32}$", heads[0]), heads[0]
     fails(["models", "x"], 2, "models takes no arguments, got 1 argument ", tmp_path)
     fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "o.elfvc"), "--model=no-such-model"], 1,
           r"no-such-model does not exist, nor is it a shipped model's name \(shipped: .*small", tmp_path)
+
+
+def test_each_shipped_card_records_its_model_id_and_a_wrong_model_names_the_right_one(stream):
+    """The cards' model ids are the folders' (scripts/ship.sh rewrites base's), so a stream decoded
+    with the wrong model says which shipped model reads it."""
+    from model.bundle import read_card, shipped_bundle, shipped_models, untrained_bundle
+    from runtime.stream import decode_video
+
+    for name, folder in shipped_models():
+        assert read_card(folder)["model_id"] == shipped_bundle(name).model_id.hex(), name
+    with pytest.raises(CodecError, match="wrong model: .*; the shipped model 'small' has it: --model small$"):
+        decode_video(stream[0], lambda frame: None, None, untrained_bundle())
 
 
 def test_a_negative_level_is_a_usage_error_naming_the_range(tmp_path, workdir):
