@@ -429,7 +429,37 @@ def encode(fv: flags.FlagValues, src: str, out: str) -> int:
     line = summary_line("encoded", len(stats), src_info.width, src_info.height, src_info.fps, total_bits,
                         mean_psnr([s.psnr for s in stats]), seconds, f"-> {out}")  # fmt: skip
     print(line)
+    for note in unmet_notes(fv, stats, src_info.width * src_info.height, src_info.fps, total_bits, bundle.config.max_level):
+        _note(note)
     return 0
+
+
+def unmet_notes(fv, stats: Sequence["FrameStat"], pixels: int, fps: Fraction, total_bits: int, top: float) -> List[str]:
+    """A note for each rate-control goal the clip did not meet (as x264 warns of a VBV underflow):
+    caps that level 0 still exceeds, a PSNR floor the top level (or a cap) kept frames under, a
+    target bitrate missed by more than 10%."""
+    notes = []
+    for kind, cap, flag in (("I", fv.max_bpp_i, "--max_bpp_i"), ("P", fv.max_bpp_p, "--max_bpp_p")):
+        typed = [s for s in stats if s.frame_type == kind]
+        over = [s for s in typed if cap is not None and s.bits > cap * pixels]
+        if over:
+            least = min(over, key=lambda s: s.bits)
+            notes.append(f"{flag} {cap:g} not met on {len(over)} of {plural(len(typed), kind + '-frame')} (the least of "
+                         f"them, at level {least.level:g}: {least.bits / pixels:.4f} bpp)")
+    if fv.min_psnr is not None:
+        below = [s for s in stats if s.psnr is not None and s.psnr < fv.min_psnr - 0.005]
+        if below:
+            why = "the top level" if all(s.level >= top for s in below) else "a cap or the top level"
+            notes.append(f"--min_psnr {fv.min_psnr:g} dB not met on {len(below)} of {plural(len(stats), 'frame')} ({why} "
+                         f"kept them under; the best of them {max(s.psnr for s in below):.2f} dB)")
+    if fv.target_kbps is not None and stats:
+        kbps = total_bits / len(stats) * float(fps) / 1000.0
+        if abs(kbps / fv.target_kbps - 1) > 0.1:
+            why = (": every frame at level 0, the least this model spends on this clip" if kbps > fv.target_kbps
+                   and all(s.level <= 0 for s in stats) else ": every frame at the top level" if kbps < fv.target_kbps
+                   and all(s.level >= top for s in stats) else "")  # fmt: skip
+            notes.append(f"the clip came out at {kbps:.1f} kbps against --target_kbps {fv.target_kbps:g}{why}")
+    return [f"note: {n}" for n in notes]
 
 
 def decode(fv: flags.FlagValues, src: str, out: str) -> int:

@@ -370,6 +370,9 @@ def _open_stream(in_path) -> Tuple[Reader, StreamHeader, object]:
     try:
         reader = Reader(f)
         header = read_stream_header(reader)
+    except CodecError as e:
+        f.close()
+        raise CodecError(f"{path}: {e}") from None
     except BaseException:
         f.close()
         raise
@@ -451,6 +454,8 @@ def inspect(in_path) -> StreamInfo:
             frames.append(FrameInfo(unit.frame_type, unit.level, unit.size, tuple(s.size for s in unit.substreams)))
         if not reader.at_end():
             raise CodecError(f"corrupt stream: {reader.remaining} bytes after the last of {header.frame_count} frames")
+    except CodecError as e:
+        raise CodecError(f"{in_path}: {e}") from None
     finally:
         f.close()
     return StreamInfo(

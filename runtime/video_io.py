@@ -549,6 +549,8 @@ def open_video(path: PathLike, fps: Optional[Fraction] = None, max_pixels: int =
         raise CodecError(f"{path}: the file is empty")
     if magic == Y4M_MAGIC:
         return Y4mReader(p, fps, max_pixels)
+    if p.suffix.lower() == ".y4m":  # named y4m, yet not one: say so rather than pass ffmpeg's guess on
+        raise CodecError(f"{path}: not a y4m file (it does not start with {Y4M_MAGIC.decode().strip()})")
     return FfmpegReader(p, fps, max_pixels)
 
 

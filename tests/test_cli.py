@@ -465,6 +465,15 @@ def test_caps_hold_for_every_frame_that_can_meet_them(tmp_path, workdir, stream)
     assert float(rows[0][2]) == 7.0  # no I cap: the top level
     for row in rows[1:]:
         assert float(row[4]) <= cap or float(row[2]) == 0.0
+    missed = sum(float(row[4]) > cap for row in rows[1:])
+    notes = [line for line in err.splitlines() if line.startswith("elfvc: note: --max_bpp_p")]
+    assert len(notes) == (1 if missed else 0), err
+    # Goals no level meets are said, not passed over in silence (exit 0: the file is whole).
+    code, _, err = run_cli_raw(["encode", str(workdir / "clip.y4m"), str(out), "--overwrite", "--max_bpp_i=0.0001",
+                                "--min_psnr=99"])
+    assert code == 0, err
+    assert re.search(r"^elfvc: note: --max_bpp_i 0.0001 not met on 1 of 1 I-frame \(the least of them, at level 0: ", err, re.M), err
+    assert re.search(r"^elfvc: note: --min_psnr 99 dB not met on 3 of 3 frames \(a cap or the top level kept them under", err, re.M), err
 
 
 def test_plot_rc_writes_a_png(tmp_path, workdir):

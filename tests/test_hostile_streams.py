@@ -195,7 +195,7 @@ def test_cli_max_pixels_is_passed_to_the_decoder(tmp_path, codec, monkeypatch):
     code, _, err = run_cli(["decode", str(path), str(tmp_path / "a.y4m"), "--max_pixels=16383"])
     assert code == 1 and "exceeds the limit of 16,383 pixels" in err
     code, out, err = run_cli(["decode", str(path), str(tmp_path / "b.y4m"), "--max_pixels=16384"])
-    assert code == 0 and "decoded 1 frames (100x80" in out, err
+    assert code == 0 and "decoded 1 frame (100x80" in out, err
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_y4m_header_claiming_an_absurd_size(tmp_path):
     assert "100000x100000, padded 100032x100032" in one_line_error(excinfo)
     # Within the limit, but the data is 100 bytes: refused at open, before any frame is read.
     path = write(tmp_path, "lying.y4m", y4m(8000, 4000, b"FRAME\n" + bytes(100)))
-    with pytest.raises(CodecError, match=r"frame 0 is truncated \(100 of 48000000 bytes: the header's 8000x4000 does not"):
+    with pytest.raises(CodecError, match=r"frame 0 is truncated \(100 of 48000000 bytes: the file ends inside it, or its header's 8000x4000 does not"):
         vio.open_video(path)
 
 
