@@ -65,6 +65,11 @@ def test_sweep_of_the_default_model_rises_with_the_level(tmp_path, capsys):
     assert len(card) == 4 and card[3] == card[0] + 1, card  # a pattern, every 4th P-frame better
     _check_sweep(tmp_path, capsys, [], max_drop=3.0, p_offset=card, frames=8)
     assert all(set(r["frame_types"][1:]) == {"P"} for r in json.loads((tmp_path / "sweep.json").read_text()))
+    # Its card records its model id (scripts/ship.sh writes it; `elfvc models` shows it, and a
+    # wrong-model error names the shipped model that reads a stream): the model just loaded.
+    from model.bundle import default_bundle
+
+    assert read_card(DEFAULT_DIR)["model_id"] == default_bundle().model_id.hex()
 
 
 @pytest.mark.slow  # ~15 s: 16-frame GOPs of P-frames
