@@ -2,7 +2,7 @@
 
     elfvc encode IN OUT.elfvc [--level S | --target_kbps K] [--preset fast|medium|slow] [--max_bpp_i B] [--max_bpp_p B]
                               [--min_psnr DB] [--gop N] [--frames N] [--fps R]
-    elfvc decode IN.elfvc OUT [--reference SRC]     OUT: .y4m, .mkv/.avi/.mp4/.mov, or a folder
+    elfvc decode IN.elfvc OUT [--reference SRC]     OUT: .y4m, .mkv/.avi/.mp4/.mov, a folder, or - (y4m to stdout)
     encode, decode: [--max_pixels N]                 picture-size limit (default 8K, runtime/limits.py)
     elfvc info IN.elfvc
     elfvc plot_rc IN OUT.png [--frames N]            Fig. 3: every rate controller on one clip
@@ -12,12 +12,13 @@
     common: --model DIR|NAME (default: the shipped default model) --backend tf|onnx|tensorrt --overwrite
             --progress
 
-Inputs are anything runtime/video_io.py reads (y4m, mp4/mkv/avi/..., a folder of PNGs), any
+Inputs are anything runtime/video_io.py reads (y4m, mp4/mkv/avi/..., a folder of PNGs, `-`: y4m on
+standard input, as `ffmpeg -i SRC -f yuv4mpegpipe -pix_fmt yuv420p - | elfvc encode - OUT` sends it), any
 frame size (the codec pads to its multiple of 64 and crops on decode). Rate control
 (runtime/ratecontrol.py, Fig. 3): a constant level, per-frame caps per frame type, a PSNR floor
 and a target average bitrate; caps win over the floor. Every failure ends with one line
 `elfvc: error: ...` on stderr and a non-zero exit (2: bad command line, 1: bad input or
-stream, 130: interrupted), and leaves no output file behind. Set ELFVC_DEBUG=1 to get the
+stream, 130: interrupted, 143: terminated), and leaves no output file behind. Set ELFVC_DEBUG=1 to get the
 traceback of an unexpected (internal) error. `elfvc --help` and `elfvc COMMAND --help` print the
 flags. (The behaviour every entry point shares is model/clikit.py's.)
 """
@@ -51,8 +52,8 @@ from runtime.types import DEFAULT_SCENECUT, CodecError
 
 PROG = "elfvc"
 COMMANDS = {
-    "encode": ("IN OUT", "code a video (y4m, mp4/mkv/avi/..., PNG folder) into an ELF-VC stream"),
-    "decode": ("IN OUT", "decode a stream to OUT: .y4m, lossless .mkv/.avi/.mp4/.mov, or a PNG folder"),
+    "encode": ("IN OUT", "code a video (y4m, mp4/mkv/avi/..., PNG folder; - : y4m on stdin) into an ELF-VC stream"),
+    "decode": ("IN OUT", "decode a stream to OUT: .y4m, lossless .mkv/.avi/.mp4/.mov, a PNG folder, or - (y4m on stdout)"),
     "info": ("IN", "print a stream's header and a per-frame table"),
     "plot_rc": ("IN OUT.png", "plot per-frame bpp and PSNR of a clip under each rate controller (Fig. 3)"),
     "visualize": ("IN OUT.png", "draw a P-frame's intermediate tensors (Fig. 5) and its bit allocation (Fig. 4)"),
@@ -212,8 +213,10 @@ def _dispatch(argv: List[str]) -> int:
     if len(rest) != len(expected):
         takes = " ".join(expected) if expected else "no arguments"
         raise UsageError(f"{command} takes {takes}, got {len(rest)} argument{'' if len(rest) == 1 else 's'}")
-    if "-" in rest:
-        raise UsageError("'-' (standard input or output) is not supported: name a file")
+    pipes = {"encode": 0, "decode": 1}  # where `-` is a pipe: encode's IN (y4m in), decode's OUT (y4m out)
+    if any(arg == video_io.STDIO and i != pipes.get(command) for i, arg in enumerate(rest)):
+        raise UsageError("'-' is standard input as encode's IN and standard output as decode's OUT (y4m both); "
+                         "name a file here")
     handlers = {"encode": encode, "decode": decode, "info": info, "plot_rc": plot_rc, "visualize": visualize,
                 "models": models}
     try:
@@ -496,7 +499,8 @@ def decode(fv: flags.FlagValues, src: str, out: str) -> int:
         decode_video(src, sink, backend, bundle, max_pixels=fv.max_pixels)
     seconds = time.perf_counter() - start
     total_bits = 8 * pathlib.Path(src).stat().st_size
-    print(summary_line("decoded", writer.frames, width, height, fps, total_bits, mean_psnr(psnrs), seconds, f"-> {out}"))
+    print(summary_line("decoded", writer.frames, width, height, fps, total_bits, mean_psnr(psnrs), seconds, f"-> {out}"),
+          file=sys.stderr if out == video_io.STDIO else sys.stdout)  # the frames own standard output
     return 0
 
 

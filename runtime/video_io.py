@@ -43,11 +43,13 @@ the PNG headers up front (mixed sizes are an error before the first frame is dec
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -240,10 +242,11 @@ class Y4mReader(VideoReader):
     MAX_HEADER = 4096
 
     def __init__(self, path: PathLike, fps: Optional[Fraction] = None, max_pixels: int = MAX_PIXELS):
-        self.path = str(path)
+        self._pipe = str(path) == STDIO  # standard input: read as it comes, never seeked
+        self.path = "<stdin>" if self._pipe else str(path)
         self._max_pixels = check_max_pixels(max_pixels)
         try:
-            self._file = open(self.path, "rb")
+            self._file = sys.stdin.buffer if self._pipe else open(self.path, "rb")
         except OSError as err:
             raise CodecError(f"cannot open {self.path}: {err.strerror or err}") from None
         try:
@@ -292,6 +295,9 @@ class Y4mReader(VideoReader):
                 raise CodecError(f"{self.path}: the y4m header states no frame rate (F tag); give one (--fps)")
             fps = rate
         self._frame_bytes = width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
+        if self._pipe:  # the count is unknown until the pipe ends; a cut frame is found when reached
+            self._whole_frames, self._problem = None, None
+            return VideoInfo(self.path, "y4m", width, height, fps)
         self._whole_frames, self._problem = self._scan(len(header), width, height)
         if self._whole_frames == 0:
             raise CodecError(self._problem)
@@ -330,8 +336,10 @@ class Y4mReader(VideoReader):
     def _frames(self) -> Iterator[np.ndarray]:
         w, h = self.info.width, self.info.height
         cw, ch = (w + 1) // 2, (h + 1) // 2
-        for index in range(self._whole_frames):
+        for index in itertools.count() if self._whole_frames is None else range(self._whole_frames):
             line = self._file.readline(self.MAX_HEADER)
+            if not line and self._pipe:
+                break  # the pipe's end
             if not line.startswith(b"FRAME") or not line.endswith(b"\n"):
                 raise CodecError(f"{self.path}: frame {index}: bad y4m frame header")
             data = self._file.read(self._frame_bytes)
@@ -346,7 +354,8 @@ class Y4mReader(VideoReader):
             raise CodecError(self._problem)
 
     def close(self) -> None:
-        self._file.close()
+        if not self._pipe:
+            self._file.close()
 
 
 def one_line(error) -> str:
@@ -536,6 +545,8 @@ def open_video(path: PathLike, fps: Optional[Fraction] = None, max_pixels: int =
         fps = Fraction(fps)
         if fps <= 0:
             raise CodecError(f"frame rate must be positive, got {fps}")
+    if str(path) == STDIO:
+        return Y4mReader(STDIO, fps, max_pixels)  # a pipe carries y4m (ffmpeg ... -f yuv4mpegpipe -)
     if p.is_dir():
         return PngFolderReader(p, fps, max_pixels)
     if not p.exists():
@@ -587,7 +598,7 @@ def output_kind(path: PathLike) -> str:
     """"y4m", "png" (a folder: no suffix) or "video" (lossless through ffmpeg); CodecError for
     anything else."""
     suffix = pathlib.Path(path).suffix.lower()
-    if suffix == ".y4m":
+    if suffix == ".y4m" or str(path) == STDIO:
         return "y4m"
     if suffix in _LOSSLESS_VIDEO:
         return "video"
@@ -608,6 +619,8 @@ def _same_path(a: pathlib.Path, b: pathlib.Path) -> bool:
     return a.resolve() == b.resolve()
 
 
+#: The name that means standard input (a y4m pipe) or standard output (y4m).
+STDIO = "-"
 #: The names of a PNG-folder output's frames (PngFolderWriter).
 FRAME_PNG = re.compile(r"\d{6}\.png")
 
@@ -618,6 +631,8 @@ def check_output(path: PathLike, *, overwrite: bool = False, inputs: Iterable[Pa
     folder of decoded frames (000001.png, ... and nothing else) and the output is one (no
     suffix): a folder holding anything else, the input among it maybe, is never removed. Returns
     the output as a Path."""
+    if str(path) == STDIO:
+        return pathlib.Path(STDIO)  # standard output: nothing on disk to protect
     out = pathlib.Path(path)
     if out.name in ("", ".", ".."):  # `.`, `..`, `/`: the folder itself, by its own name
         out = out.resolve()
@@ -742,11 +757,12 @@ class Y4mWriter(VideoWriter):
 
     def _open(self) -> None:
         self._file = open(self._tmp, "wb")
+        self._file.write(self._header())
+
+    def _header(self) -> bytes:
         f = self.fps.limit_denominator(1 << 30)
-        self._file.write(
-            f"YUV4MPEG2 W{self.width} H{self.height} F{f.numerator}:{f.denominator} Ip A1:1 "
-            f"C420jpeg XYSCSS=420JPEG XCOLORRANGE=LIMITED\n".encode()
-        )
+        return (f"YUV4MPEG2 W{self.width} H{self.height} F{f.numerator}:{f.denominator} Ip A1:1 "
+                f"C420jpeg XYSCSS=420JPEG XCOLORRANGE=LIMITED\n").encode()
 
     def _write(self, frame: np.ndarray) -> None:
         y, u, v = rgb_to_yuv420(frame)
@@ -759,6 +775,28 @@ class Y4mWriter(VideoWriter):
 
     def _cleanup(self) -> None:
         self._file.close()
+
+
+class Y4mStdoutWriter(Y4mWriter):
+    """y4m to standard output (`-`: elfvc decode x.elfvc - | ffplay -): written as it comes,
+    nothing to rename or remove."""
+
+    def __init__(self, width: int, height: int, fps: Fraction):
+        super().__init__(STDIO, width, height, fps)
+
+    def _open(self) -> None:
+        self._file = sys.stdout.buffer
+        self._file.write(self._header())
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._file.flush()
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._file.flush()
 
 
 class PngFolderWriter(VideoWriter):
@@ -818,6 +856,8 @@ class FfmpegWriter(VideoWriter):
 
 def open_writer(path: PathLike, width: int, height: int, fps: Fraction) -> VideoWriter:
     """The writer `path`'s name asks for (see `output_kind`). Call `check_output` first."""
+    if str(path) == STDIO:
+        return Y4mStdoutWriter(width, height, Fraction(fps))
     kind = output_kind(path)
     cls = {"y4m": Y4mWriter, "png": PngFolderWriter, "video": FfmpegWriter}[kind]
     return cls(pathlib.Path(path), width, height, Fraction(fps))
