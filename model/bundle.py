@@ -348,14 +348,15 @@ def _load_compact(model, path: pathlib.Path) -> None:
 
 
 def write_compact(source, target, frames: Optional[np.ndarray] = None) -> pathlib.Path:
-    """SOURCE model folder -> new folder TARGET: config.json, training.json (if any), weights.npz
+    """SOURCE model folder (or a shipped model's name) -> new folder TARGET: config.json,
+    training.json and model_card.json (if any; the card's model_id becomes the copy's), weights.npz
     (FP16 kernels) and integer_hyper.npz pinned on the rounded weights (calibrated on `frames`,
     default pin's). TARGET must not exist; nothing is left behind on failure."""
     import shutil
 
     from model.checkpoints import model_arrays
 
-    source, target = pathlib.Path(source), pathlib.Path(target)
+    source, target = resolve_model(str(source)), pathlib.Path(target)  # a folder or a shipped model's name
     if target.exists():
         raise CodecError(f"{target} exists: choose a new folder")
     model = load_bundle(source).model
@@ -363,7 +364,7 @@ def write_compact(source, target, frames: Optional[np.ndarray] = None) -> pathli
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        for name in (CONFIG_FILE, "training.json"):
+        for name in (CONFIG_FILE, "training.json", CARD_FILE):  # the card: GOP, offsets, rate weights
             if (source / name).exists():
                 shutil.copy2(source / name, partial / name)
         arrays = {}
@@ -372,6 +373,10 @@ def write_compact(source, target, frames: Optional[np.ndarray] = None) -> pathli
             arrays[key] = value if small else value.astype(np.float16)
         np.savez(partial / COMPACT_FILE, **arrays)
         pin_integer_hyper(partial, frames)
+        if (partial / CARD_FILE).exists():  # the copy is another model: its own id
+            card = read_card(partial)
+            card["model_id"] = load_bundle(partial).model_id.hex()
+            (partial / CARD_FILE).write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
         os.replace(partial, target)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

@@ -126,8 +126,13 @@ class _DecoderHalf:
     """The decoder half, shared by Encoder and Decoder."""
 
     def __init__(self, bundle, backend, layout: SubstreamLayout, workers: Optional[int]):
+        runs = getattr(backend, "model_id", None)
+        if runs is not None and runs != bundle.model_id:
+            raise CodecError(f"the {getattr(backend, 'name', '?')} backend runs model {runs.hex()}, not the bundle's "
+                             f"{bundle.model_id.hex()}: build the backend from the same bundle")
         self.bundle = bundle
         self.backend = backend
+        self.closed = False
         self.config = bundle.config
         self.coder = EntropyCoder(layout, workers)
         self.layout = layout
@@ -142,6 +147,8 @@ class _DecoderHalf:
         self.timings = Timings()
 
     def run(self, subgraph: str, **inputs) -> Dict[str, np.ndarray]:
+        if self.closed:
+            raise CodecError("the encoder or decoder is closed")
         start = time.perf_counter()
         try:
             return self.backend.run(subgraph, **inputs)
@@ -252,6 +259,7 @@ class _DecoderHalf:
                 raise CodecError(f"the frame decodes to non-finite values ({name})")
 
     def close(self):
+        self.closed = True
         self.coder.close()
 
 

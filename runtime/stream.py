@@ -196,6 +196,8 @@ def encode_video(
     source = input_path if input_path is not None else getattr(frames, "path", None)
     if source is not None and _same_file(out_path, pathlib.Path(source)):
         raise CodecError(f"output {out_path} is the input: refusing to overwrite it")
+    if out_path.is_dir():  # before any frame is coded
+        raise CodecError(f"{out_path} is a folder; an ELF-VC stream is one file")
     if gop < 0 or gop >= 1 << 16:
         raise CodecError(f"GOP {gop} outside [0, 65535]")
     if not (scenecut >= 0 and np.isfinite(scenecut)):

@@ -221,7 +221,35 @@ def test_encode_failures_leave_no_output(tmp_path, clip, bundle, backend):
         encode_video([clip[0]], source, fps=25, controller=Constant(1.0), backend=backend, bundle=bundle,
                      input_path=source)  # fmt: skip
     assert source.read_bytes() == b"not touched"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.y4m"]
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(CodecError, match="is a folder; an ELF-VC stream is one file"):
+        encode_video(iter([clip[0]]), tmp_path / "folder", fps=25, controller=Constant(1.0), backend=backend, bundle=bundle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "in.y4m"]
+
+
+def test_a_backend_of_another_model_or_a_closed_one_is_refused(bundle, backend, clip):
+    """The symbols come from the backend's networks, the header's model id from the bundle: a
+    backend built for another model would write a stream no decoder reads. A closed backend, and
+    a closed encoder, run nothing."""
+    from runtime.backends.base import Backend
+
+    class Other(Backend):
+        name, model_id = "other", bytes(16)
+
+        def run(self, subgraph, **inputs):
+            raise AssertionError("never run")
+
+    for side in (lambda: Encoder(bundle, Other()), lambda: Decoder(bundle, Other(), 130, 98)):
+        with pytest.raises(CodecError, match=f"the other backend runs model 0{{32}}, not the bundle's {bundle.model_id.hex()}"):
+            side()
+    encoder = Encoder(bundle, backend)
+    encoder.close()
+    with pytest.raises(CodecError, match="the encoder or decoder is closed"):
+        encoder.encode_frame(clip[0], 1.0, FrameType.I)
+    closed = get_backend("tf", bundle)
+    closed.close()
+    with pytest.raises(CodecError, match="the tf backend is closed: it cannot run iframe_analysis"):
+        closed.run("iframe_analysis", frame=np.zeros((1, 64, 64, 3), np.float32))
 
 
 def test_backend_registry(bundle):
@@ -285,10 +313,12 @@ def test_compact_folder_holds_fp16_kernels_and_pins_them(tmp_path, bundle):
 
     source, target = tmp_path / "model", tmp_path / "compact"
     write_bundle_folder(source, bundle)
+    (source / "model_card.json").write_text('{"gop": 8, "model_id": "stale"}')
     write_compact(source, target, frames=calibration_frames(2)[:, :64, :64])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["compact", "model"]  # no partial folder left
     loaded = load_bundle(target)
     assert not loaded.notes and loaded.model_id != bundle.model_id
+    assert loaded.card == {"gop": 8, "model_id": loaded.model_id.hex()}  # the card travels, with the copy's id
     big = 0
     for a, b in zip(bundle.model.variables, loaded.model.variables):
         a, b = a.numpy(), b.numpy()

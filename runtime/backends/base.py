@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import abc
 import importlib
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
+
+from runtime.types import CodecError
 
 #: name -> (module, class) of every backend, imported lazily by `get_backend`.
 BACKENDS = {
@@ -31,6 +33,16 @@ class Backend(abc.ABC):
     """Runs coding subgraphs by name. Use as a context manager or call `close()`."""
 
     name: str = "abstract"
+    #: The id of the model the backend runs (each backend sets it from its bundle): an Encoder or
+    #: Decoder refuses a backend of another model, whose symbols its stream header would misname.
+    model_id: Optional[bytes] = None
+    closed: bool = False
+
+    def ensure_open(self, subgraph: str) -> None:
+        """CodecError once `close()` has run: a closed backend runs nothing (some would reopen
+        their sessions quietly, others had emptied their table of subgraphs)."""
+        if self.closed:
+            raise CodecError(f"the {self.name} backend is closed: it cannot run {subgraph}")
 
     @abc.abstractmethod
     def run(self, subgraph: str, **inputs: np.ndarray) -> Dict[str, np.ndarray]:

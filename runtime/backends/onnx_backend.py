@@ -49,6 +49,7 @@ class OnnxBackend(Backend):
         from export.cache import resolve_export
 
         self.export_dir, self.manifest = resolve_export(bundle, export_dir, cache_root)
+        self.model_id = bundle.model_id
         self._threads = threads
         self._spinning = spinning
         self._sessions: Dict[str, object] = {}
@@ -72,6 +73,7 @@ class OnnxBackend(Backend):
         return session
 
     def run(self, subgraph: str, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
+        self.ensure_open(subgraph)
         if subgraph not in self._outputs:
             raise ValueError(f"unknown subgraph {subgraph!r}; valid: {', '.join(self._outputs)}")
         graph = self.manifest.subgraph(subgraph)
@@ -80,4 +82,5 @@ class OnnxBackend(Backend):
         return {info.name: value for info, value in zip(graph.outputs, values)}
 
     def close(self) -> None:
+        self.closed = True
         self._sessions.clear()

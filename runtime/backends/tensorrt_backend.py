@@ -57,6 +57,7 @@ class TensorRTBackend(Backend):
         cuda, dev = require_cuda(device)
         self.profile = profile or EngineProfile()
         self.export_dir, self.manifest = resolve_export(bundle, export_dir, cache_root)
+        self.model_id = bundle.model_id
         self.engines = ensure_engines(self.export_dir, self.manifest, cache_root, self.profile)
         self._cuda = cuda
         self._runners: Dict[str, EngineRunner] = {}
@@ -78,6 +79,7 @@ class TensorRTBackend(Backend):
         cuda.Context.pop()
 
     def run(self, subgraph: str, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
+        self.ensure_open(subgraph)
         if subgraph not in self._runners:
             raise ValueError(f"unknown subgraph {subgraph!r}; valid: {', '.join(self._runners)}")
         graph = self.manifest.subgraph(subgraph)
@@ -104,6 +106,7 @@ class TensorRTBackend(Backend):
         self._runtime = None
 
     def close(self) -> None:
+        self.closed = True
         if self._context is None:
             return
         self._context.push()

@@ -36,10 +36,12 @@ class TFBackend(Backend):
         from export.subgraphs import CODING_SUBGRAPHS, coding_subgraph_functions
 
         _quiet_tracing()
+        self.model_id = bundle.model_id
         self._functions = coding_subgraph_functions(bundle, sliced_blur=True)  # run many times: model/warp.py
         self._inputs = {name: [spec.name for spec in CODING_SUBGRAPHS[name].inputs] for name in self._functions}
 
     def run(self, subgraph: str, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
+        self.ensure_open(subgraph)
         if subgraph not in self._functions:
             raise ValueError(f"unknown subgraph {subgraph!r}; valid: {', '.join(self._functions)}")
         expected = self._inputs[subgraph]
@@ -49,4 +51,5 @@ class TFBackend(Backend):
         return {name: value.numpy() for name, value in self._functions[subgraph](*args).items()}
 
     def close(self) -> None:
+        self.closed = True
         self._functions = {}
