@@ -10,8 +10,10 @@ Anchors, each over a quality sweep, sizes from what they really wrote:
 
 - jpeg    Pillow (libjpeg), baseline, 4:2:0 (subsampling=2), quality Q; the .jpg file's size.
           It codes the RGB image itself (its own full-range YCbCr inside).
-- x264    ffmpeg -preset medium -c:v libx264 -crf R -x264-params keyint=1 -f h264
-- x265    ffmpeg -preset medium -c:v libx265 -crf R -x265-params keyint=1:log-level=error -f hevc
+- x264    ffmpeg -preset medium -c:v libx264 -crf R -x264-params keyint=1 -bsf:v filter_units=remove_types=6 -f h264
+- x265    ffmpeg -preset medium -c:v libx265 -crf R -x265-params keyint=1:log-level=error
+          -bsf:v filter_units=remove_types=39|40 -f hevc
+          (both without their SEI messages, which no decoder needs: benchmarks/anchors.py)
 - svtav1  ffmpeg -c:v libsvtav1 -crf R -svtav1-params avif=1 -f obu (SVT-AV1's still-picture
           mode, the library's default preset; a raw OBU stream: ffmpeg's avif muxer works too
           and adds only the HEIF container, ~300 bytes)
@@ -174,9 +176,11 @@ class IntraAnchor(anchors_lib.Anchor):
     def encoder_args(self, value: float | str) -> list[str]:
         v = value if isinstance(value, str) else int(round(value))
         if self.name == "x264":
-            return ["-preset", "medium", "-codec:v", "libx264", "-crf", str(v), "-x264-params", "keyint=1"]
+            return ["-preset", "medium", "-codec:v", "libx264", "-crf", str(v), "-x264-params", "keyint=1",
+                    *anchors_lib.DROP_SEI["x264"]]  # fmt: skip
         if self.name == "x265":
-            return ["-preset", "medium", "-codec:v", "libx265", "-crf", str(v), "-x265-params", "keyint=1:log-level=error"]
+            return ["-preset", "medium", "-codec:v", "libx265", "-crf", str(v), "-x265-params", "keyint=1:log-level=error",
+                    *anchors_lib.DROP_SEI["x265"]]  # fmt: skip
         if self.name == "svtav1":
             return ["-codec:v", "libsvtav1", "-crf", str(v), "-svtav1-params", "avif=1"]
         raise anchors_lib.AnchorError(f"unknown anchor {self.name!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 
 import numpy as np
 import pytest
@@ -198,3 +199,40 @@ def test_scene_cuts_are_the_iframes_the_gop_did_not_schedule():
 def test_anchors_are_also_compared_with_each_other():
     assert bench_rd.bd_pairs(["x264", "x265", "svtav1"]) == [
         ("elfvc", "x264"), ("elfvc", "x265"), ("elfvc", "svtav1"), ("x265", "x264"), ("svtav1", "x264")]  # fmt: skip
+
+
+def _nal_types(data: bytes, hevc: bool) -> set:
+    """NAL unit types of an Annex-B stream (start codes 00 00 01)."""
+    types, i = set(), data.find(b"\x00\x00\x01")
+    while i >= 0:
+        header = data[i + 3]
+        types.add((header >> 1) & 0x3F if hevc else header & 0x1F)
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return types
+
+
+@pytest.mark.parametrize("name, sei", [("x264", {6}), ("x265", {39, 40})])
+def test_anchor_streams_hold_only_what_their_decoder_reads(tmp_path, bikes_frames, name, sei):
+    """x264 and x265 write their name, version and options as SEI messages (614 / ~2,300 bytes a
+    stream): dropped, as no decoder needs them; the decoded frames are the same as with them."""
+    from fractions import Fraction
+
+    from benchmarks import anchors
+    from runtime.video_io import write_video
+
+    (tmp_path / "in").mkdir()
+    clip = tmp_path / "in" / "bikes.y4m"
+    write_video(clip, bikes_frames[:2, 40:104, 160:256], Fraction(25))
+    source = anchors.prepare_source(clip, tmp_path)
+    anchor = anchors.get_anchor(name)
+    run = anchors.run_anchor(anchor, 30, source, tmp_path)
+    data = run.stream.read_bytes()
+    assert not _nal_types(data, name == "x265") & sei
+    plain = tmp_path / f"with_sei{anchor.suffix}"
+    cmd = anchors.encode_command(anchor, 30, source, plain)
+    cut = cmd.index("-bsf:v")
+    subprocess.run(cmd[:cut] + cmd[cut + 2 :], check=True)
+    assert _nal_types(plain.read_bytes(), name == "x265") & sei and plain.stat().st_size > len(data) + 500
+    with_sei = anchors.decode_yuv420(plain, source.width, source.height)
+    for a, b in zip(run.decoded, with_sei):
+        np.testing.assert_array_equal(a, b)
