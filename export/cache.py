@@ -46,7 +46,8 @@ def ensure_onnx_export(bundle, cache_root=None) -> Tuple[pathlib.Path, ExportMan
     except ManifestError as error:
         if folder.exists():
             log.warning("cached export %s is unusable (%s); exporting again", folder, error)
-    log.warning("no ONNX export of model %s cached; exporting it to %s (once per model)", model_id, folder)
+        else:
+            log.warning("no ONNX export of model %s cached; exporting it to %s (once per model)", model_id, folder)
     try:
         manifest = export_bundle(bundle, folder, ExportOptions(saved_model=False), overwrite=folder.exists())
     except OSError as error:
@@ -61,7 +62,16 @@ def resolve_export(bundle, export_dir: Optional[os.PathLike], cache_root=None) -
     """`export_dir` checked against the bundle's identity, or the cached export."""
     from export.exporter import model_id_hex
 
+    from export.subgraphs import CODING_SUBGRAPHS
+
     if export_dir is None:
         return ensure_onnx_export(bundle, cache_root)
     folder = pathlib.Path(export_dir)
-    return folder, read_manifest(folder, model_id_hex(bundle))
+    manifest = read_manifest(folder, model_id_hex(bundle))
+    held = {graph.name for graph in manifest.subgraphs}
+    missing = [name for name in CODING_SUBGRAPHS if name not in held]
+    if missing:  # said now, not when the codec first needs one of them
+        raise ManifestError(f"export {folder} lacks {len(missing)} of the {len(CODING_SUBGRAPHS)} coding subgraphs "
+                            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}; made with --subgraphs?): "
+                            "a backend needs them all; export without --subgraphs")
+    return folder, manifest

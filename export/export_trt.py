@@ -1,7 +1,7 @@
 """export_trt: cut a model into its coding subgraphs and write them as a SavedModel, as ONNX and,
 where TensorRT and a GPU are present, as TensorRT engines (§4; DESIGN.md "Deployment").
 
-    python -m export.export_trt --out_dir=exports/small                 # default (shipped) model
+    python -m export.export_trt --out_dir=exports/base                  # the default (shipped) model, base
     python -m export.export_trt --model=runs/x/export --out_dir=exports/x --tensorrt=on
 
 Writes OUT_DIR/manifest.json, OUT_DIR/saved_model/ (one signature per subgraph) and

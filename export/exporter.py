@@ -163,11 +163,11 @@ def export_subgraph(
     worst = {out: max(e.relative for e in errors if e.output == out) for out in outputs}
     tolerance = 0.0 if exact else options.tolerance
     for error in errors:
-        log.info("%s.%s at %dx%d: relative error %.3g", name, error.output, error.height, error.width, error.relative)
+        log.info("%s.%s at %dx%d: relative error %.3g", name, error.output, error.width, error.height, error.relative)
         if not error.relative <= tolerance:  # also catches NaN
             raise ExportError(
                 f"{name}: output {error.output!r} differs from TensorFlow by relative error "
-                f"{error.relative:.3g} > {tolerance:g} at {error.height}x{error.width}"
+                f"{error.relative:.3g} > {tolerance:g} at {error.width}x{error.height}"
                 + (" (an integer network must match exactly)" if exact else "")
             )
     return SubgraphExport(

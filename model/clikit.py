@@ -225,7 +225,7 @@ def parse_flags(flag_values, argv: Sequence[str], prog: str, doc: Optional[str] 
 def define_model(fv, help: Optional[str] = None) -> None:
     from absl import flags
 
-    flags.DEFINE_string("model", None, help or "Model folder (config.json + checkpoint; default: the shipped model).",
+    flags.DEFINE_string("model", None, help or "Model folder (config.json + weights) or a shipped model's name (default: the shipped default model).",
                         flag_values=fv)
 
 

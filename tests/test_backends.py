@@ -161,6 +161,17 @@ def test_onnx_backend_refuses_foreign_or_damaged_exports(tmp_path, small_export)
         with pytest.raises(ManifestError, match="damaged"):
             onnx.run("iframe_synthesis", latent=np.zeros((1, 4, 4, bundle.config.latent_channels), np.float32),
                      embedding=np.zeros((1, bundle.config.embedding_width), np.float32))
+    # An export of some subgraphs (export_trt --subgraphs) is refused when the backend is made,
+    # not when the codec first needs a missing one.
+    import json
+
+    partial = tmp_path / "partial"
+    shutil.copytree(folder, partial)
+    data = json.loads((partial / "manifest.json").read_text())
+    data["subgraphs"] = [g for g in data["subgraphs"] if g["name"] != "predictor"]
+    (partial / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="lacks 1 of the 13 coding subgraphs .predictor; made with --subgraphs"):
+        get_backend("onnx", bundle, export_dir=str(partial))
 
 
 def test_onnx_backend_uses_the_cache_without_exporting(monkeypatch, small_export):
