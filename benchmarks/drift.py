@@ -15,6 +15,7 @@ from __future__ import annotations
 from model import clikit  # first: quiets TensorFlow's C++ log
 
 import json
+import math
 import pathlib
 import sys
 import tempfile
@@ -35,7 +36,7 @@ class Drift:
     width: int
     height: int
     level: float
-    psnr: List[float]  # per frame, dB; inf where identical
+    psnr: List[float]  # per frame, dB; inf where identical (null in --out's JSON)
     max_abs: List[int]  # per frame, largest |difference| in 8-bit levels
 
     @property
@@ -108,7 +109,10 @@ def _main(argv: Sequence[str]) -> int:
         print(f"{r.clip} {r.width}x{r.height} level {r.level:g}, {len(r.psnr)} frames: {r.encoder} -> {r.decoder}: "
               f"PSNR vs encoder recon min {r.worst_psnr:.2f} dB, last frame {last:.2f} dB, max |diff| {max(r.max_abs)}")
     if fv.out:
-        pathlib.Path(fv.out).write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+        rows = [asdict(r) for r in results]
+        for row in rows:  # RFC 8259 JSON has no Infinity: identical frames are null (documented in `psnr`)
+            row["psnr"] = [None if math.isinf(v) else v for v in row["psnr"]]
+        pathlib.Path(fv.out).write_text(json.dumps(rows, indent=2, allow_nan=False) + "\n")
     return 0
 
 

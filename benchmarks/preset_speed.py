@@ -49,7 +49,7 @@ clikit.define_out_dir(FLAGS, None, "Keep the streams here and write speed.json (
 def time_presets(clip, presets, frames: int, veryslow_frames: int, warmup: int, level: float, gop=None,
                  model=None, backend_name: str = "tf", out_dir=None) -> list:
     """One row per preset: {preset, frames, width, height, gop, level, bpp, bytes, psnr_rgb, fps}."""
-    from model.bundle import load_bundle
+    from model.bundle import default_bundle, load_bundle
     from runtime import video_io
     from runtime.backends import get_backend
     from runtime.ratecontrol import make_controller
@@ -61,8 +61,10 @@ def time_presets(clip, presets, frames: int, veryslow_frames: int, warmup: int, 
     if len(clip_frames) < warmup + longest:
         raise CodecError(f"{clip} has {len(clip_frames)} frames; the timing needs {warmup + longest} "
                          f"({warmup} warm-up + {longest})")
-    bundle = load_bundle(model)
+    bundle = load_bundle(model) if model else default_bundle()
     gop = bundle.coding_gop if gop is None else gop
+    if gop != 1 and warmup < 2:  # an I-frame alone would leave the P-frame networks' tracing in the timing
+        raise ValueError(f"--warmup {warmup}: with P-frames (GOP {gop}) the warm-up needs 2 frames or more, an I and a P")
     controller = dict(max_level=bundle.config.max_level, level=level, p_level_offset=bundle.p_level_offset)
     make_controller(**controller)  # a level outside the model's range: ValueError before any coding
     rows = []

@@ -57,6 +57,9 @@ def test_fast_codes_the_same_bits_as_medium_at_gop_1(tmp_path, capsys):
         (["--clip={missing}"], 1, "missing.y4m: no such file or folder"),
         (["--clip={short}", "--model=small", "--frames=4"], 1, "has 3 frames; the timing needs 6"),
         (["--clip={short}", "--model=small", "--frames=1", "--level=9"], 1, "level 9.0 is outside the model's range [0, 7]"),
+        (["--clip={short}", "--model=small", "--frames=1", "--warmup=1", "--gop=16"], 1,
+         "--warmup 1: with P-frames (GOP 16) the warm-up needs 2 frames or more, an I and a P"),
+        (["--clip={short}", "--frames=1", "--level=9"], 1, "level 9.0 is outside the model's range [0, 7]"),  # the default model
     ],
 )
 def test_bad_input_ends_with_one_line(tmp_path, capsys, args, status, message):
