@@ -226,8 +226,8 @@ def read_frame(reader: Reader, index: int = 0) -> FrameUnit:
         frame_type = FrameType(frame_type)
     except ValueError:
         raise CodecError(f"corrupt stream: {where} has unknown frame type {frame_type}") from None
-    if not math.isfinite(level):
-        raise CodecError(f"corrupt stream: {where} has a non-finite level")
+    if not (math.isfinite(level) and level >= 0):  # the top depends on the model: the decoder checks it
+        raise CodecError(f"corrupt stream: {where} has level {level:g}, not a finite number >= 0")
     substreams, offset = [], 0
     for data_length, escape_length in lengths:
         data = payload[offset : offset + data_length]

@@ -405,18 +405,22 @@ def decode_video(in_path, sink: Callable[[np.ndarray], None], backend, bundle, *
         layout = SubstreamLayout(header.channel_groups, header.tile)
         with Decoder(bundle, backend, header.width, header.height, layout, max_pixels=max_pixels) as decoder:
             for index in range(header.frame_count):
-                if reader.at_end():
-                    raise CodecError(f"truncated stream: the header announces {header.frame_count} frames, the file holds {index}")
-                unit = read_frame(reader, index)
-                if index == 0 and unit.frame_type is not FrameType.I:
-                    raise CodecError("corrupt stream: the first frame is not an I-frame")
-                try:
-                    decoded = decoder.decode_frame(unit)
+                try:  # the stream's own faults name the file (not the sink's: a writer, a reference)
+                    if reader.at_end():
+                        raise CodecError(f"truncated stream: the header announces {header.frame_count} frames, "
+                                         f"the file holds {index}")
+                    unit = read_frame(reader, index)
+                    if index == 0 and unit.frame_type is not FrameType.I:
+                        raise CodecError("corrupt stream: the first frame is not an I-frame")
+                    try:
+                        decoded = decoder.decode_frame(unit)
+                    except CodecError as e:
+                        raise CodecError(f"frame {index}: {e}") from e
                 except CodecError as e:
-                    raise CodecError(f"frame {index}: {e}") from e
+                    raise CodecError(f"{in_path}: {e}") from None
                 sink(decoded.reconstruction)
         if not reader.at_end():
-            raise CodecError(f"corrupt stream: {reader.remaining} bytes after the last of {header.frame_count} frames")
+            raise CodecError(f"{in_path}: corrupt stream: {reader.remaining} bytes after the last of {header.frame_count} frames")
     finally:
         f.close()
     return DecodeSummary(

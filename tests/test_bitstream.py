@@ -118,9 +118,10 @@ def test_frame_fields_checked_after_crc():
     with pytest.raises(CodecError, match="unknown frame type 5"):
         bs.read_frame(bs.Reader(fix_frame_crc(bytes(raw))))
     raw = bytearray(bs.write_frame(unit(4)))
-    raw[2:6] = struct.pack("<f", float("nan"))
-    with pytest.raises(CodecError, match="non-finite level"):
-        bs.read_frame(bs.Reader(fix_frame_crc(bytes(raw))))
+    for bad in (float("nan"), float("inf"), -0.5):
+        raw[2:6] = struct.pack("<f", bad)
+        with pytest.raises(CodecError, match=f"has level {bad:g}, not a finite number >= 0"):
+            bs.read_frame(bs.Reader(fix_frame_crc(bytes(raw))))
 
 
 def test_oversized_length_is_truncation_not_allocation():
