@@ -329,6 +329,8 @@ def resolve_model(spec: str) -> pathlib.Path:
     path = pathlib.Path(spec)
     if path.is_dir():
         return path
+    if path.exists():
+        raise CodecError(f"{spec} is a file, not a model folder (config.json and weights)")
     shipped = dict(shipped_models())
     if spec in shipped:
         return shipped[spec]

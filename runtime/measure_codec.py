@@ -205,9 +205,20 @@ def _main(argv: Sequence[str]) -> int:
         levels = [float(v) for v in FLAGS.levels]
     except ValueError:
         raise clikit.UsageError(f"--levels must be numbers, got {','.join(FLAGS.levels)!r}") from None
-    if not levels or FLAGS.frames < 1 or FLAGS.gop < 0:
-        raise clikit.UsageError("--levels must not be empty, --frames must be >= 1 and --gop >= 0")
+    if not levels:
+        raise clikit.UsageError("--levels must not be empty")
+    if FLAGS.frames < 1:
+        raise clikit.UsageError(f"--frames must be >= 1, got {FLAGS.frames}")
+    if FLAGS.gop < 0:
+        raise clikit.UsageError(f"--gop must be >= 0 (0: one I-frame), got {FLAGS.gop}")
+    missing = [v for v in FLAGS.videos or [] if not os.path.exists(v)]
+    if missing:  # before the model loads
+        raise clikit.Failed(f"--videos: {missing[0]}: no such file")
     bundle = load_bundle(FLAGS.model) if FLAGS.model else default_bundle()
+    top = bundle.config.max_level
+    outside = [v for v in levels if not 0 <= v <= top]
+    if outside:  # before the table's header
+        raise clikit.UsageError(f"--levels: {outside[0]:g} is outside the model's range [0, {top:g}]")
     for note in bundle.notes:
         print(f"NOTE: {note}")
     videos = FLAGS.videos or [str(_bikes())]

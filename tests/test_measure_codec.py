@@ -62,15 +62,18 @@ def test_main_prints_both_tables(capsys):
     [
         (["--no_such_flag"], 2, "no_such_flag"),
         (["--levels=x"], 2, "--levels must be numbers"),
-        (["--frames=0"], 2, "--frames must be >= 1"),
+        (["--frames=0"], 2, "--frames must be >= 1, got 0"),
+        (["--gop=-1"], 2, "--gop must be >= 0 (0: one I-frame), got -1"),
         (["stray"], 2, "unexpected arguments stray"),
-        (["--videos={missing}"], 1, "missing.y4m"),
-        (["--videos={bikes}", "--levels=9", "--frames=1"], 1, "level 9"),
+        (["--videos={missing}"], 1, "--videos: {missing}: no such file"),
+        (["--videos={bikes}", "--levels=9", "--frames=1"], 2, "--levels: 9 is outside the model's range [0, 7]"),
     ],
 )
 def test_bad_input_ends_with_one_line(tmp_path, capsys, args, status, message):
     missing = tmp_path / "missing.y4m"
     args = [a.format(missing=missing, bikes=bikes_path()) for a in args]
     assert measure_codec.main(["measure_codec", *args]) == status
-    err = capsys.readouterr().err.strip()
-    assert message in err and "\n" not in err and "Traceback" not in err, err
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert message.format(missing=missing) in err and "\n" not in err and "Traceback" not in err, err
+    assert "|" not in captured.out  # refused before the table begins
