@@ -97,6 +97,9 @@ def sweep(clip, step: float, frames_wanted: int, model_dir=None, backend_name="t
                 "psnr_rgb_by_frame": [round(float(v), 4) for v in psnr],
                 "frame_types": "".join(r.frame_type.name for r in summary.frames),
                 "p_level_offset": level_offsets_json(p_level_offset) if gop != 1 else 0.0,
+                # What was coded: --anchor compares only sweeps of the same frames.
+                "clip": os.path.basename(str(clip)), "frames": len(frames), "width": int(w), "height": int(h),
+                "gop": gop, "model": bundle.model_id_hex, "preset": preset,
             })
     return rows
 
@@ -145,9 +148,21 @@ def load_rows(path) -> list:
     return rows
 
 
+#: Row fields that name the coded frames: two sweeps are compared only where they agree on them.
+SAME_FRAMES = ("clip", "frames", "width", "height")
+
+
 def bd_rate_against(anchor_rows, rows) -> float:
-    """BD-rate (%) of `rows` against `anchor_rows` in PSNR-RGB."""
+    """BD-rate (%) of `rows` against `anchor_rows` in PSNR-RGB; ValueError for sweeps of other
+    frames (a bedroom sweep against a street one gave -85% without a word)."""
     from benchmarks.bdrate import bd_rate
+
+    ours = {k: rows[0].get(k) for k in SAME_FRAMES}
+    theirs = {k: anchor_rows[0].get(k) for k in SAME_FRAMES}
+    differ = [k for k in SAME_FRAMES if ours[k] is not None and theirs[k] is not None and ours[k] != theirs[k]]
+    if differ:
+        describe = lambda d: f"{d['clip']}, {d['frames']} frames of {d['width']}x{d['height']}"  # noqa: E731
+        raise ValueError(f"--anchor sweeps other frames ({describe(theirs)}) than this one ({describe(ours)})")
 
     return bd_rate(
         [r["bpp"] for r in anchor_rows], [r["psnr_rgb"] for r in anchor_rows], [r["bpp"] for r in rows], [r["psnr_rgb"] for r in rows]

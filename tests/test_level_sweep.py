@@ -103,6 +103,12 @@ def test_saved_sweeps_compare_by_bd_rate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"BD-rate against {anchor} (PSNR-RGB): -20.00%" in out and "bpp monotone: True" in out
     assert level_sweep.bd_rate_against(level_sweep.load_rows(anchor), level_sweep.load_rows(anchor)) == pytest.approx(0, abs=1e-9)
+    # Sweeps that say what they coded are compared only on the same frames.
+    street = [dict(r, clip="street.y4m", frames=21, width=320, height=180) for r in level_sweep.load_rows(anchor)]
+    bedroom = [dict(r, clip="bedroom.y4m", frames=16, width=480, height=270) for r in level_sweep.load_rows(better)]
+    with pytest.raises(ValueError, match=r"--anchor sweeps other frames \(street.y4m, 21 frames of 320x180\) than this one "
+                                         r"\(bedroom.y4m, 16 frames of 480x270\)"):
+        level_sweep.bd_rate_against(street, bedroom)
 
 
 @pytest.mark.parametrize(
