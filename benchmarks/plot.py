@@ -138,8 +138,10 @@ def _main(argv: Sequence[str]) -> int:
         raise clikit.UsageError("--results is required")
     report = RDReport.load(FLAGS.results)
     out_dir = pathlib.Path(FLAGS.out_dir or pathlib.Path(FLAGS.results).parent)
-    if not out_dir.is_dir():
-        raise clikit.Failed(f"{out_dir} is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise clikit.Failed(f"--out_dir: cannot create {out_dir} ({err.strerror})") from None
     for path in plot_rd(report, out_dir):
         print(path)
     print(bd_markdown(report))

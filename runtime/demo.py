@@ -123,9 +123,11 @@ def run(frames_wanted: int, level: float, backend_name: str, model_dir, input_pa
     }
     mid = len(frames) // 2
     png = out_dir / (source.stem + "_side_by_side.png")
+    shown = summary.frames[mid]  # the frame's own facts (a P-frame is coded at its offset level)
     side_by_side(frames[mid], decoded[mid], png,
-                 f"original | decoded (frame {mid}, level {level:g}, {result['bpp']:.3f} bpp, "
-                 f"{metrics.psnr_rgb(frames[mid:mid + 1], decoded[mid:mid + 1])[0]:.2f} dB)")
+                 f"original | decoded (frame {mid}: {shown.frame_type.name}-frame, level {shown.level:g}, "
+                 f"{shown.bits / (w * h):.3f} bpp, {metrics.psnr_rgb(frames[mid:mid + 1], decoded[mid:mid + 1])[0]:.2f} dB; "
+                 f"the clip at level {level:g}: {result['bpp']:.3f} bpp)")
     result["png"] = str(png)
     return result
 
