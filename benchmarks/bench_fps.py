@@ -259,12 +259,18 @@ def _f(value, spec=".2f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def fps_markdown(rows: Sequence[FpsRow]) -> str:
-    """Table 2 layout: one row per (config, backend, size), x264 and the ratios beside it."""
+def fps_markdown(rows: Sequence[FpsRow], meta: Optional[dict] = None) -> str:
+    """Table 2 layout: one row per (config, backend, size), x264 and the ratios beside it; with
+    `meta`, the run's settings and machine load first (a speed is read with them)."""
     x264 = {r.size: r for r in rows if r.codec == "x264"}
-    head = ("| config | backend | size | encode FPS | decode FPS | entropy share enc / dec | bpp | "
-            "x264 enc / dec FPS | ratio enc / dec vs x264 | paper (Titan V) enc / dec |")  # fmt: skip
-    lines = [head, "|" + "---|" * 10]
+    head = ("| config | backend | size | encode FPS | decode FPS | entropy share enc / dec | bpp (timed frames) | "
+            "x264 enc / dec FPS | x264 bpp | ratio enc / dec vs x264 | paper (Titan V) enc / dec |")  # fmt: skip
+    lines = [head, "|" + "---|" * 11]
+    if meta:
+        load = meta.get("load_average_1min") or {}
+        lines = [f"{meta.get('machine', '?')}; load average {load.get('start', '?')} at the start, {load.get('end', '?')} "
+                 f"at the end; level {meta.get('level')}, {meta.get('frames')} frames, {meta.get('warmup')} warm-up, "
+                 f"{meta.get('repeats')} repeats; FPS: {meta.get('fps_definition')}", ""] + lines
     for r in rows:
         if r.codec != "elfvc":
             continue
@@ -274,7 +280,7 @@ def fps_markdown(rows: Sequence[FpsRow]) -> str:
             ratio = f"{r.encode_fps / x.encode_fps:.3g} / {r.decode_fps / x.decode_fps:.3g}"
         share = "n/a" if r.entropy_share_encode is None else f"{100 * r.entropy_share_encode:.0f}% / {100 * r.entropy_share_decode:.0f}%"
         paper = "{} / {}".format(*PAPER_FPS[r.size])
-        xs = f"{_f(x.encode_fps, '.1f')} / {_f(x.decode_fps, '.0f')}" if x else "n/a"
+        xs = f"{_f(x.encode_fps, '.1f')} / {_f(x.decode_fps, '.0f')} | {_f(x.bpp, '.3f')}" if x else "n/a | n/a"
         enc = _f(r.encode_fps, ".3g") if r.note == "" else f"n/a ({r.note})"
         config = f"{r.config} (R-D motion choice)" if r.motion_refine else r.config
         lines.append(f"| {config} | {r.backend} | {r.size} {r.width}x{r.height} | {enc} | {_f(r.decode_fps, '.3g')} | "
@@ -286,7 +292,7 @@ def write_report(rows: Sequence[FpsRow], meta: dict, out_dir: pathlib.Path) -> l
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in (("fps.json", json.dumps({"schema": SCHEMA, "meta": meta, "rows": [asdict(r) for r in rows]}, indent=1)),
-                       ("fps.md", fps_markdown(rows))):  # fmt: skip
+                       ("fps.md", fps_markdown(rows, meta))):  # fmt: skip
         path = out_dir / name
         tmp = path.with_name(f".{name}.{os.getpid()}.partial")
         tmp.write_text(text + "\n")

@@ -75,13 +75,16 @@ def test_a_missing_backend_is_a_row_with_a_note(bikes_frames):
 
 def test_markdown_table_gives_ratios_to_x264():
     rows = [
-        FpsRow("x264", "", "", "cif", 352, 288, encode_fps=80.0, decode_fps=1000.0),
+        FpsRow("x264", "", "", "cif", 352, 288, encode_fps=80.0, decode_fps=1000.0, bpp=0.094),
         FpsRow("elfvc", "small", "tf", "cif", 352, 288, encode_fps=4.0, decode_fps=5.0,
                entropy_share_encode=0.04, entropy_share_decode=0.06, bpp=0.2),  # fmt: skip
     ]
     table = bench_fps.fps_markdown(rows)
     line = [ln for ln in table.splitlines() if ln.startswith("| small | tf | cif")][0]
-    assert "0.05 / 0.005" in line and "4% / 6%" in line and "71 / 139" in line
+    assert "0.05 / 0.005" in line and "4% / 6%" in line and "71 / 139" in line and "| 80.0 / 1000 | 0.094 |" in line
+    meta = {"machine": "x86_64, 2 CPUs", "load_average_1min": {"start": 0.1, "end": 0.3}, "level": 3.0, "frames": 8,
+            "warmup": 1, "repeats": 2, "fps_definition": "16-frame GOP"}
+    assert bench_fps.fps_markdown(rows, meta).startswith("x86_64, 2 CPUs; load average 0.1 at the start, 0.3 at the end")
     rows.append(FpsRow("elfvc", "small", "tf", "cif", 352, 288, encode_fps=2.0, decode_fps=5.0, motion_refine=True))
     line = [ln for ln in bench_fps.fps_markdown(rows).splitlines() if "R-D motion choice" in ln]
     assert len(line) == 1 and line[0].startswith("| small (R-D motion choice) | tf | cif") and "| 2 |" in line[0]
