@@ -265,14 +265,20 @@ LAMBDA_RANGES = {
 }
 
 
+def parse_positive_pair(text: str, flag: str, expected: str, what: str) -> Tuple[float, float]:
+    """'FIRST,LAST' -> two positive finite numbers; ValueError naming `flag`, what it `expected`
+    and `what` the numbers are."""
+    try:
+        first, last = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{flag}={text!r}: expected {expected}") from None
+    if not (first > 0 and last > 0 and math.isfinite(first) and math.isfinite(last)):
+        raise ValueError(f"{flag}={text!r}: {what} must be positive and finite")
+    return first, last
+
+
 def parse_lambda_range(text: str) -> Tuple[float, float]:
     """--lambda_range of both trainers: a name of LAMBDA_RANGES or FIRST,LAST; ValueError otherwise."""
     if text in LAMBDA_RANGES:
         return LAMBDA_RANGES[text]
-    try:
-        first, last = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--lambda_range={text!r}: expected low, high or FIRST,LAST") from None
-    if not (first > 0 and last > 0 and math.isfinite(first) and math.isfinite(last)):
-        raise ValueError(f"--lambda_range={text!r}: lambdas must be positive and finite")
-    return first, last
+    return parse_positive_pair(text, "--lambda_range", "low, high or FIRST,LAST", "lambdas")

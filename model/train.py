@@ -36,7 +36,7 @@ from model import clikit  # before TensorFlow: quiets its C++ log
 import numpy as np
 from absl import flags
 
-from model.config import ABLATIONS, config_names, parse_lambda_range
+from model.config import ABLATIONS, config_names, parse_lambda_range, parse_positive_pair
 
 PROG = "train"
 # Own flag registry (not absl's global one): main(argv) parses from the defaults on every call.
@@ -157,13 +157,7 @@ def parse_crop(text: str) -> Tuple[int, int]:
 
 def parse_quant_width(text: str, flag: str = "--quant_width") -> Tuple[float, float]:
     """'FIRST,LAST' -> initial Q_w at level 0 (lowest rate) and the top level."""
-    try:
-        first, last = (float(x) for x in text.split(","))
-    except ValueError:
-        raise ValueError(f"{flag}={text!r}: expected FIRST,LAST (two positive numbers)") from None
-    if not (first > 0 and last > 0 and math.isfinite(first) and math.isfinite(last)):
-        raise ValueError(f"{flag}={text!r}: quantization widths must be positive and finite")
-    return first, last
+    return parse_positive_pair(text, flag, "FIRST,LAST (two positive numbers)", "quantization widths")
 
 
 # -- distribution -----------------------------------------------------------------------------
