@@ -100,6 +100,9 @@ def probe(data: str, model_dir=None, steps: int = 400, batch: int = 8, lr: float
             ours.assign(theirs)
     data_config = model_data.DataConfig(path=data, gop=2, crop=(CROP, CROP), downscale=2, max_stride=2,
                                          cache_dir=cache_dir)
+    if os.path.isdir(data):  # (a missing folder is find_clips' one-line error)
+        print(f"flow_probe: decoding the clips under {data} once (minutes the first time; cached in {cache_dir or 'memory'})",
+              file=sys.stderr, flush=True)
     sampler = model_data.Sampler(model_data.find_clips(data_config, warn=lambda m: None), data_config, config.levels, seed)
     level = tf.fill([batch], LEVEL)
     embedding = model.embed(level)
