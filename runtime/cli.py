@@ -1,6 +1,6 @@
 """`elfvc`: the command-line codec, a thin layer over runtime.stream.
 
-    elfvc encode IN OUT.elfvc [--level S | --target_kbps K] [--preset fast|medium|slow] [--max_bpp_i B] [--max_bpp_p B]
+    elfvc encode IN OUT.elfvc|- [--level S | --target_kbps K] [--preset fast|medium|slow] [--max_bpp_i B] [--max_bpp_p B]
                               [--min_psnr DB] [--gop N] [--frames N] [--fps R]
     elfvc decode IN.elfvc OUT [--reference SRC]     OUT: .y4m, .mkv/.avi/.mp4/.mov, a folder, or - (y4m to stdout)
     encode, decode: [--max_pixels N]                 picture-size limit (default 8K, runtime/limits.py)
@@ -35,6 +35,7 @@ import math
 import os
 import pathlib
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -52,7 +53,7 @@ from runtime.types import DEFAULT_SCENECUT, CodecError
 
 PROG = "elfvc"
 COMMANDS = {
-    "encode": ("IN OUT", "code a video (y4m, mp4/mkv/avi/..., PNG folder; - : y4m on stdin) into an ELF-VC stream"),
+    "encode": ("IN OUT", "code a video (y4m, mp4/mkv/avi/..., PNG folder; - : y4m on stdin) into an ELF-VC stream (- : stdout)"),
     "decode": ("IN OUT", "decode a stream to OUT: .y4m, lossless .mkv/.avi/.mp4/.mov, a PNG folder, or - (y4m on stdout)"),
     "info": ("IN", "print a stream's header and a per-frame table"),
     "plot_rc": ("IN OUT.png", "plot per-frame bpp and PSNR of a clip under each rate controller (Fig. 3)"),
@@ -213,10 +214,10 @@ def _dispatch(argv: List[str]) -> int:
     if len(rest) != len(expected):
         takes = " ".join(expected) if expected else "no arguments"
         raise UsageError(f"{command} takes {takes}, got {len(rest)} argument{'' if len(rest) == 1 else 's'}")
-    pipes = {"encode": 0, "decode": 1}  # where `-` is a pipe: encode's IN (y4m in), decode's OUT (y4m out)
-    if any(arg == video_io.STDIO and i != pipes.get(command) for i, arg in enumerate(rest)):
-        raise UsageError("'-' is standard input as encode's IN and standard output as decode's OUT (y4m both); "
-                         "name a file here")
+    pipes = {"encode": (0, 1), "decode": (1,)}  # where `-` is a pipe: encode's IN (y4m) and OUT (the stream), decode's OUT (y4m)
+    if any(arg == video_io.STDIO and i not in pipes.get(command, ()) for i, arg in enumerate(rest)):
+        raise UsageError("'-' is standard input as encode's IN (y4m), standard output as encode's OUT (the stream) "
+                         "and decode's OUT (y4m); name a file here")
     handlers = {"encode": encode, "decode": decode, "info": info, "plot_rc": plot_rc, "visualize": visualize,
                 "models": models}
     try:
@@ -405,6 +406,22 @@ def mean_psnr(values: Sequence[Optional[float]]) -> Optional[float]:
 
 
 def encode(fv: flags.FlagValues, src: str, out: str) -> int:
+    if out != video_io.STDIO:
+        return _encode_to_file(fv, src, out)
+    # The stream to standard output: coded into a temporary file (its header's frame count is
+    # written last), then copied out whole; the summary goes to stderr.
+    with tempfile.TemporaryDirectory(prefix="elfvc_") as tmp:
+        path = os.path.join(tmp, "stream.elfvc")
+        status = _encode_to_file(fv, src, path, summary=sys.stderr, shown=out)
+        with open(path, "rb") as stream:
+            shutil.copyfileobj(stream, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return status
+
+
+def _encode_to_file(fv: flags.FlagValues, src: str, out: str, summary=None, shown: Optional[str] = None) -> int:
+    """`encode` into the file `out`; its summary line to `summary` (default stdout), naming the
+    output `shown` (default `out`)."""
     out_path = video_io.check_output(out, overwrite=fv.overwrite, inputs=[src])
     if out_path.is_dir():
         raise CodecError(f"{out} is a folder; an ELF-VC stream is one file")
@@ -430,8 +447,8 @@ def encode(fv: flags.FlagValues, src: str, out: str) -> int:
                                      backend, bundle, bar, fv, src, layout)  # fmt: skip
     total_bits = 8 * out_path.stat().st_size
     line = summary_line("encoded", len(stats), src_info.width, src_info.height, src_info.fps, total_bits,
-                        mean_psnr([s.psnr for s in stats]), seconds, f"-> {out}")  # fmt: skip
-    print(line)
+                        mean_psnr([s.psnr for s in stats]), seconds, f"-> {shown or out}")  # fmt: skip
+    print(line, file=summary or sys.stdout)
     for note in unmet_notes(fv, stats, src_info.width * src_info.height, src_info.fps, total_bits, bundle.config.max_level):
         _note(note)
     return 0

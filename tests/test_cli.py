@@ -177,7 +177,7 @@ def test_a_negative_level_is_a_usage_error_naming_the_range(tmp_path, workdir):
           r"--max_bpp_i must be a positive number of bits per pixel, got -1", tmp_path)
     fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "o.elfvc"), "--fps=1e9"], 2,
           r"--fps must be from 1/60 to 1000 frames per second, got 1e9", tmp_path)
-    fails(["info", "-"], 2, r"'-' is standard input as encode's IN and standard output as decode's OUT")
+    fails(["info", "-"], 2, r"'-' is standard input as encode's IN \(y4m\), standard output as encode's OUT")
     code, out, _ = run_cli_raw(["--version"])
     assert code == 0 and re.fullmatch(r"elfvc \S+, bitstream format version \d+\n", out)
     fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "o.elfvc"), "--level=9"], 2, r"outside the model's range \[0, 7\]", tmp_path)
@@ -447,6 +447,14 @@ def test_y4m_pipes_in_and_out_code_as_files_do(tmp_path, workdir, stream, monkey
     assert code == 0 and "decoded 3 frames" in err.getvalue(), err.getvalue()
     assert run_cli_raw(["decode", str(stream[0]), str(tmp_path / "file.y4m")])[0] == 0
     assert raw.getvalue() == (tmp_path / "file.y4m").read_bytes()
+    # The stream itself to standard output (`elfvc encode - - < in.y4m > out.elfvc`).
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((workdir / "clip.y4m").read_bytes())))
+    raw, err = io.BytesIO(), io.StringIO()
+    stdout = io.TextIOWrapper(raw, write_through=True)
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(err):
+        code = cli.main(["elfvc", "encode", "-", "-", "--level=3.5", "--gop=2"])
+    assert code == 0 and "encoded 3 frames" in err.getvalue() and "-> -:" in err.getvalue(), err.getvalue()
+    assert raw.getvalue() == stream[0].read_bytes()
 
 
 def test_encode_fails_cleanly_on_a_truncated_input(tmp_path, workdir):
