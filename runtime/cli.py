@@ -2,7 +2,7 @@
 
     elfvc encode IN OUT.elfvc|- [--level S | --target_kbps K] [--preset fast|medium|slow] [--max_bpp_i B] [--max_bpp_p B]
                               [--min_psnr DB] [--gop N] [--frames N] [--fps R]
-    elfvc decode IN.elfvc OUT [--reference SRC]     OUT: .y4m, .mkv/.avi/.mp4/.mov, a folder, or - (y4m to stdout)
+    elfvc decode IN.elfvc|- OUT [--reference SRC]   OUT: .y4m, .mkv/.avi/.mp4/.mov, a folder, or - (y4m to stdout)
     encode, decode: [--max_pixels N]                 picture-size limit (default 8K, runtime/limits.py)
     elfvc info IN.elfvc
     elfvc plot_rc IN OUT.png [--frames N]            Fig. 3: every rate controller on one clip
@@ -54,7 +54,7 @@ from runtime.types import DEFAULT_SCENECUT, CodecError
 PROG = "elfvc"
 COMMANDS = {
     "encode": ("IN OUT", "code a video (y4m, mp4/mkv/avi/..., PNG folder; - : y4m on stdin) into an ELF-VC stream (- : stdout)"),
-    "decode": ("IN OUT", "decode a stream to OUT: .y4m, lossless .mkv/.avi/.mp4/.mov, a PNG folder, or - (y4m on stdout)"),
+    "decode": ("IN OUT", "decode a stream (- : from stdin) to OUT: .y4m, lossless .mkv/.avi/.mp4/.mov, a PNG folder, or - (y4m on stdout)"),
     "info": ("IN", "print a stream's header and a per-frame table"),
     "plot_rc": ("IN OUT.png", "plot per-frame bpp and PSNR of a clip under each rate controller (Fig. 3)"),
     "visualize": ("IN OUT.png", "draw a P-frame's intermediate tensors (Fig. 5) and its bit allocation (Fig. 4)"),
@@ -214,13 +214,17 @@ def _dispatch(argv: List[str]) -> int:
     if len(rest) != len(expected):
         takes = " ".join(expected) if expected else "no arguments"
         raise UsageError(f"{command} takes {takes}, got {len(rest)} argument{'' if len(rest) == 1 else 's'}")
-    pipes = {"encode": (0, 1), "decode": (1,)}  # where `-` is a pipe: encode's IN (y4m) and OUT (the stream), decode's OUT (y4m)
+    # Where `-` is a pipe: encode's IN (y4m) and OUT (the stream), decode's IN (the stream) and OUT
+    # (y4m), info's IN (the stream).
+    pipes = {"encode": (0, 1), "decode": (0, 1), "info": (0,)}
     if any(arg == video_io.STDIO and i not in pipes.get(command, ()) for i, arg in enumerate(rest)):
-        raise UsageError("'-' is standard input as encode's IN (y4m), standard output as encode's OUT (the stream) "
-                         "and decode's OUT (y4m); name a file here")
+        raise UsageError("'-' is standard input or output for encode's IN and OUT, decode's IN and OUT and info's IN; "
+                         "name a file here")
     handlers = {"encode": encode, "decode": decode, "info": info, "plot_rc": plot_rc, "visualize": visualize,
                 "models": models}
     try:
+        if command in ("decode", "info") and rest[0] == video_io.STDIO:
+            return _from_stdin(handlers[command], fv, rest)
         return handlers[command](fv, *rest)
     except BrokenPipeError:
         raise  # `elfvc info x | head`: clikit stops quietly
@@ -480,6 +484,19 @@ def unmet_notes(fv, stats: Sequence["FrameStat"], pixels: int, fps: Fraction, to
                    and all(s.level >= top for s in stats) else "")  # fmt: skip
             notes.append(f"the clip came out at {kbps:.1f} kbps against --target_kbps {fv.target_kbps:g}{why}")
     return [f"note: {n}" for n in notes]
+
+
+def _from_stdin(handler, fv: flags.FlagValues, rest: List[str]) -> int:
+    """Runs `decode` or `info` on a stream read whole from standard input (a reader needs its
+    size: the header announces a frame count checked against the end)."""
+    with tempfile.TemporaryDirectory(prefix="elfvc_") as tmp:
+        path = os.path.join(tmp, "stdin.elfvc")
+        with open(path, "wb") as f:
+            shutil.copyfileobj(sys.stdin.buffer, f)
+        try:
+            return handler(fv, path, *rest[1:])
+        except CodecError as err:  # named as the user gave it
+            raise CodecError(str(err).replace(path, "<stdin>")) from None
 
 
 def decode(fv: flags.FlagValues, src: str, out: str) -> int:

@@ -177,7 +177,7 @@ def test_a_negative_level_is_a_usage_error_naming_the_range(tmp_path, workdir):
           r"--max_bpp_i must be a positive number of bits per pixel, got -1", tmp_path)
     fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "o.elfvc"), "--fps=1e9"], 2,
           r"--fps must be from 1/60 to 1000 frames per second, got 1e9", tmp_path)
-    fails(["info", "-"], 2, r"'-' is standard input as encode's IN \(y4m\), standard output as encode's OUT")
+    fails(["plot_rc", "-", str(tmp_path / "x.png")], 2, r"'-' is standard input or output for encode's IN and OUT, decode's")
     code, out, _ = run_cli_raw(["--version"])
     assert code == 0 and re.fullmatch(r"elfvc \S+, bitstream format version \d+\n", out)
     fails(["encode", str(workdir / "clip.y4m"), str(tmp_path / "o.elfvc"), "--level=9"], 2, r"outside the model's range \[0, 7\]", tmp_path)
@@ -455,6 +455,13 @@ def test_y4m_pipes_in_and_out_code_as_files_do(tmp_path, workdir, stream, monkey
         code = cli.main(["elfvc", "encode", "-", "-", "--level=3.5", "--gop=2"])
     assert code == 0 and "encoded 3 frames" in err.getvalue() and "-> -:" in err.getvalue(), err.getvalue()
     assert raw.getvalue() == stream[0].read_bytes()
+    # And read back from standard input (`... | elfvc decode - OUT`, `elfvc info -`).
+    for command in (["decode", "-", str(tmp_path / "piped.y4m")], ["info", "-"]):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stream[0].read_bytes())))
+        code, out, err = run_cli_raw(command)
+        assert code == 0, err
+    assert (tmp_path / "piped.y4m").read_bytes() == (tmp_path / "file.y4m").read_bytes()
+    assert "3 frames" in out
 
 
 def test_encode_fails_cleanly_on_a_truncated_input(tmp_path, workdir):
