@@ -374,10 +374,10 @@ def write_compact(source, target, frames: Optional[np.ndarray] = None) -> pathli
             small = value.size < COMPACT_FP16_MIN_SIZE or value.dtype != np.float32
             arrays[key] = value if small else value.astype(np.float16)
         np.savez(partial / COMPACT_FILE, **arrays)
-        pin_integer_hyper(partial, frames)
+        model_id = pin_integer_hyper(partial, frames)
         if (partial / CARD_FILE).exists():  # the copy is another model: its own id
             card = read_card(partial)
-            card["model_id"] = load_bundle(partial).model_id.hex()
+            card["model_id"] = model_id.hex()
             (partial / CARD_FILE).write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
         os.replace(partial, target)
     except BaseException:
@@ -439,9 +439,10 @@ def default_bundle() -> ModelBundle:
 PIN_FRAMES = 8
 
 
-def pin_integer_hyper(path, frames: Optional[np.ndarray] = None) -> pathlib.Path:
+def pin_integer_hyper(path, frames: Optional[np.ndarray] = None) -> bytes:
     """Calibrates (on `frames`, default the first PIN_FRAMES whole frames of bikes.mp4) and
-    writes DIR/integer_hyper.npz (temporary name, then rename); replaces an existing one."""
+    writes DIR/integer_hyper.npz (temporary name, then rename; replaces an existing one); returns
+    the pinned folder's model id."""
     folder = pathlib.Path(path)
     if not folder.is_dir():  # before the minute of calibration; a shipped model comes pinned
         resolve_model(str(path))  # CodecError for a path that is neither
@@ -461,4 +462,4 @@ def pin_integer_hyper(path, frames: Optional[np.ndarray] = None) -> pathlib.Path
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
-    return target
+    return compute_model_id(bundle.model, integer_hyper)

@@ -9,10 +9,11 @@ from __future__ import annotations
 if __name__ == "__main__":  # the CLI kit before TensorFlow loads (quiet C++ log)
     from model import clikit  # noqa: F401
 
+import pathlib
 import sys
 from typing import List, Sequence
 
-from model.bundle import load_bundle, pin_integer_hyper, write_compact
+from model.bundle import INTEGER_HYPER_FILE, load_bundle, pin_integer_hyper, write_compact
 from model.errors import CodecError
 
 BUNDLE_PROG = "python -m runtime.bundle"
@@ -43,8 +44,8 @@ def _main(args: List[str]) -> int:
         size = sum(f.stat().st_size for f in target.iterdir())
         print(f"wrote {target} ({size / 2**20:.1f} MiB); model id {load_bundle(target).model_id_hex}")
     elif args.command == "pin":
-        target = pin_integer_hyper(args.model_dir)
-        print(f"wrote {target}; model id {load_bundle(args.model_dir).model_id_hex}")
+        model_id = pin_integer_hyper(args.model_dir)
+        print(f"wrote {pathlib.Path(args.model_dir) / INTEGER_HYPER_FILE}; model id {model_id.hex()}")
     else:
         bundle = load_bundle(args.model_dir)
         for note in bundle.notes:

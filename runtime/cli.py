@@ -439,13 +439,14 @@ def _encode_to_file(fv: flags.FlagValues, src: str, out: str, summary=None, show
         controller_from_flags(fv, None, src_info.fps)
         layout = layout_from_flags(fv)
         bundle = load_model(fv, "encode")
-        known = src_info.num_frames  # exact (y4m, PNGs); a container's duration is an estimate
-        if fv.frames is not None:
-            known = fv.frames if known is None else min(known, fv.frames)
-        controller = controller_from_flags(fv, bundle.config.max_level, src_info.fps, bundle, frames=known)
-        total = src_info.expected_frames
-        if fv.frames is not None:
-            total = fv.frames if total is None else min(total, fv.frames)
+        def up_to_frames(count: Optional[int]) -> Optional[int]:
+            return count if fv.frames is None else fv.frames if count is None else min(count, fv.frames)
+
+        # The rate controller takes the exact count (y4m, PNGs; a container's duration is an
+        # estimate), the progress bar the estimate too.
+        controller = controller_from_flags(fv, bundle.config.max_level, src_info.fps, bundle,
+                                           frames=up_to_frames(src_info.num_frames))
+        total = up_to_frames(src_info.expected_frames)
         with open_backend(fv, bundle) as backend, make_progress(fv, "encode", total) as bar:
             stats, seconds = _encode(limited(reader, fv.frames), out_path, src_info.fps, fv.gop, controller,
                                      backend, bundle, bar, fv, src, layout)  # fmt: skip

@@ -793,10 +793,7 @@ class Y4mStdoutWriter(Y4mWriter):
             self._done = True
             self._file.flush()
 
-    def abort(self) -> None:
-        if not self._done:
-            self._done = True
-            self._file.flush()
+    abort = close  # what was written is out already
 
 
 class PngFolderWriter(VideoWriter):

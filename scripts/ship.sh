@@ -61,18 +61,21 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$PY" -m runtime.bundle compact "$model" "$tmp/compact" > "$tmp/compact.log" 2>&1 || { cat "$tmp/compact.log" >&2; fail "compact failed"; }
 "$PY" - "$run" "$dest" "$tmp/compact/model_card.json" <<'EOF'  # codes as the shipped folder will
-import json, pathlib, shutil, sys
+import json, pathlib, sys
 from gpu_train.lineage import chain_lambda_range, run_chain
-dest = pathlib.Path(sys.argv[2])
+dest, compact_card = pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
 card = json.loads((dest / "model_card.json").read_text())
 shipped = json.loads((dest / "training.json").read_text())["model_step"]
 lambda_range = chain_lambda_range(run_chain(sys.argv[1], shipped))
 if lambda_range is not None and lambda_range != card.get("lambda_range"):
     print(f"model card: lambda_range {card.get('lambda_range')} -> {lambda_range} (the run's --lambda_range)")
     card["lambda_range"] = lambda_range
-    open(sys.argv[3], "w").write(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
-else:
-    shutil.copy(dest / "model_card.json", sys.argv[3])
+# The shipped folder's own model id (elfvc models shows it; a wrong-model error names the shipped
+# model that reads a stream).
+from model.bundle import load_bundle
+card["model_id"] = load_bundle(compact_card.parent).model_id.hex()
+compact_card.write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
+print(f"model card: model id {card['model_id']}")
 EOF
 po=$("$PY" -c "from model.bundle import given_or_card_p_level_offset as po; print(po(''))")
 for which in compact fp32; do
@@ -90,17 +93,6 @@ def read(path):
 print(f"compact FP16 against FP32: {b16 / b32 - 1:+.2%} bits, {p16 - p32:+.3f} dB")
 if abs(b16 / b32 - 1) > 0.01 or abs(p16 - p32) > 0.05:
     sys.exit("ship: the compact copy codes too far from the FP32 weights; nothing was shipped")
-EOF
-# The card records the folder's model id (elfvc models shows it; a wrong-model error names the
-# shipped model that reads a stream): the compact copy's, the folder shipped.
-"$PY" - "$tmp/compact" <<'EOF'
-import json, pathlib, sys
-from model.bundle import load_bundle
-folder = pathlib.Path(sys.argv[1])
-card = json.loads((folder / "model_card.json").read_text())
-card["model_id"] = load_bundle(folder).model_id.hex()
-(folder / "model_card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
-print(f"model card: model id {card['model_id']}")
 EOF
 cp "$tmp/compact/weights.npz" "$tmp/compact/integer_hyper.npz" "$tmp/compact/model_card.json" "$dest/"
 "$PY" - "$run" "$dest/training.json" "$note" <<'EOF'
