@@ -178,8 +178,10 @@ def read_stream_header(reader: Reader) -> StreamHeader:
     (crc,) = _U32.unpack(reader.read(_U32.size, "stream header CRC"))
     if zlib.crc32(MAGIC + _U16.pack(version) + raw) != crc:
         raise CodecError("corrupt stream header (CRC mismatch)")
-    fields = _HEADER.unpack(raw)
-    return StreamHeader(*fields).validate()
+    header = StreamHeader(*_HEADER.unpack(raw)).validate()
+    if header.frame_count == 0:  # the encoder writes the count last (0 until then): an encode that did not finish
+        raise CodecError("corrupt stream: the header announces 0 frames (an unfinished encode)")
+    return header
 
 
 # -- frames ------------------------------------------------------------------------------------------

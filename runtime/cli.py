@@ -73,7 +73,13 @@ COMMAND_FLAGS = {
     "models": set(),
 }
 #: Video suffixes an encoded stream must not be given (it is not a video file ffmpeg can play).
-_NOT_A_STREAM_NAME = video_io.OUTPUT_SUFFIXES + (".png",)
+#: Names a stream never has: what `decode` writes, and other video and image files (a stream named
+#: .webm would be taken for one by every other tool).
+_NOT_A_STREAM_NAME = video_io.OUTPUT_SUFFIXES + (
+    ".png", ".apng", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
+    ".m2ts", ".mts", ".flv", ".wmv", ".3gp", ".ogv", ".mxf", ".yuv", ".h264", ".264", ".h265", ".265", ".hevc", ".ivf",
+    ".obu",
+)
 PLOT_RC_FRAMES = 16
 
 
@@ -243,13 +249,9 @@ def parse_fps(text: Optional[str]) -> Optional[Fraction]:
         fps = Fraction(text.replace(":", "/"))
     except (ValueError, ZeroDivisionError):
         raise UsageError(f"--fps {text!r} is not a frame rate (e.g. 25 or 30000/1001)") from None
-    if not MIN_FPS <= fps <= MAX_FPS:  # 1e9 fps was taken, and FFV1/Matroska then dropped a frame
-        raise UsageError(f"--fps must be from {MIN_FPS} to {MAX_FPS} frames per second, got {text}")
+    if not video_io.MIN_FPS <= fps <= video_io.MAX_FPS:  # 1e9 fps was taken, and FFV1/Matroska then dropped a frame
+        raise UsageError(f"--fps must be from {video_io.MIN_FPS} to {video_io.MAX_FPS} frames per second, got {text}")
     return fps
-
-
-#: --fps's range: a frame a minute (time-lapse) to high-speed footage.
-MIN_FPS, MAX_FPS = Fraction(1, 60), 1000
 
 
 def load_model(fv: flags.FlagValues, command: str):
@@ -433,6 +435,8 @@ def _encode_to_file(fv: flags.FlagValues, src: str, out: str, summary=None, show
         raise UsageError(f"{out}: an ELF-VC stream is not a {out_path.suffix} file; name it e.g. {out_path.stem}.elfvc")
     with video_io.open_video(src, parse_fps(fv.fps), max_pixels=fv.max_pixels) as reader:
         src_info = reader.info
+        for note in reader.notes:
+            _note(f"note: {note}")
         if reader.known_problem is not None and (fv.frames is None or fv.frames > reader.known_problem[0]):
             whole, problem = reader.known_problem  # said now, not after coding the frames before it
             raise CodecError(f"{problem}; --frames {whole} codes the whole frame{'s' if whole > 1 else ''} before it")
@@ -495,7 +499,7 @@ def _from_stdin(handler, fv: flags.FlagValues, rest: List[str]) -> int:
         with open(path, "wb") as f:
             shutil.copyfileobj(sys.stdin.buffer, f)
         try:
-            return handler(fv, path, *rest[1:])
+            return handler(fv, path, *rest[1:], **({"shown": "<stdin>"} if handler is info else {}))
         except CodecError as err:  # named as the user gave it
             raise CodecError(str(err).replace(path, "<stdin>")) from None
 
@@ -504,7 +508,7 @@ def decode(fv: flags.FlagValues, src: str, out: str) -> int:
     from runtime.metrics import psnr_rgb
     from runtime.stream import decode_video, inspect
 
-    video_io.output_kind(out)
+    kind = video_io.output_kind(out)
     out_path = video_io.check_output(out, overwrite=fv.overwrite, inputs=[src] + ([fv.reference] if fv.reference else []))
     stream = inspect(src)
     width, height, fps, count = _stream_geometry(stream)
@@ -518,7 +522,7 @@ def decode(fv: flags.FlagValues, src: str, out: str) -> int:
         start = time.perf_counter()
         backend = stack.enter_context(open_backend(fv, bundle))
         bar = stack.enter_context(make_progress(fv, "decode", count))
-        writer = stack.enter_context(video_io.open_writer(out_path, width, height, fps))
+        writer = stack.enter_context(video_io.open_writer(out_path, width, height, fps, kind))
 
         def sink(frame):
             writer.write(frame)
@@ -533,6 +537,8 @@ def decode(fv: flags.FlagValues, src: str, out: str) -> int:
 
         decode_video(src, sink, backend, bundle, max_pixels=fv.max_pixels)
     seconds = time.perf_counter() - start
+    if kind == "png" and fps != video_io.DEFAULT_PNG_FPS:
+        _note(f"note: a folder of PNGs keeps no frame rate; the stream's is {fps} fps (to encode the frames again: --fps {fps})")
     total_bits = 8 * pathlib.Path(src).stat().st_size
     print(summary_line("decoded", writer.frames, width, height, fps, total_bits, mean_psnr(psnrs), seconds, f"-> {out}"),
           file=sys.stderr if out == video_io.STDIO else sys.stdout)  # the frames own standard output
@@ -572,11 +578,12 @@ def models(fv: flags.FlagValues) -> int:
     return 0
 
 
-def info(fv: flags.FlagValues, src: str) -> int:
+def info(fv: flags.FlagValues, src: str, shown: Optional[str] = None) -> int:
+    """`shown`: the name to print for `src` (a stream read from standard input: <stdin>)."""
     from runtime.stream import inspect
 
     stream = inspect(src)
-    for line in describe_stream(src, stream):
+    for line in describe_stream(src, stream, shown):
         print(line)
     return 0
 
@@ -664,12 +671,12 @@ def _stream_geometry(stream) -> tuple:
     return stream.width, stream.height, Fraction(stream.fps), getattr(stream, "num_frames", None)
 
 
-def describe_stream(path: str, stream) -> List[str]:
+def describe_stream(path: str, stream, shown: Optional[str] = None) -> List[str]:
     width, height, fps, count = _stream_geometry(stream)
     size = pathlib.Path(path).stat().st_size
     frames = list(stream.frames)
     lines = [
-        f"file      {path} ({size} bytes)",
+        f"file      {shown or path} ({size} bytes)",
         f"format    version {stream.version}, model {stream.model_id}",
         f"video     {width}x{height}, {fps} fps ({float(fps):.3f}), {count} frames, GOP {stream.gop}",
     ]

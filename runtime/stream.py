@@ -397,21 +397,19 @@ def decode_video(in_path, sink: Callable[[np.ndarray], None], backend, bundle, *
         if header.model_id != bundle.model_id:
             name = shipped_model_with_id(header.model_id)
             raise CodecError(
-                f"wrong model: the stream was encoded with model {header.model_id.hex()}, "
+                f"{in_path}: wrong model: the stream was encoded with model {header.model_id.hex()}, "
                 f"this decoder has {bundle.model_id.hex()}"
                 + (f"; the shipped model {name!r} has it: --model {name}" if name else "")
             )
         check_picture_size(header.width, header.height, max_pixels, what=str(in_path), config=bundle.config)
         layout = SubstreamLayout(header.channel_groups, header.tile)
         with Decoder(bundle, backend, header.width, header.height, layout, max_pixels=max_pixels) as decoder:
-            for index in range(header.frame_count):
+            units = frame_units(reader, header)
+            while True:
                 try:  # the stream's own faults name the file (not the sink's: a writer, a reference)
-                    if reader.at_end():
-                        raise CodecError(f"truncated stream: the header announces {header.frame_count} frames, "
-                                         f"the file holds {index}")
-                    unit = read_frame(reader, index)
-                    if index == 0 and unit.frame_type is not FrameType.I:
-                        raise CodecError("corrupt stream: the first frame is not an I-frame")
+                    index, unit = next(units, (None, None))
+                    if unit is None:
+                        break
                     try:
                         decoded = decoder.decode_frame(unit)
                     except CodecError as e:
@@ -419,8 +417,6 @@ def decode_video(in_path, sink: Callable[[np.ndarray], None], backend, bundle, *
                 except CodecError as e:
                     raise CodecError(f"{in_path}: {e}") from None
                 sink(decoded.reconstruction)
-        if not reader.at_end():
-            raise CodecError(f"{in_path}: corrupt stream: {reader.remaining} bytes after the last of {header.frame_count} frames")
     finally:
         f.close()
     return DecodeSummary(
@@ -432,6 +428,32 @@ def decode_video(in_path, sink: Callable[[np.ndarray], None], backend, bundle, *
         total_bytes=reader.size,
         seconds=time.perf_counter() - start,
     )
+
+
+def frame_units(reader: Reader, header: StreamHeader) -> Iterable[Tuple[int, "FrameUnit"]]:
+    """(index, unit) of each frame the header announces, with the checks any reader makes without
+    the model (docs/BITSTREAM.md, "Errors"): the file holds that many frames and nothing after
+    them, the first is an I-frame, and each frame's substream count fits its size and layout
+    (exact with one channel group; with more, a model with fewer latent channels than groups
+    has fewer, so a range). CodecError otherwise; the decoder checks the rest with the model."""
+    one_group = SubstreamLayout(1, header.tile)
+    layout = SubstreamLayout(header.channel_groups, header.tile)
+    for index in range(header.frame_count):
+        if reader.at_end():
+            raise CodecError(f"truncated stream: the header announces {header.frame_count} frames, the file holds {index}")
+        unit = read_frame(reader, index)
+        if index == 0 and unit.frame_type is not FrameType.I:
+            raise CodecError("corrupt stream: the first frame is not an I-frame")
+        layers = 1 if unit.frame_type is FrameType.I else 2
+        low = one_group.per_frame(header.width, header.height, layers)
+        high = layout.per_frame(header.width, header.height, layers)
+        if not low <= len(unit.substreams) <= high:
+            allowed = f"{low}" if low == high else f"{low} to {high}"
+            raise CodecError(f"corrupt stream: frame {index} ({unit.frame_type.name}) has {len(unit.substreams)} substreams; "
+                             f"its size and layout give {allowed}")
+        yield index, unit
+    if not reader.at_end():
+        raise CodecError(f"corrupt stream: {reader.remaining} bytes after the last of {header.frame_count} frames")
 
 
 def shipped_model_with_id(model_id: bytes) -> Optional[str]:
@@ -453,13 +475,8 @@ def inspect(in_path) -> StreamInfo:
     reader, header, f = _open_stream(in_path)
     frames = []
     try:
-        for index in range(header.frame_count):
-            if reader.at_end():
-                raise CodecError(f"truncated stream: the header announces {header.frame_count} frames, the file holds {index}")
-            unit = read_frame(reader, index)
+        for _, unit in frame_units(reader, header):
             frames.append(FrameInfo(unit.frame_type, unit.level, unit.size, tuple(s.size for s in unit.substreams)))
-        if not reader.at_end():
-            raise CodecError(f"corrupt stream: {reader.remaining} bytes after the last of {header.frame_count} frames")
     except CodecError as e:
         raise CodecError(f"{in_path}: {e}") from None
     finally:

@@ -68,6 +68,10 @@ Y4M_MAGIC = b"YUV4MPEG2 "
 Y4M_420_TAGS = ("420jpeg", "420paldv", "420mpeg2", "420")
 #: Frame rate of a PNG folder when the caller gives none (ffmpeg's image2 default).
 DEFAULT_PNG_FPS = Fraction(25)
+#: The frame rates a stream takes: a frame a minute (time-lapse) to high-speed footage. A file
+#: stating another (an animated PNG's 100,000 "fps" time base, a y4m's F1000000:1) needs --fps:
+#: at 1e9 fps FFV1/Matroska dropped a frame of the decoded output.
+MIN_FPS, MAX_FPS = Fraction(1, 60), Fraction(1000)
 
 # --------------------------------------------------------------------------------------------
 # The RGB <-> YUV 4:2:0 pair (BT.601 limited range, centred chroma).
@@ -203,6 +207,9 @@ class VideoReader:
     #: (whole frames before it, one-line message) of a problem found when the file was opened
     #: (a y4m cut short): iterating stops there; None when none is known.
     known_problem: Optional[Tuple[int, str]] = None
+    #: One-line notes on what the coded frames do not keep (a pixel aspect ratio, the other video
+    #: streams of a file): the CLI prints them, as it opens the input.
+    notes: Tuple[str, ...] = ()
 
     def __iter__(self) -> Iterator[np.ndarray]:
         count = 0
@@ -223,6 +230,38 @@ class VideoReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def stated_rate(rate: Fraction, path: str, where: str) -> Fraction:
+    """The frame rate a file states (`where`: "the y4m header", "ffmpeg"), if a stream can carry
+    it; CodecError (asking for --fps) if it states none or one outside MIN_FPS..MAX_FPS."""
+    if rate <= 0:
+        raise CodecError(f"{path}: {where} states no frame rate; give one (--fps)")
+    if not MIN_FPS <= rate <= MAX_FPS:
+        raise CodecError(f"{path}: {where} states a frame rate of {_rate_text(rate)} fps, outside {MIN_FPS}..{MAX_FPS}; "
+                         "give the real one (--fps)")
+    return rate
+
+
+def _rate_text(rate: Fraction) -> str:
+    return str(rate.numerator) if rate.denominator == 1 else f"{float(rate):.6g}"
+
+
+def check_rate(fps) -> Fraction:
+    """A frame rate given by the caller, as a Fraction; CodecError outside MIN_FPS..MAX_FPS."""
+    fps = Fraction(fps)
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise CodecError(f"frame rate must be from {MIN_FPS} to {MAX_FPS} frames per second, got {_rate_text(fps)}")
+    return fps
+
+
+def _aspect_note(path: str, sar: str) -> Optional[str]:
+    """A note when a file states non-square pixels (SAR `num:den`): the stream keeps none."""
+    match = re.fullmatch(r"(\d+):(\d+)", sar)
+    if not match or int(match.group(1)) == int(match.group(2)) or 0 in (int(match.group(1)), int(match.group(2))):
+        return None
+    return (f"{path} has non-square pixels (aspect ratio {sar}), which the stream does not keep: decoded frames "
+            f"have square pixels (to keep the picture's shape, scale first: ffmpeg -vf scale=iw*sar:ih,setsar=1)")
 
 
 def _parse_fraction(text: str, what: str, path: str) -> Fraction:
@@ -263,7 +302,7 @@ class Y4mReader(VideoReader):
         if not header.endswith(b"\n"):
             raise CodecError(f"{self.path}: the y4m header is truncated or longer than {self.MAX_HEADER} bytes")
         width = height = None
-        rate, chroma, interlace, colour_range = Fraction(0), "420jpeg", "p", "LIMITED"
+        rate, chroma, interlace, colour_range, aspect = Fraction(0), "420jpeg", "p", "LIMITED", "0:0"
         for token in header[len(Y4M_MAGIC):].decode("ascii", "replace").split():
             tag, value = token[0], token[1:]
             if tag in "WH":
@@ -276,6 +315,8 @@ class Y4mReader(VideoReader):
                 chroma = value
             elif tag == "I":
                 interlace = value
+            elif tag == "A":
+                aspect = value
             elif tag == "X" and value.upper().startswith("COLORRANGE="):
                 colour_range = value.split("=", 1)[1].upper()
         if width is None or height is None:
@@ -291,9 +332,8 @@ class Y4mReader(VideoReader):
         if colour_range == "FULL":
             raise CodecError(f"{self.path}: full-range y4m is not supported (BT.601 limited range only)")
         if fps is None:
-            if rate <= 0:
-                raise CodecError(f"{self.path}: the y4m header states no frame rate (F tag); give one (--fps)")
-            fps = rate
+            fps = stated_rate(rate, self.path, "the y4m header")
+        self.notes = tuple(n for n in [_aspect_note(self.path, aspect)] if n)
         self._frame_bytes = width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
         if self._pipe:  # the count is unknown until the pipe ends; a cut frame is found when reached
             self._whole_frames, self._problem = None, None
@@ -320,7 +360,9 @@ class Y4mReader(VideoReader):
                 self._file.seek(position)
                 line = self._file.readline(self.MAX_HEADER)
                 if not line.startswith(b"FRAME") or not line.endswith(b"\n"):
-                    return count, f"{self.path}: frame {count}: bad y4m frame header"
+                    return count, f"{self.path}: frame {count}: bad y4m frame header" + (
+                        f" (no FRAME where frame {count - 1} of the header's {width}x{height} ends: the file is damaged, "
+                        "or the header's size is not the frames')" if count else "")
                 left = size - position - len(line)
                 if left < self._frame_bytes:
                     return count, (
@@ -409,9 +451,16 @@ class PngFolderReader(VideoReader):
 
         try:
             with Image.open(file) as image:
+                if getattr(image, "n_frames", 1) > 1:  # only its first would be read
+                    raise CodecError(f"{file}: an animated PNG ({image.n_frames} frames) in a folder of frames; "
+                                     "give it alone as the input")
                 image.load()
-                if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                    raise CodecError(f"{file}: {image.mode} PNGs (16-bit or float) are not supported; use 8-bit RGB")
+                if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # a PNG's 16-bit grey (Pillow: "I" or "I;16")
+                    # to 8 bits, as Pillow reduces 16-bit RGB and ffmpeg any deeper input
+                    grey = np.asarray(image).astype(np.int64).clip(0, 65535)
+                    return np.repeat(((grey + 128) // 257).astype(np.uint8)[..., None], 3, axis=2)
+                if image.mode == "F":
+                    raise CodecError(f"{file}: float PNGs are not supported; use 8-bit RGB")
                 if "A" in image.getbands() or "transparency" in image.info:
                     rgba = np.asarray(image.convert("RGBA"))
                     if (rgba[..., 3] != 255).any():
@@ -441,20 +490,39 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+#: ffmpeg's log options for the readers: each line tagged with its level ("[error] ..."), no
+#: progress lines.
+_FFMPEG_LOG = ["-nostats", "-loglevel", "level+info"]
+
+
 def _ffmpeg_problem(stderr: bytes, fallback: str) -> str:
-    """The last meaningful line of ffmpeg's log, without its '[demuxer @ 0x...]' prefix."""
+    """The last error line of ffmpeg's log (its level tagged, _FFMPEG_LOG; else the last line),
+    without its '[demuxer @ 0x...]' and level prefixes."""
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    lines = [ln for ln in lines if not ln.startswith(("Error opening input file", "Error opening input files"))]
-    if not lines:
+    lines = [ln for ln in lines if not re.search(r"Error opening input files?\b|Exiting with exit code", ln)]
+    errors = [ln for ln in lines if "[error]" in ln or "[fatal]" in ln]
+    if not (errors or lines):
         return fallback
-    return re.sub(r"^\[[^\]]*\]\s*", "", lines[-1])
+    return re.sub(r"^(\[[^\]]*\]\s*)+", "", (errors or lines)[-1]) or fallback
+
+
+#: A video stream line of ffmpeg's log: "Stream #0:1[0x2](und): Video: h264 (High), yuv420p(tv,
+#: bt709, top first), 1920x1080 [SAR 1:1 DAR 16:9], ... (default)".
+_VIDEO_STREAM = re.compile(rb"Stream #0:(\d+)[^\n]*?: Video: ([^\n]*)")
+_SIZE_CHANGE = re.compile(rb"Reconfiguring filter graph because video parameters changed to [^\n]*?, (\d+)x(\d+)")
 
 
 class FfmpegReader(VideoReader):
-    """Anything ffmpeg demuxes and decodes (first video stream), as rgb24 through a pipe.
+    """Anything ffmpeg demuxes and decodes, as rgb24 through a pipe: the file's first video
+    stream that is not a picture attached to it (cover art, a thumbnail: `-map 0:V:0`), every
+    frame it holds once (`-fps_mode passthrough`: a variable-rate file is not made constant by
+    repeating or dropping frames; an animated PNG's frames are not repeated at its time base).
 
     The exact frame rate (a fraction such as 30000/1001, not ffmpeg's rounded "29.97 fps") comes
-    from a one-frame probe to YUV4MPEG2, whose F tag is the rate ffmpeg itself would use.
+    from a one-frame probe to YUV4MPEG2, whose F tag is the rate ffmpeg itself would use. Refused
+    by name, as the y4m reader refuses them: interlaced video, a rate outside MIN_FPS..MAX_FPS
+    without --fps, and (when reached) a picture size that changes within the file, which ffmpeg
+    would otherwise scale to the first size unasked.
     """
 
     PROBE_TIMEOUT_S = 120
@@ -462,10 +530,55 @@ class FfmpegReader(VideoReader):
     def __init__(self, path: PathLike, fps: Optional[Fraction] = None, max_pixels: int = MAX_PIXELS):
         self.path = str(path)
         self._max_pixels = check_max_pixels(max_pixels)
-        # ffmpeg's own decoder limit: a picture over it is never decoded (the probe would hold
-        # one frame of it in memory), and its size is then read from ffmpeg's stream line.
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-max_pixels", str(min(max_pixels, (1 << 31) - 1)),
-               "-i", self.path, "-map", "0:v:0", "-frames:v", "1", "-f", "yuv4mpegpipe", "-pix_fmt", "yuv420p", "-"]  # fmt: skip
+        self._map = "0:V:0"
+        probe, header = self._probe()
+        described = re.split(rb"\n[^\n]*(?:Output #0|Stream mapping:)", probe.stderr)[0]  # the input's streams only
+        streams = [(int(m.group(1)), m.group(2).decode("utf-8", "replace")) for m in _VIDEO_STREAM.finditer(described)]
+        videos = [(index, line) for index, line in streams if "(attached pic)" not in line]
+        notes = []
+        if videos:
+            # Of several, the one of most pixels (the first of those), as ffmpeg itself picks: a
+            # thumbnail or preview stream is smaller than the video.
+            def pixels(line):
+                size = re.search(r", (\d+)x(\d+)", line)
+                return int(size.group(1)) * int(size.group(2)) if size else 0
+
+            index, line = max(videos, key=lambda v: (pixels(v[1]), -v[0]))
+            if len(videos) > 1:
+                notes.append(f"{self.path} has {len(videos)} video streams; coding #0:{index}, the largest (to code "
+                             "another: ffmpeg -map 0:N -c copy into a file of its own first)")
+            if index != videos[0][0]:
+                self._map = f"0:{index}"
+                probe, header = self._probe()
+            order = re.search(r"\b(top|bottom)( coded)? first\b", line)
+            if order:
+                raise CodecError(f"{self.path}: interlaced video ({order.group(0)}) is not supported; deinterlace it "
+                                 "first (ffmpeg -vf bwdif=mode=send_frame)")
+            sar = re.search(r"\[SAR (\d+:\d+)", line)
+            notes.insert(0, _aspect_note(self.path, sar.group(1)) if sar else None)
+        self.notes = tuple(n for n in notes if n)
+        tags = {t[:1]: t[1:] for t in header[len(Y4M_MAGIC):].decode("ascii", "replace").split()}
+        width, height = int(tags["W"]), int(tags["H"])
+        check_picture_size(width, height, max_pixels, what=self.path, memory=False)
+        rate = _parse_fraction(tags.get("F", "0:0"), "frame rate", self.path)
+        if fps is None:
+            fps = stated_rate(rate, self.path, "ffmpeg")
+        approx = None
+        match = re.search(rb"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", probe.stderr)
+        if match:
+            seconds = int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
+            approx = max(1, round(seconds * float(rate or fps))) if seconds > 0 else None
+        self.info = VideoInfo(self.path, "ffmpeg", width, height, fps, approx_frames=approx)
+        self._process: Optional[subprocess.Popen] = None
+
+    def _probe(self):
+        """One frame of the mapped stream to YUV4MPEG2: (the completed process, its y4m header
+        line); CodecError if ffmpeg cannot give one. ffmpeg's own decoder limit (-max_pixels)
+        keeps a picture over the limit from ever being decoded (the probe would hold one frame of
+        it in memory); its size then comes from ffmpeg's stream line."""
+        max_pixels = self._max_pixels
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *_FFMPEG_LOG, "-max_pixels", str(min(max_pixels, (1 << 31) - 1)),
+               "-i", self.path, "-map", self._map, "-frames:v", "1", "-f", "yuv4mpegpipe", "-pix_fmt", "yuv420p", "-"]  # fmt: skip
         try:
             probe = subprocess.run(cmd, capture_output=True, timeout=self.PROBE_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
@@ -482,35 +595,32 @@ class FfmpegReader(VideoReader):
             raise CodecError(f"cannot read {self.path}: {_ffmpeg_problem(probe.stderr, 'ffmpeg could not decode it')}")
         if b"\nFRAME" not in probe.stdout:
             raise CodecError(f"{self.path}: no video frames")
-        tags = {t[:1]: t[1:] for t in header[len(Y4M_MAGIC):].decode("ascii", "replace").split()}
-        width, height = int(tags["W"]), int(tags["H"])
-        check_picture_size(width, height, max_pixels, what=self.path, memory=False)
-        rate = _parse_fraction(tags.get("F", "0:0"), "frame rate", self.path)
-        if fps is None:
-            if rate <= 0:
-                raise CodecError(f"{self.path}: ffmpeg reports no frame rate; give one (--fps)")
-            fps = rate
-        approx = None
-        match = re.search(rb"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", probe.stderr)
-        if match:
-            seconds = int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
-            approx = max(1, round(seconds * float(rate or fps))) if seconds > 0 else None
-        self.info = VideoInfo(self.path, "ffmpeg", width, height, fps, approx_frames=approx)
-        self._process: Optional[subprocess.Popen] = None
+        return probe, header
 
     def _frames(self) -> Iterator[np.ndarray]:
         w, h = self.info.width, self.info.height
         size = w * h * 3
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error",
-               "-max_pixels", str(min(self._max_pixels, (1 << 31) - 1)), "-i", self.path, "-map", "0:v:0",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]  # fmt: skip
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *_FFMPEG_LOG,
+               "-max_pixels", str(min(self._max_pixels, (1 << 31) - 1)), "-i", self.path, "-map", self._map,
+               "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]  # fmt: skip
         with tempfile.TemporaryFile() as log:
             # The log goes to a file, not a pipe: a chatty ffmpeg can then never block on it.
             self._process = process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+            read, pending = 0, b""  # the log: bytes read, and a line not yet ended
             try:
                 index = 0
                 while True:
                     data = process.stdout.read(size)
+                    new = os.pread(log.fileno(), 1 << 20, read)
+                    read += len(new)
+                    lines, _, pending = (pending + new).rpartition(b"\n")
+                    changed = _SIZE_CHANGE.search(lines)  # written as the first frame of the new size arrives
+                    if changed and (int(changed.group(1)), int(changed.group(2))) != (w, h):
+                        raise CodecError(
+                            f"{self.path}: the picture size changes within the file, from {w}x{h} to {int(changed.group(1))}x"
+                            f"{int(changed.group(2))}; a stream holds one size: cut the file where it changes, or scale "
+                            f"it to one (ffmpeg -vf scale={w}:{h})"
+                        )
                     if not data:
                         break
                     if len(data) != size:
@@ -542,9 +652,7 @@ def open_video(path: PathLike, fps: Optional[Fraction] = None, max_pixels: int =
     over `max_pixels` (padded to a multiple of 64; runtime/limits.py) is refused from the header."""
     p = pathlib.Path(path)
     if fps is not None:
-        fps = Fraction(fps)
-        if fps <= 0:
-            raise CodecError(f"frame rate must be positive, got {fps}")
+        fps = check_rate(fps)
     if str(path) == STDIO:
         return Y4mReader(STDIO, fps, max_pixels)  # a pipe carries y4m (ffmpeg ... -f yuv4mpegpipe -)
     if p.is_dir():
@@ -598,12 +706,12 @@ def output_kind(path: PathLike) -> str:
     """"y4m", "png" (a folder: no suffix) or "video" (lossless through ffmpeg); CodecError for
     anything else."""
     suffix = pathlib.Path(path).suffix.lower()
+    if str(path).endswith(("/", os.sep)) or (suffix == "" and str(path) != STDIO):  # a folder, by a slash whatever its name
+        return "png"
     if suffix == ".y4m" or str(path) == STDIO:
         return "y4m"
     if suffix in _LOSSLESS_VIDEO:
         return "video"
-    if suffix == "" or str(path).endswith(os.sep):
-        return "png"
     raise CodecError(
         f"{path}: unknown output type {suffix!r}: name a .y4m file, a lossless video "
         f"({', '.join(_LOSSLESS_VIDEO)}), or a folder (no suffix) for PNGs"
@@ -645,7 +753,7 @@ def check_output(path: PathLike, *, overwrite: bool = False, inputs: Iterable[Pa
         if not overwrite:
             raise CodecError(f"{path} exists (pass --overwrite to replace it)")
         if out.is_dir():
-            if out.suffix:
+            if out.suffix and not str(path).endswith(("/", os.sep)):
                 raise CodecError(f"{path} is a folder; refusing to replace it with a file")
             others = sorted(p.name for p in out.iterdir() if not (FRAME_PNG.fullmatch(p.name) and p.is_file()))
             if others:
@@ -761,7 +869,7 @@ class Y4mWriter(VideoWriter):
 
     def _header(self) -> bytes:
         f = self.fps.limit_denominator(1 << 30)
-        return (f"YUV4MPEG2 W{self.width} H{self.height} F{f.numerator}:{f.denominator} Ip A1:1 "
+        return (f"YUV4MPEG2 W{self.width} H{self.height} F{f.numerator}:{f.denominator} Ip A0:0 "
                 f"C420jpeg XYSCSS=420JPEG XCOLORRANGE=LIMITED\n").encode()
 
     def _write(self, frame: np.ndarray) -> None:
@@ -851,11 +959,13 @@ class FfmpegWriter(VideoWriter):
         self._log.close()
 
 
-def open_writer(path: PathLike, width: int, height: int, fps: Fraction) -> VideoWriter:
-    """The writer `path`'s name asks for (see `output_kind`). Call `check_output` first."""
+def open_writer(path: PathLike, width: int, height: int, fps: Fraction, kind: Optional[str] = None) -> VideoWriter:
+    """The writer `kind` names, else the one `path`'s name asks for (see `output_kind`: pass the
+    kind of the name as the user gave it, as a Path drops a folder's trailing slash). Call
+    `check_output` first."""
     if str(path) == STDIO:
         return Y4mStdoutWriter(width, height, Fraction(fps))
-    kind = output_kind(path)
+    kind = kind or output_kind(path)
     cls = {"y4m": Y4mWriter, "png": PngFolderWriter, "video": FfmpegWriter}[kind]
     return cls(pathlib.Path(path), width, height, Fraction(fps))
 
@@ -865,12 +975,13 @@ def write_video(
 ) -> int:
     """Writes all `frames` (uint8 [H, W, 3]) to `path` (never one of `inputs`); returns the
     number written."""
-    check_output(path, overwrite=overwrite, inputs=inputs)
+    kind = output_kind(path)
+    out = check_output(path, overwrite=overwrite, inputs=inputs)
     writer = None
     try:
         for frame in frames:
             if writer is None:
-                writer = open_writer(path, frame.shape[1], frame.shape[0], fps)
+                writer = open_writer(out, frame.shape[1], frame.shape[0], fps, kind)
             writer.write(frame)
     except BaseException:
         if writer is not None:

@@ -108,6 +108,7 @@ def test_bad_inputs_and_outputs(tmp_path, workdir):
     fails(["encode", str(junk), out], 1, "cannot read", tmp_path)
     fails(["encode", clip, clip, "--overwrite"], 1, "the output is the input", workdir)
     fails(["encode", clip, str(tmp_path / "out.mp4")], 2, "not a .mp4", tmp_path)
+    fails(["encode", clip, str(tmp_path / "out.webm")], 2, "not a .webm", tmp_path)  # every tool would take it for one
     fails(["encode", clip, out, "--level=3", "--target_kbps=100"], 2, "not both", tmp_path)
     fails(["encode", clip, out, "--max_bpp_p=-1"], 2, "positive", tmp_path)
     existing = tmp_path / "exists.elfvc"
@@ -461,7 +462,16 @@ def test_y4m_pipes_in_and_out_code_as_files_do(tmp_path, workdir, stream, monkey
         code, out, err = run_cli_raw(command)
         assert code == 0, err
     assert (tmp_path / "piped.y4m").read_bytes() == (tmp_path / "file.y4m").read_bytes()
-    assert "3 frames" in out
+    assert "3 frames" in out and out.startswith(f"file      <stdin> ({stream[0].stat().st_size} bytes)"), out
+
+
+def test_decoding_to_pngs_says_the_frame_rate_they_do_not_keep(tmp_path, workdir):
+    stream = tmp_path / "s.elfvc"
+    assert run_cli_raw(["encode", str(workdir / "clip.y4m"), str(stream), "--frames=1", "--fps=30000/1001", "--level=0"])[0] == 0
+    code, _, err = run_cli_raw(["decode", str(stream), str(tmp_path / "frames")])
+    assert code == 0 and "note: a folder of PNGs keeps no frame rate; the stream's is 30000/1001 fps" in err, err
+    code, _, err = run_cli_raw(["decode", str(stream), str(tmp_path / "clip.y4m")])
+    assert code == 0 and "frame rate" not in err, err  # a y4m keeps it
 
 
 def test_encode_fails_cleanly_on_a_truncated_input(tmp_path, workdir):

@@ -195,6 +195,52 @@ def test_bad_streams_raise_codec_error(tmp_path, coded, bundle, backend):
         decode_video(tmp_path, lambda f: None, backend, bundle)
 
 
+def test_any_reader_refuses_what_needs_no_model(tmp_path, coded, bundle, backend):
+    """`inspect` (elfvc info) checks what the container alone says (docs/BITSTREAM.md, "Errors"):
+    a header announcing 0 frames (an encode that did not finish), a first frame that is not an
+    I-frame, a substream count the frame's size and layout do not give. The decoder too, and
+    a wrong-model error names the file as every other stream error does."""
+    good = read(coded[0])
+    reader = bs.Reader(good)
+    header = bs.read_stream_header(reader)
+    units = [bs.read_frame(reader, i) for i in range(header.frame_count)]
+    assert [len(u.substreams) for u in units] == [2, 4, 4, 2]  # 130x98: one tile; q1 and q0 per codelayer
+
+    def restream(units, **fields):
+        import dataclasses
+
+        head = dataclasses.replace(header, **fields)
+        body = bs.write_stream_header(dataclasses.replace(head, frame_count=max(1, head.frame_count)))
+        if head.frame_count == 0:  # what an encoder writes first, its count to come
+            raw = bytearray(body[: bs.header_size() - 4])
+            raw[42:46] = bytes(4)
+            body = bytes(raw) + struct.pack("<I", zlib.crc32(bytes(raw)))
+        return body + b"".join(bs.write_frame(u) for u in units)
+
+    import dataclasses
+
+    cases = {
+        "the header announces 0 frames \\(an unfinished encode\\)": restream(units, frame_count=0),
+        "the first frame is not an I-frame": restream([units[1]], frame_count=1),
+        r"frame 1 \(P\) has 3 substreams; its size and layout give 4": restream(
+            [units[0], dataclasses.replace(units[1], substreams=units[1].substreams[:3])], frame_count=2),
+        r"frame 0 \(I\) has 5 substreams; its size and layout give 2 to 4": restream(
+            [dataclasses.replace(units[0], substreams=units[0].substreams * 2 + units[0].substreams[:1])],
+            frame_count=1, channel_groups=2),
+    }
+    for message, data in cases.items():
+        path = tmp_path / "bad.elfvc"
+        path.write_bytes(data)
+        for read_it in (inspect, lambda p: decode_video(p, lambda frame: None, backend, bundle)):
+            with pytest.raises(CodecError, match=f"^{path}: corrupt stream: {message}$"):
+                read_it(path)
+    raw = bytearray(good[: bs.header_size() - 4])
+    raw[10] ^= 0xFF
+    path.write_bytes(bytes(raw) + struct.pack("<I", zlib.crc32(bytes(raw))) + good[bs.header_size():])
+    with pytest.raises(CodecError, match=f"^{path}: wrong model: the stream was encoded with model "):
+        decode_video(path, lambda frame: None, backend, bundle)
+
+
 def test_encode_failures_leave_no_output(tmp_path, clip, bundle, backend):
     out = tmp_path / "out.elfvc"
     mixed = [clip[0], clip[1][:, :64]]  # the second frame has another size

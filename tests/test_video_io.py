@@ -115,6 +115,86 @@ def test_ffmpeg_reader_gives_exact_frame_rate_and_stops_early(tmp_path, crop):
     np.testing.assert_array_equal(frames, crop[:2])
 
 
+def ffmpeg(*args):
+    subprocess.run([vio.ffmpeg_exe(), "-v", "error", "-y", *map(str, args)], check=True)
+
+
+def test_ffmpeg_reader_reads_each_frame_once(tmp_path, crop):
+    """A variable-rate file is not made constant-rate by repeated frames (4 frames, not ~29),
+    and an animated PNG's 100,000 "fps" time base is refused (ffmpeg repeated its 2 frames
+    without end at that rate) unless --fps gives the rate; then its 2 frames, once."""
+    src = tmp_path / "src.y4m"
+    vio.write_video(src, crop, Fraction(25))
+    vfr = tmp_path / "vfr.mkv"
+    ffmpeg("-i", src, "-vf", "setpts=N*N*0.1/TB", "-fps_mode", "vfr", "-c:v", "ffv1", vfr)
+    frames, _ = vio.read_video(vfr)
+    assert len(frames) == 4
+
+    from PIL import Image
+
+    apng = tmp_path / "anim.png"
+    Image.fromarray(crop[0]).save(apng, save_all=True, append_images=[Image.fromarray(crop[1])], duration=40, loop=0)
+    with pytest.raises(CodecError, match=r"states a frame rate of 100000 fps, outside 1/60\.\.1000; give the real one \(--fps\)"):
+        vio.open_video(apng)
+    frames, info = vio.read_video(apng, fps=Fraction(25))
+    np.testing.assert_array_equal(frames, crop[:2])
+    with pytest.raises(CodecError, match="frame rate must be from 1/60 to 1000"):
+        vio.open_video(src, fps=Fraction(5000))
+
+
+def test_ffmpeg_reader_refuses_what_it_would_change_unasked(tmp_path, crop):
+    """A picture size that changes within a file (ffmpeg scaled the rest to the first size),
+    interlaced video (refused from a y4m already) and a file whose only picture is cover art."""
+    src = tmp_path / "src.y4m"
+    vio.write_video(src, crop[:, :96, :130], Fraction(25))  # x264 codes even sizes (interlaced: heights of 4n)
+    a, b = tmp_path / "a.ts", tmp_path / "b.ts"
+    ffmpeg("-i", src, "-frames:v", "2", "-c:v", "libx264", "-f", "mpegts", a)
+    ffmpeg("-i", src, "-frames:v", "2", "-vf", "scale=64:48", "-c:v", "libx264", "-f", "mpegts", b)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(a.read_bytes() + b.read_bytes())
+    with pytest.raises(CodecError, match="picture size changes within the file, from 130x96 to 64x48"):
+        list(vio.open_video(joined))
+    interlaced = tmp_path / "il.mp4"
+    ffmpeg("-i", src, "-c:v", "libx264", "-flags", "+ilme+ildct", "-x264opts", "tff=1", interlaced)
+    with pytest.raises(CodecError, match=r"interlaced video \(top first\) is not supported; deinterlace it first"):
+        vio.open_video(interlaced)
+    cover = tmp_path / "song.m4a"
+    picture = tmp_path / "cover.png"
+    vio.write_video(tmp_path / "cover", crop[:1], Fraction(25))
+    (tmp_path / "cover" / "000001.png").rename(picture)
+    ffmpeg("-f", "lavfi", "-i", "sine=d=0.3", "-i", picture, "-map", "0", "-map", "1", "-c:a", "aac", "-c:v", "mjpeg",
+           "-disposition:v", "attached_pic", cover)
+    with pytest.raises(CodecError, match="has no video stream"):
+        vio.open_video(cover)
+
+
+def test_of_several_video_streams_the_largest_is_read_and_named(tmp_path, crop, bikes_frames):
+    small, big = tmp_path / "small.y4m", tmp_path / "big.y4m"
+    vio.write_video(small, crop[:1], Fraction(25))
+    vio.write_video(big, bikes_frames[:3], Fraction(25))
+    both = tmp_path / "both.mkv"
+    ffmpeg("-i", small, "-i", big, "-map", "0:v", "-map", "1:v", "-c:v", "ffv1", both)
+    with vio.open_video(both) as reader:
+        assert (reader.info.width, reader.info.height) == bikes_frames.shape[2:0:-1]
+        assert any("has 2 video streams; coding #0:1, the largest" in n for n in reader.notes), reader.notes
+        assert len(list(reader)) == 3
+
+
+def test_non_square_pixels_are_noted(tmp_path, crop):
+    src = tmp_path / "src.y4m"
+    vio.write_video(src, crop[:1, :96, :130], Fraction(25))  # x264 codes even sizes
+    assert b" A0:0 " in src.read_bytes()[:80]  # what the stream keeps: no aspect ratio (unknown), not 1:1
+    with vio.open_video(src) as reader:
+        assert reader.notes == ()
+    sar = tmp_path / "sar.y4m"
+    sar.write_bytes(src.read_bytes().replace(b" A0:0 ", b" A16:11 ", 1))
+    mp4 = tmp_path / "sar.mp4"
+    ffmpeg("-i", src, "-vf", "setsar=2/1", "-c:v", "libx264", mp4)
+    for path, ratio in ((sar, "16:11"), (mp4, "2:1")):
+        with vio.open_video(path) as reader:
+            assert [n for n in reader.notes if f"non-square pixels (aspect ratio {ratio})" in n], reader.notes
+
+
 def test_png_folder_natural_order_and_errors(tmp_path, crop):
     from PIL import Image
 
@@ -138,6 +218,22 @@ def test_png_folder_natural_order_and_errors(tmp_path, crop):
     empty.mkdir()
     with pytest.raises(CodecError, match="no PNG files"):
         vio.open_video(empty)
+
+
+def test_png_folder_takes_16_bit_grey_and_refuses_an_animated_png(tmp_path, crop):
+    from PIL import Image
+
+    folder = tmp_path / "grey"
+    folder.mkdir()
+    grey = np.arange(0, 65536, 257 * 5, dtype=np.uint16).reshape(4, 13)  # 0, 1285, ... 65535: exact 8-bit values
+    Image.fromarray(grey).save(folder / "a.png")
+    with Image.open(folder / "a.png") as image:
+        assert image.mode in ("I", "I;16")  # 16-bit grey, as Pillow opens it
+    frames, _ = vio.read_video(folder)
+    np.testing.assert_array_equal(frames[0], np.repeat((grey // 257).astype(np.uint8)[..., None], 3, axis=2))
+    Image.fromarray(crop[0]).save(folder / "a.png", save_all=True, append_images=[Image.fromarray(crop[1])])
+    with pytest.raises(CodecError, match=r"an animated PNG \(2 frames\) in a folder of frames; give it alone"):
+        vio.read_video(folder)
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,6 +263,14 @@ def test_y4m_headers_we_refuse(tmp_path, tags, message):
         vio.open_video(path)
 
 
+def test_a_stated_rate_outside_what_a_stream_takes_needs_fps(tmp_path):
+    path = tmp_path / "fast.y4m"
+    path.write_bytes(y4m_header("W4 H2 F1000000:1 Ip C420jpeg") + b"FRAME\n" + bytes(12))
+    with pytest.raises(CodecError, match="states a frame rate of 1000000 fps, outside"):
+        vio.open_video(path)
+    assert vio.open_video(path, fps=Fraction(30)).info.fps == 30
+
+
 def test_y4m_zero_frames_truncated_and_bad_frame_header(tmp_path):
     frame = b"FRAME\n" + bytes(4 * 2 + 2 * 2 * 1)
     path = tmp_path / "a.y4m"
@@ -178,6 +282,9 @@ def test_y4m_zero_frames_truncated_and_bad_frame_header(tmp_path):
         list(vio.open_video(path))
     path.write_bytes(y4m_header() + frame + b"FRAMX\n" + frame[6:])
     with pytest.raises(CodecError, match="frame 1: bad y4m frame header"):
+        list(vio.open_video(path))
+    path.write_bytes(y4m_header("W6 H2 F25:1 Ip C420jpeg") + frame * 3)  # a header wider than its frames
+    with pytest.raises(CodecError, match="frame 1: bad y4m frame header .no FRAME where frame 0 of the header's 6x2 ends"):
         list(vio.open_video(path))
 
 
@@ -239,6 +346,19 @@ def test_overwrite_replaces_only_a_folder_of_decoded_frames(tmp_path, monkeypatc
     with pytest.raises(CodecError, match="is a folder"):  # made after the check: still not replaced
         vio.commit(tmp_path / "x.partial.y4m", tmp_path / "dir.y4m")
     assert sorted(p.name for p in frames.iterdir()) == ["000001.png", "000002.png", "clip.elfvc"]
+
+
+def test_a_trailing_slash_names_a_folder_of_pngs_whatever_its_name(tmp_path, crop):
+    out = f"{tmp_path / 'frames.v1'}/"
+    assert vio.output_kind(out) == "png" and vio.output_kind(tmp_path / "frames") == "png"
+    assert vio.write_video(out, crop[:2], Fraction(25)) == 2
+    assert sorted(os.listdir(tmp_path / "frames.v1")) == ["000001.png", "000002.png"]
+    with pytest.raises(CodecError, match="exists"):
+        vio.write_video(out, crop[:1], Fraction(25))
+    assert vio.write_video(out, crop[:1], Fraction(25), overwrite=True) == 1  # a folder of decoded frames: replaced
+    assert sorted(os.listdir(tmp_path / "frames.v1")) == ["000001.png"]
+    with pytest.raises(CodecError, match="unknown output type '.v1'"):
+        vio.output_kind(tmp_path / "frames.v1")  # without the slash: a file of an unknown type
 
 
 @pytest.mark.parametrize("name", ["out.y4m", "out.mkv", "out"])
