@@ -458,6 +458,8 @@ class PngFolderReader(VideoReader):
                 if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # a PNG's 16-bit grey (Pillow: "I" or "I;16")
                     # to 8 bits, as Pillow reduces 16-bit RGB and ffmpeg any deeper input
                     grey = np.asarray(image).astype(np.int64).clip(0, 65535)
+                    if image.info.get("transparency") is not None and (grey == image.info["transparency"]).any():
+                        raise CodecError(f"{file}: has transparent pixels; the codec takes opaque RGB")
                     return np.repeat(((grey + 128) // 257).astype(np.uint8)[..., None], 3, axis=2)
                 if image.mode == "F":
                     raise CodecError(f"{file}: float PNGs are not supported; use 8-bit RGB")
@@ -496,14 +498,17 @@ _FFMPEG_LOG = ["-nostats", "-loglevel", "level+info"]
 
 
 def _ffmpeg_problem(stderr: bytes, fallback: str) -> str:
-    """The last error line of ffmpeg's log (its level tagged, _FFMPEG_LOG; else the last line),
-    without its '[demuxer @ 0x...]' and level prefixes."""
+    """The last error line of ffmpeg's log, without its '[demuxer @ 0x...]' and level prefixes.
+    A log tagged by level (_FFMPEG_LOG) without an error line (ffmpeg killed, or crashed): the
+    `fallback`, not an info line; an untagged one (`-v error`): its last line."""
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     lines = [ln for ln in lines if not re.search(r"Error opening input files?\b|Exiting with exit code", ln)]
-    errors = [ln for ln in lines if "[error]" in ln or "[fatal]" in ln]
-    if not (errors or lines):
+    errors = [ln for ln in lines if re.search(r"\[(error|fatal|panic)\]", ln)]
+    tagged = any(re.search(r"\[(info|verbose|warning|error|fatal|panic)\]", ln) for ln in lines)
+    chosen = errors or ([] if tagged else lines)
+    if not chosen:
         return fallback
-    return re.sub(r"^(\[[^\]]*\]\s*)+", "", (errors or lines)[-1]) or fallback
+    return re.sub(r"^(\[[^\]]*\]\s*)+", "", chosen[-1]) or fallback
 
 
 #: A video stream line of ffmpeg's log: "Stream #0:1[0x2](und): Video: h264 (High), yuv420p(tv,
@@ -533,9 +538,11 @@ class FfmpegReader(VideoReader):
         self._map = "0:V:0"
         probe, header = self._probe()
         described = re.split(rb"\n[^\n]*(?:Output #0|Stream mapping:)", probe.stderr)[0]  # the input's streams only
-        streams = [(int(m.group(1)), m.group(2).decode("utf-8", "replace")) for m in _VIDEO_STREAM.finditer(described)]
-        videos = [(index, line) for index, line in streams if "(attached pic)" not in line]
-        notes = []
+        streams = {}  # by index: a multi-program transport stream lists a stream under each program
+        for m in _VIDEO_STREAM.finditer(described):
+            streams.setdefault(int(m.group(1)), m.group(2).decode("utf-8", "replace"))
+        videos = [(index, line) for index, line in streams.items() if "(attached pic)" not in line]
+        notes, coded = [], None
         if videos:
             # Of several, the one of most pixels (the first of those), as ffmpeg itself picks: a
             # thumbnail or preview stream is smaller than the video.
@@ -544,6 +551,8 @@ class FfmpegReader(VideoReader):
                 return int(size.group(1)) * int(size.group(2)) if size else 0
 
             index, line = max(videos, key=lambda v: (pixels(v[1]), -v[0]))
+            size = re.search(r", (\d+)x(\d+)", line)  # as decoded, before any rotation ffmpeg then applies
+            coded = (int(size.group(1)), int(size.group(2))) if size else None
             if len(videos) > 1:
                 notes.append(f"{self.path} has {len(videos)} video streams; coding #0:{index}, the largest (to code "
                              "another: ffmpeg -map 0:N -c copy into a file of its own first)")
@@ -569,6 +578,7 @@ class FfmpegReader(VideoReader):
             seconds = int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
             approx = max(1, round(seconds * float(rate or fps))) if seconds > 0 else None
         self.info = VideoInfo(self.path, "ffmpeg", width, height, fps, approx_frames=approx)
+        self._coded_size = coded or (width, height)  # what ffmpeg's "video parameters changed" lines compare with
         self._process: Optional[subprocess.Popen] = None
 
     def _probe(self):
@@ -614,13 +624,15 @@ class FfmpegReader(VideoReader):
                     new = os.pread(log.fileno(), 1 << 20, read)
                     read += len(new)
                     lines, _, pending = (pending + new).rpartition(b"\n")
-                    changed = _SIZE_CHANGE.search(lines)  # written as the first frame of the new size arrives
-                    if changed and (int(changed.group(1)), int(changed.group(2))) != (w, h):
-                        raise CodecError(
-                            f"{self.path}: the picture size changes within the file, from {w}x{h} to {int(changed.group(1))}x"
-                            f"{int(changed.group(2))}; a stream holds one size: cut the file where it changes, or scale "
-                            f"it to one (ffmpeg -vf scale={w}:{h})"
-                        )
+                    for changed in _SIZE_CHANGE.finditer(lines):  # written as the first frame of a new size arrives
+                        new_size = (int(changed.group(1)), int(changed.group(2)))
+                        if new_size != self._coded_size:  # not a change of pixel format or colour alone
+                            cw, ch = self._coded_size
+                            raise CodecError(
+                                f"{self.path}: the picture size changes within the file, from {cw}x{ch} to {new_size[0]}x"
+                                f"{new_size[1]}; a stream holds one size: cut the file where it changes, or scale it to "
+                                f"one (ffmpeg -vf scale={w}:{h})"
+                            )
                     if not data:
                         break
                     if len(data) != size:

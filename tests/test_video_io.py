@@ -168,6 +168,34 @@ def test_ffmpeg_reader_refuses_what_it_would_change_unasked(tmp_path, crop):
         vio.open_video(cover)
 
 
+def test_a_size_change_is_found_among_other_changes_and_rotation_is_no_change(tmp_path):
+    """ffmpeg's log names every change of the decoded pictures' parameters: a size change is
+    refused however many other lines come with it (a pixel-format change before it), and a
+    format change alone in a rotated video (decoded 128x96, read 96x128) is none."""
+    parts = []
+    for name, size, fmt in (("a", "64x48", "yuv444p"), ("b", "64x48", "yuv420p"), ("c", "32x24", "yuv420p")):
+        parts.append(tmp_path / f"{name}.ts")
+        ffmpeg("-f", "lavfi", "-i", f"testsrc=s={size}:d=0.12:r=25", "-pix_fmt", fmt, "-c:v", "libx264", "-f", "mpegts", parts[-1])
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with pytest.raises(CodecError, match="picture size changes within the file, from 64x48 to 32x24"):
+        list(vio.open_video(joined))
+    two = tmp_path / "two.ts"
+    two.write_bytes(b"".join(p.read_bytes() for p in parts[:2]))
+    rotated = tmp_path / "rotated.mp4"
+    ffmpeg("-display_rotation", "90", "-i", two, "-c", "copy", rotated)
+    frames, info = vio.read_video(rotated)
+    assert (info.width, info.height) == (48, 64) and frames.shape == (6, 64, 48, 3)
+
+
+def test_ffmpeg_errors_name_the_error_line_or_the_exit_status():
+    tagged = b"[info] Input #0, mov\n[h264 @ 0x1] [error] Invalid NAL unit size\n[info] frame=    5 fps=0\n"
+    assert vio._ffmpeg_problem(tagged, "exit 1") == "Invalid NAL unit size"
+    killed = b"[info] Input #0, mov\n[info]   handler_name : VideoHandler\n"
+    assert vio._ffmpeg_problem(killed, "ffmpeg exited with status 137") == "ffmpeg exited with status 137"
+    assert vio._ffmpeg_problem(b"[mov @ 0x2] moov atom not found\n", "exit 1") == "moov atom not found"  # -v error
+
+
 def test_of_several_video_streams_the_largest_is_read_and_named(tmp_path, crop, bikes_frames):
     small, big = tmp_path / "small.y4m", tmp_path / "big.y4m"
     vio.write_video(small, crop[:1], Fraction(25))
@@ -178,6 +206,11 @@ def test_of_several_video_streams_the_largest_is_read_and_named(tmp_path, crop, 
         assert (reader.info.width, reader.info.height) == bikes_frames.shape[2:0:-1]
         assert any("has 2 video streams; coding #0:1, the largest" in n for n in reader.notes), reader.notes
         assert len(list(reader)) == 3
+    programs = tmp_path / "programs.ts"  # one stream in two programs: listed twice, one stream
+    ffmpeg("-i", big, "-map", "0:v", "-c:v", "libx264", "-program", "title=A:st=0", "-program", "title=B:st=0",
+           "-f", "mpegts", programs)
+    with vio.open_video(programs) as reader:
+        assert reader.notes == () and reader.info.width == bikes_frames.shape[2], reader.notes
 
 
 def test_non_square_pixels_are_noted(tmp_path, crop):
@@ -231,6 +264,9 @@ def test_png_folder_takes_16_bit_grey_and_refuses_an_animated_png(tmp_path, crop
         assert image.mode in ("I", "I;16")  # 16-bit grey, as Pillow opens it
     frames, _ = vio.read_video(folder)
     np.testing.assert_array_equal(frames[0], np.repeat((grey // 257).astype(np.uint8)[..., None], 3, axis=2))
+    Image.fromarray(grey).save(folder / "a.png", transparency=1285)  # tRNS: the value 1285 is transparent
+    with pytest.raises(CodecError, match="has transparent pixels"):
+        vio.read_video(folder)
     Image.fromarray(crop[0]).save(folder / "a.png", save_all=True, append_images=[Image.fromarray(crop[1])])
     with pytest.raises(CodecError, match=r"an animated PNG \(2 frames\) in a folder of frames; give it alone"):
         vio.read_video(folder)
