@@ -72,7 +72,6 @@ COMMAND_FLAGS = {
     "visualize": {"level", "frame", "model", "overwrite"},
     "models": set(),
 }
-#: Video suffixes an encoded stream must not be given (it is not a video file ffmpeg can play).
 #: Names a stream never has: what `decode` writes, and other video and image files (a stream named
 #: .webm would be taken for one by every other tool).
 _NOT_A_STREAM_NAME = video_io.OUTPUT_SUFFIXES + (
@@ -94,8 +93,8 @@ def define_flags() -> flags.FlagValues:
     flags.DEFINE_string("p_level_offset", None, "With a constant level (or caps): code P-frames this many levels "
                         "from the I-frames, clipped to the model's range (negative: coarser P-frames, as x264's --ipratio "
                         "does; 0: every frame at the level). A comma list is cycled over each GOP's P-frames, e.g. "
-                        "-1.5,-1.5,-1.5,-0.5 codes every 4th P-frame better (hierarchical quality). Default: the model "
-                        "card's where it gives one, else 0.", flag_values=fv)
+                        "-1.5,-1.5,-1.5,-0.5 codes every 4th P-frame better (hierarchical quality). Default: with a "
+                        "constant level, the model card's where it gives one; else (and with caps alone) 0.", flag_values=fv)
     clikit.define_gop(fv, 16, "Frames per group of pictures (an I-frame, then P-frames; 0: one I-frame, then only "
                       "P-frames). Without this flag: the model card's GOP where it gives one (base and small: 16; "
                       "`elfvc models` lists them), else 16.")
@@ -320,8 +319,8 @@ def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps:
     """The rate controller the flags ask for. With max_level None, only checks the flags (before
     the model is loaded, so a bad command line fails at once). The model card's P-frame level
     offset (`bundle.p_level_offset`) applies where no --p_level_offset is given and the frames
-    have a constant level (--level or the default one; not caps alone, a target bitrate or a
-    PSNR floor alone)."""
+    have a constant level (--level or the default one; not caps alone, which keep their meaning,
+    the highest level under the cap, nor a target bitrate or a PSNR floor alone)."""
     from runtime.ratecontrol import make_controller
 
     checking = max_level is None
@@ -333,6 +332,8 @@ def controller_from_flags(fv: flags.FlagValues, max_level: Optional[float], fps:
     level = fv.level
     if level is None and fv.target_kbps is None and fv.max_bpp_i is None and fv.max_bpp_p is None and fv.min_psnr is None:
         level = max_level / 2
+    if not math.isfinite(fv.scenecut):  # the bound took nan and inf
+        raise UsageError(f"--scenecut must be a finite number >= 0 (0: off), got {fv.scenecut:g}")
     given = p_level_offset_flag(fv)
     card_p_offset = bundle.p_level_offset if bundle is not None else (0.0,)
     p_offset = given if given is not None else (card_p_offset if level is not None else (0.0,))

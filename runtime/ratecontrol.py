@@ -279,6 +279,8 @@ class TargetBitrate:
             raise ValueError(f"target bitrate must be a positive number of kbit/s, got {self.kbps}")
         if not (self.fps > 0 and math.isfinite(self.fps)):
             raise ValueError(f"frame rate must be positive, got {self.fps}")
+        if not self.bits_per_frame < 1e15:  # 1e308 kbps at 25 fps overflowed to inf: NaN budgets, level 0
+            raise ValueError(f"target bitrate {self.kbps:g} kbit/s is beyond any stream ({self.bits_per_frame:g} bits a frame)")
         if self.gop < 0:
             raise ValueError(f"GOP length must be >= 0 (0: one I-frame, then P-frames), got {self.gop}")
         if not self.iframe_weight >= 1:
@@ -316,7 +318,10 @@ class TargetBitrate:
         """n_t - D n_t / R_t, floored at 0 (R_t: nominal bits left in the GOP, this frame's too)."""
         n = self.nominal(frame_type, index)
         period = self.gop_length(index) if self.gop > 0 else self.period
-        left = n + (period - 1 - index % self.period) * self.nominal(FrameType.P, index)
+        after = period - 1 - index % self.period  # frames left to repay over
+        if self.gop == 0 and self.frames is not None:  # an open GOP ends with the clip where that is sooner
+            after = min(after, self.frames - 1 - index)
+        left = n + after * self.nominal(FrameType.P, index)
         return max(0.0, n - self.debt * n / left)
 
     def select_level(self, index: int, frame_type: FrameType, num_pixels: int, trial: Trial) -> float:
@@ -329,8 +334,12 @@ class TargetBitrate:
         return self.min_level if found is None else found
 
     def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None:
-        # With an open GOP the I-frame's extra share is itself debt, repaid by the P-frames.
-        self.debt += result.bits - (self.bits_per_frame if self.gop == 0 else self.nominal(frame_type, index))
+        # With an open GOP the I-frame's extra share is itself debt, repaid by the P-frames. So is
+        # an I-frame where the GOP has a P-frame's slot (a scene cut, an R-D frame-type choice): it
+        # was given no GOP's share, and crediting it one let the frames after it overspend (+21%).
+        scheduled = self.gop > 0 and index % self.gop == 0
+        slot = FrameType.I if frame_type == FrameType.I and scheduled else FrameType.P
+        self.debt += result.bits - (self.bits_per_frame if self.gop == 0 else self.nominal(slot, index))
 
 
 @dataclass

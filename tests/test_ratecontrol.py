@@ -182,6 +182,33 @@ def test_target_bitrate_open_gop():
     assert abs(average_kbps(rc, 6000, 100, 48, 48, 30.0) - 30.0) < 0.3
 
 
+def test_target_bitrate_charges_an_unscheduled_iframe_a_p_frames_slot():
+    """A scene cut's I-frame sits in a P-frame's slot: charged against that slot, its cheapness or
+    cost moves the bucket by what it really saved or spent. Charged a GOP's I-frame share (12,800
+    bits here), it left a surplus the P-frames after it spent: the CLI measured +21% on a cut."""
+    rc = TargetBitrate(kbps=100.0, fps=25.0, gop=16, max_level=TOP, frames=12)
+    rc.update(6, I, TrialResult(3.0, 2039, 30.0))  # frame 6 coded as an I-frame by the scene-cut check
+    assert rc.debt == pytest.approx(2039 - rc.nominal(P, 6))
+    rc = TargetBitrate(kbps=100.0, fps=25.0, gop=16, max_level=TOP, frames=12)
+    rc.update(0, I, TrialResult(3.0, 9000, 30.0))  # a scheduled one: its GOP's I share
+    assert rc.debt == pytest.approx(9000 - rc.nominal(I, 0))
+
+
+@pytest.mark.parametrize("frames", [6, 12])
+def test_target_bitrate_open_gop_repays_within_a_short_clip(frames):
+    """gop 0 repays the I-frame's extra share over 16 frames, or over what is left of a shorter
+    clip (6 frames: +34.5% in the CLI before, 12: +7.3%)."""
+    rc = TargetBitrate(kbps=30.0, fps=30.0, gop=0, max_level=TOP, frames=frames)
+    assert abs(average_kbps(rc, 700, 237, frames, frames, 30.0) - 30.0) < 0.6
+    blind = TargetBitrate(kbps=30.0, fps=30.0, gop=0, max_level=TOP)
+    assert average_kbps(blind, 700, 237, frames, frames, 30.0) > 31.5
+
+
+def test_target_bitrate_beyond_any_stream_is_refused():
+    with pytest.raises(ValueError, match="beyond any stream"):
+        TargetBitrate(kbps=1e308, fps=25.0, gop=16, max_level=TOP)
+
+
 def test_combined_floor_then_caps_and_caps_win():
     caps = MaxBits(cap_bpp_i=None, cap_bpp_p=3.5, base_level=TOP)  # P cap -> s <= 2.5
     # Level 5 meets a 35 dB floor (needs 2.5) but not the cap: lowered to 2.5.
