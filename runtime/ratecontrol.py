@@ -268,6 +268,7 @@ class TargetBitrate:
     min_level: float = 0.0
     iframe_weight: float = 4.0
     frames: Optional[int] = None  # the clip's length where known: its last GOP may be shorter
+    header_bits: float = 0.0  # written before any frame (the stream header): the bucket starts owing them
     debt: float = field(default=0.0, init=False)  # D: bits written minus nominal budgets.
     budgets: List[float] = field(default_factory=list, init=False)  # budget given to each frame.
 
@@ -287,6 +288,9 @@ class TargetBitrate:
             raise ValueError(f"iframe_weight must be >= 1, got {self.iframe_weight}")
         if self.frames is not None and self.frames < 1:
             raise ValueError(f"a clip of {self.frames} frames has nothing to code")
+        if not (self.header_bits >= 0 and math.isfinite(self.header_bits)):
+            raise ValueError(f"header_bits must be a finite number >= 0, got {self.header_bits}")
+        self.debt = float(self.header_bits)
 
     @property
     def bits_per_frame(self) -> float:
@@ -410,7 +414,9 @@ def make_controller(
     if target_kbps is not None:
         if fps is None:
             raise ValueError("a target bitrate needs the frame rate")
-        primary = TargetBitrate(target_kbps, float(fps), gop, max_level, frames=frames)
+        from runtime.bitstream import header_size  # the stream's own header counts toward its bitrate
+
+        primary = TargetBitrate(target_kbps, float(fps), gop, max_level, frames=frames, header_bits=8 * header_size())
     elif level is not None:
         primary = ConstantLevel(level, offsets, max_level)
     elif caps is not None:
