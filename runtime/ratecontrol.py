@@ -241,8 +241,8 @@ class MinQuality:
 
     def __post_init__(self):
         _check_range(self.min_level, self.max_level)
-        if not math.isfinite(self.min_psnr):
-            raise ValueError(f"min_psnr must be a finite number of dB, got {self.min_psnr}")
+        if not (math.isfinite(self.min_psnr) and self.min_psnr > 0):  # 0 dB or below: a floor no frame is under
+            raise ValueError(f"min_psnr must be a positive, finite number of dB, got {self.min_psnr:g}")
 
     def raise_to_floor(self, level: float, trial: Trial) -> float:
         """`level`, raised (up to max_level) until the frame reaches the floor."""

@@ -109,6 +109,7 @@ def test_bad_inputs_and_outputs(tmp_path, workdir):
     fails(["encode", clip, clip, "--overwrite"], 1, "the output is the input", workdir)
     fails(["encode", clip, str(tmp_path / "out.mp4")], 2, "not a .mp4", tmp_path)
     fails(["encode", clip, str(tmp_path / "out.webm")], 2, "not a .webm", tmp_path)  # every tool would take it for one
+    fails(["encode", clip, out, "--min_psnr=0"], 2, r"--min_psnr must be a positive, finite number of dB, got 0", tmp_path)
     fails(["encode", clip, out, "--scenecut=nan"], 2, r"--scenecut must be a finite number >= 0 \(0: off\), got nan", tmp_path)
     fails(["encode", clip, out, "--target_kbps=1e308"], 2, "target bitrate 1e\\+308 kbit/s is beyond any stream", tmp_path)
     fails(["encode", clip, out, "--level=3", "--target_kbps=100"], 2, "not both", tmp_path)
