@@ -467,7 +467,8 @@ def _encode_to_file(fv: flags.FlagValues, src: str, out: str, summary=None, show
 def unmet_notes(fv, stats: Sequence["FrameStat"], pixels: int, fps: Fraction, total_bits: int, top: float) -> List[str]:
     """A note for each rate-control goal the clip did not meet (as x264 warns of a VBV underflow):
     caps that level 0 still exceeds, a PSNR floor the top level (or a cap) kept frames under, a
-    target bitrate missed by more than 10%."""
+    target bitrate missed by more than 10% (and why, where the flags say: the model's range,
+    caps below the target's budgets, a floor above them)."""
     notes = []
     for kind, cap, flag in (("I", fv.max_bpp_i, "--max_bpp_i"), ("P", fv.max_bpp_p, "--max_bpp_p")):
         typed = [s for s in stats if s.frame_type == kind]
@@ -488,6 +489,10 @@ def unmet_notes(fv, stats: Sequence["FrameStat"], pixels: int, fps: Fraction, to
             why = (": every frame at level 0, the least this model spends on this clip" if kbps > fv.target_kbps
                    and all(s.level <= 0 for s in stats) else ": every frame at the top level" if kbps < fv.target_kbps
                    and all(s.level >= top for s in stats) else "")  # fmt: skip
+            if not why and kbps < fv.target_kbps and (fv.max_bpp_i is not None or fv.max_bpp_p is not None):
+                why = ": the caps (--max_bpp_i / --max_bpp_p) win over the target"
+            elif not why and kbps > fv.target_kbps and fv.min_psnr is not None:
+                why = f": the --min_psnr {fv.min_psnr:g} dB floor raised frames above their budgets"
             notes.append(f"the clip came out at {kbps:.1f} kbps against --target_kbps {fv.target_kbps:g}{why}")
     return [f"note: {n}" for n in notes]
 
