@@ -248,9 +248,10 @@ def parse_fps(text: Optional[str]) -> Optional[Fraction]:
         fps = Fraction(text.replace(":", "/"))
     except (ValueError, ZeroDivisionError):
         raise UsageError(f"--fps {text!r} is not a frame rate (e.g. 25 or 30000/1001)") from None
-    if not video_io.MIN_FPS <= fps <= video_io.MAX_FPS:  # 1e9 fps was taken, and FFV1/Matroska then dropped a frame
-        raise UsageError(f"--fps must be from {video_io.MIN_FPS} to {video_io.MAX_FPS} frames per second, got {text}")
-    return fps
+    try:
+        return video_io.check_rate(fps, "--fps", text)
+    except CodecError as err:
+        raise UsageError(str(err)) from None
 
 
 def load_model(fv: flags.FlagValues, command: str):

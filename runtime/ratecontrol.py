@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from model.level_offsets import LevelOffsets, offset_at, parse_level_offsets
+from runtime.bitstream import header_size
 from runtime.types import FrameType, TrialResult
 
 Trial = Callable[[float], TrialResult]
@@ -414,8 +415,7 @@ def make_controller(
     if target_kbps is not None:
         if fps is None:
             raise ValueError("a target bitrate needs the frame rate")
-        from runtime.bitstream import header_size  # the stream's own header counts toward its bitrate
-
+        # The stream's own header counts toward its bitrate.
         primary = TargetBitrate(target_kbps, float(fps), gop, max_level, frames=frames, header_bits=8 * header_size())
     elif level is not None:
         primary = ConstantLevel(level, offsets, max_level)

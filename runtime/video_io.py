@@ -247,11 +247,12 @@ def _rate_text(rate: Fraction) -> str:
     return str(rate.numerator) if rate.denominator == 1 else f"{float(rate):.6g}"
 
 
-def check_rate(fps) -> Fraction:
-    """A frame rate given by the caller, as a Fraction; CodecError outside MIN_FPS..MAX_FPS."""
+def check_rate(fps, what: str = "frame rate", given: Optional[str] = None) -> Fraction:
+    """A frame rate given by the caller, as a Fraction; CodecError outside MIN_FPS..MAX_FPS, naming
+    it `what` (a flag) and as `given` (the text the user typed)."""
     fps = Fraction(fps)
-    if not MIN_FPS <= fps <= MAX_FPS:
-        raise CodecError(f"frame rate must be from {MIN_FPS} to {MAX_FPS} frames per second, got {_rate_text(fps)}")
+    if not MIN_FPS <= fps <= MAX_FPS:  # 1e9 fps was taken once, and FFV1/Matroska then dropped a frame
+        raise CodecError(f"{what} must be from {MIN_FPS} to {MAX_FPS} frames per second, got {given or _rate_text(fps)}")
     return fps
 
 
@@ -541,18 +542,16 @@ class FfmpegReader(VideoReader):
         streams = {}  # by index: a multi-program transport stream lists a stream under each program
         for m in _VIDEO_STREAM.finditer(described):
             streams.setdefault(int(m.group(1)), m.group(2).decode("utf-8", "replace"))
-        videos = [(index, line) for index, line in streams.items() if "(attached pic)" not in line]
+        def decoded_size(line: str) -> Optional[Tuple[int, int]]:  # before any rotation ffmpeg then applies
+            size = re.search(r", (\d+)x(\d+)", line)
+            return (int(size.group(1)), int(size.group(2))) if size else None
+
+        videos = [(index, line, decoded_size(line)) for index, line in streams.items() if "(attached pic)" not in line]
         notes, coded = [], None
         if videos:
             # Of several, the one of most pixels (the first of those), as ffmpeg itself picks: a
             # thumbnail or preview stream is smaller than the video.
-            def pixels(line):
-                size = re.search(r", (\d+)x(\d+)", line)
-                return int(size.group(1)) * int(size.group(2)) if size else 0
-
-            index, line = max(videos, key=lambda v: (pixels(v[1]), -v[0]))
-            size = re.search(r", (\d+)x(\d+)", line)  # as decoded, before any rotation ffmpeg then applies
-            coded = (int(size.group(1)), int(size.group(2))) if size else None
+            index, line, coded = max(videos, key=lambda v: ((v[2][0] * v[2][1]) if v[2] else 0, -v[0]))
             if len(videos) > 1:
                 notes.append(f"{self.path} has {len(videos)} video streams; coding #0:{index}, the largest (to code "
                              "another: ffmpeg -map 0:N -c copy into a file of its own first)")
