@@ -165,8 +165,8 @@ def _point(codec, source, setting, param, nbytes, quality, encode_s, decode_s, m
 
 def _scene_cuts(frame_types: str, gop: int) -> list[int]:
     """Frames coded as I-frames where the GOP schedule had a P-frame (the scene-cut check, or
-    `--rd_frame_type`): a GOP restarts at each (runtime.stream.scheduled_intra)."""
-    from runtime.stream import scheduled_intra
+    `--rd_frame_type`): a GOP restarts at each (runtime.types.scheduled_intra)."""
+    from runtime.types import scheduled_intra
 
     cuts, last = [], None
     for index, kind in enumerate(frame_types):

@@ -388,7 +388,7 @@ class Trainer:
                 "warp_mse_sum": tf.reduce_sum(warp_mse), "warp_count": tf.cast(tf.size(warp_mse), tf.float32),
             }
 
-        @tf.function
+        @tf.function(autograph=False)
         def train_step(batch, stop):
             frames, levels = batch
             per_replica = strategy.run(replica_step, args=(frames, levels, stop))

@@ -93,8 +93,8 @@ class LatentSearch:
 
         self.model = model
         self.settings = settings
-        self._iframe_grad = tf.function(self._iframe_objective, reduce_retracing=True)
-        self._residue_grad = tf.function(self._residue_objective, reduce_retracing=True)
+        self._iframe_grad = tf.function(self._iframe_objective, reduce_retracing=True, autograph=False)
+        self._residue_grad = tf.function(self._residue_objective, reduce_retracing=True, autograph=False)
 
     @staticmethod
     def _objective(codelayer, decode, y, z, image, embedding, quant_width, rd_lambda, hardness):

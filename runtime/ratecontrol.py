@@ -36,8 +36,13 @@ nominal bits of the frames left in the GOP, this one included, the frame's budge
 n_t - D n_t / R_t, floored at 0. The frame gets the highest level whose trial fits its budget
 (the lowest if none fits), and D is updated with what was really written. Debt a GOP cannot
 repay (its frames already at the lowest level) carries over, so the clip's average approaches
-the target as the clip grows whenever the target is reachable at all. The encoder's GOP is
-assumed to start at frame indices that are multiples of `gop` (runtime/stream.py's rule); with
+the target as the clip grows whenever the target is reachable at all. The GOPs are the
+encoder's (runtime/types.py's `scheduled_intra`): each starts at an I-frame, and any I-frame
+(a scene cut, an R-D frame-type choice) starts a new one, which the controller learns from
+`update`. Such an I-frame cuts the GOP before it short: that GOP's nominal budgets are brought
+back to b per frame coded (its I-frame had the share of a whole GOP; the difference is debt, or
+credit), and the new GOP is budgeted as any other, its I-frame charged n_I. The nominal budgets
+of a clip so add up to b per frame however its GOPs fall. With
 gop 0 (one I-frame, then only P-frames) the I-frame's budget is w_I b, every frame is charged
 against the average b (so the I-frame's extra share is debt too), and debt is repaid over
 OPEN_GOP_PERIOD frames.
@@ -271,6 +276,7 @@ class TargetBitrate:
     frames: Optional[int] = None  # the clip's length where known: its last GOP may be shorter
     header_bits: float = 0.0  # written before any frame (the stream header): the bucket starts owing them
     debt: float = field(default=0.0, init=False)  # D: bits written minus nominal budgets.
+    last_intra: int = field(default=0, init=False)  # the last I-frame seen by `update`: its GOP's start
     budgets: List[float] = field(default_factory=list, init=False)  # budget given to each frame.
 
     needs_psnr = False  # whether it judges frames by their reconstruction's PSNR
@@ -302,13 +308,23 @@ class TargetBitrate:
         """Frames over which debt is repaid: the GOP, or OPEN_GOP_PERIOD for gop 0."""
         return self.gop if self.gop > 0 else OPEN_GOP_PERIOD
 
+    def gop_start(self, index: int) -> int:
+        """The first frame of frame `index`'s GOP as the encoder schedules it: every `gop` frames
+        from the last I-frame `update` saw (frame 0 before any), as `scheduled_intra` does."""
+        g, last = self.gop, self.last_intra
+        if g <= 0:
+            return 0
+        if index < last:  # asked about the past: the plain schedule
+            return index - index % g
+        return last + (index - last) // g * g
+
     def gop_length(self, index: int) -> int:
         """Frames in the GOP of frame `index`: the GOP, or what is left of a clip of known length
         (a 21-frame clip at GOP 16 ends with a GOP of 5, whose I-frame gets 5 frames' share, not 16's)."""
         g = self.gop
         if g <= 1 or self.frames is None:
             return g
-        return max(1, min(g, self.frames - (index - index % g)))
+        return max(1, min(g, self.frames - self.gop_start(index)))
 
     def nominal(self, frame_type: FrameType, index: int = 0) -> float:
         """n_I or n_P: the frame's share of its GOP's worth of bits."""
@@ -322,8 +338,10 @@ class TargetBitrate:
     def budget(self, index: int, frame_type: FrameType) -> float:
         """n_t - D n_t / R_t, floored at 0 (R_t: nominal bits left in the GOP, this frame's too)."""
         n = self.nominal(frame_type, index)
-        period = self.gop_length(index) if self.gop > 0 else self.period
-        after = period - 1 - index % self.period  # frames left to repay over
+        if self.gop > 0:  # frames left to repay over
+            after = self.gop_length(index) - 1 - (index - self.gop_start(index))
+        else:
+            after = self.period - 1 - index % self.period
         if self.gop == 0 and self.frames is not None:  # an open GOP ends with the clip where that is sooner
             after = min(after, self.frames - 1 - index)
         left = n + after * self.nominal(FrameType.P, index)
@@ -339,12 +357,39 @@ class TargetBitrate:
         return self.min_level if found is None else found
 
     def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None:
-        # With an open GOP the I-frame's extra share is itself debt, repaid by the P-frames. So is
-        # an I-frame where the GOP has a P-frame's slot (a scene cut, an R-D frame-type choice): it
-        # was given no GOP's share, and crediting it one let the frames after it overspend (+21%).
-        scheduled = self.gop > 0 and index % self.gop == 0
-        slot = FrameType.I if frame_type == FrameType.I and scheduled else FrameType.P
-        self.debt += result.bits - (self.bits_per_frame if self.gop == 0 else self.nominal(slot, index))
+        if self.gop == 0:  # an open GOP: the I-frame's extra share is debt, repaid by the P-frames
+            self.debt += result.bits - self.bits_per_frame
+            if frame_type == FrameType.I:
+                self.last_intra = index
+            return
+        if frame_type == FrameType.I and self.gop_start(index) != index:
+            self.debt += self.cut_short(index)
+        if frame_type == FrameType.I:
+            self.last_intra = index  # a GOP starts here, as the encoder counts them
+        self.debt += result.bits - self.nominal(frame_type, index)
+
+    def cut_short(self, index: int) -> float:
+        """What the GOP holding frame `index` was granted beyond b a frame for its frames before
+        `index`, where an unscheduled I-frame at `index` ends it (a scene cut, an R-D frame-type
+        choice): its I-frame had a whole GOP's share. Charging the new I-frame a P-frame's slot
+        instead left the clip 1-4% under its target for each cut, crediting it without this 3-6%
+        over; charging it a share of the old GOP's schedule (before the GOPs followed the encoder's)
+        left a cut clip 12% under."""
+        start = self.gop_start(index)
+        coded = index - start
+        granted = self.nominal(FrameType.I, start) + (coded - 1) * self.nominal(FrameType.P, start)
+        return granted - coded * self.bits_per_frame
+
+    def cut_budget(self, index: int) -> float:
+        """The budget of an unscheduled I-frame at `index` (`intra_level`): the first frame of a
+        new GOP, the GOP it cuts short settled (`cut_short`). Changes no state."""
+        saved = self.debt, self.last_intra
+        try:
+            self.debt += self.cut_short(index)
+            self.last_intra = index
+            return self.budget(index, FrameType.I)
+        finally:
+            self.debt, self.last_intra = saved
 
 
 @dataclass
@@ -370,6 +415,10 @@ class Combined:
             level = self.primary.choose(index, frame_type, memo)
         else:
             level = self.primary.select_level(index, frame_type, num_pixels, memo)
+        return self.bound(level, frame_type, num_pixels, memo)
+
+    def bound(self, level: float, frame_type: FrameType, num_pixels: int, memo: Trial) -> float:
+        """`level` raised to the floor, then lowered to the caps."""
         if self.floor is not None:
             level = self.floor.raise_to_floor(level, memo)
         if self.caps is not None:
@@ -434,15 +483,21 @@ def intra_level(controller, index: int, num_pixels: int, trial: Trial) -> Option
     """The level of an I-frame that replaces a P-frame (a scene cut, `--rd_frame_type`) when the
     controller may give I-frames another level than P-frames, else None (keep the P-frame's level).
 
-    Only constant levels differ by type without state: through a P-frame offset, or through caps
-    (one for I-frames, one for P-frames; a floor alone is the same for both). A target bitrate's
-    budgets are left alone (its GOP accounting counts from
-    multiples of the GOP, and the bucket repays what the cut's frame costs). The new I-frame
-    starts a GOP that its P-frames predict from, so it gets the quality every other I-frame gets
-    (x264 codes a scene-cut I-frame at the I-frame quantizer too). `trial` codes the frame as an
-    I-frame."""
+    Constant levels differ by type through a P-frame offset, or through caps (one for I-frames,
+    one for P-frames; a floor alone is the same for both). A target bitrate with GOPs (`gop` > 1)
+    gives the I-frame the budget of the first frame of a new GOP (`TargetBitrate.cut_budget`), as
+    `update` will charge it; with one I-frame per clip (`gop` 0) it keeps the P-frame's level. The
+    new I-frame starts a GOP that its P-frames predict from, so it gets the quality every other
+    I-frame gets (x264 codes a scene-cut I-frame at the I-frame quantizer too). `trial` codes the
+    frame as an I-frame."""
     combined = isinstance(controller, Combined)
     primary = controller.primary if combined else controller
+    if isinstance(primary, TargetBitrate) and primary.gop > 1:
+        memo = MemoTrial(trial)
+        budget = primary.cut_budget(index)
+        found = highest_satisfying(memo, lambda r: r.bits <= budget, primary.min_level, primary.max_level)
+        level = primary.min_level if found is None else found
+        return controller.bound(level, FrameType.I, num_pixels, memo) if combined else level
     if not (isinstance(primary, ConstantLevel) and (primary.offsets_p_frames or (combined and controller.caps is not None))):
         return None
     return controller.select_level(index, FrameType.I, num_pixels, trial)

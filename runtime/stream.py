@@ -35,7 +35,7 @@ from runtime.entropy_coding import SubstreamLayout
 from runtime.limits import MAX_PIXELS, check_picture_size
 from runtime.motion_refine import MotionRefinement
 from model.fileio import as_umask_allows
-from runtime.types import CodecError, FrameType, RateController, TrialResult
+from runtime.types import CodecError, FrameType, RateController, TrialResult, scheduled_intra
 
 
 @dataclass(frozen=True)
@@ -272,13 +272,6 @@ def encode_video(
         total_bytes=out_path.stat().st_size,
         seconds=time.perf_counter() - start,
     )
-
-
-def scheduled_intra(index: int, last_intra: Optional[int], gop: int) -> bool:
-    """Whether the GOP schedule puts an I-frame at frame `index`, given the index of the last
-    I-frame (None: none yet) and the GOP (0: only the first frame). Any other I-frame in a stream
-    is the encoder's own choice (the scene-cut check, `rd_frame_type`), and the GOP counts from it."""
-    return last_intra is None or (gop > 0 and index - last_intra >= gop)
 
 
 def _replace_count(header: StreamHeader, count: int) -> StreamHeader:

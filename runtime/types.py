@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Optional, Protocol
 
 from model.errors import CodecError  # noqa: F401 - the runtime's public name for it
 
@@ -22,6 +22,15 @@ class TrialResult:
     level: float
     bits: int  # actual coded bits of the frame unit, headers included.
     psnr: float  # RGB PSNR of the reconstruction against the source frame, dB.
+
+
+def scheduled_intra(index: int, last_intra: Optional[int], gop: int) -> bool:
+    """Whether the GOP schedule puts an I-frame at frame `index`, given the index of the last
+    I-frame (None: none yet) and the GOP (0: only the first frame). Any other I-frame in a stream
+    is the encoder's own choice (the scene-cut check, `rd_frame_type`), and the GOP counts from it:
+    the encoder (runtime/stream.py) and the target-bitrate controller (runtime/ratecontrol.py)
+    both follow this rule."""
+    return last_intra is None or (gop > 0 and index - last_intra >= gop)
 
 
 class RateController(Protocol):

@@ -26,8 +26,9 @@ from runtime.ratecontrol import (
     lowest_satisfying,
     make_controller,
     max_search_trials,
+    snap,
 )
-from runtime.types import FrameType, TrialResult
+from runtime.types import FrameType, TrialResult, scheduled_intra
 
 I, P = FrameType.I, FrameType.P
 PIXELS = 1000
@@ -182,16 +183,76 @@ def test_target_bitrate_open_gop():
     assert abs(average_kbps(rc, 6000, 100, 48, 48, 30.0) - 30.0) < 0.3
 
 
-def test_target_bitrate_charges_an_unscheduled_iframe_a_p_frames_slot():
-    """A scene cut's I-frame sits in a P-frame's slot: charged against that slot, its cheapness or
-    cost moves the bucket by what it really saved or spent. Charged a GOP's I-frame share (12,800
-    bits here), it left a surplus the P-frames after it spent: the CLI measured +21% on a cut."""
+def test_target_bitrate_charges_an_unscheduled_iframe_a_new_gops_share():
+    """A scene cut's I-frame in a 12-frame clip at GOP 16: the GOP it ends is settled at b a
+    frame, and the I-frame is charged the share of the GOP it starts (frames 6..11: 6 frames'
+    worth). Charged the old GOP's I share (12,800 bits here) without settling, it left a surplus
+    the P-frames after it spent: the CLI measured +21% on a cut."""
     rc = TargetBitrate(kbps=100.0, fps=25.0, gop=16, max_level=TOP, frames=12)
+    settle = rc.cut_short(6)
+    assert settle == pytest.approx(rc.nominal(I, 0) + 5 * rc.nominal(P, 1) - 6 * 4000.0)
     rc.update(6, I, TrialResult(3.0, 2039, 30.0))  # frame 6 coded as an I-frame by the scene-cut check
-    assert rc.debt == pytest.approx(2039 - rc.nominal(P, 6))
+    assert rc.gop_length(6) == 6
+    assert rc.debt == pytest.approx(settle + 2039 - 6 * 4000.0 * 4 / 9)
     rc = TargetBitrate(kbps=100.0, fps=25.0, gop=16, max_level=TOP, frames=12)
     rc.update(0, I, TrialResult(3.0, 9000, 30.0))  # a scheduled one: its GOP's I share
     assert rc.debt == pytest.approx(9000 - rc.nominal(I, 0))
+
+
+def coded_with_cuts(rc, frames, gop, cuts, i_scale=700, p_scale=237, fps=30.0):
+    """Codes synthetic frames as runtime/stream.py does, the frames in `cuts` turned I-frames
+    after their P-frame trial (a scene cut) and coded again at `intra_level`'s level; returns
+    (kbps, frame types, levels)."""
+    total, last, types, levels = 0, None, "", []
+    for index in range(frames):
+        frame_type = I if scheduled_intra(index, last, gop) else P
+
+        def trial(level, scale=(i_scale if frame_type == I else p_scale)):
+            return TrialResult(level, round(scale * 2 ** (level / 2)), 30.0 + 2 * level)
+
+        level = rc.select_level(index, frame_type, PIXELS, trial)
+        if frame_type == P and index in cuts:
+            frame_type = I
+            level = intra_level(rc, index, PIXELS, lambda s: TrialResult(s, round(i_scale * 2 ** (s / 2)), 30.0 + 2 * s))
+        scale = i_scale if frame_type == I else p_scale
+        result = TrialResult(level, round(scale * 2 ** (level / 2)), 30.0 + 2 * level)
+        rc.update(index, frame_type, result)
+        total += result.bits
+        last = index if frame_type == I else last
+        types += frame_type.name
+        levels.append(level)
+    return total / frames * fps / 1000, types, levels
+
+
+@pytest.mark.parametrize("frames, cuts", [(64, {30}), (70, {5, 40}), (100, {3}), (21, {12})])
+def test_target_bitrate_follows_the_gops_a_scene_cut_restarts(frames, cuts):
+    """A scene cut's I-frame starts a GOP and the encoder schedules the next I-frames from it
+    (`scheduled_intra`); the controller follows, settles the GOP the cut ends (`cut_short`) and
+    budgets the cut's I-frame as a new GOP's first. The clip lands on its target, where budgeting
+    the GOPs from multiples of `gop` left it 5-14% under (every later I-frame charged a P-frame's
+    slot), and the cut's I-frame gets an I-frame's budget, not the P-frame's level."""
+    rc = TargetBitrate(kbps=30.0, fps=30.0, gop=16, max_level=TOP, frames=frames)
+    kbps, types, levels = coded_with_cuts(rc, frames, 16, cuts)
+    assert abs(kbps - 30.0) < 0.05, (kbps, types)
+    intra = [i for i, t in enumerate(types) if t == "I"]
+    assert rc.last_intra == intra[-1] and set(cuts) <= set(intra)
+    cut = min(cuts)
+    assert levels[cut] > levels[cut - 1] + 0.25  # an I-frame's share (the P-frame's level before)
+
+
+def test_a_cut_settles_the_gop_it_ends():
+    """A cut after 5 frames of a GOP of 16: that GOP's I-frame had 16 frames' share (n_I =
+    16 b 4 / 19), its 4 P-frames n_P each; the 5 frames are owed 5 b, the rest is debt."""
+    rc = TargetBitrate(kbps=19.0, fps=1.0, gop=16, max_level=TOP)  # b = 19000
+    n_i, n_p = rc.nominal(I, 0), rc.nominal(P, 1)
+    assert (n_i, n_p) == (64000.0, 16000.0)
+    assert rc.cut_short(5) == pytest.approx(n_i + 4 * n_p - 5 * 19000.0)
+    debt, settle = rc.debt, rc.cut_short(5)
+    assert rc.cut_budget(5) == rc.nominal(I, 5) - (debt + rc.cut_short(5)) * rc.nominal(I, 5) / (16 * 19000.0)
+    assert (rc.debt, rc.last_intra) == (debt, 0)  # asking changed nothing
+    rc.update(5, I, TrialResult(1.0, 50000, 30.0))
+    assert rc.last_intra == 5 and rc.gop_start(20) == 5 and rc.gop_start(21) == 21
+    assert rc.debt == pytest.approx(debt + settle + 50000 - n_i)
 
 
 @pytest.mark.parametrize("frames", [6, 12])
@@ -302,8 +363,9 @@ def test_make_controller_combinations_and_errors():
 
 def test_intra_level_moves_a_scene_cut_iframe_only_where_i_and_p_levels_differ_without_state():
     """An I-frame that replaces a P-frame is coded at the I-frames' level where a constant level
-    gives I-frames another one (a P-frame offset, or caps per frame type); a floor alone, a
-    target bitrate and a plain constant level keep the P-frame's level (None)."""
+    gives I-frames another one (a P-frame offset, or caps per frame type, or a target bitrate's
+    budget for a new GOP's I-frame); a floor alone, a plain constant level and a target bitrate
+    with one I-frame a clip keep the P-frame's level (None)."""
     from runtime.ratecontrol import Combined, ConstantLevel, MaxBits, MinQuality, TargetBitrate, intra_level
     from runtime.types import TrialResult
 
@@ -316,8 +378,18 @@ def test_intra_level_moves_a_scene_cut_iframe_only_where_i_and_p_levels_differ_w
     assert intra_level(ConstantLevel(3.0, -1.0, 7.0), 5, 100, trial) == 3.0
     assert intra_level(ConstantLevel(3.0, 0.0, 7.0), 5, 100, trial) is None
     assert intra_level(Combined(ConstantLevel(3.0, 0.0, 7.0), floor=MinQuality(31.0, 7.0)), 5, 100, trial) is None
-    assert intra_level(TargetBitrate(100.0, 25.0, 16, 7.0), 5, 100, trial) is None
+    assert intra_level(TargetBitrate(100.0, 25.0, 0, 7.0), 5, 100, trial) is None  # one I-frame a clip
     assert tried == []  # none of the above codes anything
+    # a target bitrate with GOPs: the budget of a new GOP's I-frame (frame 5 of a 12-frame clip at
+    # 4,000 bits a frame: the GOP 0..4 settled at 5 b, the new GOP of 7 frames gives n_I = 28000 * 4 / 10
+    # = 11,200 bits): level 7 costs 8,000, within it; at 1,000 bits a frame (n_I 2,800), level 1.75
+    target = TargetBitrate(100.0, 25.0, 16, 7.0, frames=12)
+    assert target.cut_budget(5) == pytest.approx(11200.0 - target.cut_short(5) * 11200.0 / 28000.0)
+    assert intra_level(target, 5, 100, trial) == 7.0
+    low = TargetBitrate(25.0, 25.0, 16, 7.0, frames=12)
+    assert low.cut_budget(5) == pytest.approx(2800.0 - low.cut_short(5) * 2800.0 / 7000.0)
+    assert intra_level(low, 5, 100, trial) == snap(low.cut_budget(5) / 1000 - 1)
+    tried.clear()
     # caps per type (I: 3500 bits = 35 bpp on 100 pixels): the I-frame's cap sets its level
     capped = Combined(ConstantLevel(7.0, 0.0, 7.0), caps=MaxBits(35.0, 20.0, base_level=7.0))
     assert intra_level(capped, 5, 100, trial) == 2.5
