@@ -70,7 +70,9 @@ def _call(module: str, args: list) -> tuple:
     if module in TORCH_ONLY:
         if not TORCH_PYTHON.exists():
             pytest.skip(".venv-torch is missing")
-        r = subprocess.run([str(TORCH_PYTHON), "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+        from test_gpu_train import run_torch
+
+        r = run_torch(["-m", module, *args])
         return r.returncode, r.stdout, r.stderr
     main = importlib.import_module(module).main
     argv = [prog, *args] if convention == "argv0" else list(args)

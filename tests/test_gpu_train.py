@@ -39,10 +39,15 @@ def torch_env() -> dict:
 def run_torch(args, **kwargs):
     """The torch environment's Python on `args`, one intra-op thread unless `env=` names
     OMP_NUM_THREADS: the suite runs two pytest-xdist workers on two cores, and a torch process
-    spinning two OpenMP threads beside the other worker ran 2-5x slower than with one."""
+    spinning two OpenMP threads beside the other worker ran 2-5x slower than with one. Started from
+    a fork server that has imported torch once (tests/torch_server.py) where it can."""
+    import torch_server
+
     env = {**os.environ, **torch_env(), **kwargs.pop("env", {})}
-    return subprocess.run([torch_python(), *args], cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
-                          **kwargs)
+    if kwargs:
+        return subprocess.run([torch_python(), *args], cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+                              **kwargs)
+    return torch_server.run(torch_python(), list(args), REPO, env, torch_env())
 
 
 @pytest.fixture(scope="module")
