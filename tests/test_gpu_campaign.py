@@ -226,6 +226,7 @@ def test_campaign_without_a_gpu_stops_at_once():
     assert not pathlib.Path("/tmp/never-written").exists()
 
 
+@pytest.mark.slow  # ~19 s, two torch processes under torchrun: multi-GPU breadth
 def test_two_processes_train_as_one(tmp_path):
     """Data parallelism under torchrun (gloo, two CPU processes on localhost): different data on
     each rank, gradients averaged, so both end with identical weights (the trainer itself checks
@@ -309,6 +310,7 @@ def test_blur_by_matrix_products_is_the_convolution():
     assert value < 1e-13 and grad < 1e-13, (value, grad)
 
 
+@pytest.mark.slow  # ~13 s, a diagnostic the documented campaign call turns off (--diagnose_s=0)
 def test_diagnose_trains_both_autoencoders_on_cpu(tmp_path):
     _fake_train_set(tmp_path / "train", videos=1)
     result = run_torch([
@@ -513,6 +515,7 @@ before last or state (the heads moved off zero, so the predictor reads them). Th
     assert d["segment"] and d["plain"] and not d["grad"] and d["rolled"] < 1e-4, d
 
 
+@pytest.mark.slow  # ~9 s; fast: test_rollout_depths_follow_rollout_frac, test_campaign_refuses_rollout_before_anything_else
 def test_rollout_training_on_cpu(tmp_path):
     """--rollout: GOP steps train --gop frames after 0..N untrained ones, and the run ends as
     usual; bad combinations are one-line errors before any data loads."""
@@ -610,6 +613,7 @@ def test_image_mix_adds_the_weighted_stills_loss(tmp_path):
     assert got["mixed_minus_plain"] == pytest.approx(got["half_stills_loss"], rel=1e-5), got
 
 
+@pytest.mark.slow  # ~16 s, two training runs; fast: test_image_mix_adds_the_weighted_stills_loss
 def test_image_mix_training_on_cpu(tmp_path):
     """A GOP-phase run with --image_mix logs the stills' PSNR and rate by level beside the GOP's,
     counts their FLOPs, and refuses a frozen I-frame codec or a negative weight in one line."""

@@ -300,6 +300,7 @@ def test_divergence_rule():
     assert is_divergent(25.0, [100.0] * 20 + [1.0] * 10, 20)  # the median of the last 10 windows only
 
 
+@pytest.mark.slow  # ~10 s of training to a forced divergence; fast: test_divergence_rule
 def test_gpu_trainer_rolls_a_divergence_back(tmp_path, default_arrays):
     """With a divergence factor barely above 1, a window whose loss tops the median of the earlier
     ones counts as diverged: the first rolls the weights back (Adam restarted, lr halved), the

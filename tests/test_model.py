@@ -60,7 +60,7 @@ def test_small_model_overfits_a_real_clip(bikes_frames, frames):
     optimizer.build(model.trainable_variables)
     lam = 1e-3
 
-    @tf.function
+    @tf.function(autograph=False)
     def step():
         with tf.GradientTape() as tape:
             out = model.forward_gop(clip, 7.0, QuantMode.NOISE, training=True)
