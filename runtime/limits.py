@@ -17,17 +17,21 @@ as much as a 2048x2048 one (4.2M pixels, 3 GB). Callers raise it with `max_pixel
 Before anything is allocated the decoder also estimates the memory of decoding the stream
 (`decoder_memory_bytes`) and refuses a stream that would need more than this machine's physical
 memory, whatever the limit (raising the limit can then not get the process killed for memory).
-The estimate is per padded pixel, measured on the TF backend (CPU) as the peak RSS growth of
-decoding a P-frame (I-frames take a quarter of it) at 1024x1024, 2048x1024 and 2048x2048:
+The estimate is set above every peak `python -m benchmarks.decoder_memory` measured (the TF
+backend on CPU, the decoding process's peak resident set over a 4-frame I, P, I, P stream;
+docs/HOSTILE_STREAMS.md, section 2):
 
-    shipped model (`small` widths)  549-561 bytes / pixel     untrained `paper` widths  592
-    estimate: 540 + (flow_decoder + residue_decoder + state + predictor channels) / 4
-              = 564 (small), 620 (paper) bytes / pixel, plus RUNTIME_BYTES for TF and the model
+    measured peak, GiB   2048x1024   1024x2048   2048x2048   4096x2048
+    base                 2.76        2.35        3.67        6.04
+    small                2.99        -           3.31        -
+    estimate: RUNTIME_BYTES (2 GiB: TF, the model, first-call allocations) +
+              596 + (flow_decoder + residue_decoder + state + predictor channels) / 4 bytes per
+              padded pixel = 640 (base), 620 (small), 676 (paper)
 
-(2048x2048 with the shipped model: 2.24 GiB measured, 2.20 GiB estimated + RUNTIME_BYTES) so
-the default limit means about 20.1 GB of frame buffers (21.2 GB with the runtime) for the
-shipped model: an 8K stream decodes on a machine with 24 GB, not on a laptop; the limit exists
-to refuse absurd pictures with one line instead of swapping or crashing.
+(2048x1024 with `small`: 2.99 GiB measured, 3.21 estimated; 4096x2048 with `base`: 6.04 and
+7.00), so the default limit means about 22.8 GB of frame buffers (25.0 GB with the runtime) for
+the default model: an 8K stream decodes on a machine with 32 GB, not on a laptop; the limit
+exists to refuse absurd pictures with one line instead of swapping or crashing.
 """
 
 from __future__ import annotations
@@ -48,12 +52,16 @@ TILE_PX_MAX = 4096 * 16
 #: The frame multiple of the codec (model.config.FRAME_MULTIPLE; repeated here so that the video
 #: readers need not import the model package).
 _MULTIPLE = 64
-#: Process overhead of a decoder besides the frame buffers: TensorFlow and the model (measured
-#: 0.52-0.86 GiB of RSS before the first frame).
-RUNTIME_BYTES = 1 << 30
+#: Process overhead of a decoder besides the frame buffers: TensorFlow and the model (0.48-0.52
+#: GiB of RSS before the first frame, benchmarks/decoder_memory.py) and what the first frames'
+#: calls keep allocated (the measured peaks need about 1.4 GiB above the per-pixel figure).
+RUNTIME_BYTES = 2 << 30
 #: Bytes per padded pixel that do not depend on the model's widths (pixel-space tensors: the
 #: scale-space volume, the warp, the references).
-_BASE_BYTES_PER_PIXEL = 540
+_BASE_BYTES_PER_PIXEL = 596
+#: flow decoder + residue decoder + state + predictor channels of the default model (`base`),
+#: for callers without a model (the video readers).
+_DEFAULT_CHANNELS = 32 + 80 + 32 + 32
 
 
 def padded_pixels(width: int, height: int) -> int:
@@ -62,9 +70,9 @@ def padded_pixels(width: int, height: int) -> int:
 
 def bytes_per_pixel(config=None) -> float:
     """Decoder working memory per padded pixel (see the module docstring); `config` a
-    model.config.ModelConfig, None for the shipped model's widths."""
+    model.config.ModelConfig, None for the default model's widths."""
     if config is None:
-        channels = 24 + 32 + 16 + 24  # the shipped `small` widths
+        channels = _DEFAULT_CHANNELS
     else:
         channels = config.flow_decoder_channels + config.residue_decoder_channels + config.state_channels
         channels += config.predictor_channels if getattr(config, "use_predictor", True) else 0

@@ -42,6 +42,7 @@ ENTRY_POINTS = {
     "benchmarks.plot": ("plot", "argv0"),
     "benchmarks.bd_compare": ("bd_compare", "argv0"),
     "benchmarks.range_coder_speed": ("python -m benchmarks.range_coder_speed", "args"),
+    "benchmarks.decoder_memory": ("python -m benchmarks.decoder_memory", "args"),
     "benchmarks.preset_speed": ("preset_speed", "argv0"),
     "gpu_train.train": ("python -m gpu_train.train", "args"),  # plain argparse: flags and errors frozen for running jobs
     "gpu_train.campaign": ("python3 -m gpu_train.campaign", "args"),
