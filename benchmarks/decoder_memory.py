@@ -83,11 +83,11 @@ def measure_decode(model: str, path: str) -> dict:
     from runtime.backends import get_backend
     from runtime.codec import Decoder
     from runtime.entropy_coding import SubstreamLayout
-    from runtime.stream import _open_stream, frame_units
+    from runtime.stream import open_stream, frame_units
 
     bundle = load_bundle(resolve_model(model))
     backend = get_backend("tf", bundle)
-    reader, header, f = _open_stream(path)
+    reader, header, f = open_stream(path)
     with f:
         units = [unit for _, unit in frame_units(reader, header)]
     layout = SubstreamLayout(header.channel_groups, header.tile)

@@ -352,7 +352,9 @@ def _dominates(a: EncodedFrame, b: EncodedFrame) -> bool:
     return a.bits <= b.bits and a.psnr >= b.psnr and (a.bits < b.bits or a.psnr > b.psnr)
 
 
-def _open_stream(in_path) -> Tuple[Reader, StreamHeader, object]:
+def open_stream(in_path) -> Tuple[Reader, StreamHeader, object]:
+    """(reader, header, open file) of a stream whose header has been read and checked; the caller
+    closes the file. CodecError (naming the file) for a missing, unreadable or non-stream file."""
     path = pathlib.Path(in_path)
     try:
         f = open(path, "rb")
@@ -385,7 +387,7 @@ def decode_video(in_path, sink: Callable[[np.ndarray], None], backend, bundle, *
     writing files write to a temporary name (runtime/video_io.py).
     """
     start = time.perf_counter()
-    reader, header, f = _open_stream(in_path)
+    reader, header, f = open_stream(in_path)
     try:
         if header.model_id != bundle.model_id:
             name = shipped_model_with_id(header.model_id)
@@ -465,7 +467,7 @@ def shipped_model_with_id(model_id: bytes) -> Optional[str]:
 
 def inspect(in_path) -> StreamInfo:
     """The header and per-frame facts of a stream, without decoding; CodecError if malformed."""
-    reader, header, f = _open_stream(in_path)
+    reader, header, f = open_stream(in_path)
     frames = []
     try:
         for _, unit in frame_units(reader, header):
