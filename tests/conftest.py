@@ -150,3 +150,16 @@ def pytest_sessionfinish(session):
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test, excluded from the default suite")
     config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU with TensorRT")
+
+
+#: The files that take longest (docs/BENCHMARKS.md, "The test suite"), handed to the pytest-xdist
+#: workers first. `--dist loadfile` keeps each file on one worker in collection order, which is
+#: alphabetical: test_train.py (~1.5 min alone) used to start last and run while the other worker
+#: idled.
+HEAVY_FIRST = ("test_train.py", "test_gpu_campaign.py", "test_gpu_train.py", "test_export.py", "test_cli.py",
+               "test_codec.py", "test_model.py", "test_table2.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(HEAVY_FIRST)))  # stable: the rest keep their order
