@@ -372,9 +372,9 @@ class TargetBitrate:
         """What the GOP holding frame `index` was granted beyond b a frame for its frames before
         `index`, where an unscheduled I-frame at `index` ends it (a scene cut, an R-D frame-type
         choice): its I-frame had a whole GOP's share. Charging the new I-frame a P-frame's slot
-        instead left the clip 1-4% under its target for each cut, crediting it without this 3-6%
-        over; charging it a share of the old GOP's schedule (before the GOPs followed the encoder's)
-        left a cut clip 12% under."""
+        instead left synthetic clips with cuts 1-4% under their target, crediting it without this 3-6%
+        over; budgeting GOPs from multiples of `gop` (before the GOPs followed the encoder's) left
+        them 5-14% under (tests/test_ratecontrol.py's clips)."""
         start = self.gop_start(index)
         coded = index - start
         granted = self.nominal(FrameType.I, start) + (coded - 1) * self.nominal(FrameType.P, start)
