@@ -18,6 +18,7 @@ over the stream beside the whole estimate the decoder checks before decoding
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -41,19 +42,6 @@ class DecoderMemory:
     estimate_gib: float  # runtime.limits.decoder_memory_bytes: what the decoder checks against
 
 
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise OSError(f"/proc/self/status has no {key}")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
 def synthetic_frames(width: int, height: int, count: int = 2):
     """A smooth picture with texture, moving 3 px a frame: real I- and P-frame work."""
     import numpy as np
@@ -65,14 +53,10 @@ def synthetic_frames(width: int, height: int, count: int = 2):
     return [np.roll(scene, 3 * t, axis=1) for t in range(count)]
 
 
-def encode(model: str, width: int, height: int, path: str, level: float = 4.0) -> None:
-    from model.bundle import load_bundle, resolve_model
-    from runtime.backends import get_backend
+def encode(bundle, backend, width: int, height: int, path: str, level: float = 4.0) -> None:
     from runtime.ratecontrol import ConstantLevel
     from runtime.stream import encode_video
 
-    bundle = load_bundle(resolve_model(model))
-    backend = get_backend("tf", bundle)
     encode_video(synthetic_frames(width, height, 4), path, fps=25, gop=2, controller=ConstantLevel(level),
                  backend=backend, bundle=bundle, scenecut=0)  # fmt: skip
 
@@ -83,7 +67,8 @@ def measure_decode(model: str, path: str) -> dict:
     from runtime.backends import get_backend
     from runtime.codec import Decoder
     from runtime.entropy_coding import SubstreamLayout
-    from runtime.stream import open_stream, frame_units
+    from runtime.fuzz import peak_rss_mb, reset_peak, rss_mb
+    from runtime.stream import frame_units, open_stream
 
     bundle = load_bundle(resolve_model(model))
     backend = get_backend("tf", bundle)
@@ -93,24 +78,26 @@ def measure_decode(model: str, path: str) -> dict:
     layout = SubstreamLayout(header.channel_groups, header.tile)
     growth, peak = [], 0
     with Decoder(bundle, backend, header.width, header.height, layout) as decoder:
-        before = _status_kib("VmRSS")
+        before = rss_mb()
         for unit in units:
-            _reset_peak()
-            start = _status_kib("VmRSS")
+            reset_peak()
+            start = rss_mb()
             decoder.decode_frame(unit)
-            peak = max(peak, _status_kib("VmHWM"))
-            growth.append((_status_kib("VmHWM") - start) * 1024)
-    return {"rss_before_kib": before, "growth_bytes": growth, "peak_kib": peak}
+            peak = max(peak, peak_rss_mb())
+            growth.append((peak_rss_mb() - start) * 2**20)
+    return {"rss_before_mib": before, "growth_bytes": growth, "peak_mib": peak}
 
 
 def measure(model: str, width: int, height: int) -> DecoderMemory:
     from model.bundle import load_bundle, resolve_model
+    from runtime.backends import get_backend
     from runtime.limits import bytes_per_pixel, decoder_memory_bytes, padded_pixels
 
-    config = load_bundle(resolve_model(model)).config
+    bundle = load_bundle(resolve_model(model))
+    config = bundle.config
     with tempfile.TemporaryDirectory(prefix="decoder_memory_") as tmp:
         path = os.path.join(tmp, "clip.elfvc")
-        encode(model, width, height, path)
+        encode(bundle, get_backend("tf", bundle), width, height, path)
         child = subprocess.run([sys.executable, "-m", "benchmarks.decoder_memory", f"--model={model}", f"--decode={path}"],
                                capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if child.returncode != 0:
@@ -118,8 +105,8 @@ def measure(model: str, width: int, height: int) -> DecoderMemory:
         result = json.loads(child.stdout.strip().splitlines()[-1])
     pixels = padded_pixels(width, height)
     i_growth, p_growth = result["growth_bytes"][2:4]
-    return DecoderMemory(width, height, pixels, result["rss_before_kib"] / 1024, i_growth / pixels, p_growth / pixels,
-                         bytes_per_pixel(config), result["peak_kib"] / 2**20,
+    return DecoderMemory(width, height, pixels, result["rss_before_mib"], i_growth / pixels, p_growth / pixels,
+                         bytes_per_pixel(config), result["peak_mib"] / 1024,
                          decoder_memory_bytes(width, height, config) / 2**30)  # fmt: skip
 
 
@@ -146,7 +133,7 @@ def _main(argv) -> int:
     p = clikit.ArgumentParser(prog="python -m benchmarks.decoder_memory", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="base", help="a shipped model's name or a model folder (default: base)")
     p.add_argument("--sizes", default="1024x1024,2048x1024,2048x2048", help="comma list of WIDTHxHEIGHT")
-    p.add_argument("--decode", default=None, help=argparse_suppress())
+    p.add_argument("--decode", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.decode:  # the fresh decoding process of `measure`
         print(json.dumps(measure_decode(args.model, args.decode)))
@@ -165,12 +152,6 @@ def _main(argv) -> int:
               f"{r.p_bytes_per_pixel:10.0f}  {r.estimate_bytes_per_pixel:17.0f}  {r.peak_gib:8.2f}  {r.estimate_gib:12.2f}",
               flush=True)  # fmt: skip
     return 0
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -521,15 +521,19 @@ def _status_mb(key: str) -> float:
     return float("nan")
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident set since it started or since `reset_peak`, MiB (Linux)."""
     return _status_mb("VmHWM")
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
+    """This process's resident set now, MiB (Linux)."""
     return _status_mb("VmRSS")
 
 
-def _reset_peak() -> None:
+def reset_peak() -> None:
+    """Sets the peak resident set to the current one (Linux's /proc/self/clear_refs; a no-op
+    where it is missing)."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -623,7 +627,7 @@ def worker(args) -> int:
     crash_at = int(os.environ.get("ELFVC_FUZZ_TEST_CRASH_AT", "-1"))
     hang_at = int(os.environ.get("ELFVC_FUZZ_TEST_HANG_AT", "-1"))
     out = sys.stdout
-    out.write(json.dumps({"ready": True, "rss_mb": _peak_rss_mb()}) + "\n")
+    out.write(json.dumps({"ready": True, "rss_mb": peak_rss_mb()}) + "\n")
     out.flush()
     try:
         for index in range(args.first, args.last):
@@ -634,12 +638,12 @@ def worker(args) -> int:
                 os.kill(os.getpid(), signal.SIGSEGV)
             if index == hang_at:
                 time.sleep(1e6)
-            _reset_peak()
-            before = _rss_mb()
+            reset_peak()
+            before = rss_mb()
             start = time.perf_counter()
             outcome, message, frames = run_one(path, data, bundle, backend, args.max_pixels)
             out.write(json.dumps({"i": index, "m": name, "o": outcome, "msg": message, "f": frames, "n": len(data),
-                                  "s": round(time.perf_counter() - start, 4), "mb": round(_peak_rss_mb(), 1),
+                                  "s": round(time.perf_counter() - start, 4), "mb": round(peak_rss_mb(), 1),
                                   "mb0": round(before, 1)}) + "\n")  # fmt: skip
             out.flush()
     finally:

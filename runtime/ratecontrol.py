@@ -359,8 +359,6 @@ class TargetBitrate:
     def update(self, index: int, frame_type: FrameType, result: TrialResult) -> None:
         if self.gop == 0:  # an open GOP: the I-frame's extra share is debt, repaid by the P-frames
             self.debt += result.bits - self.bits_per_frame
-            if frame_type == FrameType.I:
-                self.last_intra = index
             return
         if frame_type == FrameType.I and self.gop_start(index) != index:
             self.debt += self.cut_short(index)

@@ -27,7 +27,7 @@ def test_small_model_decodes_within_its_estimate():
     """The P-frame's peak growth per padded pixel is near the estimate's (which must not be far
     below it: the estimate refuses what would not fit), the I-frame's well below it."""
     r = decoder_memory.measure("small", 512, 512)
-    assert r.padded_pixels == 512 * 512 and r.estimate_bytes_per_pixel == 564
+    assert r.padded_pixels == 512 * 512 and r.estimate_bytes_per_pixel == 620  # small: 596 + 96 / 4
     assert 0.7 * r.estimate_bytes_per_pixel < r.p_bytes_per_pixel < 1.1 * r.estimate_bytes_per_pixel
     assert r.i_bytes_per_pixel < r.p_bytes_per_pixel
     assert r.peak_gib < r.estimate_gib  # what the decoder checks holds the whole process
